@@ -1,0 +1,233 @@
+"""The broadcaster: numbers, records and fans out every job event.
+
+One actor for the whole server. Teams and supervisors :meth:`Broadcaster.publish`
+drafts into its bounded inbox; :meth:`Broadcaster.run` takes them in batches,
+numbers them per job (``seq`` 1, 2, 3 … with no gaps), folds them into the
+jobs' snapshots, writes the batch to the store in one commit (so an event is
+durable before anyone sees it), then hands each event (already encoded to
+JSON once) to every subscriber of its job.
+
+Subscribers never block the broadcaster: each :class:`Subscription` has its own
+queue, bounded in bytes; one that falls behind past the bound is shed with
+:class:`chimera.errors.SubscriberTooSlow` and can resume from its last ``seq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from chimera.errors import ChimeraError, SubscriberTooSlow, Unavailable
+from chimera.events import Draft, Event
+from chimera.job import Job
+from chimera.store.base import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
+INBOX_SIZE = 4096
+MAX_BATCH = 1024
+HISTORY_PAGE = 512
+
+
+@dataclass(slots=True)
+class _Channel:
+    """A job's subscribers, and its snapshot while it runs (``None`` until it exists)."""
+
+    job: Job | None = None
+    subscribers: set[Subscription] = field(default_factory=set)
+
+
+class Subscription:
+    """One subscriber's view of one job: its history after ``after_seq``, then live events.
+
+    Iterate it to receive events in order, each once. Iteration ends after the
+    job's final event; it raises :class:`SubscriberTooSlow` if the subscriber
+    fell behind, or :class:`chimera.errors.Unavailable` when the server shuts
+    down. Use it as a context manager so it is always unregistered.
+    """
+
+    def __init__(
+        self, broadcaster: Broadcaster, job_id: str, after_seq: int, max_bytes: int
+    ) -> None:
+        self.job_id = job_id
+        self.last_seq = after_seq
+        self._broadcaster = broadcaster
+        self._max_bytes = max_bytes
+        self._pending: deque[Event] = deque()
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._failed = asyncio.Event()
+        self._error: ChimeraError | None = None
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._broadcaster._unsubscribe(self)
+
+    def _push(self, event: Event) -> None:
+        """Called by the broadcaster, never blocks."""
+        if self._error is not None:
+            return
+        if self._pending_bytes + event.size > self._max_bytes:
+            self._fail(SubscriberTooSlow(self.last_seq))
+            return
+        self._pending.append(event)
+        self._pending_bytes += event.size
+        self._wake.set()
+
+    def _fail(self, error: ChimeraError) -> None:
+        self._error = error
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._wake.set()
+        self._failed.set()
+
+    async def wait_failed(self) -> ChimeraError:
+        """Returns the error once the subscription is shed or the server stops.
+
+        Lets a gateway whose writer is stuck on a slow client react at once.
+        """
+        await self._failed.wait()
+        assert self._error is not None
+        return self._error
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        store = self._broadcaster.store
+        # History first. We registered before reading, and events reach the
+        # store before subscribers, so every event is in the store or in
+        # _pending (or both: duplicates are dropped by seq).
+        while True:
+            page = await store.read_events(self.job_id, self.last_seq, HISTORY_PAGE)
+            for event in page:
+                self.last_seq = event.seq
+                yield event
+                if event.is_final:
+                    return
+            if len(page) < HISTORY_PAGE:
+                break
+        while True:
+            while self._pending:
+                event = self._pending.popleft()
+                self._pending_bytes -= event.size
+                if event.seq <= self.last_seq:
+                    continue
+                self.last_seq = event.seq
+                yield event
+                if event.is_final:
+                    return
+            if self._error is not None:
+                raise self._error
+            self._wake.clear()
+            await self._wake.wait()
+
+
+class Broadcaster:
+    """The actor that owns sequence numbers, the event log writes and fan-out.
+
+    Lifecycle: :meth:`run` until :meth:`stop`; ``run`` then drains what was
+    already published, records it, fans it out, ends every subscription with
+    :class:`Unavailable`, and returns.
+    """
+
+    def __init__(self, store: Store, *, subscriber_max_bytes: int = DEFAULT_SUBSCRIBER_MAX_BYTES):
+        self.store = store
+        self.subscriber_max_bytes = subscriber_max_bytes
+        self._inbox: asyncio.Queue[Draft | None] = asyncio.Queue(INBOX_SIZE)
+        self._channels: dict[str, _Channel] = {}
+        self._stopped = False
+
+    # -- called by the job manager and the actors ---------------------------------
+
+    def open_job(self, job: Job) -> None:
+        """Starts numbering ``job``'s events after ``job.last_sequence``."""
+        self._channels.setdefault(job.job_id, _Channel()).job = job
+
+    async def publish(self, draft: Draft) -> None:
+        """Queues ``draft``; waits while the inbox is full (backpressure)."""
+        await self._inbox.put(draft)
+
+    async def stop(self) -> None:
+        """Asks :meth:`run` to finish once everything published so far is out."""
+        await self._inbox.put(None)
+
+    # -- called by the gateways ----------------------------------------------------
+
+    def subscribe(
+        self, job_id: str, after_seq: int = 0, max_bytes: int | None = None
+    ) -> Subscription:
+        """Registers a subscriber for ``job_id`` (which may not exist yet)."""
+        if self._stopped:
+            raise Unavailable("the server is shutting down")
+        sub = Subscription(self, job_id, after_seq, max_bytes or self.subscriber_max_bytes)
+        self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
+        return sub
+
+    def subscriber_count(self, job_id: str) -> int:
+        channel = self._channels.get(job_id)
+        return len(channel.subscribers) if channel else 0
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        channel = self._channels.get(sub.job_id)
+        if channel is None:
+            return
+        channel.subscribers.discard(sub)
+        if not channel.subscribers and (channel.job is None or channel.job.finished):
+            del self._channels[sub.job_id]
+
+    # -- the actor -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        stopping = False
+        try:
+            while not stopping:
+                first = await self._inbox.get()
+                batch: list[Draft] = []
+                if first is None:
+                    stopping = True
+                else:
+                    batch.append(first)
+                while len(batch) < MAX_BATCH and not self._inbox.empty():
+                    item = self._inbox.get_nowait()
+                    if item is None:
+                        stopping = True
+                    else:
+                        batch.append(item)
+                if batch:
+                    await self._deliver(batch)
+        finally:
+            self._stopped = True
+            for channel in self._channels.values():
+                for sub in channel.subscribers:
+                    sub._fail(Unavailable("the server is shutting down"))
+
+    async def _deliver(self, batch: list[Draft]) -> None:
+        events: list[Event] = []
+        touched: dict[str, Job] = {}
+        for draft in batch:
+            channel = self._channels.get(draft.job_id)
+            if channel is None or channel.job is None:
+                log.error("dropping an event for job %s, which was never opened", draft.job_id)
+                continue
+            job = channel.job
+            event = Event.number(draft, job.last_sequence + 1)
+            job.apply(event)
+            events.append(event)
+            touched[job.job_id] = job
+        if not events:
+            return
+        await self.store.append(events, list(touched.values()))
+        for event in events:
+            channel = self._channels.get(event.job_id)
+            if channel is None:
+                continue
+            for sub in channel.subscribers:
+                sub._push(event)
+        for job in touched.values():
+            channel = self._channels.get(job.job_id)
+            if channel is not None and job.finished and not channel.subscribers:
+                del self._channels[job.job_id]

@@ -1,0 +1,226 @@
+"""The job manager: creates jobs, owns their supervisors, cancels them.
+
+Lifecycle: :meth:`JobManager.recover` once at start-up (jobs a crash left
+``running`` are closed as failed), then :meth:`JobManager.run` owns every
+supervisor in one ``TaskGroup`` until :meth:`JobManager.stop`, which interrupts
+the running jobs; ``run`` returns once each has published its final event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from chimera.actors.broadcaster import Broadcaster
+from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
+from chimera.actors.team import TeamActor
+from chimera.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
+from chimera.ids import check_job_id, new_job_id
+from chimera.job import Job, TeamRun
+from chimera.providers.base import Provider
+from chimera.store.base import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BRIEF_CHARS = 10_000
+MAX_REQUEST_ID_CHARS = 128
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+ProviderFactory = Callable[[TeamName], Provider]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    brief: str
+    teams: Sequence[TeamName] = ()
+    job_id: str = ""
+    request_id: str = ""
+
+
+def encode_page_token(cursor: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{cursor}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    bad = InvalidArgument(
+        "page_token is not one this server issued: pass next_page_token from the "
+        "previous ListJobs response unchanged, or leave it empty"
+    )
+    if len(token) > 64:
+        raise bad
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise bad from exc
+    prefix, _, number = text.partition(":")
+    if prefix != "v1" or not number.isdigit() or len(number) > 18:
+        raise bad
+    return int(number)
+
+
+class JobManager:
+    def __init__(
+        self,
+        store: Store,
+        broadcaster: Broadcaster,
+        providers: ProviderFactory,
+        *,
+        max_brief_chars: int = MAX_BRIEF_CHARS,
+        job_deadline: float | None = None,
+    ) -> None:
+        self._store = store
+        self._broadcaster = broadcaster
+        self._providers = providers
+        self._max_brief_chars = max_brief_chars
+        self._job_deadline = job_deadline
+        self._supervisors: dict[str, JobSupervisor] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def recover(self) -> list[str]:
+        """Closes jobs a crash left ``running``: teams end in ``error``, the job ``failed``."""
+        recovered = []
+        for job in await self._store.unfinished_jobs():
+            self._broadcaster.open_job(job)
+            publish = self._broadcaster.publish
+            for run in job.teams.values():
+                if run.status not in TEAM_FINAL:
+                    await publish(Draft.error(job.job_id, run.team, INTERRUPTED))
+                    await publish(Draft.status(job.job_id, run.team, TeamStatus.ERROR.value))
+            await publish(Draft.status(job.job_id, None, JobState.FAILED.value))
+            recovered.append(job.job_id)
+        if recovered:
+            log.warning("marked %d interrupted job(s) as failed", len(recovered))
+        return recovered
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._stop.wait()
+            self._tg = None
+            for supervisor in self._supervisors.values():
+                supervisor.interrupt()
+
+    def stop(self) -> None:
+        """Refuses new jobs from now on and interrupts the running ones."""
+        self._stop.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._supervisors)
+
+    # -- operations ----------------------------------------------------------------------
+
+    def _validate(self, request: JobRequest) -> tuple[str, tuple[TeamName, ...]]:
+        brief = request.brief.strip()
+        if not brief:
+            raise InvalidArgument("brief is empty: describe what the teams should build")
+        if len(request.brief) > self._max_brief_chars:
+            raise InvalidArgument(
+                f"brief is {len(request.brief)} characters; the limit is "
+                f"{self._max_brief_chars}: shorten it"
+            )
+        teams = tuple(request.teams) or ALL_TEAMS
+        if len(set(teams)) != len(teams):
+            raise InvalidArgument("teams lists a team more than once: list each team once")
+        if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+            raise InvalidArgument(
+                f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters: shorten it"
+            )
+        job_id = check_job_id(request.job_id) if request.job_id else new_job_id()
+        return job_id, teams
+
+    async def create(self, request: JobRequest) -> Job:
+        """Records the job and starts its supervisor at once."""
+        job_id, teams = self._validate(request)
+        if self._tg is None or self._stop.is_set():
+            raise Unavailable("the server is shutting down and takes no new jobs")
+        now = utc_now()
+        job = Job(
+            job_id=job_id,
+            brief=request.brief,
+            teams={team: TeamRun(team) for team in teams},
+            create_time=now,
+            update_time=now,
+            request_id=request.request_id,
+        )
+        stored, created = await self._store.create_job(job)
+        if not created:
+            if stored.brief != request.brief or tuple(stored.teams) != teams:
+                raise FailedPrecondition(
+                    f"request_id {request.request_id!r} was already used for a different "
+                    "request: use a new request_id"
+                )
+            return stored
+        if self._tg is None:  # stopped while we were writing
+            raise Unavailable("the server is shutting down and takes no new jobs")
+        self._broadcaster.open_job(Job.from_json(job.to_json()))
+        publish = self._broadcaster.publish
+        actors = [
+            TeamActor(job_id, team, self._providers(team), request.brief, publish)
+            for team in teams
+        ]
+        supervisor = JobSupervisor(job_id, actors, publish, deadline=self._job_deadline)
+        self._supervisors[job_id] = supervisor
+        self._tg.create_task(self._supervise(supervisor))
+        return job
+
+    async def _supervise(self, supervisor: JobSupervisor) -> None:
+        """The top frame of a job's task; nobody else awaits it.
+
+        An unexpected error in a supervisor is logged here and does not take
+        down the other jobs sharing the TaskGroup.
+        """
+        try:
+            await supervisor.run()
+        except Exception:
+            log.exception("supervisor of job %s crashed", supervisor.job_id)
+        finally:
+            del self._supervisors[supervisor.job_id]
+
+    async def get(self, job_id: str) -> Job:
+        check_job_id(job_id)
+        job = await self._store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id!r} does not exist")
+        return job
+
+    async def list(self, page_size: int, page_token: str) -> tuple[list[Job], str]:
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
+            )
+        before = decode_page_token(page_token) if page_token else None
+        jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before)
+        return jobs, encode_page_token(cursor) if cursor is not None else ""
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancels a running job and returns it once its final event is recorded.
+
+        Cancelling a cancelled job returns it unchanged; a job that finished
+        otherwise cannot be cancelled.
+        """
+        check_job_id(job_id)
+        supervisor = self._supervisors.get(job_id)
+        if supervisor is not None:
+            async with self._broadcaster.subscribe(job_id) as subscription:
+                supervisor.cancel()
+                async for _ in subscription:
+                    pass  # ends after the job's final event, which is then stored
+        job = await self.get(job_id)
+        if job.state is JobState.RUNNING:
+            raise FailedPrecondition(f"job {job_id!r} is still stopping: try again")
+        if job.state is not JobState.CANCELLED and supervisor is None:
+            raise FailedPrecondition(
+                f"job {job_id!r} already finished as {job.state.value}; only running jobs "
+                "can be cancelled"
+            )
+        return job

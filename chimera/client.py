@@ -1,0 +1,72 @@
+"""A small async client for ``chimera.v1.JobService``, used by the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+import grpc
+
+from chimera.v1 import jobs_pb2 as pb
+from chimera.v1 import jobs_pb2_grpc
+
+
+class JobsClient:
+    """Use as ``async with JobsClient("127.0.0.1:50051") as client: ...``."""
+
+    def __init__(self, target: str, *, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._metadata = tuple(metadata)
+
+    async def __aenter__(self) -> JobsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._channel.close()
+
+    async def create(
+        self, brief: str, teams: Sequence[int] = (), job_id: str = "", request_id: str = ""
+    ) -> pb.Job:
+        request = pb.CreateJobRequest(
+            brief=brief, teams=teams, job_id=job_id, request_id=request_id
+        )
+        response: pb.CreateJobResponse = await self._stub.CreateJob(
+            request, metadata=self._metadata
+        )
+        return response.job
+
+    async def get(self, job_id: str) -> pb.Job:
+        response: pb.GetJobResponse = await self._stub.GetJob(
+            pb.GetJobRequest(job_id=job_id), metadata=self._metadata
+        )
+        return response.job
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> pb.ListJobsResponse:
+        response: pb.ListJobsResponse = await self._stub.ListJobs(
+            pb.ListJobsRequest(page_size=page_size, page_token=page_token),
+            metadata=self._metadata,
+        )
+        return response
+
+    async def cancel(self, job_id: str) -> pb.Job:
+        response: pb.CancelJobResponse = await self._stub.CancelJob(
+            pb.CancelJobRequest(job_id=job_id), metadata=self._metadata
+        )
+        return response.job
+
+    async def events(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[pb.JobEvent]:
+        call = self._stub.StreamJobEvents(
+            pb.StreamJobEventsRequest(job_id=job_id, after_sequence=after_sequence),
+            metadata=self._metadata,
+        )
+        try:
+            async for response in call:
+                yield response.event
+        finally:
+            call.cancel()

@@ -1,0 +1,91 @@
+"""Terminal output for the CLI (rich): live team lines, then each team's code."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from chimera.gateways.convert import STATE_FROM_PB, STATUS_FROM_PB, TEAM_FROM_PB
+from chimera.v1 import jobs_pb2 as pb
+
+TEAM_STYLE = {"anthropic": "bold magenta", "google": "bold cyan", "job": "bold"}
+
+
+def team_label(team: int) -> str:
+    name = TEAM_FROM_PB.get(team)  # type: ignore[call-overload]
+    return name.value if name is not None else "job"
+
+
+def render_event(console: Console, event: pb.JobEvent) -> None:
+    """One line per event, as it arrives."""
+    who = team_label(event.team)
+    line = Text(f"{event.sequence:>4} ", style="dim")
+    line.append(f"[{who}] ", style=TEAM_STYLE.get(who, ""))
+    kind = event.WhichOneof("kind")
+    if kind == "status_change":
+        status = event.status_change.status
+        line.append(status, style="bold green" if status in ("complete", "succeeded") else "bold")
+        if event.status_change.model:
+            line.append(f" (model: {event.status_change.model})", style="dim")
+    elif kind == "thought_added":
+        line.append("thinks: ", style="italic")
+        line.append(event.thought_added.thought)
+    elif kind == "code_generated":
+        code = event.code_generated
+        line.append(
+            f"generated {len(code.code.splitlines())} lines of {code.language or 'code'} "
+            f"({code.token_count} tokens)",
+            style="green",
+        )
+    elif kind == "error":
+        line.append(f"error: {event.error.error}", style="bold red")
+    console.print(line)
+
+
+def render_code(console: Console, job: pb.Job) -> None:
+    for run in job.teams:
+        who = team_label(run.team)
+        if run.code:
+            console.print(
+                Panel(
+                    Syntax(run.code, run.language or "text", word_wrap=True),
+                    title=f"{who} · {run.model} · {run.token_count} tokens",
+                    border_style=TEAM_STYLE.get(who, ""),
+                )
+            )
+        elif run.error:
+            console.print(Text(f"{who}: {run.error}", style="bold red"))
+
+
+def render_job(console: Console, job: pb.Job) -> None:
+    state = STATE_FROM_PB.get(job.state)  # type: ignore[call-overload]
+    console.print(Text(f"job {job.job_id}: {state.value if state else 'unknown'}", style="bold"))
+    console.print(Text(f"brief: {job.brief}"))
+    table = Table("team", "status", "model", "thoughts", "tokens", "error")
+    for run in job.teams:
+        status = STATUS_FROM_PB.get(run.status)  # type: ignore[call-overload]
+        table.add_row(
+            team_label(run.team),
+            status.value if status else "?",
+            run.model,
+            str(len(run.thoughts)),
+            str(run.token_count),
+            run.error,
+        )
+    console.print(table)
+
+
+def render_jobs(console: Console, jobs: list[pb.Job]) -> None:
+    table = Table("job_id", "state", "created", "brief")
+    for job in jobs:
+        state = STATE_FROM_PB.get(job.state)  # type: ignore[call-overload]
+        table.add_row(
+            job.job_id,
+            state.value if state else "?",
+            job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+            job.brief if len(job.brief) <= 60 else job.brief[:59] + "…",
+        )
+    console.print(table)

@@ -1,0 +1,70 @@
+"""Chimera's exceptions, in one place.
+
+Hierarchy::
+
+    ChimeraError
+    ├── InvalidArgument        bad input from a client; nothing was changed
+    ├── NotFound               no such job
+    ├── AlreadyExists          job id (or request id for another request) taken
+    ├── FailedPrecondition     the job is in a state where this is not allowed
+    ├── Unavailable            the server is shutting down
+    ├── ProviderError          a team's provider failed (after its own retries)
+    └── SubscriptionError      a subscription ended abnormally
+        └── SubscriberTooSlow  the subscriber fell too far behind and was shed
+
+Foreign exceptions (SDK, sqlite, grpc) are translated into these at the one
+boundary that meets them (``raise ProviderError(...) from exc``); the gateways
+translate these into gRPC status codes and WebSocket close codes.
+"""
+
+from __future__ import annotations
+
+
+class ChimeraError(Exception):
+    """Base class of every error Chimera raises on purpose."""
+
+
+class InvalidArgument(ChimeraError):
+    """The client sent something malformed; the message says what to fix."""
+
+
+class NotFound(ChimeraError):
+    """The job does not exist."""
+
+
+class AlreadyExists(ChimeraError):
+    """The job id, or the request id for a different request, is already used."""
+
+
+class FailedPrecondition(ChimeraError):
+    """The job's state does not allow the operation."""
+
+
+class Unavailable(ChimeraError):
+    """The server is shutting down and takes no new work."""
+
+
+class ProviderError(ChimeraError):
+    """A provider failed for good; ``str(exc)`` is safe to show to subscribers.
+
+    ``status`` is the HTTP status the provider answered with, when there was one.
+    The message must never contain a secret.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SubscriptionError(ChimeraError):
+    """A subscription ended for a reason other than the job finishing."""
+
+
+class SubscriberTooSlow(SubscriptionError):
+    """The subscriber's outgoing queue passed its byte limit; it may resume."""
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(
+            f"subscriber fell behind; reconnect with since={last_seq} to resume"
+        )
+        self.last_seq = last_seq

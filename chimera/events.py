@@ -1,0 +1,167 @@
+"""Job events: immutable values, numbered per job, encoded to JSON once.
+
+A team or supervisor produces a :class:`Draft` (no sequence number yet); the
+broadcaster numbers it and turns it into an :class:`Event`, whose ``frame`` is
+the exact WebSocket text every subscriber receives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TeamName(StrEnum):
+    ANTHROPIC = "anthropic"
+    GOOGLE = "google"
+
+
+ALL_TEAMS: tuple[TeamName, ...] = (TeamName.ANTHROPIC, TeamName.GOOGLE)
+
+
+class TeamStatus(StrEnum):
+    IDLE = "idle"
+    THINKING = "thinking"
+    GENERATING = "generating"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+TEAM_FINAL = frozenset({TeamStatus.COMPLETE, TeamStatus.ERROR, TeamStatus.CANCELLED})
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+JOB_FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class EventType(StrEnum):
+    STATUS_CHANGE = "status_change"
+    THOUGHT_ADDED = "thought_added"
+    CODE_GENERATED = "code_generated"
+    ERROR = "error"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_timestamp(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z``: ``2025-12-01T10:00:01.000Z``."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An event before the broadcaster numbers it."""
+
+    job_id: str
+    type: EventType
+    team: TeamName | None
+    data: Mapping[str, Any]
+    timestamp: datetime = field(default_factory=utc_now)
+
+    @staticmethod
+    def status(job_id: str, team: TeamName | None, status: str, **extra: Any) -> Draft:
+        return Draft(job_id, EventType.STATUS_CHANGE, team, {"status": status, **extra})
+
+    @staticmethod
+    def thought(job_id: str, team: TeamName, text: str) -> Draft:
+        return Draft(job_id, EventType.THOUGHT_ADDED, team, {"thought": text})
+
+    @staticmethod
+    def code(job_id: str, team: TeamName, code: str, language: str, token_count: int) -> Draft:
+        data = {"code": code, "language": language, "token_count": token_count}
+        return Draft(job_id, EventType.CODE_GENERATED, team, data)
+
+    @staticmethod
+    def error(job_id: str, team: TeamName | None, message: str) -> Draft:
+        return Draft(job_id, EventType.ERROR, team, {"error": message, "status": "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A numbered job event and its encoded WebSocket frame."""
+
+    job_id: str
+    seq: int
+    type: EventType
+    team: TeamName | None
+    data: Mapping[str, Any]
+    timestamp: datetime
+    frame: str
+
+    @staticmethod
+    def number(draft: Draft, seq: int) -> Event:
+        return Event(
+            draft.job_id, seq, draft.type, draft.team, draft.data, draft.timestamp,
+            encode(draft, seq),
+        )
+
+    @staticmethod
+    def from_frame(frame: str) -> Event:
+        """Rebuilds an event from its stored frame (the frame is the record)."""
+        obj = json.loads(frame)
+        team = obj.get("team")
+        return Event(
+            job_id=obj["job_id"],
+            seq=obj["seq"],
+            type=EventType(obj["type"]),
+            team=TeamName(team) if team else None,
+            data=obj["data"],
+            timestamp=parse_timestamp(obj["timestamp"]),
+            frame=frame,
+        )
+
+    @property
+    def size(self) -> int:
+        """Bytes this event takes on the wire (and, roughly, in a queue)."""
+        return len(self.frame)
+
+    @property
+    def job_state(self) -> JobState | None:
+        """The job's new state, if this is a job-level status change."""
+        if self.type is EventType.STATUS_CHANGE and self.team is None:
+            return JobState(self.data["status"])
+        return None
+
+    @property
+    def is_final(self) -> bool:
+        """True for the job's last event (a job-level status change to a final state)."""
+        return self.job_state in JOB_FINAL
+
+
+def encode(draft: Draft, seq: int) -> str:
+    """The guide's message shape plus ``job_id`` and ``seq``; job events omit ``team``."""
+    message: dict[str, Any] = {"type": draft.type.value}
+    if draft.team is not None:
+        message["team"] = draft.team.value
+    message["data"] = dict(draft.data)
+    message["timestamp"] = iso_timestamp(draft.timestamp)
+    message["job_id"] = draft.job_id
+    message["seq"] = seq
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def control_message(type_: str, **fields: Any) -> str:
+    """A message that is not a job event (``connected``, ``pong``, client ``error``)."""
+    return json.dumps(
+        {"type": type_, **fields, "timestamp": iso_timestamp(utc_now())},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )

@@ -1,0 +1,1 @@
+"""The two gateways: gRPC (control plane and event streams) and WebSocket (browsers)."""

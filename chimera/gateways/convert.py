@@ -1,0 +1,99 @@
+"""Translation between Chimera's values and the chimera.v1 protobuf messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chimera.errors import InvalidArgument
+from chimera.events import Event, EventType, JobState, TeamName, TeamStatus
+from chimera.job import Job
+from chimera.v1 import jobs_pb2 as pb
+
+TEAM_TO_PB = {TeamName.ANTHROPIC: pb.TEAM_ANTHROPIC, TeamName.GOOGLE: pb.TEAM_GOOGLE}
+TEAM_FROM_PB = {v: k for k, v in TEAM_TO_PB.items()}
+STATE_TO_PB = {
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+STATUS_TO_PB = {
+    TeamStatus.IDLE: pb.TEAM_STATUS_IDLE,
+    TeamStatus.THINKING: pb.TEAM_STATUS_THINKING,
+    TeamStatus.GENERATING: pb.TEAM_STATUS_GENERATING,
+    TeamStatus.COMPLETE: pb.TEAM_STATUS_COMPLETE,
+    TeamStatus.ERROR: pb.TEAM_STATUS_ERROR,
+    TeamStatus.CANCELLED: pb.TEAM_STATUS_CANCELLED,
+}
+STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def teams_from_pb(values: list[int]) -> list[TeamName]:
+    teams = []
+    for value in values:
+        team = TEAM_FROM_PB.get(value)  # type: ignore[call-overload]
+        if team is None:
+            raise InvalidArgument(
+                f"teams has an unknown team ({value}): use TEAM_ANTHROPIC or TEAM_GOOGLE"
+            )
+        teams.append(team)
+    return teams
+
+
+def job_to_pb(job: Job) -> pb.Job:
+    return pb.Job(
+        job_id=job.job_id,
+        brief=job.brief,
+        state=STATE_TO_PB[job.state],
+        teams=[
+            pb.TeamRun(
+                team=TEAM_TO_PB[run.team],
+                status=STATUS_TO_PB[run.status],
+                model=run.model,
+                thoughts=run.thoughts,
+                code=run.code,
+                token_count=run.token_count,
+                error=run.error,
+                language=run.language,
+            )
+            for run in job.teams.values()
+        ],
+        create_time=timestamp(job.create_time),
+        update_time=timestamp(job.update_time),
+        end_time=timestamp(job.end_time),
+        last_sequence=job.last_sequence,
+    )
+
+
+def event_to_pb(event: Event) -> pb.JobEvent:
+    message = pb.JobEvent(
+        sequence=event.seq,
+        job_id=event.job_id,
+        time=timestamp(event.timestamp),
+        team=TEAM_TO_PB[event.team] if event.team else pb.TEAM_UNSPECIFIED,
+    )
+    data = event.data
+    if event.type is EventType.STATUS_CHANGE:
+        message.status_change.status = data["status"]
+        message.status_change.model = data.get("model", "")
+    elif event.type is EventType.THOUGHT_ADDED:
+        message.thought_added.thought = data["thought"]
+    elif event.type is EventType.CODE_GENERATED:
+        message.code_generated.code = data["code"]
+        message.code_generated.language = data.get("language", "")
+        message.code_generated.token_count = int(data.get("token_count", 0))
+    elif event.type is EventType.ERROR:
+        message.error.error = data["error"]
+        message.error.status = data.get("status", "error")
+    return message

@@ -1,0 +1,178 @@
+"""The gRPC gateway: ``chimera.v1.JobService``, reflection and health.
+
+Chimera errors become gRPC status codes here, at the one boundary:
+InvalidArgument → INVALID_ARGUMENT, NotFound → NOT_FOUND, AlreadyExists →
+ALREADY_EXISTS, FailedPrecondition → FAILED_PRECONDITION, Unavailable →
+UNAVAILABLE, SubscriberTooSlow → RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from chimera.actors.broadcaster import Broadcaster
+from chimera.actors.jobs import JobManager, JobRequest
+from chimera.errors import (
+    AlreadyExists,
+    ChimeraError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SubscriberTooSlow,
+    Unavailable,
+)
+from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb
+from chimera.v1 import jobs_pb2 as pb
+from chimera.v1 import jobs_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
+MAX_MESSAGE_BYTES = 1 << 20
+
+_CODES: list[tuple[type[ChimeraError], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
+]
+
+
+def status_code(error: ChimeraError) -> grpc.StatusCode:
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: grpc.aio.ServicerContext[object, object], error: ChimeraError) -> None:
+    await context.abort(status_code(error), str(error))
+
+
+class JobService:
+    """The servicer; each method translates, calls the job manager, translates back."""
+
+    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
+        self._jobs = jobs
+        self._broadcaster = broadcaster
+
+    async def CreateJob(
+        self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.CreateJobResponse:
+        try:
+            job = await self._jobs.create(
+                JobRequest(
+                    brief=request.brief,
+                    teams=teams_from_pb(list(request.teams)),
+                    job_id=request.job_id,
+                    request_id=request.request_id,
+                )
+            )
+        except ChimeraError as exc:
+            await _abort(context, exc)
+            raise  # abort() raises; this line is for the type checker
+        return pb.CreateJobResponse(job=job_to_pb(job))
+
+    async def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.GetJobResponse:
+        try:
+            job = await self._jobs.get(request.job_id)
+        except ChimeraError as exc:
+            await _abort(context, exc)
+            raise
+        return pb.GetJobResponse(job=job_to_pb(job))
+
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.ListJobsResponse:
+        try:
+            jobs, token = await self._jobs.list(request.page_size, request.page_token)
+        except ChimeraError as exc:
+            await _abort(context, exc)
+            raise
+        return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
+
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.CancelJobResponse:
+        try:
+            job = await self._jobs.cancel(request.job_id)
+        except ChimeraError as exc:
+            await _abort(context, exc)
+            raise
+        return pb.CancelJobResponse(job=job_to_pb(job))
+
+    async def StreamJobEvents(
+        self,
+        request: pb.StreamJobEventsRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[pb.StreamJobEventsResponse]:
+        """History after ``after_sequence``, then live events; ends after the final event."""
+        try:
+            if request.after_sequence < 0:
+                raise InvalidArgument("after_sequence must be 0 or more")
+            job = await self._jobs.get(request.job_id)
+            if request.after_sequence > job.last_sequence:
+                raise InvalidArgument(
+                    f"after_sequence {request.after_sequence} is beyond the job's last "
+                    f"sequence {job.last_sequence}"
+                )
+            async with self._broadcaster.subscribe(
+                request.job_id, request.after_sequence
+            ) as subscription:
+                async for event in subscription:
+                    yield pb.StreamJobEventsResponse(event=event_to_pb(event))
+        except ChimeraError as exc:
+            await _abort(context, exc)
+
+
+class GrpcGateway:
+    """The grpc.aio server with JobService, reflection and health.
+
+    Lifecycle: :meth:`start` binds and serves; :meth:`stop` sets health to
+    NOT_SERVING, then stops the server with a grace period during which
+    in-flight calls finish (streams end when the broadcaster closes them).
+    """
+
+    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(jobs, broadcaster), self._server)
+        self._health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self._server,
+        )
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen for gRPC on {address}")
+        await self._server.start()
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def enter_shutdown(self) -> None:
+        """Health NOT_SERVING, so balancers stop sending new calls."""
+        await self._health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        await self._server.stop(grace)

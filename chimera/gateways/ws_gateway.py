@@ -1,0 +1,219 @@
+"""The WebSocket gateway: live job events for browsers, on a bare ``websockets`` server.
+
+``ws://HOST:PORT/ws/orchestrate/{job_id}[?since=N]``: the server sends
+``connected``, then every event after ``since`` (default 0, the whole history),
+then live events, each exactly once and in order, and closes with 1000 after
+the job's final event. The client may send ``ping`` or ``{"type":"ping"}`` and
+gets ``pong``; anything else gets an ``error`` message and the connection stays.
+
+Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
+``GET /api/jobs/{job_id}`` (the job's JSON snapshot, for clients that poll).
+
+Close codes: 1000 job finished; 1001 server shutting down; 1009 client frame
+too large; :data:`CLOSE_TOO_SLOW` the subscriber fell behind (resume with
+``since``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+from collections.abc import Awaitable
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from chimera.actors.broadcaster import Broadcaster, Subscription
+from chimera.actors.jobs import JobManager
+from chimera.errors import ChimeraError, NotFound, SubscriberTooSlow, Unavailable
+from chimera.events import control_message
+from chimera.ids import is_valid_job_id
+
+log = logging.getLogger(__name__)
+
+PATH_PREFIX = "/ws/orchestrate/"
+SNAPSHOT_PREFIX = "/api/jobs/"
+MAX_CLIENT_FRAME = 16 * 1024
+MAX_SINCE = 2**53
+CLOSE_TOO_SLOW = 4008
+PING_HELP = 'send "ping" or {"type":"ping"}'
+
+
+def parse_subscription(path: str) -> tuple[str, int]:
+    """``(job_id, since)`` from a request path; ``ValueError`` says what is wrong."""
+    parts = urlsplit(path)
+    if not parts.path.startswith(PATH_PREFIX):
+        raise LookupError(f"no such endpoint {parts.path!r}: use {PATH_PREFIX}{{job_id}}")
+    job_id = parts.path[len(PATH_PREFIX):]
+    if not is_valid_job_id(job_id):
+        raise ValueError("malformed job id: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_'")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    since_values = query.get("since", ["0"])
+    if len(since_values) != 1 or not since_values[0].isdigit() or len(since_values[0]) > 16:
+        raise ValueError("since must be one whole number, 0 or more (the last seq you saw)")
+    since = int(since_values[0])
+    if since > MAX_SINCE:
+        raise ValueError("since is too large")
+    return job_id, since
+
+
+class WebSocketGateway:
+    """Serves subscribers; one reader and one writer task per connection.
+
+    Lifecycle: :meth:`start` listens; :meth:`stop` closes the listening socket,
+    then closes every connection with 1001 and waits for their handlers.
+    """
+
+    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
+        self._jobs = jobs
+        self._broadcaster = broadcaster
+        self._server: Server | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=MAX_CLIENT_FRAME,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+            compression=None,  # frames are encoded once and sent as they are
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Awaitable[Response | None] | Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if path.startswith(SNAPSHOT_PREFIX):
+            return self._snapshot(connection, path[len(SNAPSHOT_PREFIX):])
+        try:
+            parse_subscription(request.path)
+        except LookupError as exc:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"{exc}\n")
+        except ValueError as exc:
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
+        return None
+
+    async def _snapshot(self, connection: ServerConnection, job_id: str) -> Response:
+        if not is_valid_job_id(job_id):
+            return _json(connection, http.HTTPStatus.BAD_REQUEST, {"error": "malformed job id"})
+        try:
+            job = await self._jobs.get(job_id)
+        except NotFound as exc:
+            return _json(connection, http.HTTPStatus.NOT_FOUND, {"error": str(exc)})
+        return _json(connection, http.HTTPStatus.OK, job.to_dict())
+
+    # -- WebSocket ----------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        job_id, since = parse_subscription(ws.request.path if ws.request else "")
+        try:
+            subscription = self._broadcaster.subscribe(job_id, since)
+        except Unavailable:
+            await ws.close(1001, "server shutting down")
+            return
+        async with subscription:
+            await ws.send(
+                control_message(
+                    "connected",
+                    job_id=job_id,
+                    data={"message": f"Connected to job {job_id}", "since": since},
+                )
+            )
+            code, reason = await self._serve(ws, subscription)
+        await ws.close(code, reason)
+
+    async def _serve(self, ws: ServerConnection, subscription: Subscription) -> tuple[int, str]:
+        """Runs the reader and the writer until either ends; returns the close code."""
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(self._read(ws))
+            writer = tg.create_task(self._write(ws, subscription))
+            # The writer may be stuck sending to a client that stopped reading;
+            # a shed subscription must close the connection anyway.
+            shed = tg.create_task(subscription.wait_failed())
+            await asyncio.wait({reader, writer, shed}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (reader, writer, shed):
+                task.cancel()
+        if writer.done() and not writer.cancelled():
+            return writer.result()
+        if shed.done() and not shed.cancelled():
+            return _close_for(shed.result())
+        return 1000, ""  # the client went away; nothing more to say
+
+    async def _write(self, ws: ServerConnection, subscription: Subscription) -> tuple[int, str]:
+        try:
+            async for event in subscription:
+                await ws.send(event.frame)
+        except ChimeraError as exc:
+            return _close_for(exc)
+        except ConnectionClosed:
+            return 1000, ""
+        return 1000, "job finished"
+
+    async def _read(self, ws: ServerConnection) -> None:
+        """Answers pings; tells the client about anything else. Ends when the client leaves."""
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                if _is_ping(message):
+                    await ws.send(control_message("pong"))
+                else:
+                    await ws.send(
+                        control_message(
+                            "error", data={"error": f"unknown message: {PING_HELP}"}
+                        )
+                    )
+
+
+def _is_ping(message: str | bytes) -> bool:
+    if not isinstance(message, str):
+        return False
+    text = message.strip()
+    if text == "ping":
+        return True
+    if not text.startswith("{"):
+        return False
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("type") == "ping"
+
+
+def _close_for(error: ChimeraError) -> tuple[int, str]:
+    if isinstance(error, SubscriberTooSlow):
+        return CLOSE_TOO_SLOW, _reason(str(error))
+    if isinstance(error, Unavailable):
+        return 1001, "server shutting down"
+    return 1011, _reason(str(error))
+
+
+def _reason(text: str) -> str:
+    """A close reason must fit in 123 bytes."""
+    encoded = text.encode()[:123]
+    return encoded.decode(errors="ignore")
+
+
+def _json(connection: ServerConnection, status: http.HTTPStatus, body: object) -> Response:
+    response = connection.respond(status, json.dumps(body, ensure_ascii=False) + "\n")
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json; charset=utf-8"
+    return response

@@ -1,0 +1,30 @@
+"""Job ids: generated as UUID4, or chosen by the client within strict limits."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from chimera.errors import InvalidArgument
+
+MAX_JOB_ID_LENGTH = 64
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    """Short and URL-safe: 1-64 of ``[A-Za-z0-9_-]``."""
+    return _JOB_ID.fullmatch(job_id) is not None
+
+
+def check_job_id(job_id: str) -> str:
+    if not is_valid_job_id(job_id):
+        shown = job_id if len(job_id) <= MAX_JOB_ID_LENGTH else job_id[:MAX_JOB_ID_LENGTH] + "…"
+        raise InvalidArgument(
+            f"job_id {shown!r} is malformed: use 1 to {MAX_JOB_ID_LENGTH} characters "
+            "from A-Z, a-z, 0-9, '-' and '_'"
+        )
+    return job_id

@@ -1,0 +1,1 @@
+"""Providers: where a team's thoughts and code come from (simulated, Anthropic, Google)."""

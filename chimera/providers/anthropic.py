@@ -1,0 +1,269 @@
+"""The Anthropic team's provider: Claude with extended thinking, streamed.
+
+One :meth:`AnthropicProvider.stream` call sends one Messages API request
+(``stream=True``, ``thinking={"type": "enabled", ...}``) through
+``anthropic.AsyncAnthropic`` and turns its server-sent events into
+:mod:`chimera.providers.base` events:
+
+- ``thinking_delta`` → :class:`Thought`, grouped into sentences or
+  paragraphs by :class:`~chimera.providers.thoughts.ThoughtGrouper`, the rest
+  flushed when the thinking block stops;
+- the first ``text`` content block start → :class:`AnswerStarted`;
+- ``message_stop`` → :class:`CodeResult` with the code of the answer's
+  fenced block and ``token_count`` = the message's ``output_tokens`` (what
+  the model generated, thinking included; the prompt is not counted).
+
+Failures are retried by :func:`chimera.providers.retry.with_retries` (the
+SDK's own retries are off, ``max_retries=0``); see that module for the list.
+SDK and transport exceptions are translated into
+:class:`~chimera.errors.ProviderError` in :meth:`AnthropicProvider._translate`
+and nowhere else. Error messages never contain the API key.
+
+Lifecycle: the provider owns one ``AsyncAnthropic`` client (and its
+connection pool) from construction until :meth:`AnthropicProvider.aclose`.
+Cancellation: the response stream is entered with ``async with``, so
+cancelling the consumer's task, or closing the iterator, closes the HTTP
+response at once; ``CancelledError`` is never caught.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+import anthropic
+import httpx2
+from anthropic.types import (
+    RawContentBlockDeltaEvent,
+    RawContentBlockStartEvent,
+    RawContentBlockStopEvent,
+    RawMessageDeltaEvent,
+    RawMessageStartEvent,
+    RawMessageStopEvent,
+    TextBlock,
+    TextDelta,
+    ThinkingConfigEnabledParam,
+    ThinkingDelta,
+)
+
+from chimera.errors import ProviderError
+from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
+from chimera.providers.codeblock import extract_code
+from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
+from chimera.providers.prompt import SYSTEM_PROMPT, user_message
+from chimera.providers.retry import RetryPolicy, with_retries
+from chimera.providers.thoughts import ThoughtGrouper
+
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+BASE_URL_ENV = "ANTHROPIC_BASE_URL"  # read by the SDK itself when base_url is None
+DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_THINKING_BUDGET = 2048
+DEFAULT_MAX_TOKENS = 8192
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_BACKOFF_BASE = 1.0
+
+_SOURCE = "Anthropic"
+
+# In-stream ``error`` events arrive on a 200 response; their ``error.type``
+# says which HTTP status the same failure has outside a stream.
+_ERROR_TYPE_STATUS: Mapping[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicConfig:
+    """Settings of :class:`AnthropicProvider`.
+
+    ``base_url`` None leaves the SDK's default in place, which honours the
+    ``ANTHROPIC_BASE_URL`` environment variable. ``timeout`` (seconds) bounds
+    connecting and each read, not the whole answer. ``max_retries`` is the
+    number of retries after the first attempt; the n-th waits about
+    ``backoff_base * 2**(n-1)`` seconds unless the API sends ``retry-after``.
+    ``thinking_display`` is sent as ``thinking.display`` ("summarized" makes
+    models that hide their thinking by default show it); None leaves it out.
+    The API key is left out of ``repr``.
+    """
+
+    api_key: str = field(repr=False)
+    model: str = DEFAULT_MODEL
+    thinking_budget: int = DEFAULT_THINKING_BUDGET
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    base_url: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    thinking_display: Literal["summarized", "omitted"] | None = "summarized"
+
+    def __post_init__(self) -> None:
+        if not self.api_key:
+            raise ValueError("the Anthropic API key is empty")
+        if self.thinking_budget < 1024:
+            raise ValueError("thinking_budget must be at least 1024 tokens")
+        if self.max_tokens <= self.thinking_budget:
+            raise ValueError("max_tokens must be greater than thinking_budget")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must not be negative")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **settings: Any
+    ) -> AnthropicConfig | None:
+        """A config with the key from ``ANTHROPIC_API_KEY``, or None if it is unset or empty.
+
+        ``settings`` are passed on as fields; those that are None are left at
+        their defaults, so unset command-line flags can be passed straight
+        through (and an unset ``base_url`` keeps ``ANTHROPIC_BASE_URL`` working).
+        """
+        key = (os.environ if environ is None else environ).get(API_KEY_ENV, "").strip()
+        if not key:
+            return None
+        given = {name: value for name, value in settings.items() if value is not None}
+        return cls(api_key=key, **given)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The policy :func:`with_retries` applies for this config."""
+        return RetryPolicy(max_attempts=self.max_retries + 1, backoff_base=self.backoff_base)
+
+
+class AnthropicProvider:
+    """A :class:`~chimera.providers.base.Provider` backed by the Anthropic Messages API."""
+
+    def __init__(self, config: AnthropicConfig) -> None:
+        self._config = config
+        self._client = anthropic.AsyncAnthropic(
+            api_key=config.api_key,
+            base_url=config.base_url or None,
+            timeout=config.timeout,
+            max_retries=0,  # with_retries is the one retry loop
+        )
+
+    @property
+    def model(self) -> str:
+        return self._config.model
+
+    @property
+    def base_url(self) -> str:
+        """Where requests go (after ``ANTHROPIC_BASE_URL`` was applied)."""
+        return str(self._client.base_url)
+
+    async def aclose(self) -> None:
+        """Close the client's connection pool. Streams still open are closed with it."""
+        await self._client.close()
+
+    def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
+        """Stream thoughts, then the answer's start, then the code for ``brief``.
+
+        Raises :class:`ProviderError` once retries are exhausted or for a
+        failure that retrying cannot fix.
+        """
+        return with_retries(
+            partial(self._attempt, brief), self._config.retry_policy, provider="anthropic"
+        )
+
+    async def _attempt(self, brief: str) -> AsyncGenerator[ProviderEvent, None]:
+        """One request, from sending it to ``message_stop``."""
+        config = self._config
+        thinking: ThinkingConfigEnabledParam = {
+            "type": "enabled",
+            "budget_tokens": config.thinking_budget,
+        }
+        if config.thinking_display is not None:
+            thinking["display"] = config.thinking_display
+        grouper = ThoughtGrouper()
+        answer: list[str] = []
+        output_tokens = 0
+        stop_reason: str | None = None
+        stopped = False
+        try:
+            stream = await self._client.messages.create(
+                model=config.model,
+                max_tokens=config.max_tokens,
+                system=SYSTEM_PROMPT,
+                messages=[{"role": "user", "content": user_message(brief)}],
+                thinking=thinking,
+                stream=True,
+            )
+            async with stream:
+                async for event in stream:
+                    if isinstance(event, RawMessageStartEvent):
+                        output_tokens = event.message.usage.output_tokens or 0
+                    elif isinstance(event, RawContentBlockStartEvent):
+                        if isinstance(event.content_block, TextBlock):
+                            for text in grouper.flush():
+                                yield Thought(text)
+                            yield AnswerStarted()
+                            answer.append(event.content_block.text or "")
+                    elif isinstance(event, RawContentBlockDeltaEvent):
+                        delta = event.delta
+                        if isinstance(delta, ThinkingDelta):
+                            for text in grouper.feed(delta.thinking):
+                                yield Thought(text)
+                        elif isinstance(delta, TextDelta):
+                            answer.append(delta.text)
+                    elif isinstance(event, RawContentBlockStopEvent):
+                        for text in grouper.flush():
+                            yield Thought(text)
+                    elif isinstance(event, RawMessageDeltaEvent):
+                        output_tokens = event.usage.output_tokens or output_tokens
+                        stop_reason = event.delta.stop_reason or stop_reason
+                    elif isinstance(event, RawMessageStopEvent):
+                        stopped = True
+        except (
+            anthropic.APIError,
+            httpx2.HTTPError,
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+        ) as exc:
+            raise self._translate(exc) from exc
+        if not stopped:
+            raise RetryableError("Anthropic stream ended before message_stop")
+        for text in grouper.flush():
+            yield Thought(text)
+        if stop_reason == "refusal":
+            raise ProviderError("Anthropic model declined the brief (stop_reason refusal)")
+        block = extract_code("".join(answer), source=_SOURCE, stop_reason=stop_reason)
+        yield CodeResult(code=block.code, language=block.language, token_count=output_tokens)
+
+    def _translate(self, exc: Exception) -> ProviderError:
+        """The one place SDK and transport exceptions become Chimera's."""
+        secrets = (self._config.api_key,)
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            if status < 400:  # an ``error`` event inside a 200 stream
+                status = _ERROR_TYPE_STATUS.get(exc.type or "", 500)
+            headers = exc.response.headers
+            should_retry = headers.get("x-should-retry")
+            return http_failure(
+                _SOURCE,
+                status,
+                exc.type,
+                exc.api_message,
+                secrets=secrets,
+                retry_after=parse_retry_after(headers),
+                retryable=None if should_retry is None else should_retry == "true",
+            )
+        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+            return RetryableError("Anthropic API did not answer in time")
+        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+            return RetryableError("Lost the connection to the Anthropic API")
+        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+            return RetryableError("Anthropic API sent a malformed stream event")
+        return ProviderError(f"Anthropic request failed ({type(exc).__name__})")

@@ -1,0 +1,53 @@
+"""The small interface every team's provider implements.
+
+A provider turns a brief into an async stream of :data:`ProviderEvent` values:
+any number of :class:`Thought`, then :class:`AnswerStarted` once the answer
+(not the thinking) begins, then exactly one :class:`CodeResult`. It raises
+:class:`chimera.errors.ProviderError` when it fails for good (after its own
+retries). Cancelling the consumer's task must close the provider's connection
+at once: providers use ``async with``/``try``-``finally`` around their streams
+and never swallow ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """One readable piece of reasoning (a sentence or a paragraph, not a token)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerStarted:
+    """The provider stopped thinking and started writing its answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeResult:
+    """The finished answer's code and what it cost."""
+
+    code: str
+    language: str
+    token_count: int
+
+
+ProviderEvent = Thought | AnswerStarted | CodeResult
+
+
+class Provider(Protocol):
+    """What a team actor needs from a provider."""
+
+    @property
+    def model(self) -> str:
+        """The model name shown to subscribers (``"simulated"`` for the built-in one)."""
+        ...
+
+    def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
+        """Work on ``brief``, yielding events as they happen."""
+        ...

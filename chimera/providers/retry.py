@@ -1,0 +1,112 @@
+"""The one retry loop of the real providers.
+
+Both SDKs are built with their own retries switched off (``max_retries=0``
+for anthropic; no ``retry_options`` for google-genai), so every retry goes
+through :func:`with_retries`, whatever the failure and whenever it happens:
+
+- before the stream: 429, 408/409, 5xx and 529 answers, time-outs, refused
+  connections;
+- during the stream: a dropped connection, an ``error`` event, a malformed
+  frame, a read time-out, a stream that ends without its final event.
+
+An attempt that fails with :class:`~chimera.providers.faults.RetryableError`
+is started again from scratch (a new request) after a back-off, or after the
+``retry-after`` the provider asked for. Events an attempt already yielded stay
+yielded: thoughts of a failed attempt are not taken back, and the new attempt
+may add its own. :class:`~chimera.providers.base.AnswerStarted` is passed on
+once at most. When the budget is spent, or the provider asks to wait longer
+than ``max_retry_after``, the last failure is raised as a plain
+:class:`~chimera.errors.ProviderError` with the same message and status.
+
+Cancellation: the running attempt is closed (``aclose``) before anything
+else happens, so its HTTP stream is closed at once; a ``CancelledError``
+during a back-off sleep propagates untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from chimera.errors import ProviderError
+from chimera.providers.base import AnswerStarted, ProviderEvent
+from chimera.providers.faults import RetryableError
+
+logger = logging.getLogger("chimera.providers")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try.
+
+    ``max_attempts`` counts the first attempt too (1 = never retry). The n-th
+    retry waits ``backoff_base * 2**(n-1)`` seconds, at most ``backoff_max``,
+    times a random factor in [0.5, 1] (jitter), unless the provider said how
+    long to wait. Tests set ``backoff_base`` near zero.
+    """
+
+    max_attempts: int = 4
+    backoff_base: float = 1.0
+    backoff_max: float = 20.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff_base < 0 or self.backoff_max < 0 or self.max_retry_after < 0:
+            raise ValueError("back-off times must not be negative")
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        if retry_after is not None:
+            return retry_after
+        backoff: float = min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1))
+        return backoff * random.uniform(0.5, 1.0)
+
+
+async def with_retries(
+    attempt: Callable[[], AsyncGenerator[ProviderEvent, None]],
+    policy: RetryPolicy,
+    *,
+    provider: str,
+) -> AsyncIterator[ProviderEvent]:
+    """Run ``attempt()`` until one finishes, retrying as the module says.
+
+    ``attempt`` starts one request and yields its events; it raises
+    :class:`RetryableError` for failures worth another go and
+    :class:`ProviderError` for the others (which are raised at once).
+    ``provider`` names the provider in log lines.
+    """
+    answer_started = False
+    attempt_number = 0
+    while True:
+        attempt_number += 1
+        try:
+            async with aclosing(attempt()) as events:
+                async for event in events:
+                    if isinstance(event, AnswerStarted):
+                        if answer_started:
+                            continue
+                        answer_started = True
+                    yield event
+            return
+        except RetryableError as exc:
+            too_long = exc.retry_after is not None and exc.retry_after > policy.max_retry_after
+            if attempt_number >= policy.max_attempts or too_long:
+                logger.warning(
+                    "%s: giving up after %d attempt(s): %s", provider, attempt_number, exc
+                )
+                raise ProviderError(str(exc), status=exc.status) from exc
+            delay = policy.delay(attempt_number, exc.retry_after)
+            logger.info(
+                "%s: attempt %d failed (%s); retrying in %.2fs",
+                provider,
+                attempt_number,
+                exc,
+                delay,
+            )
+        await asyncio.sleep(delay)
