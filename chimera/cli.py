@@ -20,13 +20,14 @@ from pathlib import Path
 import grpc
 from rich.console import Console
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from chimera.client import JobsClient
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig
 from chimera.console import render_code, render_event, render_job, render_jobs
 from chimera.events import TeamName
 from chimera.gateways.convert import TEAM_TO_PB
+from chimera.ids import is_valid_job_id
 from chimera.providers.simulated import DEFAULT_DELAY
 from chimera.server import ChimeraServer
 from chimera.v1 import jobs_pb2 as pb
@@ -209,6 +210,10 @@ async def _jobs(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
+    errors = Console(stderr=True)
+    if not is_valid_job_id(args.job_id):
+        errors.print(f"[red]error:[/] malformed job id {args.job_id!r}")
+        return 2
     url = f"{args.ws.rstrip('/')}/ws/orchestrate/{args.job_id}?since={args.since}"
     try:
         async with connect(url) as ws:
@@ -219,7 +224,10 @@ async def _watch(args: argparse.Namespace) -> int:
             code = ws.close_code
     except InvalidStatus as exc:
         body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
-        Console(stderr=True).print(f"[red]refused:[/] HTTP {exc.response.status_code} {body}")
+        errors.print(f"[red]refused:[/] HTTP {exc.response.status_code} {body}")
+        return 2
+    except (OSError, InvalidURI) as exc:
+        errors.print(f"[red]cannot connect to {url}:[/] {exc}")
         return 2
     return 0 if code in (1000, None) else 1
 

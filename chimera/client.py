@@ -28,10 +28,14 @@ class JobsClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def create(
-        self, brief: str, teams: Sequence[int] = (), job_id: str = "", request_id: str = ""
+        self,
+        brief: str,
+        teams: Sequence[pb.Team.ValueType] = (),
+        job_id: str = "",
+        request_id: str = "",
     ) -> pb.Job:
         request = pb.CreateJobRequest(
             brief=brief, teams=teams, job_id=job_id, request_id=request_id

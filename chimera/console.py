@@ -14,8 +14,8 @@ from chimera.v1 import jobs_pb2 as pb
 TEAM_STYLE = {"anthropic": "bold magenta", "google": "bold cyan", "job": "bold"}
 
 
-def team_label(team: int) -> str:
-    name = TEAM_FROM_PB.get(team)  # type: ignore[call-overload]
+def team_label(team: pb.Team.ValueType) -> str:
+    name = TEAM_FROM_PB.get(team)
     return name.value if name is not None else "job"
 
 
@@ -61,12 +61,12 @@ def render_code(console: Console, job: pb.Job) -> None:
 
 
 def render_job(console: Console, job: pb.Job) -> None:
-    state = STATE_FROM_PB.get(job.state)  # type: ignore[call-overload]
+    state = STATE_FROM_PB.get(job.state)
     console.print(Text(f"job {job.job_id}: {state.value if state else 'unknown'}", style="bold"))
     console.print(Text(f"brief: {job.brief}"))
     table = Table("team", "status", "model", "thoughts", "tokens", "error")
     for run in job.teams:
-        status = STATUS_FROM_PB.get(run.status)  # type: ignore[call-overload]
+        status = STATUS_FROM_PB.get(run.status)
         table.add_row(
             team_label(run.team),
             status.value if status else "?",
@@ -81,7 +81,7 @@ def render_job(console: Console, job: pb.Job) -> None:
 def render_jobs(console: Console, jobs: list[pb.Job]) -> None:
     table = Table("job_id", "state", "created", "brief")
     for job in jobs:
-        state = STATE_FROM_PB.get(job.state)  # type: ignore[call-overload]
+        state = STATE_FROM_PB.get(job.state)
         table.add_row(
             job.job_id,
             state.value if state else "?",

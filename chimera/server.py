@@ -100,7 +100,7 @@ class ChimeraServer:
                 await jobs
                 await self.broadcaster.stop()  # 3
                 await broadcaster
-                await self.ws.stop()  # 4
+                await self.ws.stop(self.config.shutdown_grace)  # 4
                 await self.grpc.stop(self.config.shutdown_grace)
         finally:
             await self.store.close()  # 5

@@ -80,7 +80,14 @@ class Subscription:
         self._pending_bytes += event.size
         self._wake.set()
 
+    def _end(self, error: ChimeraError) -> None:
+        """Ends the subscription after what is already queued (server shutdown)."""
+        if self._error is None:
+            self._error = error
+            self._wake.set()
+
     def _fail(self, error: ChimeraError) -> None:
+        """Ends the subscription at once, dropping what is queued (subscriber shed)."""
         self._error = error
         self._pending.clear()
         self._pending_bytes = 0
@@ -203,7 +210,7 @@ class Broadcaster:
             self._stopped = True
             for channel in self._channels.values():
                 for sub in channel.subscribers:
-                    sub._fail(Unavailable("the server is shutting down"))
+                    sub._end(Unavailable("the server is shutting down"))
 
     async def _deliver(self, batch: list[Draft]) -> None:
         events: list[Event] = []

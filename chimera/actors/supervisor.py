@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from chimera.events import TEAM_FINAL, Draft, JobState, TeamStatus
 from chimera.actors.team import Publish, TeamActor
+from chimera.events import TEAM_FINAL, Draft, JobState, TeamStatus
 
 log = logging.getLogger(__name__)
 

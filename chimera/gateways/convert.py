@@ -39,10 +39,10 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
     return ts
 
 
-def teams_from_pb(values: list[int]) -> list[TeamName]:
+def teams_from_pb(values: list[pb.Team.ValueType]) -> list[TeamName]:
     teams = []
     for value in values:
-        team = TEAM_FROM_PB.get(value)  # type: ignore[call-overload]
+        team = TEAM_FROM_PB.get(value)
         if team is None:
             raise InvalidArgument(
                 f"teams has an unknown team ({value}): use TEAM_ANTHROPIC or TEAM_GOOGLE"

@@ -57,7 +57,7 @@ async def _abort(context: grpc.aio.ServicerContext[object, object], error: Chime
     await context.abort(status_code(error), str(error))
 
 
-class JobService:
+class JobService(jobs_pb2_grpc.JobServiceServicer):
     """The servicer; each method translates, calls the job manager, translates back."""
 
     def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:

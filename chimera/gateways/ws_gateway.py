@@ -66,7 +66,8 @@ class WebSocketGateway:
     """Serves subscribers; one reader and one writer task per connection.
 
     Lifecycle: :meth:`start` listens; :meth:`stop` closes the listening socket,
-    then closes every connection with 1001 and waits for their handlers.
+    waits for the handlers (each ends once its subscription has ended), and
+    closes what is left with 1001.
     """
 
     def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
@@ -90,10 +91,22 @@ class WebSocketGateway:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            await self._server.wait_closed()
+    async def stop(self, grace: float) -> None:
+        """Stops listening, lets handlers send what their subscriptions still hold
+        for up to ``grace`` seconds, then closes the rest with 1001."""
+        if self._server is None:
+            return
+        server = self._server
+        server.close(close_connections=False)
+        try:
+            await asyncio.wait_for(asyncio.shield(server.wait_closed()), grace)
+        except TimeoutError:
+            stuck = [c for c in server.connections]
+            log.warning("closing %d WebSocket connection(s) still open", len(stuck))
+            await asyncio.gather(
+                *(c.close(1001, "server shutting down") for c in stuck), return_exceptions=True
+            )
+            await server.wait_closed()
 
     # -- HTTP ---------------------------------------------------------------------------
 

@@ -21,8 +21,7 @@ SIMULATED_MODEL = "simulated"
 DEFAULT_DELAY = 0.4
 
 _STOPWORDS = frozenset(
-    "a an the with and or for to of in on that this build create make me please add "
-    "simple basic small nice component page some using which has have".split()
+    ["a", "an", "the", "with", "and", "or", "for", "to", "of", "in", "on", "that", "this", "build", "create", "make", "me", "please", "add", "simple", "basic", "small", "nice", "component", "page", "some", "using", "which", "has", "have"]
 )
 
 

@@ -1,0 +1,120 @@
+"""Fixtures: a real Chimera server on loopback (port 0), and real clients for it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from chimera.actors.jobs import ProviderFactory
+from chimera.client import JobsClient
+from chimera.config import ServerConfig
+from chimera.server import ChimeraServer
+
+GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+
+
+@dataclass
+class Running:
+    server: ChimeraServer
+    task: asyncio.Task[None]
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+    def ws_url(self, job_id: str, query: str = "") -> str:
+        suffix = f"?{query}" if query else ""
+        return f"ws://127.0.0.1:{self.server.ws_port}/ws/orchestrate/{job_id}{suffix}"
+
+    def client(self) -> JobsClient:
+        return JobsClient(self.grpc_target)
+
+    async def stop(self) -> None:
+        self.server.stop()
+        await asyncio.wait_for(self.task, 30)
+
+
+StartServer = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
+    """Starts real servers on loopback; each is stopped (in order) after the test."""
+    running: list[Running] = []
+
+    async def start(
+        providers: ProviderFactory | None = None, db: str | None = None, **config: Any
+    ) -> Running:
+        base = ServerConfig(
+            grpc_port=0, ws_port=0, db=db or str(tmp_path / f"chimera-{len(running)}.db"),
+            sim_delay=0.01, shutdown_grace=1.0,
+        )
+        server = ChimeraServer(replace(base, **config), providers=providers)
+        task = asyncio.create_task(server.serve())
+        ready = asyncio.create_task(server.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # raises why it did not start
+        handle = Running(server, task)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in reversed(running):
+        if not handle.task.done():
+            await handle.stop()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Running:
+    return await start_server()
+
+
+async def grpcurl(target: str, *args: str, data: Any = None) -> tuple[int, str, str]:
+    """Runs the real grpcurl binary against ``target``; returns (exit code, stdout, stderr)."""
+    argv = [GRPCURL, "-plaintext", "-max-time", "30"]
+    if data is not None:
+        argv += ["-d", data if isinstance(data, str) else json.dumps(data)]
+    argv += [target, *args]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def wait_for_sequence(client: JobsClient, job_id: str, sequence: int) -> None:
+    """Returns once the job has recorded event ``sequence`` (events reach clients stored)."""
+    async for event in client.events(job_id):
+        if event.sequence >= sequence:
+            return
+    raise AssertionError(f"job {job_id} ended before event {sequence}")
+
+
+async def read_until_closed(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Every message until the server closes the connection."""
+    messages = []
+    async for raw in ws:
+        messages.append(json.loads(raw))
+    return messages
+
+
+def job_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if "seq" in m]
+
+
+async def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
+    return await connect(url, open_timeout=10, **kwargs)

@@ -1,0 +1,75 @@
+"""Test providers: real implementations of the Provider interface, scripted per test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from chimera.errors import ProviderError
+from chimera.events import TeamName
+from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent, Thought
+from chimera.providers.simulated import SimulatedProvider
+
+
+class ScriptedProvider:
+    """Yields ``thoughts``, then either fails with ``fail_with`` or answers with ``code``.
+
+    ``hold`` (if given) is awaited before the answer, so a test can catch the
+    team mid-run; ``closed`` is set when the stream ends for any reason
+    (including cancellation), like a real provider closing its connection.
+    """
+
+    def __init__(
+        self,
+        thoughts: list[str],
+        *,
+        code: str = "export const x = 1;",
+        fail_with: str | None = None,
+        hold: asyncio.Event | None = None,
+        model: str = "scripted",
+        crash: bool = False,
+    ) -> None:
+        self.thoughts = thoughts
+        self.code = code
+        self.fail_with = fail_with
+        self.hold = hold
+        self.crash = crash
+        self.closed = asyncio.Event()
+        self.cancelled = False
+        self._model = model
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
+        try:
+            for text in self.thoughts:
+                await asyncio.sleep(0)
+                yield Thought(f"{text} ({brief[:20]})")
+            if self.hold is not None:
+                await self.hold.wait()
+            if self.crash:
+                raise RuntimeError("a bug in the provider")
+            if self.fail_with is not None:
+                raise ProviderError(self.fail_with, status=429)
+            yield AnswerStarted()
+            yield CodeResult(self.code, "tsx", 42)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        finally:
+            self.closed.set()
+
+
+def factory(
+    providers: Mapping[TeamName, Callable[[], Provider]],
+) -> Callable[[TeamName], Provider]:
+    """A provider factory from per-team constructors; unlisted teams are simulated, fast."""
+
+    def make(team: TeamName) -> Provider:
+        if team in providers:
+            return providers[team]()
+        return SimulatedProvider(team.value, delay=0)
+
+    return make

@@ -1,0 +1,65 @@
+"""The chimera command, run as a user runs it (a real process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from chimera.events import TeamName
+from tests.conftest import Running, StartServer
+
+CHIMERA = [sys.executable, "-m", "chimera"]
+
+
+async def run(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CHIMERA, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_demo_runs_the_main_job_end_to_end() -> None:
+    code, out, err = await run("demo", "--sim-delay", "0", "Create a login form with email")
+    assert code == 0, err
+    assert "[anthropic] thinking (model: simulated)" in out
+    assert "[google] thinks:" in out
+    assert "export function LoginForm" in out
+    assert "succeeded" in out
+
+
+async def test_submit_status_jobs_watch_cancel(server: Running) -> None:
+    target = server.grpc_target
+    code, out, err = await run("submit", "a todo list", "--server", target, "--job-id", "cli-1")
+    assert code == 0, err
+    assert "job cli-1 submitted" in out and "export function TodoList" in out
+    code, out, err = await run("status", "cli-1", "--server", target, "--json")
+    assert code == 0, err
+    assert json.loads(out)["state"] == "JOB_STATE_SUCCEEDED"
+    code, out, err = await run("jobs", "--server", target)
+    assert code == 0 and "cli-1" in out and "succeeded" in out
+    ws = f"ws://127.0.0.1:{server.server.ws_port}"
+    code, out, err = await run("watch", "cli-1", "--ws", ws)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["type"] == "connected"
+    assert [m["seq"] for m in lines[1:]] == list(range(1, len(lines)))
+    code, out, err = await run("cancel", "cli-1", "--server", target)
+    assert code == 2 and "FAILED_PRECONDITION" in err
+    code, out, err = await run("status", "nope", "--server", target)
+    assert code == 2 and "NOT_FOUND" in err
+    code, out, err = await run("watch", "bad id", "--ws", ws)
+    assert code == 2 and "malformed job id" in err
+    code, out, err = await run("watch", "x" * 65, "--ws", ws)
+    assert code == 2 and "malformed" in err
+
+
+async def test_submit_exit_code_is_1_when_the_job_fails(start_server: StartServer) -> None:
+    failing = await start_server(sim_fail=frozenset(TeamName))
+    code, out, _ = await run("submit", "a counter", "--server", failing.grpc_target)
+    assert code == 1
+    assert "simulated failure of the anthropic team" in out
