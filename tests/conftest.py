@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -98,9 +99,10 @@ async def grpcurl(target: str, *args: str, data: Any = None) -> tuple[int, str, 
 
 async def wait_for_sequence(client: JobsClient, job_id: str, sequence: int) -> None:
     """Returns once the job has recorded event ``sequence`` (events reach clients stored)."""
-    async for event in client.events(job_id):
-        if event.sequence >= sequence:
-            return
+    async with contextlib.aclosing(client.events(job_id)) as events:
+        async for event in events:
+            if event.sequence >= sequence:
+                return
     raise AssertionError(f"job {job_id} ended before event {sequence}")
 
 

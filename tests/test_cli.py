@@ -5,10 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
 import sys
+from pathlib import Path
 
+from chimera.client import JobsClient
 from chimera.events import TeamName
-from tests.conftest import Running, StartServer
+from tests.conftest import (
+    Running,
+    StartServer,
+    read_until_closed,
+    wait_for_sequence,
+    ws_connect,
+)
 
 CHIMERA = [sys.executable, "-m", "chimera"]
 
@@ -63,3 +73,31 @@ async def test_submit_exit_code_is_1_when_the_job_fails(start_server: StartServe
     code, out, _ = await run("submit", "a counter", "--server", failing.grpc_target)
     assert code == 1
     assert "simulated failure of the anthropic team" in out
+
+
+async def test_serve_shuts_down_cleanly_on_sigterm(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *CHIMERA, "serve", "--grpc-port", "0", "--ws-port", "0",
+        "--db", str(tmp_path / "serve.db"), "--sim-delay", "5",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    ports: dict[str, int] = {}
+    while len(ports) < 2:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+        assert line, "serve exited before listening"
+        match = re.search(r"serving gRPC on [\d.]+:(\d+) and WebSocket on [\d.]+:(\d+)", line)
+        if match:
+            ports = {"grpc": int(match[1]), "ws": int(match[2])}
+    async with JobsClient(f"127.0.0.1:{ports['grpc']}") as client:
+        await client.create("a counter", job_id="slow")
+        ws = await ws_connect(f"ws://127.0.0.1:{ports['ws']}/ws/orchestrate/slow")
+        await wait_for_sequence(client, "slow", 3)
+        proc.send_signal(signal.SIGTERM)
+        messages = await read_until_closed(ws)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    assert code == 0
+    assert messages[-1]["data"] == {"status": "failed"}
+    assert ws.close_code == 1000
+    _, err = await proc.communicate()
+    assert "Traceback" not in err.decode()
