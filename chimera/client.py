@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 
 import grpc
@@ -64,7 +64,9 @@ class JobsClient:
         )
         return response.job
 
-    async def events(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[pb.JobEvent]:
+    async def events(
+        self, job_id: str, after_sequence: int = 0
+    ) -> AsyncGenerator[pb.JobEvent, None]:
         call = self._stub.StreamJobEvents(
             pb.StreamJobEventsRequest(job_id=job_id, after_sequence=after_sequence),
             metadata=self._metadata,
