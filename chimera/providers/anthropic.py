@@ -60,7 +60,7 @@ from chimera.providers.thoughts import ThoughtGrouper
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"  # read by the SDK itself when base_url is None
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-4-6"
 DEFAULT_THINKING_BUDGET = 2048
 DEFAULT_MAX_TOKENS = 8192
 DEFAULT_TIMEOUT = 60.0

@@ -47,9 +47,7 @@ def find_code_blocks(answer: str) -> list[CodeBlock]:
             index += 1  # not a fence: backtick info strings may not contain backticks
             continue
         closing = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$")
-        end = next(
-            (j for j in range(index + 1, len(lines)) if closing.match(lines[j])), None
-        )
+        end = next((j for j in range(index + 1, len(lines)) if closing.match(lines[j])), None)
         if end is None:
             break
         code = "\n".join(lines[index + 1 : end])
