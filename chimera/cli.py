@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -26,8 +28,10 @@ from chimera.client import JobsClient
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig
 from chimera.console import render_code, render_event, render_job, render_jobs
 from chimera.events import TeamName
+from chimera.fakes.briefed import fake_apis
 from chimera.gateways.convert import TEAM_TO_PB
 from chimera.ids import is_valid_job_id
+from chimera.providers.registry import Mode, Providers, ProviderSettings
 from chimera.providers.simulated import DEFAULT_DELAY
 from chimera.server import ChimeraServer
 from chimera.v1 import jobs_pb2 as pb
@@ -52,6 +56,74 @@ def _non_negative(value: str) -> float:
     if number < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return number
+
+
+def _team_modes(value: str) -> dict[TeamName, Mode]:
+    modes = {}
+    for item in value.split(","):
+        team, sep, mode = item.strip().partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not TEAM=MODE, e.g. anthropic=real,google=simulated"
+            )
+        try:
+            modes[_team(team)] = Mode(mode)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"unknown mode {mode!r}: use {', '.join(m.value for m in Mode)}"
+            ) from None
+    return modes
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _add_provider_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "teams",
+        "A team runs its real provider when its key is set (ANTHROPIC_API_KEY; "
+        "GOOGLE_API_KEY or GEMINI_API_KEY), the simulated one otherwise. Base URLs also "
+        "follow ANTHROPIC_BASE_URL and GOOGLE_GEMINI_BASE_URL when the flags are not given.",
+    )
+    g.add_argument(
+        "--teams", type=_team_modes, default={}, metavar="TEAM=MODE[,…]",
+        help="auto (default), real (refuse to start without the key) or simulated per team",
+    )
+    env = os.environ.get
+    g.add_argument("--anthropic-model", default=env("CHIMERA_ANTHROPIC_MODEL"),
+                   help="default $CHIMERA_ANTHROPIC_MODEL or claude-sonnet-4-6")
+    g.add_argument("--anthropic-base-url", default=None)
+    g.add_argument("--anthropic-thinking-budget", type=int,
+                   default=_env_int("CHIMERA_ANTHROPIC_THINKING_BUDGET"),
+                   help="thinking tokens (>= 1024; default 2048)")
+    g.add_argument("--anthropic-max-tokens", type=int,
+                   default=_env_int("CHIMERA_ANTHROPIC_MAX_TOKENS"),
+                   help="answer + thinking tokens (default 8192)")
+    g.add_argument("--google-model", default=env("CHIMERA_GOOGLE_MODEL"),
+                   help="default $CHIMERA_GOOGLE_MODEL or gemini-2.5-flash")
+    g.add_argument("--google-base-url", default=None)
+    g.add_argument("--google-thinking-budget", type=int,
+                   default=_env_int("CHIMERA_GOOGLE_THINKING_BUDGET"),
+                   help="thinking tokens (default 2048)")
+    g.add_argument("--google-max-output-tokens", type=int,
+                   default=_env_int("CHIMERA_GOOGLE_MAX_OUTPUT_TOKENS"),
+                   help="answer + thinking tokens (default 8192)")
+
+
+def _provider_settings(args: argparse.Namespace) -> ProviderSettings:
+    return ProviderSettings(
+        modes=args.teams,
+        anthropic_model=args.anthropic_model,
+        anthropic_base_url=args.anthropic_base_url,
+        anthropic_thinking_budget=args.anthropic_thinking_budget,
+        anthropic_max_tokens=args.anthropic_max_tokens,
+        google_model=args.google_model,
+        google_base_url=args.google_base_url,
+        google_thinking_budget=args.google_thinking_budget,
+        google_max_output_tokens=args.google_max_output_tokens,
+    )
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -82,6 +154,7 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
         "sim_delay": args.sim_delay,
         "sim_fail": frozenset(args.sim_fail),
         "job_deadline": args.job_deadline or 600.0,
+        "providers": _provider_settings(args),
     }
     values.update(override)
     return ServerConfig(**values)  # type: ignore[arg-type]
@@ -94,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the server (gRPC + WebSocket)")
     _add_server_flags(p)
+    _add_provider_flags(p)
 
     p = sub.add_parser("submit", help="submit a brief and watch both teams live")
     p.add_argument("brief")
@@ -120,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="one process: start a server, run a brief end to end")
     p.add_argument("brief", nargs="?", default=DEFAULT_BRIEF)
     _add_server_flags(p)
+    _add_provider_flags(p)
+    p.add_argument(
+        "--fake-apis", action="store_true",
+        help="run both teams' real SDKs against local fake Anthropic and Gemini APIs "
+        "(no key, no network): shows real-SDK streaming end to end",
+    )
     p.set_defaults(grpc_port=0, ws_port=0, db="")
     return parser
 
@@ -131,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # the SDKs log every HTTP request at INFO
+        for noisy in ("httpx", "httpx2", "google_genai", "anthropic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     command = {
         "serve": _serve,
         "submit": _submit,
@@ -147,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.aio.AioRpcError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc.code().name}: {exc.details()}")
         return 2
+    except ValueError as exc:  # a bad setting, found while building the server
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        return 2
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -154,8 +240,6 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)
-    for team in TeamName:
-        log.info("team %s: simulated provider (no API key set)", team.value)
     await server.serve()
     return 0
 
@@ -233,25 +317,45 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="chimera-demo-") as tmp:
-        db = args.db or str(Path(tmp) / "chimera.db")
-        server = ChimeraServer(_config(args, db=db))
-        console = Console()
-        async with asyncio.TaskGroup() as tg:
-            serving = tg.create_task(server.serve())
-            await server.ready.wait()
-            console.print(
-                f"[dim]demo server: gRPC 127.0.0.1:{server.grpc_port}, "
-                f"WebSocket ws://127.0.0.1:{server.ws_port}/ws/orchestrate/{{job_id}}[/]"
+    async with contextlib.AsyncExitStack() as stack:
+        config = _config(args, db=args.db or str(Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="chimera-demo-"))) / "chimera.db"))
+        providers = None
+        if args.fake_apis:
+            fakes = await stack.enter_async_context(fake_apis(args.sim_delay))
+            settings = replace(
+                config.providers,
+                modes=dict.fromkeys(TeamName, Mode.REAL),
+                anthropic_base_url=fakes.anthropic_url,
+                google_base_url=fakes.gemini_url,
             )
-            try:
-                async with JobsClient(f"127.0.0.1:{server.grpc_port}") as client:
-                    job = await client.create(args.brief)
-                    console.print(f"[bold]job {job.job_id}[/] submitted: {job.brief}")
-                    job = await _follow(client, job.job_id, console)
-            finally:
-                server.stop()
-            await serving
+            providers = Providers(
+                settings, environ={"ANTHROPIC_API_KEY": fakes.key, "GEMINI_API_KEY": fakes.key}
+            )
+            stack.push_async_callback(providers.aclose)
+            for team, text in providers.descriptions.items():
+                log.info("team %s: %s (local fake API)", team.value, text)
+        return await _run_demo(args.brief, ChimeraServer(config, providers=providers))
+
+
+async def _run_demo(brief: str, server: ChimeraServer) -> int:
+    """Serves in this process, submits ``brief`` over gRPC and follows it, then stops."""
+    console = Console()
+    async with asyncio.TaskGroup() as tg:
+        serving = tg.create_task(server.serve())
+        await server.ready.wait()
+        console.print(
+            f"[dim]demo server: gRPC 127.0.0.1:{server.grpc_port}, "
+            f"WebSocket ws://127.0.0.1:{server.ws_port}/ws/orchestrate/{{job_id}}[/]"
+        )
+        try:
+            async with JobsClient(f"127.0.0.1:{server.grpc_port}") as client:
+                job = await client.create(brief)
+                console.print(f"[bold]job {job.job_id}[/] submitted: {job.brief}")
+                job = await _follow(client, job.job_id, console)
+        finally:
+            server.stop()
+        await serving
     render_code(console, job)
     render_job(console, job)
     return 0 if job.state == pb.JOB_STATE_SUCCEEDED else 1

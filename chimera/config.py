@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from chimera.actors.broadcaster import DEFAULT_SUBSCRIBER_MAX_BYTES
 from chimera.actors.jobs import MAX_BRIEF_CHARS
 from chimera.events import TeamName
+from chimera.providers.registry import ProviderSettings
 from chimera.providers.simulated import DEFAULT_DELAY
 
 DEFAULT_GRPC_PORT = 50051
@@ -23,6 +24,8 @@ class ServerConfig:
     # The simulated teams: seconds between steps, and teams made to fail (for trying clients).
     sim_delay: float = DEFAULT_DELAY
     sim_fail: frozenset[TeamName] = field(default_factory=frozenset)
+    # The real teams (models, base URLs, real/simulated per team).
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
     # A job still running after this many seconds is stopped; its unfinished teams fail.
     job_deadline: float = 600.0
     max_brief_chars: int = MAX_BRIEF_CHARS

@@ -6,7 +6,7 @@
 1. gRPC health goes NOT_SERVING, so balancers stop sending calls.
 2. The job manager refuses new jobs and interrupts the running ones; each
    supervisor stops its teams and publishes its final event (job ``failed``,
-   teams ``interrupted: server stopped``).
+   teams ``interrupted: server stopped``). Then the providers' HTTP clients close.
 3. The broadcaster records and delivers everything published so far, then ends
    every subscription (WebSocket close 1001, gRPC UNAVAILABLE).
 4. The WebSocket server closes its connections; the gRPC server stops, giving
@@ -22,23 +22,13 @@ import logging
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, ProviderFactory
 from chimera.config import ServerConfig
-from chimera.events import TeamName
 from chimera.gateways.grpc_gateway import GrpcGateway
 from chimera.gateways.ws_gateway import WebSocketGateway
-from chimera.providers.base import Provider
-from chimera.providers.simulated import SimulatedProvider
+from chimera.providers.registry import Providers
 from chimera.store.base import Store
 from chimera.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
-
-
-def simulated_providers(config: ServerConfig) -> ProviderFactory:
-    def make(team: TeamName) -> Provider:
-        fail = f"simulated failure of the {team.value} team" if team in config.sim_fail else None
-        return SimulatedProvider(team.value, delay=config.sim_delay, fail_with=fail)
-
-    return make
 
 
 class ChimeraServer:
@@ -50,6 +40,12 @@ class ChimeraServer:
         store: Store | None = None,
     ) -> None:
         self.config = config
+        # Providers built here are owned (and closed) here; a factory passed in is the caller's.
+        self.owned_providers: Providers | None = None
+        if providers is None:
+            self.owned_providers = providers = Providers(
+                config.providers, sim_delay=config.sim_delay, sim_fail=config.sim_fail
+            )
         self.store: Store = store if store is not None else SQLiteStore(config.db)
         self.broadcaster = Broadcaster(
             self.store, subscriber_max_bytes=config.subscriber_max_bytes
@@ -57,7 +53,7 @@ class ChimeraServer:
         self.jobs = JobManager(
             self.store,
             self.broadcaster,
-            providers or simulated_providers(config),
+            providers,
             max_brief_chars=config.max_brief_chars,
             job_deadline=config.job_deadline,
         )
@@ -92,12 +88,17 @@ class ChimeraServer:
                     "serving gRPC on %s:%d and WebSocket on %s:%d",
                     self.config.host, self.grpc_port, self.config.host, self.ws_port,
                 )
+                if self.owned_providers is not None:
+                    for team, text in self.owned_providers.descriptions.items():
+                        log.info("team %s: %s", team.value, text)
                 self.ready.set()
                 await self._stop.wait()
                 log.info("shutting down")
                 await self.grpc.enter_shutdown()  # 1
                 self.jobs.stop()  # 2
                 await jobs
+                if self.owned_providers is not None:
+                    await self.owned_providers.aclose()
                 await self.broadcaster.stop()  # 3
                 await broadcaster
                 await self.ws.stop(self.config.shutdown_grace)  # 4

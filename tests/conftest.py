@@ -19,6 +19,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from chimera.actors.jobs import ProviderFactory
 from chimera.client import JobsClient
 from chimera.config import ServerConfig
+from chimera.events import TeamName
+from chimera.providers.registry import Mode, ProviderSettings
 from chimera.server import ChimeraServer
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
@@ -59,6 +61,8 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
         base = ServerConfig(
             grpc_port=0, ws_port=0, db=db or str(tmp_path / f"chimera-{len(running)}.db"),
             sim_delay=0.01, shutdown_grace=1.0,
+            # Simulated even where a developer has API keys set.
+            providers=ProviderSettings(modes=dict.fromkeys(TeamName, Mode.SIMULATED)),
         )
         server = ChimeraServer(replace(base, **config), providers=providers)
         task = asyncio.create_task(server.serve())

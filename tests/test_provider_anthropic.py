@@ -11,10 +11,7 @@ from typing import Any
 import pytest
 
 from chimera.errors import ProviderError
-from chimera.providers.anthropic import AnthropicConfig, AnthropicProvider
-from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent, Thought
-from chimera.providers.faults import RATE_LIMIT_MESSAGE
-from tests.fakes.anthropic_api import (
+from chimera.fakes.anthropic_api import (
     DEFAULT_CODE,
     DEFAULT_OUTPUT_TOKENS,
     FakeAnthropicAPI,
@@ -27,7 +24,10 @@ from tests.fakes.anthropic_api import (
     stream_reply,
     without_stop,
 )
-from tests.fakes.server import Pause
+from chimera.fakes.server import Pause
+from chimera.providers.anthropic import AnthropicConfig, AnthropicProvider
+from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent, Thought
+from chimera.providers.faults import RATE_LIMIT_MESSAGE
 
 KEY = "sk-ant-test-0123456789abcdef"
 BRIEF = "Create a login form with email and password"

@@ -11,11 +11,8 @@ from typing import Any
 import pytest
 
 from chimera.errors import ProviderError
-from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent, Thought
-from chimera.providers.faults import RATE_LIMIT_MESSAGE
-from chimera.providers.google import GoogleConfig, GoogleProvider
-from tests.fakes.anthropic_api import DEFAULT_CODE
-from tests.fakes.gemini_api import (
+from chimera.fakes.anthropic_api import DEFAULT_CODE
+from chimera.fakes.gemini_api import (
     DEFAULT_CANDIDATES_TOKENS,
     DEFAULT_THOUGHTS_TOKENS,
     FakeGeminiAPI,
@@ -29,7 +26,10 @@ from tests.fakes.gemini_api import (
     thinking_config,
     without_finish,
 )
-from tests.fakes.server import Pause
+from chimera.fakes.server import Pause
+from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent, Thought
+from chimera.providers.faults import RATE_LIMIT_MESSAGE
+from chimera.providers.google import GoogleConfig, GoogleProvider
 
 KEY = "AIzaSy-test-0123456789abcdef"
 BRIEF = "Create a login form with email and password"

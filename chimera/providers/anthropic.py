@@ -51,6 +51,7 @@ from anthropic.types import (
 )
 
 from chimera.errors import ProviderError
+from chimera.providers import env
 from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
 from chimera.providers.codeblock import extract_code
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
@@ -58,8 +59,8 @@ from chimera.providers.prompt import SYSTEM_PROMPT, user_message
 from chimera.providers.retry import RetryPolicy, with_retries
 from chimera.providers.thoughts import ThoughtGrouper
 
-API_KEY_ENV = "ANTHROPIC_API_KEY"
-BASE_URL_ENV = "ANTHROPIC_BASE_URL"  # read by the SDK itself when base_url is None
+API_KEY_ENV = env.ANTHROPIC_API_KEY_ENV
+BASE_URL_ENV = env.ANTHROPIC_BASE_URL_ENV  # read by the SDK itself when base_url is None
 DEFAULT_MODEL = "claude-sonnet-4-6"
 DEFAULT_THINKING_BUDGET = 2048
 DEFAULT_MAX_TOKENS = 8192

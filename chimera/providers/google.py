@@ -48,6 +48,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from chimera.errors import ProviderError
+from chimera.providers import env
 from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
 from chimera.providers.codeblock import extract_code
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
@@ -55,8 +56,8 @@ from chimera.providers.prompt import SYSTEM_PROMPT, user_message
 from chimera.providers.retry import RetryPolicy, with_retries
 from chimera.providers.thoughts import ThoughtGrouper
 
-API_KEY_ENVS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")  # the SDK's order: GOOGLE_API_KEY wins
-BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"  # read by the SDK itself when base_url is None
+API_KEY_ENVS = env.GOOGLE_API_KEY_ENVS  # the SDK's order: GOOGLE_API_KEY wins
+BASE_URL_ENV = env.GOOGLE_BASE_URL_ENV  # read by the SDK itself when base_url is None
 DEFAULT_MODEL = "gemini-2.5-flash"
 DEFAULT_API_VERSION = "v1beta"
 DEFAULT_THINKING_BUDGET = 2048

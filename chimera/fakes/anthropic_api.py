@@ -9,7 +9,7 @@ with extended thinking::
     content_block_stop / message_delta (stop_reason, usage) / message_stop
 
 with ``ping`` events in between. Builders return plain lists of
-:class:`SSE` (and :class:`~tests.fakes.server.Pause`) so a test can cut,
+:class:`SSE` (and :class:`~chimera.fakes.server.Pause`) so a test can cut,
 insert or corrupt events before turning them into a :class:`Reply` with
 :func:`stream_reply`. Error answers come from :func:`error_reply` (HTTP
 status + JSON body, as the API sends them) and :func:`error_event` (an
@@ -35,7 +35,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tests.fakes.server import Ending, FakeHTTPServer, Pause, RecordedRequest, Reply, json_reply
+from chimera.fakes.server import (
+    Ending,
+    FakeHTTPServer,
+    Pause,
+    RecordedRequest,
+    Reply,
+    Script,
+    json_reply,
+)
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -257,7 +265,7 @@ class FakeAnthropicAPI(FakeHTTPServer):
     API's 401 ``authentication_error``, before any scripted reply is used.
     """
 
-    def __init__(self, default: Reply | None = None, *, api_key: str | None = None) -> None:
+    def __init__(self, default: Script | None = None, *, api_key: str | None = None) -> None:
         super().__init__(default if default is not None else stream_reply())
         self.api_key = api_key
 

@@ -7,7 +7,7 @@ carry ``"thought": true``; the last chunk carries ``finishReason`` and every
 chunk a running ``usageMetadata``.
 
 Builders return plain lists of chunk dicts, :class:`Raw` text and
-:class:`~tests.fakes.server.Pause` values so a test can cut, insert or
+:class:`~chimera.fakes.server.Pause` values so a test can cut, insert or
 corrupt chunks before turning them into a :class:`Reply` with
 :func:`stream_reply`. Error answers come from :func:`error_reply` (HTTP
 status with the API's ``{"error": {...}}`` body) and :func:`error_chunk`
@@ -34,8 +34,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fakes.anthropic_api import DEFAULT_ANSWER, DEFAULT_THINKING, deltas
-from tests.fakes.server import Ending, FakeHTTPServer, Pause, RecordedRequest, Reply, json_reply
+from chimera.fakes.anthropic_api import DEFAULT_ANSWER, DEFAULT_THINKING, deltas
+from chimera.fakes.server import (
+    Ending,
+    FakeHTTPServer,
+    Pause,
+    RecordedRequest,
+    Reply,
+    Script,
+    json_reply,
+)
 
 STREAM_PATH = re.compile(r"^/(?P<version>v[^/]+)/models/(?P<model>[^/:]+):streamGenerateContent$")
 
@@ -192,7 +200,7 @@ class FakeGeminiAPI(FakeHTTPServer):
     scripted reply is used.
     """
 
-    def __init__(self, default: Reply | None = None, *, api_key: str | None = None) -> None:
+    def __init__(self, default: Script | None = None, *, api_key: str | None = None) -> None:
         super().__init__(default if default is not None else stream_reply())
         self.api_key = api_key
 

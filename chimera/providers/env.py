@@ -1,0 +1,15 @@
+"""The environment variables the real providers read, in a module that imports no SDK.
+
+Keeping them here lets the CLI decide real-or-simulated (and say why) without
+paying the SDKs' import time for commands that never talk to a provider.
+"""
+
+from __future__ import annotations
+
+ANTHROPIC_API_KEY_ENV = "ANTHROPIC_API_KEY"
+# Read by the anthropic SDK itself when no base URL is given.
+ANTHROPIC_BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+# google-genai's order: GOOGLE_API_KEY wins when both are set.
+GOOGLE_API_KEY_ENVS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+# Read by google-genai itself when no base URL is given.
+GOOGLE_BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
