@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
+from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
@@ -409,7 +410,10 @@ async def _watch(args: argparse.Namespace) -> int:
     # Not a browser: the token goes in a header, never in the URL.
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     try:
-        async with connect(url, ssl=context, additional_headers=headers) as ws:
+        async with connect(
+            url, ssl=context, additional_headers=headers,
+            logger=redacting_logger("chimera.watch"),  # -v logs headers at DEBUG
+        ) as ws:
             with contextlib.suppress(ConnectionClosed):
                 async for message in ws:
                     text = message if isinstance(message, str) else message.decode()
