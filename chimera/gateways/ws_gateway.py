@@ -68,15 +68,25 @@ BEARER_PROTOCOL = "chimera.bearer"
 PING_HELP = 'send "ping" or {"type":"ping"}'
 
 
-def parse_subscription(path: str) -> tuple[str, int]:
-    """``(job_id, since)`` from a request path; ``ValueError`` says what is wrong."""
-    parts = urlsplit(path)
-    if not parts.path.startswith(PATH_PREFIX):
-        raise LookupError(f"no such endpoint {parts.path!r}: use {PATH_PREFIX}{{job_id}}")
-    job_id = parts.path[len(PATH_PREFIX):]
+def split_target(target: str) -> tuple[str, str]:
+    """``(path, query)`` of a request target.
+
+    Not ``urlsplit``: it reads ``//host`` as a network location and raises on
+    ``//[`` (an invalid IPv6 literal), which fuzzing found.
+    """
+    path, _, query = target.partition("?")
+    return path, query.partition("#")[0]
+
+
+def parse_subscription(target: str) -> tuple[str, int]:
+    """``(job_id, since)`` from a request target; ``ValueError`` says what is wrong."""
+    path, query_text = split_target(target)
+    if not path.startswith(PATH_PREFIX):
+        raise LookupError(f"no such endpoint {path!r}: use {PATH_PREFIX}{{job_id}}")
+    job_id = path[len(PATH_PREFIX):]
     if not is_valid_job_id(job_id):
         raise ValueError("malformed job id: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_'")
-    query = parse_qs(parts.query, keep_blank_values=True)
+    query = parse_qs(query_text, keep_blank_values=True)
     since_values = query.get("since", ["0"])
     if len(since_values) != 1 or not since_values[0].isdigit() or len(since_values[0]) > 16:
         raise ValueError("since must be one whole number, 0 or more (the last seq you saw)")
@@ -156,7 +166,7 @@ class WebSocketGateway:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Awaitable[Response | None] | Response | None:
-        path = urlsplit(request.path).path
+        path, _ = split_target(request.path)
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if not self._origin_allowed(request):
@@ -187,7 +197,11 @@ class WebSocketGateway:
             return True
         hosts = request.headers.get_all("Host")
         # Same origin: a page served from this very host and port.
-        return len(hosts) == 1 and urlsplit(origin).netloc.lower() == hosts[0].lower()
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # e.g. "http://[" : not an origin at all
+            return False
+        return len(hosts) == 1 and netloc.lower() == hosts[0].lower()
 
     async def _admit(
         self, connection: ServerConnection, request: Request, job_id: str
@@ -223,7 +237,7 @@ class WebSocketGateway:
                     f"offer exactly two subprotocols: {BEARER_PROTOCOL!r} and the token"
                 )
             return self._auth.principal(others[0])
-        tokens = parse_qs(urlsplit(request.path).query, keep_blank_values=True).get("token")
+        tokens = parse_qs(split_target(request.path)[1], keep_blank_values=True).get("token")
         if tokens is not None:
             if len(tokens) != 1:
                 raise Unauthenticated("give one token query parameter, not several")
