@@ -6,8 +6,12 @@ are generated with ``cryptography``.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import hmac
 import ipaddress
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,3 +83,15 @@ def self_signed(directory: Path) -> Certificate:
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths.key.write_bytes(pem_private(key))
     return paths
+
+
+def hs256_by_hand(claims: dict[str, Any], key: bytes) -> str:
+    """An HS256 token with any claims and key: PyJWT refuses to sign some (a PEM key,
+    a non-string ``iss``); an attacker with the key, or a buggy issuer, would not."""
+
+    def part(obj: dict[str, Any]) -> bytes:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=")
+
+    signing_input = part({"alg": "HS256", "typ": "JWT"}) + b"." + part(claims)
+    signature = hmac.new(key, signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()

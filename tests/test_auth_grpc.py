@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -15,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chimera.client import JobsClient
 from tests.conftest import Running, StartServer, grpcurl
-from tests.security import SECRET, pem_public, token
+from tests.security import SECRET, hs256_by_hand, pem_public, token
 
 SERVICE = "chimera.v1.JobService"
 
@@ -184,13 +181,3 @@ async def test_public_key_tokens(start_server: StartServer, kind: str) -> None:
     code, _, err = await call(server, "ListJobs", {}, forged)
     assert code != 0 and "Unauthenticated" in err and "algorithm" in err, err
 
-
-def hs256_by_hand(claims: dict[str, Any], key: bytes) -> str:
-    """PyJWT refuses to HMAC-sign with a PEM key; an attacker would not."""
-
-    def part(obj: dict[str, Any]) -> bytes:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=")
-
-    signing_input = part({"alg": "HS256", "typ": "JWT"}) + b"." + part(claims)
-    signature = hmac.new(key, signing_input, hashlib.sha256).digest()
-    return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from chimera.providers.simulated import SimulatedProvider
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, read_until_closed, wait_for_sequence, ws_connect
 from tests.doubles import ScriptedProvider
-from tests.security import SECRET, token
+from tests.security import SECRET, hs256_by_hand, token
 
 # Modest counts keep the suite within minutes; deadline=None because a shared
 # server's latency varies with what earlier examples left running.
@@ -279,3 +280,33 @@ async def test_fuzzed_authorization_metadata_is_unauthenticated(
             await client.list()
     assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert info.value.details()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                  max_size=3),
+    max_leaves=6,
+)
+claim_names = st.sampled_from(["sub", "scope", "job", "all_jobs", "exp", "aud", "iss", "nbf",
+                               "iat", "x"])
+
+
+@FUZZ
+@given(overrides=st.dictionaries(claim_names, json_values, max_size=4))
+async def test_correctly_signed_tokens_with_fuzzed_claims(
+    secured: Running, overrides: dict[str, Any]
+) -> None:
+    """Signed with the right secret, but any claim may have any JSON value: the server
+    accepts it as a caller or refuses it with UNAUTHENTICATED, never anything else."""
+    claims: dict[str, Any] = {"sub": "fuzz", "scope": "read", "aud": "chimera",
+                              "iss": "chimera", "exp": int(time.time()) + 600}
+    claims.update(overrides)
+    forged = hs256_by_hand(claims, SECRET.encode())
+    async with JobsClient(secured.grpc_target, token=forged) as client:
+        try:
+            await client.list()
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() in {grpc.StatusCode.UNAUTHENTICATED,
+                                  grpc.StatusCode.PERMISSION_DENIED}, exc.details()
+            assert exc.details()
