@@ -252,11 +252,7 @@ class WebSocketGateway:
         try:
             job = await self._jobs.get(job_id, self._principal(request))
         except ChimeraError as exc:
-            status, _ = _http_status(exc)
-            response = _json(connection, status, {"error": str(exc)})
-            if status == http.HTTPStatus.UNAUTHORIZED:
-                response.headers["WWW-Authenticate"] = "Bearer"
-            return response
+            return _refusal(connection, exc, as_json=True)
         return _json(connection, http.HTTPStatus.OK, job.to_dict())
 
     # -- WebSocket ----------------------------------------------------------------------
@@ -342,25 +338,28 @@ def _address(connection: ServerConnection) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
-def _http_status(error: ChimeraError) -> tuple[http.HTTPStatus, str]:
-    if isinstance(error, Unauthenticated):
-        return http.HTTPStatus.UNAUTHORIZED, str(error)
-    if isinstance(error, PermissionDenied):
-        return http.HTTPStatus.FORBIDDEN, str(error)
-    if isinstance(error, NotFound):
-        return http.HTTPStatus.NOT_FOUND, str(error)
-    if isinstance(error, InvalidArgument):
-        return http.HTTPStatus.BAD_REQUEST, str(error)
-    if isinstance(error, ResourceExhausted):
-        return http.HTTPStatus.TOO_MANY_REQUESTS, str(error)
-    if isinstance(error, Unavailable):
-        return http.HTTPStatus.SERVICE_UNAVAILABLE, str(error)
-    return http.HTTPStatus.INTERNAL_SERVER_ERROR, str(error)
+_HTTP_STATUS: list[tuple[type[ChimeraError], http.HTTPStatus]] = [
+    (Unauthenticated, http.HTTPStatus.UNAUTHORIZED),
+    (PermissionDenied, http.HTTPStatus.FORBIDDEN),
+    (NotFound, http.HTTPStatus.NOT_FOUND),
+    (InvalidArgument, http.HTTPStatus.BAD_REQUEST),
+    (ResourceExhausted, http.HTTPStatus.TOO_MANY_REQUESTS),
+    (Unavailable, http.HTTPStatus.SERVICE_UNAVAILABLE),
+]
 
 
-def _refusal(connection: ServerConnection, error: ChimeraError) -> Response:
-    status, text = _http_status(error)
-    response = connection.respond(status, f"{text}\n")
+def _refusal(
+    connection: ServerConnection, error: ChimeraError, *, as_json: bool = False
+) -> Response:
+    """The HTTP answer to a refused request, with the reason in the body."""
+    status = next(
+        (code for kind, code in _HTTP_STATUS if isinstance(error, kind)),
+        http.HTTPStatus.INTERNAL_SERVER_ERROR,
+    )
+    if as_json:
+        response = _json(connection, status, {"error": str(error)})
+    else:
+        response = connection.respond(status, f"{error}\n")
     if status == http.HTTPStatus.UNAUTHORIZED:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
