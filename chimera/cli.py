@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
+from chimera.auth.principal import parse_scopes
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import (
     DEFAULT_AUDIENCE,
@@ -32,7 +33,6 @@ from chimera.auth.tokens import (
     DEFAULT_TTL,
     check_secret,
     mint,
-    parse_scopes,
 )
 from chimera.client import JobsClient
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig

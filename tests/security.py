@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from chimera.auth.tokens import Scope, mint, parse_scopes
+from chimera.auth.principal import Scope, parse_scopes
+from chimera.auth.tokens import mint
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ALL = "submit,read,cancel"

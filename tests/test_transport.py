@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from chimera.auth.tokens import Scope, TokenVerifier
+from chimera.auth.principal import Scope
+from chimera.auth.tokens import TokenVerifier
 from chimera.client import JobsClient
 from chimera.errors import ConfigError
 from tests.conftest import StartServer, grpcurl, read_until_closed, ws_connect

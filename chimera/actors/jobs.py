@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
-from chimera.auth.tokens import ANONYMOUS, Principal, Scope
+from chimera.auth.principal import ANONYMOUS, Principal, Scope
 from chimera.errors import (
     FailedPrecondition,
     InvalidArgument,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from chimera.auth.tokens import Authenticator, Principal, bearer
+from chimera.auth.principal import Principal
+from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import Unauthenticated
 
 

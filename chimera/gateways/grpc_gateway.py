@@ -24,7 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, JobRequest
 from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metadata
-from chimera.auth.tokens import Authenticator, Principal
+from chimera.auth.principal import Principal
+from chimera.auth.tokens import Authenticator
 from chimera.errors import (
     AlreadyExists,
     ChimeraError,

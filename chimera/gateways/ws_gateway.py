@@ -40,8 +40,9 @@ from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.jobs import JobManager
+from chimera.auth.principal import Principal
 from chimera.auth.redact import redacting_logger
-from chimera.auth.tokens import Authenticator, Principal, bearer
+from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import (
     ChimeraError,
     InvalidArgument,
