@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import signal
 import ssl
 from pathlib import Path
 
 import grpc
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from chimera.auth.principal import Scope
 from chimera.auth.tokens import TokenVerifier
 from chimera.client import JobsClient
 from chimera.errors import ConfigError
 from tests.conftest import StartServer, grpcurl, read_until_closed, ws_connect
-from tests.security import SECRET, self_signed
-from tests.test_cli import run
+from tests.security import SECRET, self_signed, token
+from tests.test_cli import CHIMERA, run
 
 
 async def test_no_auth_refuses_a_non_loopback_address(start_server: StartServer) -> None:
@@ -117,3 +122,43 @@ async def test_token_command_reads_the_secret_from_the_environment(
     principal = TokenVerifier.from_secret(SECRET).verify(out.strip())
     assert principal.sub == "ci" and principal.job == "one"
     assert principal.scopes == {Scope.READ}
+
+
+async def test_serve_flags_reach_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chimera serve` as a user starts it: auth from the environment, origins, limits."""
+    monkeypatch.setenv("CHIMERA_JWT_SECRET", SECRET)
+    proc = await asyncio.create_subprocess_exec(
+        *CHIMERA, "serve", "--grpc-port", "0", "--ws-port", "0", "--db", ":memory:",
+        "--sim-delay", "0", "--allowed-origin", "https://app.example.com",
+        "--max-frame-bytes", "2048",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        line = ""
+        while "serving gRPC" not in line:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "the server exited before serving"
+        found = re.search(r"serving gRPC on [\d.]+:(\d+) and WebSocket on [\d.]+:(\d+)", line)
+        assert found, line
+        grpc_port, ws_port = found.groups()
+        target = f"127.0.0.1:{grpc_port}"
+        code, _, err = await run("jobs", "--server", target)
+        assert code == 2 and "UNAUTHENTICATED" in err
+        monkeypatch.setenv("CHIMERA_TOKEN", token("alice"))
+        code, _, err = await run("submit", "a counter", "--server", target, "--job-id", "s1")
+        assert code == 0, err
+        url = f"ws://127.0.0.1:{ws_port}/ws/orchestrate/s1?token={token('alice')}"
+        with pytest.raises(InvalidStatus) as info:
+            await ws_connect(url, origin=Origin("https://evil.example.com"))
+        assert info.value.response.status_code == 403
+        ws = await ws_connect(url, origin=Origin("https://app.example.com"), max_size=None)
+        await ws.send("x" * 4096)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await ws.recv()
+        assert ws.close_code == 1009
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
