@@ -38,11 +38,17 @@ async def test_serve_refuses_to_start_exposed_without_auth() -> None:
     assert "without authentication" in err and "--insecure" in err
 
 
-async def test_weak_secret_and_half_tls_are_refused(start_server: StartServer) -> None:
+async def test_bad_auth_and_tls_settings_are_refused(start_server: StartServer) -> None:
     with pytest.raises(ConfigError, match="at least 32 bytes"):
         await start_server(jwt_secret="short")
     with pytest.raises(ConfigError, match="both --tls-cert and --tls-key"):
         await start_server(tls_cert="cert.pem")
+    with pytest.raises(ConfigError, match="not a PEM public key"):
+        await start_server(jwt_public_key="not a key")
+    with pytest.raises(ConfigError, match="not both"):
+        await start_server(jwt_secret=SECRET, jwt_public_key="not a key")
+    with pytest.raises(ConfigError, match="cannot read the TLS"):
+        await start_server(tls_cert="/nonexistent/cert.pem", tls_key="/nonexistent/key.pem")
 
 
 async def test_tls_on_both_planes(start_server: StartServer, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Signed tokens (JWT): verifying them, minting them, and the caller they name.
+"""Signed tokens (JWT): verifying them into a :class:`chimera.auth.principal.Principal`,
+and minting them (``chimera token``).
 
 A Chimera token carries these claims::
 
