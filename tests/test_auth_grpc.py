@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -11,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chimera.client import JobsClient
+from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, grpcurl
 from tests.security import SECRET, hs256_by_hand, pem_public, token
 
@@ -181,3 +184,34 @@ async def test_public_key_tokens(start_server: StartServer, kind: str) -> None:
     code, _, err = await call(server, "ListJobs", {}, forged)
     assert code != 0 and "Unauthenticated" in err and "algorithm" in err, err
 
+
+
+async def test_jobs_from_before_auth_belong_to_nobody(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """A database written before jobs had owners (no owner column) still opens; its jobs,
+    like jobs made with auth off, are visible only to all-jobs tokens."""
+    db = str(tmp_path / "old.db")
+    with sqlite3.connect(db) as conn:  # the schema before owners existed
+        conn.executescript(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL "
+            "UNIQUE, request_id TEXT UNIQUE, state TEXT NOT NULL, end_time TEXT, "
+            "snapshot TEXT NOT NULL);"
+        )
+    conn.close()
+    open_server = await start_server(db=db)
+    async with open_server.client() as client:
+        job = await client.create("made with auth off", job_id="old-job")
+        async for _ in client.events(job.job_id):
+            pass
+    await open_server.stop()
+    secured = await start_server(db=db, jwt_secret=SECRET)
+    async with JobsClient(secured.grpc_target, token=token("alice")) as alice, JobsClient(
+        secured.grpc_target, token=token("admin", all_jobs=True)
+    ) as admin:
+        assert list((await alice.list()).jobs) == []
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await alice.get("old-job")
+        assert info.value.code() is grpc.StatusCode.NOT_FOUND
+        assert [j.job_id for j in (await admin.list()).jobs] == ["old-job"]
+        assert (await admin.get("old-job")).state == pb.JOB_STATE_SUCCEEDED
