@@ -1,4 +1,4 @@
-"""The ``chimera`` command: serve, submit, status, jobs, cancel, watch, demo.
+"""The ``chimera`` command: serve, submit, status, jobs, cancel, watch, token, demo.
 
 Exit codes: 0 success (for ``submit``/``demo``: the job succeeded); 1 the job
 did not succeed; 2 bad usage or the server refused the request; 130 interrupted.
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,12 +25,29 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
+from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
+from chimera.auth.principal import parse_scopes
+from chimera.auth.redact import redacting_logger
+from chimera.auth.tokens import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    DEFAULT_TTL,
+    check_secret,
+    mint,
+)
 from chimera.client import JobsClient
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig
 from chimera.console import render_code, render_event, render_job, render_jobs
+from chimera.errors import ConfigError
 from chimera.events import TeamName
 from chimera.fakes.briefed import fake_apis
 from chimera.gateways.convert import TEAM_TO_PB
+from chimera.gateways.grpc_gateway import MAX_MESSAGE_BYTES
+from chimera.gateways.limits import (
+    DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
+    DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+)
+from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
 from chimera.ids import is_valid_job_id
 from chimera.providers.registry import Mode, Providers, ProviderSettings
 from chimera.providers.simulated import DEFAULT_DELAY
@@ -38,6 +56,8 @@ from chimera.v1 import jobs_pb2 as pb
 
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
 DEFAULT_BRIEF = "Create a login form with email and password"
+SECRET_ENV = "CHIMERA_JWT_SECRET"
+TOKEN_ENV = "CHIMERA_TOKEN"
 
 log = logging.getLogger("chimera")
 
@@ -126,6 +146,59 @@ def _provider_settings(args: argparse.Namespace) -> ProviderSettings:
     )
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
+def _add_security_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("authentication and transport")
+    g.add_argument(
+        "--jwt-secret", default=os.environ.get(SECRET_ENV, ""), metavar="SECRET",
+        help=f"HS256 secret (32+ bytes) for tokens; default ${SECRET_ENV}; turns auth on",
+    )
+    g.add_argument(
+        "--jwt-public-key", default="", metavar="PATH",
+        help="PEM public key (RSA → RS256, P-256 → ES256) for tokens; turns auth on",
+    )
+    g.add_argument("--jwt-audience", default=DEFAULT_AUDIENCE, help="required aud claim")
+    g.add_argument("--jwt-issuer", default=DEFAULT_ISSUER, help="required iss claim")
+    g.add_argument(
+        "--insecure", action="store_true",
+        help="allow serving a non-loopback address without authentication",
+    )
+    g.add_argument(
+        "--allowed-origin", action="append", default=[], metavar="ORIGIN",
+        help="browser Origin allowed on the WebSocket besides the server's own "
+        "(e.g. https://app.example.com; '*' = any); repeatable",
+    )
+    g.add_argument("--tls-cert", default="", metavar="PATH", help="PEM certificate chain")
+    g.add_argument("--tls-key", default="", metavar="PATH", help="PEM private key")
+    g = p.add_argument_group("limits")
+    for flag, default, text in (
+        ("--max-brief-chars", MAX_BRIEF_CHARS, "characters in a brief"),
+        ("--max-request-bytes", MAX_MESSAGE_BYTES, "bytes in one gRPC request"),
+        ("--max-frame-bytes", MAX_CLIENT_FRAME, "bytes in one WebSocket client frame"),
+        ("--max-subscribers-per-job", DEFAULT_MAX_SUBSCRIBERS_PER_JOB, "subscribers of a job"),
+        ("--max-subscribers-per-address", DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
+         "subscribers from one client address"),
+        ("--max-jobs-per-caller", DEFAULT_MAX_JOBS_PER_CALLER,
+         "running jobs per token sub (per address without auth)"),
+    ):
+        g.add_argument(flag, type=_positive, default=default, metavar="N",
+                       help=f"{text} (default {default})")
+
+
+def _add_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (default ${TOKEN_ENV})"
+    )
+    p.add_argument("--tls-ca", default=None, metavar="PATH",
+                   help="PEM certificate to trust: connect with TLS")
+
+
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
@@ -156,6 +229,29 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
         "job_deadline": args.job_deadline or 600.0,
         "providers": _provider_settings(args),
     }
+    if hasattr(args, "jwt_secret"):
+        public_key = ""
+        if args.jwt_public_key:
+            try:
+                public_key = Path(args.jwt_public_key).read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read --jwt-public-key: {exc}") from exc
+        values.update(
+            jwt_secret=args.jwt_secret,
+            jwt_public_key=public_key,
+            jwt_audience=args.jwt_audience,
+            jwt_issuer=args.jwt_issuer,
+            insecure=args.insecure,
+            allowed_origins=tuple(args.allowed_origin),
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            max_brief_chars=args.max_brief_chars,
+            max_request_bytes=args.max_request_bytes,
+            max_frame_bytes=args.max_frame_bytes,
+            max_subscribers_per_job=args.max_subscribers_per_job,
+            max_subscribers_per_address=args.max_subscribers_per_address,
+            max_jobs_per_caller=args.max_jobs_per_caller,
+        )
     values.update(override)
     return ServerConfig(**values)  # type: ignore[arg-type]
 
@@ -168,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the server (gRPC + WebSocket)")
     _add_server_flags(p)
     _add_provider_flags(p)
+    _add_security_flags(p)
 
     p = sub.add_parser("submit", help="submit a brief and watch both teams live")
     p.add_argument("brief")
@@ -175,21 +272,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--team", type=_team, action="append", default=[], help="only this team")
     p.add_argument("--job-id", default="", help="choose the job id")
     p.add_argument("--request-id", default="", help="idempotency key")
+    _add_client_flags(p)
 
     for name, text in (("status", "show a job"), ("cancel", "cancel a running job")):
         p = sub.add_parser(name, help=text)
         p.add_argument("job_id")
         p.add_argument("--server", default=DEFAULT_SERVER)
         p.add_argument("--json", action="store_true", help="print the job as JSON")
+        _add_client_flags(p)
 
     p = sub.add_parser("jobs", help="list jobs, newest first")
     p.add_argument("--server", default=DEFAULT_SERVER)
     p.add_argument("--limit", type=int, default=20)
+    _add_client_flags(p)
 
     p = sub.add_parser("watch", help="print a job's WebSocket messages as JSON lines")
     p.add_argument("job_id")
-    p.add_argument("--ws", default=f"ws://127.0.0.1:{DEFAULT_WS_PORT}", help="WebSocket base URL")
+    p.add_argument(
+        "--ws", default=f"ws://127.0.0.1:{DEFAULT_WS_PORT}",
+        help="WebSocket base URL (wss://… with TLS)",
+    )
     p.add_argument("--since", type=int, default=0, help="only events after this seq")
+    _add_client_flags(p)
+
+    p = sub.add_parser("token", help="mint a signed token (prints it)")
+    p.add_argument("--sub", required=True, help="who the token names (owner of its jobs)")
+    p.add_argument("--scope", required=True, help="comma-separated: submit, read, cancel")
+    p.add_argument("--job", default=None, metavar="ID", help="limit the token to this job id")
+    p.add_argument("--all-jobs", action="store_true",
+                   help="read/cancel every job, not only the sub's own")
+    p.add_argument("--ttl", type=_non_negative, default=DEFAULT_TTL, metavar="SECONDS",
+                   help=f"lifetime (default {DEFAULT_TTL:g})")
+    p.add_argument(
+        "--jwt-secret", default=os.environ.get(SECRET_ENV, ""), metavar="SECRET",
+        help=f"HS256 secret, as given to serve (default ${SECRET_ENV})",
+    )
+    p.add_argument("--jwt-private-key", default="", metavar="PATH",
+                   help="PEM private key instead of a secret (RSA → RS256, P-256 → ES256)")
+    p.add_argument("--jwt-audience", default=DEFAULT_AUDIENCE)
+    p.add_argument("--jwt-issuer", default=DEFAULT_ISSUER)
 
     p = sub.add_parser("demo", help="one process: start a server, run a brief end to end")
     p.add_argument("brief", nargs="?", default=DEFAULT_BRIEF)
@@ -222,11 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "jobs": _jobs,
         "watch": _watch,
         "demo": _demo,
-    }[args.command]
+    }.get(args.command)
     try:
+        if command is None:
+            return _token(args)
         return asyncio.run(command(args))
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except grpc.aio.AioRpcError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc.code().name}: {exc.details()}")
         return 2
@@ -240,8 +366,70 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.stop)
+    config = server.config
+    if config.auth_enabled:
+        kind = "HS256 secret" if config.jwt_secret else "public key"
+        log.info("auth on: tokens checked with the %s (aud %r, iss %r)",
+                 kind, config.jwt_audience, config.jwt_issuer)
+    else:
+        log.warning("auth off: anyone who can reach %s may submit, read and cancel jobs",
+                    config.host)
     await server.serve()
     return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    """Mints a token with the server's secret (or a private key); prints it on stdout."""
+    try:
+        scopes = parse_scopes(args.scope)
+    except ValueError as exc:
+        print(f"error: --scope: {exc}", file=sys.stderr)
+        return 2
+    if args.job is not None and not is_valid_job_id(args.job):
+        print(f"error: malformed --job {args.job!r}", file=sys.stderr)
+        return 2
+    key: object
+    if args.jwt_private_key:
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            key = load_pem_private_key(Path(args.jwt_private_key).read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot load --jwt-private-key: {exc}") from exc
+        if isinstance(key, rsa.RSAPrivateKey):
+            algorithm = "RS256"
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            algorithm = "ES256"
+        else:
+            raise ConfigError("--jwt-private-key must be an RSA or P-256 key")
+    else:
+        if not args.jwt_secret:
+            raise ConfigError(f"give --jwt-secret (or set {SECRET_ENV}) or --jwt-private-key")
+        check_secret(args.jwt_secret)
+        key, algorithm = args.jwt_secret, "HS256"
+    print(
+        mint(
+            key, sub=args.sub, scopes=scopes, algorithm=algorithm, job=args.job,
+            all_jobs=args.all_jobs, ttl=args.ttl, audience=args.jwt_audience,
+            issuer=args.jwt_issuer,
+        )
+    )
+    return 0
+
+
+def _client(args: argparse.Namespace) -> JobsClient:
+    ca = _read_ca(args.tls_ca)
+    return JobsClient(args.server, token=args.token or None, tls_ca=ca)
+
+
+def _read_ca(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --tls-ca: {exc}") from exc
 
 
 async def _follow(client: JobsClient, job_id: str, console: Console) -> pb.Job:
@@ -252,7 +440,7 @@ async def _follow(client: JobsClient, job_id: str, console: Console) -> pb.Job:
 
 async def _submit(args: argparse.Namespace) -> int:
     console = Console()
-    async with JobsClient(args.server) as client:
+    async with _client(args) as client:
         job = await client.create(
             args.brief, [TEAM_TO_PB[t] for t in args.team], args.job_id, args.request_id
         )
@@ -264,14 +452,14 @@ async def _submit(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with JobsClient(args.server) as client:
+    async with _client(args) as client:
         job = await client.get(args.job_id)
     _show(job, args.json)
     return 0
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    async with JobsClient(args.server) as client:
+    async with _client(args) as client:
         job = await client.cancel(args.job_id)
     _show(job, args.json)
     return 0
@@ -287,7 +475,7 @@ def _show(job: pb.Job, as_json: bool) -> None:
 
 
 async def _jobs(args: argparse.Namespace) -> int:
-    async with JobsClient(args.server) as client:
+    async with _client(args) as client:
         response = await client.list(page_size=max(1, min(args.limit, 100)))
     render_jobs(Console(), list(response.jobs))
     return 0
@@ -299,8 +487,16 @@ async def _watch(args: argparse.Namespace) -> int:
         errors.print(f"[red]error:[/] malformed job id {args.job_id!r}")
         return 2
     url = f"{args.ws.rstrip('/')}/ws/orchestrate/{args.job_id}?since={args.since}"
+    context = None
+    if args.tls_ca is not None:
+        context = ssl.create_default_context(cafile=args.tls_ca)
+    # Not a browser: the token goes in a header, never in the URL.
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     try:
-        async with connect(url) as ws:
+        async with connect(
+            url, ssl=context, additional_headers=headers,
+            logger=redacting_logger("chimera.watch"),  # -v logs headers at DEBUG
+        ) as ws:
             with contextlib.suppress(ConnectionClosed):
                 async for message in ws:
                     text = message if isinstance(message, str) else message.decode()

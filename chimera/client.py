@@ -12,12 +12,28 @@ from chimera.v1 import jobs_pb2_grpc
 
 
 class JobsClient:
-    """Use as ``async with JobsClient("127.0.0.1:50051") as client: ...``."""
+    """Use as ``async with JobsClient("127.0.0.1:50051") as client: ...``.
 
-    def __init__(self, target: str, *, metadata: Sequence[tuple[str, str]] = ()) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    ``token`` is sent as ``authorization: Bearer TOKEN``; ``tls_ca`` (PEM bytes of
+    the CA or self-signed certificate to trust) switches the channel to TLS.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
+        tls_ca: bytes | None = None,
+    ) -> None:
+        if tls_ca is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+            self._channel = grpc.aio.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.aio.insecure_channel(target)
         self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
-        self._metadata = tuple(metadata)
+        auth = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = tuple(metadata) + auth
 
     async def __aenter__(self) -> JobsClient:
         return self

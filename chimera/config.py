@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from chimera.actors.broadcaster import DEFAULT_SUBSCRIBER_MAX_BYTES
-from chimera.actors.jobs import MAX_BRIEF_CHARS
+from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
+from chimera.auth.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
+from chimera.errors import ConfigError
 from chimera.events import TeamName
+from chimera.gateways.grpc_gateway import MAX_MESSAGE_BYTES
+from chimera.gateways.limits import (
+    DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
+    DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+)
+from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
 from chimera.providers.registry import ProviderSettings
 from chimera.providers.simulated import DEFAULT_DELAY
 
@@ -32,3 +41,54 @@ class ServerConfig:
     subscriber_max_bytes: int = DEFAULT_SUBSCRIBER_MAX_BYTES
     # Seconds in-flight gRPC calls get to finish at shutdown.
     shutdown_grace: float = 5.0
+    # Auth: an HS256 secret, or an RS256/ES256 public key (PEM text); neither = auth off,
+    # which is only allowed on loopback unless ``insecure``. Secrets stay out of repr.
+    jwt_secret: str = field(default="", repr=False)
+    jwt_public_key: str = ""
+    jwt_audience: str = DEFAULT_AUDIENCE
+    jwt_issuer: str = DEFAULT_ISSUER
+    insecure: bool = False
+    # Browser origins allowed on the WebSocket besides the server's own ("*" = any).
+    allowed_origins: tuple[str, ...] = ()
+    # TLS for both planes: paths to the PEM certificate chain and private key.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Limits.
+    max_request_bytes: int = MAX_MESSAGE_BYTES
+    max_frame_bytes: int = MAX_CLIENT_FRAME
+    max_subscribers_per_job: int = DEFAULT_MAX_SUBSCRIBERS_PER_JOB
+    max_subscribers_per_address: int = DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS
+    max_jobs_per_caller: int = DEFAULT_MAX_JOBS_PER_CALLER
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+    def check(self) -> None:
+        """Raises :class:`ConfigError` for a configuration the server must not run with."""
+        if self.jwt_secret and self.jwt_public_key:
+            raise ConfigError("give --jwt-secret or --jwt-public-key, not both")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        if not self.auth_enabled and not self.insecure and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to serve on {self.host!r} without authentication: anyone who "
+                "can reach it could submit, read and cancel jobs. Set --jwt-secret (or "
+                "CHIMERA_JWT_SECRET) or --jwt-public-key, bind to 127.0.0.1, or pass "
+                "--insecure if this network is trusted"
+            )
+        for name in (
+            "max_brief_chars", "max_request_bytes", "max_frame_bytes",
+            "max_subscribers_per_job", "max_subscribers_per_address", "max_jobs_per_caller",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be 1 or more")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything

@@ -8,6 +8,10 @@ Hierarchy::
     ├── AlreadyExists          job id (or request id for another request) taken
     ├── FailedPrecondition     the job is in a state where this is not allowed
     ├── Unavailable            the server is shutting down
+    ├── Unauthenticated        no token, or a token that is malformed, expired or badly signed
+    ├── PermissionDenied       a valid token that does not allow this operation on this job
+    ├── ResourceExhausted      a limit (subscribers, jobs in flight) is reached; try later
+    ├── ConfigError            the server's configuration is unsafe or inconsistent
     ├── ProviderError          a team's provider failed (after its own retries)
     └── SubscriptionError      a subscription ended abnormally
         └── SubscriberTooSlow  the subscriber fell too far behind and was shed
@@ -42,6 +46,22 @@ class FailedPrecondition(ChimeraError):
 
 class Unavailable(ChimeraError):
     """The server is shutting down and takes no new work."""
+
+
+class Unauthenticated(ChimeraError):
+    """The caller proved no identity; the message says what to fix, never echoes the token."""
+
+
+class PermissionDenied(ChimeraError):
+    """The caller's token is valid but does not allow this (scope, or another job)."""
+
+
+class ResourceExhausted(ChimeraError):
+    """A per-job, per-address or per-caller limit is reached; the message names it."""
+
+
+class ConfigError(ChimeraError):
+    """The server refuses to start with this configuration; the message says why."""
 
 
 class ProviderError(ChimeraError):

@@ -71,6 +71,9 @@ class Job:
     end_time: datetime | None = None
     last_sequence: int = 0
     request_id: str = ""
+    # The ``sub`` of the token that created the job ("" when auth is off); not in
+    # the public snapshot (to_dict), only in the stored one (to_json).
+    owner: str = ""
 
     @property
     def finished(self) -> bool:
@@ -118,6 +121,7 @@ class Job:
     def to_json(self) -> str:
         body = self.to_dict()
         body["request_id"] = self.request_id
+        body["owner"] = self.owner
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
     @staticmethod
@@ -135,4 +139,5 @@ class Job:
             end_time=parse_timestamp(end) if end else None,
             last_sequence=obj["last_sequence"],
             request_id=obj.get("request_id", ""),
+            owner=obj.get("owner", ""),
         )

@@ -18,17 +18,57 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, ProviderFactory
+from chimera.auth.tokens import Authenticator, TokenVerifier
 from chimera.config import ServerConfig
+from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
+from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.ws_gateway import WebSocketGateway
 from chimera.providers.registry import Providers
 from chimera.store.base import Store
 from chimera.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
+
+
+def authenticator(config: ServerConfig) -> Authenticator:
+    audience, issuer = config.jwt_audience, config.jwt_issuer
+    if config.jwt_secret:
+        return Authenticator(
+            TokenVerifier.from_secret(config.jwt_secret, audience=audience, issuer=issuer)
+        )
+    if config.jwt_public_key:
+        pem = config.jwt_public_key.encode()
+        return Authenticator(
+            TokenVerifier.from_public_key(pem, audience=audience, issuer=issuer)
+        )
+    return Authenticator(None)
+
+
+def _read_tls(config: ServerConfig) -> tuple[bytes, bytes] | None:
+    """``(key, certificate chain)`` PEM bytes, or None without TLS."""
+    if not config.tls_cert:
+        return None
+    try:
+        return Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the TLS certificate or key: {exc}") from exc
+
+
+def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate and key: {exc}") from exc
+    return context
 
 
 class ChimeraServer:
@@ -39,7 +79,14 @@ class ChimeraServer:
         providers: ProviderFactory | None = None,
         store: Store | None = None,
     ) -> None:
+        """Raises :class:`ConfigError` for a configuration it must not run with
+        (e.g. no authentication on a non-loopback address)."""
+        config.check()
         self.config = config
+        auth = authenticator(config)
+        limits = SubscriberLimits(
+            config.max_subscribers_per_job, config.max_subscribers_per_address
+        )
         # Providers built here are owned (and closed) here; a factory passed in is the caller's.
         self.owned_providers: Providers | None = None
         if providers is None:
@@ -56,9 +103,25 @@ class ChimeraServer:
             providers,
             max_brief_chars=config.max_brief_chars,
             job_deadline=config.job_deadline,
+            max_jobs_per_caller=config.max_jobs_per_caller,
         )
-        self.grpc = GrpcGateway(self.jobs, self.broadcaster)
-        self.ws = WebSocketGateway(self.jobs, self.broadcaster)
+        self.grpc = GrpcGateway(
+            self.jobs,
+            self.broadcaster,
+            authenticator=auth,
+            limits=limits,
+            max_request_bytes=config.max_request_bytes,
+            tls=_read_tls(config),
+        )
+        self.ws = WebSocketGateway(
+            self.jobs,
+            self.broadcaster,
+            authenticator=auth,
+            limits=limits,
+            allowed_origins=config.allowed_origins,
+            max_frame_bytes=config.max_frame_bytes,
+            tls=_ssl_context(config),
+        )
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 

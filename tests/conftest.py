@@ -86,9 +86,18 @@ async def server(start_server: StartServer) -> Running:
     return await start_server()
 
 
-async def grpcurl(target: str, *args: str, data: Any = None) -> tuple[int, str, str]:
-    """Runs the real grpcurl binary against ``target``; returns (exit code, stdout, stderr)."""
-    argv = [GRPCURL, "-plaintext", "-max-time", "30"]
+async def grpcurl(
+    target: str, *args: str, data: Any = None, token: str | None = None,
+    cacert: str | None = None,
+) -> tuple[int, str, str]:
+    """Runs the real grpcurl binary against ``target``; returns (exit code, stdout, stderr).
+
+    ``token`` adds ``-H 'authorization: Bearer TOKEN'``; ``cacert`` uses TLS.
+    """
+    argv = [GRPCURL, "-cacert", cacert] if cacert else [GRPCURL, "-plaintext"]
+    argv += ["-max-time", "30"]
+    if token is not None:
+        argv += ["-H", f"authorization: Bearer {token}"]
     if data is not None:
         argv += ["-d", data if isinstance(data, str) else json.dumps(data)]
     argv += [target, *args]

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
-from chimera.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from chimera.auth.principal import ANONYMOUS, Principal, Scope
+from chimera.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
 from chimera.ids import check_job_id, new_job_id
 from chimera.job import Job, TeamRun
@@ -31,6 +38,7 @@ MAX_BRIEF_CHARS = 10_000
 MAX_REQUEST_ID_CHARS = 128
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+DEFAULT_MAX_JOBS_PER_CALLER = 16
 
 ProviderFactory = Callable[[TeamName], Provider]
 
@@ -73,13 +81,17 @@ class JobManager:
         *,
         max_brief_chars: int = MAX_BRIEF_CHARS,
         job_deadline: float | None = None,
+        max_jobs_per_caller: int = DEFAULT_MAX_JOBS_PER_CALLER,
     ) -> None:
         self._store = store
         self._broadcaster = broadcaster
         self._providers = providers
         self._max_brief_chars = max_brief_chars
         self._job_deadline = job_deadline
+        self._max_jobs_per_caller = max_jobs_per_caller
         self._supervisors: dict[str, JobSupervisor] = {}
+        # Running (or being created) jobs per caller, for the in-flight limit.
+        self._in_flight: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
 
@@ -138,11 +150,56 @@ class JobManager:
         job_id = check_job_id(request.job_id) if request.job_id else new_job_id()
         return job_id, teams
 
-    async def create(self, request: JobRequest) -> Job:
-        """Records the job and starts its supervisor at once."""
+    async def create(
+        self, request: JobRequest, principal: Principal = ANONYMOUS, *, caller: str = ""
+    ) -> Job:
+        """Records the job (owned by ``principal.sub``) and starts its supervisor at once.
+
+        The in-flight limit counts against the token's ``sub``, or against
+        ``caller`` (the client's address) when the principal is anonymous.
+        """
+        principal.require(Scope.SUBMIT)
+        if principal.job is not None:
+            # A token for one job may create exactly that job.
+            principal.check_job_id(request.job_id or principal.job)
+            request = JobRequest(request.brief, request.teams, principal.job, request.request_id)
         job_id, teams = self._validate(request)
         if self._tg is None or self._stop.is_set():
             raise Unavailable("the server is shutting down and takes no new jobs")
+        key = principal.sub if principal.authenticated else caller
+        running = self._in_flight.get(key, 0)
+        if running >= self._max_jobs_per_caller:
+            raise ResourceExhausted(
+                f"{running} of your jobs are running; the limit is {self._max_jobs_per_caller} "
+                "per caller: wait for one to finish or cancel one"
+            )
+        # Reserved before the first await, so concurrent calls cannot pass the limit.
+        self._in_flight[key] = running + 1
+        started = False
+        try:
+            job, started = await self._start(request, job_id, teams, principal, key)
+            return job
+        finally:
+            if not started:  # otherwise the job's supervisor task releases it
+                self._release(key)
+
+    def _release(self, key: str) -> None:
+        left = self._in_flight.get(key, 0) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        else:
+            self._in_flight.pop(key, None)
+
+    async def _start(
+        self,
+        request: JobRequest,
+        job_id: str,
+        teams: tuple[TeamName, ...],
+        principal: Principal,
+        caller_key: str,
+    ) -> tuple[Job, bool]:
+        """Records and starts the job; ``(job, True)``, or ``(existing, False)`` for a
+        repeated ``request_id``."""
         now = utc_now()
         job = Job(
             job_id=job_id,
@@ -151,15 +208,20 @@ class JobManager:
             create_time=now,
             update_time=now,
             request_id=request.request_id,
+            owner=principal.sub,
         )
         stored, created = await self._store.create_job(job)
         if not created:
-            if stored.brief != request.brief or tuple(stored.teams) != teams:
+            if (
+                stored.owner != principal.sub
+                or stored.brief != request.brief
+                or tuple(stored.teams) != teams
+            ):
                 raise FailedPrecondition(
                     f"request_id {request.request_id!r} was already used for a different "
                     "request: use a new request_id"
                 )
-            return stored
+            return stored, False
         if self._tg is None:  # stopped while we were writing
             raise Unavailable("the server is shutting down and takes no new jobs")
         self._broadcaster.open_job(Job.from_json(job.to_json()))
@@ -170,10 +232,10 @@ class JobManager:
         ]
         supervisor = JobSupervisor(job_id, actors, publish, deadline=self._job_deadline)
         self._supervisors[job_id] = supervisor
-        self._tg.create_task(self._supervise(supervisor))
-        return job
+        self._tg.create_task(self._supervise(supervisor, caller_key))
+        return job, True
 
-    async def _supervise(self, supervisor: JobSupervisor) -> None:
+    async def _supervise(self, supervisor: JobSupervisor, caller_key: str) -> None:
         """The top frame of a job's task; nobody else awaits it.
 
         An unexpected error in a supervisor is logged here and does not take
@@ -185,37 +247,72 @@ class JobManager:
             log.exception("supervisor of job %s crashed", supervisor.job_id)
         finally:
             del self._supervisors[supervisor.job_id]
+            self._release(caller_key)
 
-    async def get(self, job_id: str) -> Job:
+    async def _load(self, job_id: str, principal: Principal) -> Job:
+        """The job, if ``principal`` may see it.
+
+        A job the caller may not see answers exactly like a missing one, so a
+        token cannot probe which job ids others use.
+        """
         check_job_id(job_id)
+        principal.check_job_id(job_id)
         job = await self._store.get_job(job_id)
-        if job is None:
+        if job is None or not principal.may_see(job.job_id, job.owner):
             raise NotFound(f"job {job_id!r} does not exist")
         return job
 
-    async def list(self, page_size: int, page_token: str) -> tuple[list[Job], str]:
+    async def get(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+        principal.require(Scope.READ)
+        return await self._load(job_id, principal)
+
+    async def authorize_watch(self, job_id: str, principal: Principal) -> None:
+        """Raises unless ``principal`` may subscribe to ``job_id``'s events.
+
+        A token for all jobs, or for exactly this job, may wait for a job that
+        does not exist yet; a token for its own jobs needs the job to exist and
+        be its own.
+        """
+        principal.require(Scope.READ)
+        check_job_id(job_id)
+        principal.check_job_id(job_id)
+        if principal.job is None and not principal.all_jobs:
+            await self._load(job_id, principal)
+
+    async def list(
+        self, page_size: int, page_token: str, principal: Principal = ANONYMOUS
+    ) -> tuple[list[Job], str]:
+        """A page of the jobs ``principal`` may read, newest first."""
+        principal.require(Scope.READ)
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgument(
                 f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
             )
         before = decode_page_token(page_token) if page_token else None
-        jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before)
+        if principal.job is not None:
+            if before is not None:  # the one page has been returned
+                return [], ""
+            job = await self._store.get_job(principal.job)
+            return ([job] if job is not None else []), ""
+        owner = None if principal.all_jobs else principal.sub
+        jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before, owner)
         return jobs, encode_page_token(cursor) if cursor is not None else ""
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
         """Cancels a running job and returns it once its final event is recorded.
 
         Cancelling a cancelled job returns it unchanged; a job that finished
         otherwise cannot be cancelled.
         """
-        check_job_id(job_id)
+        principal.require(Scope.CANCEL)
+        await self._load(job_id, principal)
         supervisor = self._supervisors.get(job_id)
         if supervisor is not None:
             async with self._broadcaster.subscribe(job_id) as subscription:
                 supervisor.cancel()
                 async for _ in subscription:
                     pass  # ends after the job's final event, which is then stored
-        job = await self.get(job_id)
+        job = await self._load(job_id, principal)
         if job.state is JobState.RUNNING:
             raise FailedPrecondition(f"job {job_id!r} is still stopping: try again")
         if job.state is not JobState.CANCELLED and supervisor is None:

@@ -3,7 +3,12 @@
 Chimera errors become gRPC status codes here, at the one boundary:
 InvalidArgument → INVALID_ARGUMENT, NotFound → NOT_FOUND, AlreadyExists →
 ALREADY_EXISTS, FailedPrecondition → FAILED_PRECONDITION, Unavailable →
-UNAVAILABLE, SubscriberTooSlow → RESOURCE_EXHAUSTED.
+UNAVAILABLE, SubscriberTooSlow and ResourceExhausted → RESOURCE_EXHAUSTED,
+Unauthenticated → UNAUTHENTICATED, PermissionDenied → PERMISSION_DENIED.
+
+When auth is on, :class:`chimera.auth.grpc_interceptor.AuthInterceptor` refuses
+JobService calls without a valid token; each method then reads the caller's
+principal from the metadata and passes it to the job manager explicitly.
 """
 
 from __future__ import annotations
@@ -18,16 +23,23 @@ from grpc_reflection.v1alpha import reflection
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, JobRequest
+from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metadata
+from chimera.auth.principal import Principal
+from chimera.auth.tokens import Authenticator
 from chimera.errors import (
     AlreadyExists,
     ChimeraError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    ResourceExhausted,
     SubscriberTooSlow,
+    Unauthenticated,
     Unavailable,
 )
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb
+from chimera.gateways.limits import SubscriberLimits, peer_host
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1 import jobs_pb2_grpc
 
@@ -43,6 +55,9 @@ _CODES: list[tuple[type[ChimeraError], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 
@@ -60,9 +75,20 @@ async def _abort(context: grpc.aio.ServicerContext[object, object], error: Chime
 class JobService(jobs_pb2_grpc.JobServiceServicer):
     """The servicer; each method translates, calls the job manager, translates back."""
 
-    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
+    def __init__(
+        self,
+        jobs: JobManager,
+        broadcaster: Broadcaster,
+        authenticator: Authenticator,
+        limits: SubscriberLimits,
+    ) -> None:
         self._jobs = jobs
         self._broadcaster = broadcaster
+        self._auth = authenticator
+        self._limits = limits
+
+    def _principal(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
+        return principal_from_metadata(self._auth, context.invocation_metadata())
 
     async def CreateJob(
         self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext[object, object]
@@ -74,7 +100,9 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     teams=teams_from_pb(list(request.teams)),
                     job_id=request.job_id,
                     request_id=request.request_id,
-                )
+                ),
+                self._principal(context),
+                caller=peer_host(context.peer()),
             )
         except ChimeraError as exc:
             await _abort(context, exc)
@@ -85,7 +113,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
         try:
-            job = await self._jobs.get(request.job_id)
+            job = await self._jobs.get(request.job_id, self._principal(context))
         except ChimeraError as exc:
             await _abort(context, exc)
             raise
@@ -95,7 +123,9 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListJobsResponse:
         try:
-            jobs, token = await self._jobs.list(request.page_size, request.page_token)
+            jobs, token = await self._jobs.list(
+                request.page_size, request.page_token, self._principal(context)
+            )
         except ChimeraError as exc:
             await _abort(context, exc)
             raise
@@ -105,7 +135,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CancelJobResponse:
         try:
-            job = await self._jobs.cancel(request.job_id)
+            job = await self._jobs.cancel(request.job_id, self._principal(context))
         except ChimeraError as exc:
             await _abort(context, exc)
             raise
@@ -118,19 +148,21 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[pb.StreamJobEventsResponse]:
         """History after ``after_sequence``, then live events; ends after the final event."""
         try:
+            principal = self._principal(context)
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
-            job = await self._jobs.get(request.job_id)
+            job = await self._jobs.get(request.job_id, principal)
             if request.after_sequence > job.last_sequence:
                 raise InvalidArgument(
                     f"after_sequence {request.after_sequence} is beyond the job's last "
                     f"sequence {job.last_sequence}"
                 )
-            async with self._broadcaster.subscribe(
-                request.job_id, request.after_sequence
-            ) as subscription:
-                async for event in subscription:
-                    yield pb.StreamJobEventsResponse(event=event_to_pb(event))
+            with self._limits.hold(request.job_id, peer_host(context.peer())):
+                async with self._broadcaster.subscribe(
+                    request.job_id, request.after_sequence
+                ) as subscription:
+                    async for event in subscription:
+                        yield pb.StreamJobEventsResponse(event=event_to_pb(event))
         except ChimeraError as exc:
             await _abort(context, exc)
 
@@ -143,14 +175,28 @@ class GrpcGateway:
     in-flight calls finish (streams end when the broadcaster closes them).
     """
 
-    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
+    def __init__(
+        self,
+        jobs: JobManager,
+        broadcaster: Broadcaster,
+        *,
+        authenticator: Authenticator | None = None,
+        limits: SubscriberLimits | None = None,
+        max_request_bytes: int = MAX_MESSAGE_BYTES,
+        tls: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext."""
+        authenticator = authenticator or Authenticator(None)
         self._server = grpc.aio.server(
+            interceptors=[AuthInterceptor(authenticator, SERVICE_NAME)],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(jobs, broadcaster), self._server)
+        self._tls = tls
+        servicer = JobService(jobs, broadcaster, authenticator, limits or SubscriberLimits())
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -162,7 +208,11 @@ class GrpcGateway:
 
     async def start(self, host: str, port: int) -> int:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = self._server.add_insecure_port(address)
+        if self._tls is not None:
+            credentials = grpc.ssl_server_credentials([self._tls])
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self._server.start()

@@ -9,9 +9,17 @@ gets ``pong``; anything else gets an ``error`` message and the connection stays.
 Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
 ``GET /api/jobs/{job_id}`` (the job's JSON snapshot, for clients that poll).
 
+Every request but ``/healthz`` is checked before the upgrade, in this order:
+``Origin`` (403 unless allowed: same host, or an ``--allowed-origin``), path (404/400),
+token (401), the token's right to the job (403; 404 for a job that is not the
+caller's), subscriber limits (429). Browsers cannot set headers on a WebSocket,
+so the token may come as the subprotocol pair ``["chimera.bearer", TOKEN]``
+(the server selects ``chimera.bearer``, never echoing the token), as a
+``token`` query parameter, or as an ``Authorization: Bearer`` header.
+
 Close codes: 1000 job finished; 1001 server shutting down; 1009 client frame
-too large; :data:`CLOSE_TOO_SLOW` the subscriber fell behind (resume with
-``since``).
+too large; 1013 a subscriber limit was reached (try again later);
+:data:`CLOSE_TOO_SLOW` the subscriber fell behind (resume with ``since``).
 """
 
 from __future__ import annotations
@@ -21,17 +29,32 @@ import contextlib
 import http
 import json
 import logging
-from collections.abc import Awaitable
+import ssl
+from collections.abc import Awaitable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.jobs import JobManager
-from chimera.errors import ChimeraError, NotFound, SubscriberTooSlow, Unavailable
+from chimera.auth.principal import Principal
+from chimera.auth.redact import redacting_logger
+from chimera.auth.tokens import Authenticator, bearer
+from chimera.errors import (
+    ChimeraError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    SubscriberTooSlow,
+    Unauthenticated,
+    Unavailable,
+)
 from chimera.events import control_message
+from chimera.gateways.limits import SubscriberLimits
 from chimera.ids import is_valid_job_id
 
 log = logging.getLogger(__name__)
@@ -41,18 +64,30 @@ SNAPSHOT_PREFIX = "/api/jobs/"
 MAX_CLIENT_FRAME = 16 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
+CLOSE_TRY_LATER = 1013
+BEARER_PROTOCOL = "chimera.bearer"
 PING_HELP = 'send "ping" or {"type":"ping"}'
 
 
-def parse_subscription(path: str) -> tuple[str, int]:
-    """``(job_id, since)`` from a request path; ``ValueError`` says what is wrong."""
-    parts = urlsplit(path)
-    if not parts.path.startswith(PATH_PREFIX):
-        raise LookupError(f"no such endpoint {parts.path!r}: use {PATH_PREFIX}{{job_id}}")
-    job_id = parts.path[len(PATH_PREFIX):]
+def split_target(target: str) -> tuple[str, str]:
+    """``(path, query)`` of a request target.
+
+    Not ``urlsplit``: it reads ``//host`` as a network location and raises on
+    ``//[`` (an invalid IPv6 literal), which fuzzing found.
+    """
+    path, _, query = target.partition("?")
+    return path, query.partition("#")[0]
+
+
+def parse_subscription(target: str) -> tuple[str, int]:
+    """``(job_id, since)`` from a request target; ``ValueError`` says what is wrong."""
+    path, query_text = split_target(target)
+    if not path.startswith(PATH_PREFIX):
+        raise LookupError(f"no such endpoint {path!r}: use {PATH_PREFIX}{{job_id}}")
+    job_id = path[len(PATH_PREFIX):]
     if not is_valid_job_id(job_id):
         raise ValueError("malformed job id: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_'")
-    query = parse_qs(parts.query, keep_blank_values=True)
+    query = parse_qs(query_text, keep_blank_values=True)
     since_values = query.get("since", ["0"])
     if len(since_values) != 1 or not since_values[0].isdigit() or len(since_values[0]) > 16:
         raise ValueError("since must be one whole number, 0 or more (the last seq you saw)")
@@ -70,9 +105,24 @@ class WebSocketGateway:
     closes what is left with 1001.
     """
 
-    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
+    def __init__(
+        self,
+        jobs: JobManager,
+        broadcaster: Broadcaster,
+        *,
+        authenticator: Authenticator | None = None,
+        limits: SubscriberLimits | None = None,
+        allowed_origins: Sequence[str] = (),
+        max_frame_bytes: int = MAX_CLIENT_FRAME,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._jobs = jobs
         self._broadcaster = broadcaster
+        self._auth = authenticator or Authenticator(None)
+        self._limits = limits or SubscriberLimits()
+        self._allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self._max_frame_bytes = max_frame_bytes
+        self._tls = tls
         self._server: Server | None = None
         self.port = 0
 
@@ -82,7 +132,11 @@ class WebSocketGateway:
             host,
             port,
             process_request=self._process_request,
-            max_size=MAX_CLIENT_FRAME,
+            select_subprotocol=_select_subprotocol,
+            ssl=self._tls,
+            # websockets logs request lines and headers at DEBUG: keep tokens out.
+            logger=redacting_logger(f"{__name__}.connections"),
+            max_size=self._max_frame_bytes,
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
@@ -113,32 +167,108 @@ class WebSocketGateway:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Awaitable[Response | None] | Response | None:
-        path = urlsplit(request.path).path
+        path, _ = split_target(request.path)
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if not self._origin_allowed(request):
+            return connection.respond(
+                http.HTTPStatus.FORBIDDEN,
+                "this Origin may not connect: the server allows its own host and the "
+                "origins given with --allowed-origin\n",
+            )
         if path.startswith(SNAPSHOT_PREFIX):
-            return self._snapshot(connection, path[len(SNAPSHOT_PREFIX):])
+            return self._snapshot(connection, request, path[len(SNAPSHOT_PREFIX):])
         try:
-            parse_subscription(request.path)
+            job_id, _ = parse_subscription(request.path)
         except LookupError as exc:
             return connection.respond(http.HTTPStatus.NOT_FOUND, f"{exc}\n")
         except ValueError as exc:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
+        return self._admit(connection, request, job_id)
+
+    def _origin_allowed(self, request: Request) -> bool:
+        """Cross-site WebSocket hijacking guard: a browser always sends ``Origin``."""
+        origins = request.headers.get_all("Origin")
+        if not origins:
+            return True  # not a browser: nothing to guard against
+        if len(origins) > 1:
+            return False
+        origin = origins[0].rstrip("/")
+        if origin in self._allowed_origins or "*" in self._allowed_origins:
+            return True
+        hosts = request.headers.get_all("Host")
+        # Same origin: a page served from this very host and port.
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # e.g. "http://[" : not an origin at all
+            return False
+        return len(hosts) == 1 and netloc.lower() == hosts[0].lower()
+
+    async def _admit(
+        self, connection: ServerConnection, request: Request, job_id: str
+    ) -> Response | None:
+        """Token, the right to this job, then the subscriber limits; None accepts."""
+        try:
+            principal = self._principal(request)
+            await self._jobs.authorize_watch(job_id, principal)
+            self._limits.check(job_id, _address(connection))
+        except ChimeraError as exc:
+            return _refusal(connection, exc)
         return None
 
-    async def _snapshot(self, connection: ServerConnection, job_id: str) -> Response:
+    def _principal(self, request: Request) -> Principal:
+        """The caller named by the token in the ``Authorization`` header, the
+        ``chimera.bearer`` subprotocol pair, or the ``token`` query parameter."""
+        if not self._auth.enabled:
+            return self._auth.principal(None)
+        headers = request.headers.get_all("Authorization")
+        if len(headers) > 1:
+            raise Unauthenticated("send one Authorization header, not several")
+        if headers:
+            return self._auth.principal(bearer(headers[0]))
+        offered = [
+            p.strip()
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in value.split(",")
+        ]
+        if BEARER_PROTOCOL in offered:
+            others = [p for p in offered if p != BEARER_PROTOCOL]
+            if len(others) != 1:
+                raise Unauthenticated(
+                    f"offer exactly two subprotocols: {BEARER_PROTOCOL!r} and the token"
+                )
+            return self._auth.principal(others[0])
+        tokens = parse_qs(split_target(request.path)[1], keep_blank_values=True).get("token")
+        if tokens is not None:
+            if len(tokens) != 1:
+                raise Unauthenticated("give one token query parameter, not several")
+            return self._auth.principal(tokens[0])
+        return self._auth.principal(None)
+
+    async def _snapshot(
+        self, connection: ServerConnection, request: Request, job_id: str
+    ) -> Response:
         if not is_valid_job_id(job_id):
             return _json(connection, http.HTTPStatus.BAD_REQUEST, {"error": "malformed job id"})
         try:
-            job = await self._jobs.get(job_id)
-        except NotFound as exc:
-            return _json(connection, http.HTTPStatus.NOT_FOUND, {"error": str(exc)})
+            job = await self._jobs.get(job_id, self._principal(request))
+        except ChimeraError as exc:
+            return _refusal(connection, exc, as_json=True)
         return _json(connection, http.HTTPStatus.OK, job.to_dict())
 
     # -- WebSocket ----------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
         job_id, since = parse_subscription(ws.request.path if ws.request else "")
+        try:
+            # Checked again here, counted for good: others may have connected
+            # since this one passed the handshake.
+            with self._limits.hold(job_id, _address(ws)):
+                await self._subscribe(ws, job_id, since)
+        except ResourceExhausted as exc:
+            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
+
+    async def _subscribe(self, ws: ServerConnection, job_id: str, since: int) -> None:
         try:
             subscription = self._broadcaster.subscribe(job_id, since)
         except Unavailable:
@@ -194,6 +324,46 @@ class WebSocketGateway:
                             "error", data={"error": f"unknown message: {PING_HELP}"}
                         )
                     )
+
+
+def _select_subprotocol(
+    connection: ServerConnection, subprotocols: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """Selects ``chimera.bearer`` when offered: browsers require the server to
+    echo one offered subprotocol, and this one is not the token."""
+    return Subprotocol(BEARER_PROTOCOL) if BEARER_PROTOCOL in subprotocols else None
+
+
+def _address(connection: ServerConnection) -> str:
+    peer = connection.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+_HTTP_STATUS: list[tuple[type[ChimeraError], http.HTTPStatus]] = [
+    (Unauthenticated, http.HTTPStatus.UNAUTHORIZED),
+    (PermissionDenied, http.HTTPStatus.FORBIDDEN),
+    (NotFound, http.HTTPStatus.NOT_FOUND),
+    (InvalidArgument, http.HTTPStatus.BAD_REQUEST),
+    (ResourceExhausted, http.HTTPStatus.TOO_MANY_REQUESTS),
+    (Unavailable, http.HTTPStatus.SERVICE_UNAVAILABLE),
+]
+
+
+def _refusal(
+    connection: ServerConnection, error: ChimeraError, *, as_json: bool = False
+) -> Response:
+    """The HTTP answer to a refused request, with the reason in the body."""
+    status = next(
+        (code for kind, code in _HTTP_STATUS if isinstance(error, kind)),
+        http.HTTPStatus.INTERNAL_SERVER_ERROR,
+    )
+    if as_json:
+        response = _json(connection, status, {"error": str(error)})
+    else:
+        response = connection.respond(status, f"{error}\n")
+    if status == http.HTTPStatus.UNAUTHORIZED:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def _is_ping(message: str | bytes) -> bool:

@@ -32,8 +32,11 @@ class Store(Protocol):
 
     async def get_job(self, job_id: str) -> Job | None: ...
 
-    async def list_jobs(self, limit: int, before: int | None) -> tuple[list[Job], int | None]:
-        """Jobs newest first, at most ``limit``, older than cursor ``before``.
+    async def list_jobs(
+        self, limit: int, before: int | None, owner: str | None = None
+    ) -> tuple[list[Job], int | None]:
+        """Jobs newest first, at most ``limit``, older than cursor ``before``;
+        only those ``owner`` created when it is given.
 
         Returns the jobs and the cursor of the next page (``None`` on the last page).
         """

@@ -64,6 +64,7 @@ class SQLiteStore:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
+            _add_owner_column(conn)
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -87,8 +88,10 @@ class SQLiteStore:
                     return Job.from_json(row[0]), False
             try:
                 conn.execute(
-                    "INSERT INTO jobs (job_id, request_id, state, snapshot) VALUES (?, ?, ?, ?)",
-                    (job.job_id, job.request_id or None, job.state.value, job.to_json()),
+                    "INSERT INTO jobs (job_id, request_id, state, snapshot, owner)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (job.job_id, job.request_id or None, job.state.value, job.to_json(),
+                     job.owner),
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(
@@ -105,12 +108,22 @@ class SQLiteStore:
 
         return await self._call(select)
 
-    async def list_jobs(self, limit: int, before: int | None) -> tuple[list[Job], int | None]:
+    async def list_jobs(
+        self, limit: int, before: int | None, owner: str | None = None
+    ) -> tuple[list[Job], int | None]:
         def select(conn: sqlite3.Connection) -> tuple[list[Job], int | None]:
-            rows = conn.execute(
-                "SELECT id, snapshot FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?",
-                (before if before is not None else 2**62, limit + 1),
-            ).fetchall()
+            cursor_before = before if before is not None else 2**62
+            if owner is None:
+                rows = conn.execute(
+                    "SELECT id, snapshot FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?",
+                    (cursor_before, limit + 1),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT id, snapshot FROM jobs WHERE owner = ? AND id < ?"
+                    " ORDER BY id DESC LIMIT ?",
+                    (owner, cursor_before, limit + 1),
+                ).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
             cursor = rows[-1][0] if more else None
@@ -157,3 +170,11 @@ class SQLiteStore:
             return [Job.from_json(r[0]) for r in rows]
 
         return await self._call(select)
+
+
+def _add_owner_column(conn: sqlite3.Connection) -> None:
+    """Adds ``jobs.owner`` (the creating token's ``sub``) to files made before it existed."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "owner" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+    conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, id)")

@@ -1,0 +1,73 @@
+"""Subscriber limits shared by both gateways: per job and per client address.
+
+A subscriber is a WebSocket connection or a gRPC ``StreamJobEvents`` call.
+:meth:`SubscriberLimits.check` refuses early (at the WebSocket handshake);
+:meth:`SubscriberLimits.hold` checks and counts in one step with no await in
+between, so concurrent subscribers cannot pass a limit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from chimera.errors import ResourceExhausted
+
+DEFAULT_MAX_SUBSCRIBERS_PER_JOB = 1000
+DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS = 100
+
+
+class SubscriberLimits:
+    def __init__(
+        self,
+        per_job: int = DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+        per_address: int = DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
+    ) -> None:
+        self.per_job = per_job
+        self.per_address = per_address
+        self._jobs: dict[str, int] = {}
+        self._addresses: dict[str, int] = {}
+
+    def check(self, job_id: str, address: str) -> None:
+        """Raises :class:`ResourceExhausted` if one more subscriber would pass a limit."""
+        if self._addresses.get(address, 0) >= self.per_address:
+            raise ResourceExhausted(
+                f"too many subscribers from {address}: the limit is {self.per_address} "
+                "per client address; close some first"
+            )
+        if self._jobs.get(job_id, 0) >= self.per_job:
+            raise ResourceExhausted(
+                f"job {job_id!r} has {self.per_job} subscribers, the limit: try again later"
+            )
+
+    @contextmanager
+    def hold(self, job_id: str, address: str) -> Iterator[None]:
+        """Counts one subscriber while the block runs."""
+        self.check(job_id, address)
+        self._jobs[job_id] = self._jobs.get(job_id, 0) + 1
+        self._addresses[address] = self._addresses.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            _decrement(self._jobs, job_id)
+            _decrement(self._addresses, address)
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
+def peer_host(peer: str) -> str:
+    """The host of a grpc peer string: ``ipv4:127.0.0.1:5000`` → ``127.0.0.1``,
+    ``ipv6:[::1]:5000`` → ``::1``; anything else is returned as it is."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0] or rest
+        return host.strip("[]")
+    return peer
