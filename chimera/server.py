@@ -4,9 +4,9 @@
 :meth:`ChimeraServer.stop` once everything has shut down, in this order:
 
 1. gRPC health goes NOT_SERVING, so balancers stop sending calls.
-2. The job manager refuses new jobs and interrupts the running ones; each
-   supervisor stops its teams and publishes its final event (job ``failed``,
-   teams ``interrupted: server stopped``).
+2. Retention stops sweeping. The job manager refuses new jobs and interrupts
+   the running ones; each supervisor stops its teams and publishes its final
+   event (job ``failed``, teams ``interrupted: server stopped``).
 3. The broadcaster records and delivers everything published so far, then ends
    every subscription (WebSocket close 1001, gRPC UNAVAILABLE).
 4. The WebSocket server closes its connections; the gRPC server stops, giving
@@ -21,6 +21,7 @@ import logging
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, ProviderFactory
+from chimera.actors.retention import Retention
 from chimera.config import ServerConfig
 from chimera.events import TeamName
 from chimera.gateways.grpc_gateway import GrpcGateway
@@ -61,6 +62,14 @@ class ChimeraServer:
             max_brief_chars=config.max_brief_chars,
             job_deadline=config.job_deadline,
         )
+        self.retention = (
+            Retention(
+                self.store, self.broadcaster,
+                max_age=config.retention, interval=config.retention_interval,
+            )
+            if config.retention is not None
+            else None
+        )
         self.grpc = GrpcGateway(self.jobs, self.broadcaster)
         self.ws = WebSocketGateway(self.jobs, self.broadcaster)
         self.ready = asyncio.Event()
@@ -86,6 +95,8 @@ class ChimeraServer:
                 broadcaster = tg.create_task(self.broadcaster.run(), name="broadcaster")
                 await self.jobs.recover()
                 jobs = tg.create_task(self.jobs.run(), name="jobs")
+                if self.retention is not None:
+                    tg.create_task(self.retention.run(), name="retention")
                 await self.grpc.start(self.config.host, self.config.grpc_port)
                 await self.ws.start(self.config.host, self.config.ws_port)
                 log.info(
@@ -96,7 +107,9 @@ class ChimeraServer:
                 await self._stop.wait()
                 log.info("shutting down")
                 await self.grpc.enter_shutdown()  # 1
-                self.jobs.stop()  # 2
+                if self.retention is not None:
+                    self.retention.stop()  # 2
+                self.jobs.stop()
                 await jobs
                 await self.broadcaster.stop()  # 3
                 await broadcaster

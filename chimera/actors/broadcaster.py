@@ -10,6 +10,14 @@ JSON once) to every subscriber of its job.
 Subscribers never block the broadcaster: each :class:`Subscription` has its own
 queue, bounded in bytes; one that falls behind past the bound is shed with
 :class:`chimera.errors.SubscriberTooSlow` and can resume from its last ``seq``.
+
+Fast path: a gateway may :meth:`Subscription.attach` a :data:`Sink`, a
+non-blocking write straight to its connection. While the subscriber has caught
+up (history read, queue empty, its consumer parked waiting), the broadcaster
+hands each live event to the sink instead of queueing it and waking a task —
+the same work as ``websockets.broadcast()``. When the sink refuses (its buffer
+is full) the event is queued and the consumer takes over until it catches up
+again, so order and exactly-once hold either way.
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from chimera.errors import ChimeraError, SubscriberTooSlow, Unavailable
+from chimera.errors import ChimeraError, HistoryGone, SubscriberTooSlow, Unavailable
 from chimera.events import Draft, Event
 from chimera.job import Job
 from chimera.store.base import Store
@@ -31,6 +39,11 @@ DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
 INBOX_SIZE = 4096
 MAX_BATCH = 1024
 HISTORY_PAGE = 512
+
+Sink = Callable[[Event, bytes], bool]
+"""Writes an event (with its frame already UTF-8 encoded, once for every subscriber)
+to a connection without blocking; returns False, having written nothing, if it
+cannot take it now."""
 
 
 @dataclass(slots=True)
@@ -62,6 +75,15 @@ class Subscription:
         self._wake = asyncio.Event()
         self._failed = asyncio.Event()
         self._error: ChimeraError | None = None
+        self._sink: Sink | None = None
+        # True while the consumer waits for live events with nothing queued:
+        # only then may the broadcaster write through the sink itself.
+        self._parked = False
+
+    def attach(self, sink: Sink) -> None:
+        """Lets the broadcaster write live events straight through ``sink`` while
+        this subscriber has caught up (see the module docstring)."""
+        self._sink = sink
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -69,10 +91,16 @@ class Subscription:
     async def __aexit__(self, *exc_info: object) -> None:
         self._broadcaster._unsubscribe(self)
 
-    def _push(self, event: Event) -> None:
+    def _push(self, event: Event, payload: bytes) -> None:
         """Called by the broadcaster, never blocks."""
         if self._error is not None:
             return
+        if self._parked and event.seq > self.last_seq:
+            # The final event goes through the consumer, which then ends.
+            if not event.is_final and self._sink is not None and self._sink(event, payload):
+                self.last_seq = event.seq
+                return
+            self._parked = False
         if self._pending_bytes + event.size > self._max_bytes:
             self._fail(SubscriberTooSlow(self.last_seq))
             return
@@ -89,6 +117,7 @@ class Subscription:
     def _fail(self, error: ChimeraError) -> None:
         """Ends the subscription at once, dropping what is queued (subscriber shed)."""
         self._error = error
+        self._parked = False
         self._pending.clear()
         self._pending_bytes = 0
         self._wake.set()
@@ -130,7 +159,11 @@ class Subscription:
             if self._error is not None:
                 raise self._error
             self._wake.clear()
-            await self._wake.wait()
+            self._parked = True
+            try:
+                await self._wake.wait()
+            finally:
+                self._parked = False
 
 
 class Broadcaster:
@@ -173,6 +206,16 @@ class Broadcaster:
         sub = Subscription(self, job_id, after_seq, max_bytes or self.subscriber_max_bytes)
         self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
         return sub
+
+    def forget(self, job_ids: list[str]) -> None:
+        """Ends the subscriptions of jobs retention removed (:class:`HistoryGone`):
+        their history is gone, so waiting on would be a silent gap."""
+        for job_id in job_ids:
+            channel = self._channels.get(job_id)
+            if channel is None:
+                continue
+            for sub in channel.subscribers:
+                sub._fail(HistoryGone(job_id, sub.last_seq))
 
     def subscriber_count(self, job_id: str) -> int:
         channel = self._channels.get(job_id)
@@ -230,10 +273,11 @@ class Broadcaster:
         await self.store.append(events, list(touched.values()))
         for event in events:
             channel = self._channels.get(event.job_id)
-            if channel is None:
+            if channel is None or not channel.subscribers:
                 continue
+            payload = event.frame.encode()  # once, for every subscriber's fast path
             for sub in channel.subscribers:
-                sub._push(event)
+                sub._push(event, payload)
         for job in touched.values():
             channel = self._channels.get(job.job_id)
             if channel is not None and job.finished and not channel.subscribers:

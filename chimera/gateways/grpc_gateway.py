@@ -3,7 +3,7 @@
 Chimera errors become gRPC status codes here, at the one boundary:
 InvalidArgument → INVALID_ARGUMENT, NotFound → NOT_FOUND, AlreadyExists →
 ALREADY_EXISTS, FailedPrecondition → FAILED_PRECONDITION, Unavailable →
-UNAVAILABLE, SubscriberTooSlow → RESOURCE_EXHAUSTED.
+UNAVAILABLE, SubscriberTooSlow → RESOURCE_EXHAUSTED, HistoryGone → OUT_OF_RANGE.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from chimera.errors import (
     AlreadyExists,
     ChimeraError,
     FailedPrecondition,
+    HistoryGone,
     InvalidArgument,
     NotFound,
     SubscriberTooSlow,
@@ -43,6 +44,7 @@ _CODES: list[tuple[type[ChimeraError], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (HistoryGone, grpc.StatusCode.OUT_OF_RANGE),
 ]
 
 
@@ -116,11 +118,21 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         request: pb.StreamJobEventsRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncIterator[pb.StreamJobEventsResponse]:
-        """History after ``after_sequence``, then live events; ends after the final event."""
+        """History after ``after_sequence``, then live events; ends after the final event.
+
+        Resuming (``after_sequence`` > 0) a job this server does not keep is
+        OUT_OF_RANGE (history gone), not NOT_FOUND, so a client can tell a gap
+        it cannot fill from a typo.
+        """
         try:
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
-            job = await self._jobs.get(request.job_id)
+            try:
+                job = await self._jobs.get(request.job_id)
+            except NotFound:
+                if request.after_sequence > 0:
+                    raise HistoryGone(request.job_id, request.after_sequence) from None
+                raise
             if request.after_sequence > job.last_sequence:
                 raise InvalidArgument(
                     f"after_sequence {request.after_sequence} is beyond the job's last "

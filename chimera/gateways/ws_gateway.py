@@ -10,8 +10,18 @@ Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
 ``GET /api/jobs/{job_id}`` (the job's JSON snapshot, for clients that poll).
 
 Close codes: 1000 job finished; 1001 server shutting down; 1009 client frame
-too large; :data:`CLOSE_TOO_SLOW` the subscriber fell behind (resume with
-``since``).
+too large; :data:`CLOSE_TOO_SLOW` (4008) the subscriber fell behind (resume with
+``since``); :data:`CLOSE_HISTORY_GONE` (4410) resuming (``since`` > 0) a job this
+server does not keep (retention removed it, or it never existed here), or the
+job being removed while read; :data:`CLOSE_SINCE_TOO_LARGE` (4416) ``since`` is
+past the job's last ``seq``. Before a 4410 or 4416 close the server sends an
+``error`` message saying why. ``since=0`` for an unknown job is not an error: it
+waits for the job to exist.
+
+Fast path: a caught-up subscriber's events are written straight to its
+connection by the broadcaster (like ``websockets.broadcast()``) while the
+transport's buffer is under its high-water mark; otherwise they are queued and
+sent by the connection's writer task, which waits for the buffer to drain.
 """
 
 from __future__ import annotations
@@ -27,11 +37,19 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
-from chimera.actors.broadcaster import Broadcaster, Subscription
+from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
 from chimera.actors.jobs import JobManager
-from chimera.errors import ChimeraError, NotFound, SubscriberTooSlow, Unavailable
-from chimera.events import control_message
+from chimera.errors import (
+    ChimeraError,
+    HistoryGone,
+    InvalidArgument,
+    NotFound,
+    SubscriberTooSlow,
+    Unavailable,
+)
+from chimera.events import Event, control_message
 from chimera.ids import is_valid_job_id
 
 log = logging.getLogger(__name__)
@@ -41,6 +59,8 @@ SNAPSHOT_PREFIX = "/api/jobs/"
 MAX_CLIENT_FRAME = 16 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
+CLOSE_HISTORY_GONE = 4410
+CLOSE_SINCE_TOO_LARGE = 4416
 PING_HELP = 'send "ping" or {"type":"ping"}'
 
 
@@ -70,9 +90,12 @@ class WebSocketGateway:
     closes what is left with 1001.
     """
 
-    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
+    def __init__(
+        self, jobs: JobManager, broadcaster: Broadcaster, *, fast_path: bool = True
+    ) -> None:
         self._jobs = jobs
         self._broadcaster = broadcaster
+        self._fast_path = fast_path
         self._server: Server | None = None
         self.port = 0
 
@@ -152,8 +175,34 @@ class WebSocketGateway:
                     data={"message": f"Connected to job {job_id}", "since": since},
                 )
             )
-            code, reason = await self._serve(ws, subscription)
+            refused = await self._check_since(job_id, since)
+            if refused is not None:
+                await ws.send(control_message("error", job_id=job_id, data={"error": str(refused)}))
+                code, reason = _close_for(refused)
+            else:
+                if self._fast_path:
+                    subscription.attach(_sink(ws))
+                code, reason = await self._serve(ws, subscription)
         await ws.close(code, reason)
+
+    async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
+        """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
+
+        Called after subscribing, so a job removed in between is still caught
+        (then by the subscription, with :class:`HistoryGone`).
+        """
+        if since == 0:
+            return None  # a new subscriber; an unknown job is waited for
+        try:
+            job = await self._jobs.get(job_id)
+        except NotFound:
+            return HistoryGone(job_id, since)
+        if since > job.last_sequence:
+            return InvalidArgument(
+                f"since={since} is past the last seq of job {job_id!r} "
+                f"({job.last_sequence}): resume from the last seq you received"
+            )
+        return None
 
     async def _serve(self, ws: ServerConnection, subscription: Subscription) -> tuple[int, str]:
         """Runs the reader and the writer until either ends; returns the close code."""
@@ -211,9 +260,36 @@ def _is_ping(message: str | bytes) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "ping"
 
 
+def _sink(ws: ServerConnection) -> Sink:
+    """The fast path's write to ``ws``: what ``websockets.broadcast()`` does for one
+    connection, but refusing (so the event is queued) rather than buffering past
+    the connection's high-water mark."""
+    protocol = ws.protocol
+    transport = ws.transport
+    limit = ws.write_limit_high
+
+    def write(event: Event, payload: bytes) -> bool:
+        if (
+            protocol.state is not State.OPEN
+            or ws.send_in_progress is not None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > limit
+        ):
+            return False
+        protocol.send_text(payload)
+        ws.send_data()
+        return True
+
+    return write
+
+
 def _close_for(error: ChimeraError) -> tuple[int, str]:
     if isinstance(error, SubscriberTooSlow):
         return CLOSE_TOO_SLOW, _reason(str(error))
+    if isinstance(error, HistoryGone):
+        return CLOSE_HISTORY_GONE, "history gone"
+    if isinstance(error, InvalidArgument):
+        return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
     if isinstance(error, Unavailable):
         return 1001, "server shutting down"
     return 1011, _reason(str(error))
