@@ -36,14 +36,18 @@ from chimera.store.base import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
-INBOX_SIZE = 4096
-MAX_BATCH = 1024
+INBOX_SIZE = 256
+MAX_BATCH = 256
 HISTORY_PAGE = 512
 
 Sink = Callable[[Event, bytes], bool]
 """Writes an event (with its frame already UTF-8 encoded, once for every subscriber)
 to a connection without blocking; returns False, having written nothing, if it
 cannot take it now."""
+
+
+def _no_sink(event: Event, payload: bytes) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -63,6 +67,13 @@ class Subscription:
     down. Use it as a context manager so it is always unregistered.
     """
 
+    # Idle subscribers are the common case (10,000 of them must fit in 200 MB with
+    # their connections), so the queue and the futures are made only when needed.
+    __slots__ = (
+        "_broadcaster", "_error", "_failed", "_max_bytes", "_parked", "_pending",
+        "_pending_bytes", "_sink", "_waiter", "job_id", "last_seq",
+    )
+
     def __init__(
         self, broadcaster: Broadcaster, job_id: str, after_seq: int, max_bytes: int
     ) -> None:
@@ -70,12 +81,12 @@ class Subscription:
         self.last_seq = after_seq
         self._broadcaster = broadcaster
         self._max_bytes = max_bytes
-        self._pending: deque[Event] = deque()
+        self._pending: deque[Event] | None = None
         self._pending_bytes = 0
-        self._wake = asyncio.Event()
-        self._failed = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the consumer waiting for events
+        self._failed: asyncio.Future[ChimeraError] | None = None
         self._error: ChimeraError | None = None
-        self._sink: Sink | None = None
+        self._sink: Sink = _no_sink
         # True while the consumer waits for live events with nothing queued:
         # only then may the broadcaster write through the sink itself.
         self._parked = False
@@ -91,46 +102,61 @@ class Subscription:
     async def __aexit__(self, *exc_info: object) -> None:
         self._broadcaster._unsubscribe(self)
 
-    def _push(self, event: Event, payload: bytes) -> None:
-        """Called by the broadcaster, never blocks."""
-        if self._error is not None:
-            return
-        if self._parked and event.seq > self.last_seq:
-            # The final event goes through the consumer, which then ends.
-            if not event.is_final and self._sink is not None and self._sink(event, payload):
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _push(self, event: Event, payload: bytes, final: bool) -> None:
+        """Called by the broadcaster, never blocks. ``final`` is ``event.is_final``."""
+        if self._parked:
+            # Caught up: write through the sink. The final event goes through
+            # the consumer instead, which then ends the subscription.
+            if not final and event.seq > self.last_seq and self._sink(event, payload):
                 self.last_seq = event.seq
                 return
             self._parked = False
+        if self._error is not None:
+            return
         if self._pending_bytes + event.size > self._max_bytes:
             self._fail(SubscriberTooSlow(self.last_seq))
             return
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(event)
         self._pending_bytes += event.size
-        self._wake.set()
+        self._wake()
 
     def _end(self, error: ChimeraError) -> None:
         """Ends the subscription after what is already queued (server shutdown)."""
         if self._error is None:
             self._error = error
-            self._wake.set()
+            self._wake()
 
     def _fail(self, error: ChimeraError) -> None:
         """Ends the subscription at once, dropping what is queued (subscriber shed)."""
         self._error = error
         self._parked = False
-        self._pending.clear()
+        self._pending = None
         self._pending_bytes = 0
-        self._wake.set()
-        self._failed.set()
+        self._wake()
+        failed = self.failed()
+        if not failed.done():
+            failed.set_result(error)
+
+    def failed(self) -> asyncio.Future[ChimeraError]:
+        """A future that gets the error once the subscription is shed.
+
+        Lets a gateway whose writer is stuck on a slow client react at once
+        (a plain future, not a task: it costs nothing per idle subscriber).
+        Nobody needs to await it; it is never given an exception.
+        """
+        if self._failed is None:
+            self._failed = asyncio.get_running_loop().create_future()
+        return self._failed
 
     async def wait_failed(self) -> ChimeraError:
-        """Returns the error once the subscription is shed or the server stops.
-
-        Lets a gateway whose writer is stuck on a slow client react at once.
-        """
-        await self._failed.wait()
-        assert self._error is not None
-        return self._error
+        """Returns the error once the subscription is shed."""
+        return await self.failed()
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         store = self._broadcaster.store
@@ -147,8 +173,9 @@ class Subscription:
             if len(page) < HISTORY_PAGE:
                 break
         while True:
-            while self._pending:
-                event = self._pending.popleft()
+            pending = self._pending
+            while pending:
+                event = pending.popleft()
                 self._pending_bytes -= event.size
                 if event.seq <= self.last_seq:
                     continue
@@ -156,14 +183,16 @@ class Subscription:
                 yield event
                 if event.is_final:
                     return
+                pending = self._pending  # _fail may have dropped the queue meanwhile
             if self._error is not None:
                 raise self._error
-            self._wake.clear()
-            self._parked = True
+            self._waiter = asyncio.get_running_loop().create_future()
+            self._parked = self._sink is not _no_sink
             try:
-                await self._wake.wait()
+                await self._waiter
             finally:
                 self._parked = False
+                self._waiter = None
 
 
 class Broadcaster:
@@ -275,9 +304,11 @@ class Broadcaster:
             channel = self._channels.get(event.job_id)
             if channel is None or not channel.subscribers:
                 continue
-            payload = event.frame.encode()  # once, for every subscriber's fast path
+            # Once per event, not per subscriber.
+            payload = event.frame.encode()
+            final = event.is_final
             for sub in channel.subscribers:
-                sub._push(event, payload)
+                sub._push(event, payload, final)
         for job in touched.values():
             channel = self._channels.get(job.job_id)
             if channel is not None and job.finished and not channel.subscribers:

@@ -32,10 +32,12 @@ import http
 import json
 import logging
 from collections.abc import Awaitable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -96,6 +98,7 @@ class WebSocketGateway:
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._fast_path = fast_path
+        self._frames = _FrameCache()
         self._server: Server | None = None
         self.port = 0
 
@@ -181,7 +184,7 @@ class WebSocketGateway:
                 code, reason = _close_for(refused)
             else:
                 if self._fast_path:
-                    subscription.attach(_sink(ws))
+                    subscription.attach(_sink(ws, self._frames))
                 code, reason = await self._serve(ws, subscription)
         await ws.close(code, reason)
 
@@ -211,13 +214,14 @@ class WebSocketGateway:
             writer = tg.create_task(self._write(ws, subscription))
             # The writer may be stuck sending to a client that stopped reading;
             # a shed subscription must close the connection anyway.
-            shed = tg.create_task(subscription.wait_failed())
-            await asyncio.wait({reader, writer, shed}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (reader, writer, shed):
-                task.cancel()
+            shed = subscription.failed()
+            waiting: set[asyncio.Future[Any]] = {reader, writer, shed}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            reader.cancel()
+            writer.cancel()
         if writer.done() and not writer.cancelled():
             return writer.result()
-        if shed.done() and not shed.cancelled():
+        if shed.done():
             return _close_for(shed.result())
         return 1000, ""  # the client went away; nothing more to say
 
@@ -260,24 +264,44 @@ def _is_ping(message: str | bytes) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "ping"
 
 
-def _sink(ws: ServerConnection) -> Sink:
+class _FrameCache:
+    """The last event's WebSocket frame, shared by every connection's sink.
+
+    A server's frames are not masked and we use no extension, so one event's
+    frame is the same bytes on every connection: the broadcaster hands an event
+    to all its subscribers in a row, and only the first sink serializes it.
+    """
+
+    __slots__ = ("event", "frame")
+
+    def __init__(self) -> None:
+        self.event: Event | None = None
+        self.frame = b""
+
+    def frame_for(self, event: Event, payload: bytes) -> bytes:
+        if self.event is not event:
+            self.frame = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+            self.event = event
+        return self.frame
+
+
+def _sink(ws: ServerConnection, frames: _FrameCache) -> Sink:
     """The fast path's write to ``ws``: what ``websockets.broadcast()`` does for one
-    connection, but refusing (so the event is queued) rather than buffering past
-    the connection's high-water mark."""
+    connection, with the frame serialized once for all of them, and refusing (so
+    the event is queued) rather than buffering past the high-water mark.
+
+    Writing a whole frame to the transport is what ``protocol.send_text`` plus
+    ``send_data`` do; it is only ever called between whole frames (the loop is
+    single-threaded and every other write is a whole frame too).
+    """
     protocol = ws.protocol
     transport = ws.transport
     limit = ws.write_limit_high
 
     def write(event: Event, payload: bytes) -> bool:
-        if (
-            protocol.state is not State.OPEN
-            or ws.send_in_progress is not None
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > limit
-        ):
+        if protocol.state is not State.OPEN or transport.get_write_buffer_size() > limit:
             return False
-        protocol.send_text(payload)
-        ws.send_data()
+        transport.write(frames.frame_for(event, payload))
         return True
 
     return write
