@@ -172,6 +172,11 @@ class Subscription:
                     return
             if len(page) < HISTORY_PAGE:
                 break
+        # A subscriber resuming after a finished job's last event has nothing to
+        # wait for; without this it would wait forever.
+        job = await store.get_job(self.job_id)
+        if job is not None and job.finished and job.last_sequence <= self.last_seq:
+            return
         while True:
             pending = self._pending
             while pending:
