@@ -36,6 +36,11 @@ class Serve:
         return JobsClient(f"127.0.0.1:{self.grpc_port}")
 
 
+def read_log(log: Path) -> str:
+    """The server's log so far (small: a few lines)."""
+    return log.read_text()
+
+
 @asynccontextmanager
 async def chimera_serve(db: Path, log: Path, *flags: str) -> AsyncIterator[Serve]:
     """A real ``chimera serve`` process on ports 0; its log goes to ``log``."""
@@ -46,13 +51,13 @@ async def chimera_serve(db: Path, log: Path, *flags: str) -> AsyncIterator[Serve
         )
     try:
         for _ in range(200):
-            found = SERVING.search(log.read_text())
+            found = SERVING.search(read_log(log))
             if found:
                 break
-            assert process.returncode is None, log.read_text()
+            assert process.returncode is None, read_log(log)
             await asyncio.sleep(0.05)
         else:
-            raise AssertionError(f"the server did not start:\n{log.read_text()}")
+            raise AssertionError(f"the server did not start:\n{read_log(log)}")
         yield Serve(process, int(found[1]), int(found[2]))
     finally:
         if process.returncode is None:

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import random
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -14,6 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from chimera.events import TeamName
+from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, job_events, read_until_closed, ws_connect
 from tests.doubles import ScriptedProvider, factory
 
@@ -75,7 +77,11 @@ async def test_grpc_after_sequence_resumes_exactly(start_server: StartServer) ->
         await client.create("a counter", job_id="grpc-flaky")
         done = False
         while not done:
-            stream = client.events("grpc-flaky", received[-1] if received else 0)
+            # events() is an async generator: aclose() cancels the call (a disconnect).
+            stream = cast(
+                AsyncGenerator[pb.JobEvent, None],
+                client.events("grpc-flaky", received[-1] if received else 0),
+            )
             take = rng.randint(1, 40)
             async for event in stream:
                 received.append(event.sequence)
