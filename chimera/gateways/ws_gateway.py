@@ -32,7 +32,6 @@ import http
 import json
 import logging
 from collections.abc import Awaitable
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -181,12 +180,11 @@ class WebSocketGateway:
             refused = await self._check_since(job_id, since)
             if refused is not None:
                 await ws.send(control_message("error", job_id=job_id, data={"error": str(refused)}))
-                code, reason = _close_for(refused)
-            else:
-                if self._fast_path:
-                    subscription.attach(_sink(ws, self._frames))
-                code, reason = await self._serve(ws, subscription)
-        await ws.close(code, reason)
+                await ws.close(*_close_for(refused))
+                return
+            if self._fast_path:
+                subscription.attach(_sink(ws, self._frames))
+            await self._serve(ws, subscription)
 
     async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
         """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
@@ -207,38 +205,49 @@ class WebSocketGateway:
             )
         return None
 
-    async def _serve(self, ws: ServerConnection, subscription: Subscription) -> tuple[int, str]:
-        """Runs the reader and the writer until either ends; returns the close code."""
-        async with asyncio.TaskGroup() as tg:
-            reader = tg.create_task(self._read(ws))
-            writer = tg.create_task(self._write(ws, subscription))
-            # The writer may be stuck sending to a client that stopped reading;
-            # a shed subscription must close the connection anyway.
-            shed = subscription.failed()
-            waiting: set[asyncio.Future[Any]] = {reader, writer, shed}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            reader.cancel()
-            writer.cancel()
-        if writer.done() and not writer.cancelled():
-            return writer.result()
-        if shed.done():
-            return _close_for(shed.result())
-        return 1000, ""  # the client went away; nothing more to say
+    async def _serve(self, ws: ServerConnection, subscription: Subscription) -> None:
+        """Reads in this (the handler's) task, writes in a child task, until the
+        connection closes.
 
-    async def _write(self, ws: ServerConnection, subscription: Subscription) -> tuple[int, str]:
+        Whoever ends first closes the connection, which ends the other: the
+        writer closes it when the subscription ends (1000 after the final event,
+        1001 at shutdown); the reader returns when the client leaves, and the
+        writer is cancelled. A shed subscription closes it with 4008 from a task
+        started then, since the writer may be stuck sending to a client that
+        stopped reading. (One child task per connection, not three: idle
+        subscribers are most of them, and each task costs memory.)
+        """
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self._write(ws, subscription))
+
+            def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
+                tg.create_task(ws.close(*_close_for(failed.result())))
+
+            shed = subscription.failed()
+            shed.add_done_callback(on_shed)
+            try:
+                await self._read(ws)
+            finally:
+                shed.remove_done_callback(on_shed)
+                writer.cancel()
+
+    async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
+        """Sends the subscription's events, then closes the connection with why it ended."""
         try:
             async for event in subscription:
                 await ws.send(event.frame)
+            code, reason = 1000, "job finished"
         except ChimeraError as exc:
-            return _close_for(exc)
+            code, reason = _close_for(exc)
         except ConnectionClosed:
-            return 1000, ""
-        return 1000, "job finished"
+            return
+        await ws.close(code, reason)
 
     async def _read(self, ws: ServerConnection) -> None:
         """Answers pings; tells the client about anything else. Ends when the client leaves."""
         with contextlib.suppress(ConnectionClosed):
-            async for message in ws:
+            while True:
+                message = await ws.recv()
                 if _is_ping(message):
                     await ws.send(control_message("pong"))
                 else:
