@@ -36,8 +36,8 @@ from chimera.store.base import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
-INBOX_SIZE = 256
-MAX_BATCH = 256
+INBOX_SIZE = 64
+MAX_BATCH = 64
 HISTORY_PAGE = 512
 
 Sink = Callable[[Event, bytes], bool]
