@@ -358,8 +358,19 @@ def path_for(kind: str) -> str:
     return f"/ws/orchestrate/{JOB_ID}" if kind == "chimera" else "/"
 
 
+def stop_all(control: Connection, clients: Any, server: Any) -> None:
+    """Lets the clients finish, stops the server, kills what is still running."""
+    clients.join(60)
+    control.send(("stop",))
+    server.join(60)
+    for process in (clients, server):
+        if process.is_alive():
+            process.kill()
+
+
 def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str) -> Result:
-    server, control, port, _ = start_server(ctx, kind, f"{tmp}/{kind}-{n}.db")
+    db = f"{tmp}/{kind}-{n}-{time.monotonic_ns()}.db"  # a fresh log for every run
+    server, control, port, _ = start_server(ctx, kind, db)
     ours, theirs = ctx.Pipe()
     clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, m, theirs))
     clients.start()
@@ -369,12 +380,7 @@ def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str) -> Result:
         _, started = _expect(control, "started")
         _, received, last, order_errors, raw = _expect(ours, "result")
     finally:
-        clients.join(30)
-        control.send(("stop",))
-        server.join(30)
-        for process in (clients, server):
-            if process.is_alive():
-                process.kill()
+        stop_all(control, clients, server)
     latencies = array("d")
     latencies.frombytes(raw)
     cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
@@ -399,12 +405,7 @@ def run_memory(ctx: Any, kind: str, n: int, tmp: str) -> float:
         _, after = _expect(control, "rss")
         ours.send(("done",))
     finally:
-        clients.join(60)
-        control.send(("stop",))
-        server.join(60)
-        for process in (clients, server):
-            if process.is_alive():
-                process.kill()
+        stop_all(control, clients, server)
     return float(after - before) / n
 
 

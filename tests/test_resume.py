@@ -16,7 +16,14 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import Running, StartServer, job_events, read_until_closed, ws_connect
+from tests.conftest import (
+    Running,
+    StartServer,
+    job_events,
+    read_until_closed,
+    run_job,
+    ws_connect,
+)
 from tests.doubles import ScriptedProvider, factory
 
 
@@ -96,11 +103,8 @@ async def test_grpc_after_sequence_resumes_exactly(start_server: StartServer) ->
 
 
 async def test_resuming_after_the_final_event_closes_at_once(server: Running) -> None:
+    job = await run_job(server, "over")
     async with server.client() as client:
-        await client.create("a counter", job_id="over")
-        async for _ in client.events("over"):
-            pass
-        job = await client.get("over")
         # Nothing after the last seq: the stream ends instead of waiting forever.
         tail = [e async for e in client.events("over", job.last_sequence)]
     assert tail == []
@@ -111,11 +115,7 @@ async def test_resuming_after_the_final_event_closes_at_once(server: Running) ->
 
 
 async def test_since_past_the_last_seq_is_refused_with_4416(server: Running) -> None:
-    async with server.client() as client:
-        await client.create("a counter", job_id="short")
-        async for _ in client.events("short"):
-            pass
-        job = await client.get("short")
+    job = await run_job(server, "short")
     ws = await ws_connect(server.ws_url("short", f"since={job.last_sequence + 1}"))
     messages = await asyncio.wait_for(read_until_refused(ws), 10)
     assert [m["type"] for m in messages] == ["connected", "error"]

@@ -91,12 +91,9 @@ class WebSocketGateway:
     closes what is left with 1001.
     """
 
-    def __init__(
-        self, jobs: JobManager, broadcaster: Broadcaster, *, fast_path: bool = True
-    ) -> None:
+    def __init__(self, jobs: JobManager, broadcaster: Broadcaster) -> None:
         self._jobs = jobs
         self._broadcaster = broadcaster
-        self._fast_path = fast_path
         self._frames = _FrameCache()
         self._server: Server | None = None
         self.port = 0
@@ -182,8 +179,7 @@ class WebSocketGateway:
                 await ws.send(control_message("error", job_id=job_id, data={"error": str(refused)}))
                 await ws.close(*_close_for(refused))
                 return
-            if self._fast_path:
-                subscription.attach(_sink(ws, self._frames))
+            subscription.attach(_sink(ws, self._frames))
             await self._serve(ws, subscription)
 
     async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
@@ -221,7 +217,9 @@ class WebSocketGateway:
             writer = tg.create_task(self._write(ws, subscription))
 
             def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
-                tg.create_task(ws.close(*_close_for(failed.result())))
+                # A writer that is not stuck ends by itself, and closes with 4008.
+                if not writer.done():
+                    tg.create_task(ws.close(*_close_for(failed.result())))
 
             shed = subscription.failed()
             shed.add_done_callback(on_shed)
