@@ -62,9 +62,13 @@ class Subscription:
     """One subscriber's view of one job: its history after ``after_seq``, then live events.
 
     Iterate it to receive events in order, each once. Iteration ends after the
-    job's final event; it raises :class:`SubscriberTooSlow` if the subscriber
-    fell behind, or :class:`chimera.errors.Unavailable` when the server shuts
-    down. Use it as a context manager so it is always unregistered.
+    job's final event (at once if ``after_seq`` is already the final event's);
+    it raises :class:`SubscriberTooSlow` if the subscriber fell behind,
+    :class:`chimera.errors.HistoryGone` if retention removed the job meanwhile,
+    or :class:`chimera.errors.Unavailable` when the server shuts down. Use it as
+    a context manager so it is always unregistered. Cancelling the iterating
+    task propagates at once; nothing is lost, the subscriber resumes from
+    ``last_seq``.
     """
 
     # Idle subscribers are the common case (10,000 of them must fit in 200 MB with
