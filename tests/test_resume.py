@@ -14,6 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
+from chimera.actors.jobs import ProviderFactory
 from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
@@ -36,7 +37,7 @@ async def read_until_refused(ws: ClientConnection) -> list[dict[str, Any]]:
     return messages
 
 
-def fast_job(thoughts: int, pace: float = 0.002) -> factory:  # type: ignore[valid-type]
+def fast_job(thoughts: int, pace: float = 0.002) -> ProviderFactory:
     return factory(
         {team: (lambda: ScriptedProvider([f"t{i}" for i in range(thoughts)], pace=pace))
          for team in TeamName}
