@@ -25,6 +25,7 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
+from chimera.actors.broadcaster import DEFAULT_SUBSCRIBER_MAX_BYTES
 from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
 from chimera.auth.principal import parse_scopes
 from chimera.auth.redact import redacting_logger
@@ -55,6 +56,7 @@ from chimera.server import ChimeraServer
 from chimera.v1 import jobs_pb2 as pb
 
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+MIN_SUBSCRIBER_MAX_BYTES = 64 * 1024
 DEFAULT_BRIEF = "Create a login form with email and password"
 SECRET_ENV = "CHIMERA_JWT_SECRET"
 TOKEN_ENV = "CHIMERA_TOKEN"
@@ -199,6 +201,14 @@ def _add_client_flags(p: argparse.ArgumentParser) -> None:
                    help="PEM certificate to trust: connect with TLS")
 
 
+def _queue_bytes(value: str) -> int:
+    number = int(value)
+    if number < MIN_SUBSCRIBER_MAX_BYTES:
+        # Smaller than one code event: every subscriber would be shed.
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_SUBSCRIBER_MAX_BYTES}")
+    return number
+
+
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
@@ -216,6 +226,17 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         "--job-deadline", type=_non_negative, default=600.0, metavar="SECONDS",
         help="stop a job still running after this long (default 600)",
     )
+    p.add_argument(
+        "--retention", type=_non_negative, default=0.0, metavar="SECONDS",
+        help="remove finished jobs and their events this long after they end "
+        "(default 0 = keep everything)",
+    )
+    p.add_argument(
+        "--subscriber-max-bytes", type=_queue_bytes, default=DEFAULT_SUBSCRIBER_MAX_BYTES,
+        metavar="BYTES",
+        help="shed a subscriber (close 4008) whose unsent events pass this many bytes "
+        f"(default {DEFAULT_SUBSCRIBER_MAX_BYTES})",
+    )
 
 
 def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
@@ -228,6 +249,8 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
         "sim_fail": frozenset(args.sim_fail),
         "job_deadline": args.job_deadline or 600.0,
         "providers": _provider_settings(args),
+        "retention": args.retention or None,
+        "subscriber_max_bytes": args.subscriber_max_bytes,
     }
     if hasattr(args, "jwt_secret"):
         public_key = ""

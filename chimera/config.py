@@ -22,6 +22,7 @@ from chimera.providers.simulated import DEFAULT_DELAY
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_WS_PORT = 8888
 DEFAULT_DB = "chimera.db"
+DEFAULT_RETENTION_INTERVAL = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,12 @@ class ServerConfig:
     # A job still running after this many seconds is stopped; its unfinished teams fail.
     job_deadline: float = 600.0
     max_brief_chars: int = MAX_BRIEF_CHARS
+    # A subscriber whose outgoing queue passes this many bytes is shed (close 4008).
     subscriber_max_bytes: int = DEFAULT_SUBSCRIBER_MAX_BYTES
+    # Finished jobs are removed, with their events, this many seconds after they
+    # end; None keeps everything. Checked every retention_interval seconds.
+    retention: float | None = None
+    retention_interval: float = DEFAULT_RETENTION_INTERVAL
     # Seconds in-flight gRPC calls get to finish at shutdown.
     shutdown_grace: float = 5.0
     # Auth: an HS256 secret, or an RS256/ES256 public key (PEM text); neither = auth off,

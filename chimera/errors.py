@@ -14,7 +14,8 @@ Hierarchy::
     ├── ConfigError            the server's configuration is unsafe or inconsistent
     ├── ProviderError          a team's provider failed (after its own retries)
     └── SubscriptionError      a subscription ended abnormally
-        └── SubscriberTooSlow  the subscriber fell too far behind and was shed
+        ├── SubscriberTooSlow  the subscriber fell too far behind and was shed
+        └── HistoryGone        the events to resume from are no longer kept
 
 Foreign exceptions (SDK, sqlite, grpc) are translated into these at the one
 boundary that meets them (``raise ProviderError(...) from exc``); the gateways
@@ -88,3 +89,21 @@ class SubscriberTooSlow(SubscriptionError):
             f"subscriber fell behind; reconnect with since={last_seq} to resume"
         )
         self.last_seq = last_seq
+
+
+class HistoryGone(SubscriptionError):
+    """The job's events the subscriber asked to resume from are not kept here.
+
+    Raised when a subscriber resumes (``since``/``after_sequence`` > 0) from a
+    job this server has no record of, usually because retention removed it,
+    and when retention removes a job while a subscriber is still reading it.
+    Resuming cannot succeed; the client should stop or start over.
+    """
+
+    def __init__(self, job_id: str, after_seq: int) -> None:
+        super().__init__(
+            f"history gone: job {job_id!r} has no events kept after seq {after_seq} "
+            "(removed by retention, or never recorded on this server)"
+        )
+        self.job_id = job_id
+        self.after_seq = after_seq

@@ -4,9 +4,10 @@
 :meth:`ChimeraServer.stop` once everything has shut down, in this order:
 
 1. gRPC health goes NOT_SERVING, so balancers stop sending calls.
-2. The job manager refuses new jobs and interrupts the running ones; each
-   supervisor stops its teams and publishes its final event (job ``failed``,
-   teams ``interrupted: server stopped``). Then the providers' HTTP clients close.
+2. Retention stops sweeping. The job manager refuses new jobs and interrupts
+   the running ones; each supervisor stops its teams and publishes its final
+   event (job ``failed``, teams ``interrupted: server stopped``). Then the
+   providers' HTTP clients close.
 3. The broadcaster records and delivers everything published so far, then ends
    every subscription (WebSocket close 1001, gRPC UNAVAILABLE).
 4. The WebSocket server closes its connections; the gRPC server stops, giving
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, ProviderFactory
+from chimera.actors.retention import Retention
 from chimera.auth.tokens import Authenticator, TokenVerifier
 from chimera.config import ServerConfig
 from chimera.errors import ConfigError
@@ -122,6 +124,14 @@ class ChimeraServer:
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),
         )
+        self.retention = (
+            Retention(
+                self.store, self.broadcaster,
+                max_age=config.retention, interval=config.retention_interval,
+            )
+            if config.retention is not None
+            else None
+        )
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -145,6 +155,8 @@ class ChimeraServer:
                 broadcaster = tg.create_task(self.broadcaster.run(), name="broadcaster")
                 await self.jobs.recover()
                 jobs = tg.create_task(self.jobs.run(), name="jobs")
+                if self.retention is not None:
+                    tg.create_task(self.retention.run(), name="retention")
                 await self.grpc.start(self.config.host, self.config.grpc_port)
                 await self.ws.start(self.config.host, self.config.ws_port)
                 log.info(
@@ -158,7 +170,9 @@ class ChimeraServer:
                 await self._stop.wait()
                 log.info("shutting down")
                 await self.grpc.enter_shutdown()  # 1
-                self.jobs.stop()  # 2
+                if self.retention is not None:
+                    self.retention.stop()  # 2
+                self.jobs.stop()
                 await jobs
                 if self.owned_providers is not None:
                     await self.owned_providers.aclose()

@@ -22,6 +22,7 @@ from chimera.config import ServerConfig
 from chimera.events import TeamName
 from chimera.providers.registry import Mode, ProviderSettings
 from chimera.server import ChimeraServer
+from chimera.v1 import jobs_pb2 as pb
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
@@ -133,3 +134,12 @@ def job_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
     return await connect(url, open_timeout=10, **kwargs)
+
+
+async def run_job(server: Running, job_id: str, brief: str = "a counter") -> pb.Job:
+    """Creates a job, waits for its final event, and returns the finished job."""
+    async with server.client() as client:
+        await client.create(brief, job_id=job_id)
+        async for _ in client.events(job_id):
+            pass
+        return await client.get(job_id)

@@ -14,7 +14,8 @@ from chimera.providers.simulated import SimulatedProvider
 class ScriptedProvider:
     """Yields ``thoughts``, then either fails with ``fail_with`` or answers with ``code``.
 
-    ``hold`` (if given) is awaited before the answer, so a test can catch the
+    ``pace`` spaces the thoughts out; ``hold`` (if given) is awaited before the
+    answer, so a test can catch the
     team mid-run; ``closed`` is set when the stream ends for any reason
     (including cancellation), like a real provider closing its connection.
     """
@@ -28,12 +29,14 @@ class ScriptedProvider:
         hold: asyncio.Event | None = None,
         model: str = "scripted",
         crash: bool = False,
+        pace: float = 0,
     ) -> None:
         self.thoughts = thoughts
         self.code = code
         self.fail_with = fail_with
         self.hold = hold
         self.crash = crash
+        self.pace = pace  # seconds between thoughts
         self.closed = asyncio.Event()
         self.cancelled = False
         self._model = model
@@ -45,7 +48,7 @@ class ScriptedProvider:
     async def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
         try:
             for text in self.thoughts:
-                await asyncio.sleep(0)
+                await asyncio.sleep(self.pace)
                 yield Thought(f"{text} ({brief[:20]})")
             if self.hold is not None:
                 await self.hold.wait()

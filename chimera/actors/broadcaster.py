@@ -10,6 +10,14 @@ JSON once) to every subscriber of its job.
 Subscribers never block the broadcaster: each :class:`Subscription` has its own
 queue, bounded in bytes; one that falls behind past the bound is shed with
 :class:`chimera.errors.SubscriberTooSlow` and can resume from its last ``seq``.
+
+Fast path: a gateway may :meth:`Subscription.attach` a :data:`Sink`, a
+non-blocking write straight to its connection. While the subscriber has caught
+up (history read, queue empty, its consumer parked waiting), the broadcaster
+hands each live event to the sink instead of queueing it and waking a task —
+the same work as ``websockets.broadcast()``. When the sink refuses (its buffer
+is full) the event is queued and the consumer takes over until it catches up
+again, so order and exactly-once hold either way.
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from chimera.errors import ChimeraError, SubscriberTooSlow, Unavailable
+from chimera.errors import ChimeraError, HistoryGone, SubscriberTooSlow, Unavailable
 from chimera.events import Draft, Event
 from chimera.job import Job
 from chimera.store.base import Store
@@ -28,9 +36,18 @@ from chimera.store.base import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
-INBOX_SIZE = 4096
-MAX_BATCH = 1024
+INBOX_SIZE = 64
+MAX_BATCH = 64
 HISTORY_PAGE = 512
+
+Sink = Callable[[Event, bytes], bool]
+"""Writes an event (with its frame already UTF-8 encoded, once for every subscriber)
+to a connection without blocking; returns False, having written nothing, if it
+cannot take it now."""
+
+
+def _no_sink(event: Event, payload: bytes) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -45,10 +62,21 @@ class Subscription:
     """One subscriber's view of one job: its history after ``after_seq``, then live events.
 
     Iterate it to receive events in order, each once. Iteration ends after the
-    job's final event; it raises :class:`SubscriberTooSlow` if the subscriber
-    fell behind, or :class:`chimera.errors.Unavailable` when the server shuts
-    down. Use it as a context manager so it is always unregistered.
+    job's final event (at once if ``after_seq`` is already the final event's);
+    it raises :class:`SubscriberTooSlow` if the subscriber fell behind,
+    :class:`chimera.errors.HistoryGone` if retention removed the job meanwhile,
+    or :class:`chimera.errors.Unavailable` when the server shuts down. Use it as
+    a context manager so it is always unregistered. Cancelling the iterating
+    task propagates at once; nothing is lost, the subscriber resumes from
+    ``last_seq``.
     """
+
+    # Idle subscribers are the common case (10,000 of them must fit in 200 MB with
+    # their connections), so the queue and the futures are made only when needed.
+    __slots__ = (
+        "_broadcaster", "_error", "_failed", "_max_bytes", "_parked", "_pending",
+        "_pending_bytes", "_sink", "_waiter", "job_id", "last_seq",
+    )
 
     def __init__(
         self, broadcaster: Broadcaster, job_id: str, after_seq: int, max_bytes: int
@@ -57,11 +85,20 @@ class Subscription:
         self.last_seq = after_seq
         self._broadcaster = broadcaster
         self._max_bytes = max_bytes
-        self._pending: deque[Event] = deque()
+        self._pending: deque[Event] | None = None
         self._pending_bytes = 0
-        self._wake = asyncio.Event()
-        self._failed = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the consumer waiting for events
+        self._failed: asyncio.Future[ChimeraError] | None = None
         self._error: ChimeraError | None = None
+        self._sink: Sink = _no_sink
+        # True while the consumer waits for live events with nothing queued:
+        # only then may the broadcaster write through the sink itself.
+        self._parked = False
+
+    def attach(self, sink: Sink) -> None:
+        """Lets the broadcaster write live events straight through ``sink`` while
+        this subscriber has caught up (see the module docstring)."""
+        self._sink = sink
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -69,39 +106,61 @@ class Subscription:
     async def __aexit__(self, *exc_info: object) -> None:
         self._broadcaster._unsubscribe(self)
 
-    def _push(self, event: Event) -> None:
-        """Called by the broadcaster, never blocks."""
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _push(self, event: Event, payload: bytes, final: bool) -> None:
+        """Called by the broadcaster, never blocks. ``final`` is ``event.is_final``."""
+        if self._parked:
+            # Caught up: write through the sink. The final event goes through
+            # the consumer instead, which then ends the subscription.
+            if not final and event.seq > self.last_seq and self._sink(event, payload):
+                self.last_seq = event.seq
+                return
+            self._parked = False
         if self._error is not None:
             return
         if self._pending_bytes + event.size > self._max_bytes:
             self._fail(SubscriberTooSlow(self.last_seq))
             return
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(event)
         self._pending_bytes += event.size
-        self._wake.set()
+        self._wake()
 
     def _end(self, error: ChimeraError) -> None:
         """Ends the subscription after what is already queued (server shutdown)."""
         if self._error is None:
             self._error = error
-            self._wake.set()
+            self._wake()
 
     def _fail(self, error: ChimeraError) -> None:
         """Ends the subscription at once, dropping what is queued (subscriber shed)."""
         self._error = error
-        self._pending.clear()
+        self._parked = False
+        self._pending = None
         self._pending_bytes = 0
-        self._wake.set()
-        self._failed.set()
+        self._wake()
+        failed = self.failed()
+        if not failed.done():
+            failed.set_result(error)
+
+    def failed(self) -> asyncio.Future[ChimeraError]:
+        """A future that gets the error once the subscription is shed.
+
+        Lets a gateway whose writer is stuck on a slow client react at once
+        (a plain future, not a task: it costs nothing per idle subscriber).
+        Nobody needs to await it; it is never given an exception.
+        """
+        if self._failed is None:
+            self._failed = asyncio.get_running_loop().create_future()
+        return self._failed
 
     async def wait_failed(self) -> ChimeraError:
-        """Returns the error once the subscription is shed or the server stops.
-
-        Lets a gateway whose writer is stuck on a slow client react at once.
-        """
-        await self._failed.wait()
-        assert self._error is not None
-        return self._error
+        """Returns the error once the subscription is shed."""
+        return await self.failed()
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         store = self._broadcaster.store
@@ -117,9 +176,15 @@ class Subscription:
                     return
             if len(page) < HISTORY_PAGE:
                 break
+        # A subscriber resuming after a finished job's last event has nothing to
+        # wait for; without this it would wait forever.
+        job = await store.get_job(self.job_id)
+        if job is not None and job.finished and job.last_sequence <= self.last_seq:
+            return
         while True:
-            while self._pending:
-                event = self._pending.popleft()
+            pending = self._pending
+            while pending:
+                event = pending.popleft()
                 self._pending_bytes -= event.size
                 if event.seq <= self.last_seq:
                     continue
@@ -127,10 +192,16 @@ class Subscription:
                 yield event
                 if event.is_final:
                     return
+                pending = self._pending  # _fail may have dropped the queue meanwhile
             if self._error is not None:
                 raise self._error
-            self._wake.clear()
-            await self._wake.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            self._parked = self._sink is not _no_sink
+            try:
+                await self._waiter
+            finally:
+                self._parked = False
+                self._waiter = None
 
 
 class Broadcaster:
@@ -173,6 +244,16 @@ class Broadcaster:
         sub = Subscription(self, job_id, after_seq, max_bytes or self.subscriber_max_bytes)
         self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
         return sub
+
+    def forget(self, job_ids: list[str]) -> None:
+        """Ends the subscriptions of jobs retention removed (:class:`HistoryGone`):
+        their history is gone, so waiting on would be a silent gap."""
+        for job_id in job_ids:
+            channel = self._channels.get(job_id)
+            if channel is None:
+                continue
+            for sub in channel.subscribers:
+                sub._fail(HistoryGone(job_id, sub.last_seq))
 
     def subscriber_count(self, job_id: str) -> int:
         channel = self._channels.get(job_id)
@@ -230,10 +311,13 @@ class Broadcaster:
         await self.store.append(events, list(touched.values()))
         for event in events:
             channel = self._channels.get(event.job_id)
-            if channel is None:
+            if channel is None or not channel.subscribers:
                 continue
+            # Once per event, not per subscriber.
+            payload = event.frame.encode()
+            final = event.is_final
             for sub in channel.subscribers:
-                sub._push(event)
+                sub._push(event, payload, final)
         for job in touched.values():
             channel = self._channels.get(job.job_id)
             if channel is not None and job.finished and not channel.subscribers:

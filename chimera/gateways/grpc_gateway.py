@@ -4,6 +4,7 @@ Chimera errors become gRPC status codes here, at the one boundary:
 InvalidArgument → INVALID_ARGUMENT, NotFound → NOT_FOUND, AlreadyExists →
 ALREADY_EXISTS, FailedPrecondition → FAILED_PRECONDITION, Unavailable →
 UNAVAILABLE, SubscriberTooSlow and ResourceExhausted → RESOURCE_EXHAUSTED,
+HistoryGone → OUT_OF_RANGE,
 Unauthenticated → UNAUTHENTICATED, PermissionDenied → PERMISSION_DENIED.
 
 When auth is on, :class:`chimera.auth.grpc_interceptor.AuthInterceptor` refuses
@@ -30,6 +31,7 @@ from chimera.errors import (
     AlreadyExists,
     ChimeraError,
     FailedPrecondition,
+    HistoryGone,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -58,6 +60,7 @@ _CODES: list[tuple[type[ChimeraError], grpc.StatusCode]] = [
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (HistoryGone, grpc.StatusCode.OUT_OF_RANGE),
 ]
 
 
@@ -146,12 +149,22 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         request: pb.StreamJobEventsRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> AsyncIterator[pb.StreamJobEventsResponse]:
-        """History after ``after_sequence``, then live events; ends after the final event."""
+        """History after ``after_sequence``, then live events; ends after the final event.
+
+        Resuming (``after_sequence`` > 0) a job this server does not keep is
+        OUT_OF_RANGE (history gone), not NOT_FOUND, so a client can tell a gap
+        it cannot fill from a typo.
+        """
         try:
             principal = self._principal(context)
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
-            job = await self._jobs.get(request.job_id, principal)
+            try:
+                job = await self._jobs.get(request.job_id, principal)
+            except NotFound:
+                if request.after_sequence > 0:
+                    raise HistoryGone(request.job_id, request.after_sequence) from None
+                raise
             if request.after_sequence > job.last_sequence:
                 raise InvalidArgument(
                     f"after_sequence {request.after_sequence} is beyond the job's last "

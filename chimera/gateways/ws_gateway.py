@@ -19,7 +19,18 @@ so the token may come as the subprotocol pair ``["chimera.bearer", TOKEN]``
 
 Close codes: 1000 job finished; 1001 server shutting down; 1009 client frame
 too large; 1013 a subscriber limit was reached (try again later);
-:data:`CLOSE_TOO_SLOW` the subscriber fell behind (resume with ``since``).
+:data:`CLOSE_TOO_SLOW` (4008) the subscriber fell behind (resume with
+``since``); :data:`CLOSE_HISTORY_GONE` (4410) resuming (``since`` > 0) a job this
+server does not keep (retention removed it, or it never existed here), or the
+job being removed while read; :data:`CLOSE_SINCE_TOO_LARGE` (4416) ``since`` is
+past the job's last ``seq``. Before a 4410 or 4416 close the server sends an
+``error`` message saying why. ``since=0`` for an unknown job is not an error: it
+waits for the job to exist.
+
+Fast path: a caught-up subscriber's events are written straight to its
+connection by the broadcaster (like ``websockets.broadcast()``) while the
+transport's buffer is under its high-water mark; otherwise they are queued and
+sent by the connection's writer task, which waits for the buffer to drain.
 """
 
 from __future__ import annotations
@@ -35,16 +46,19 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from chimera.actors.broadcaster import Broadcaster, Subscription
+from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
 from chimera.actors.jobs import JobManager
-from chimera.auth.principal import Principal
+from chimera.auth.principal import ANONYMOUS, Principal
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import (
     ChimeraError,
+    HistoryGone,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -53,7 +67,7 @@ from chimera.errors import (
     Unauthenticated,
     Unavailable,
 )
-from chimera.events import control_message
+from chimera.events import Event, control_message
 from chimera.gateways.limits import SubscriberLimits
 from chimera.ids import is_valid_job_id
 
@@ -66,6 +80,8 @@ MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
 CLOSE_TRY_LATER = 1013
 BEARER_PROTOCOL = "chimera.bearer"
+CLOSE_HISTORY_GONE = 4410
+CLOSE_SINCE_TOO_LARGE = 4416
 PING_HELP = 'send "ping" or {"type":"ping"}'
 
 
@@ -123,6 +139,7 @@ class WebSocketGateway:
         self._allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
+        self._frames = _FrameCache()
         self._server: Server | None = None
         self.port = 0
 
@@ -282,40 +299,79 @@ class WebSocketGateway:
                     data={"message": f"Connected to job {job_id}", "since": since},
                 )
             )
-            code, reason = await self._serve(ws, subscription)
-        await ws.close(code, reason)
+            refused = await self._check_since(job_id, since)
+            if refused is not None:
+                await ws.send(control_message("error", job_id=job_id, data={"error": str(refused)}))
+                await ws.close(*_close_for(refused))
+                return
+            subscription.attach(_sink(ws, self._frames))
+            await self._serve(ws, subscription)
 
-    async def _serve(self, ws: ServerConnection, subscription: Subscription) -> tuple[int, str]:
-        """Runs the reader and the writer until either ends; returns the close code."""
+    async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
+        """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
+
+        Called after subscribing, so a job removed in between is still caught
+        (then by the subscription, with :class:`HistoryGone`).
+        """
+        if since == 0:
+            return None  # a new subscriber; an unknown job is waited for
+        try:
+            # The caller's right to the job was checked at the handshake.
+            job = await self._jobs.get(job_id, ANONYMOUS)
+        except NotFound:
+            return HistoryGone(job_id, since)
+        if since > job.last_sequence:
+            return InvalidArgument(
+                f"since={since} is past the last seq of job {job_id!r} "
+                f"({job.last_sequence}): resume from the last seq you received"
+            )
+        return None
+
+    async def _serve(self, ws: ServerConnection, subscription: Subscription) -> None:
+        """Reads in this (the handler's) task, writes in a child task, until the
+        connection closes.
+
+        Whoever ends first closes the connection, which ends the other: the
+        writer closes it when the subscription ends (1000 after the final event,
+        1001 at shutdown); the reader returns when the client leaves, and the
+        writer is cancelled. A shed subscription closes it with 4008 from a task
+        started then, since the writer may be stuck sending to a client that
+        stopped reading. (One child task per connection, not three: idle
+        subscribers are most of them, and each task costs memory.)
+        """
         async with asyncio.TaskGroup() as tg:
-            reader = tg.create_task(self._read(ws))
             writer = tg.create_task(self._write(ws, subscription))
-            # The writer may be stuck sending to a client that stopped reading;
-            # a shed subscription must close the connection anyway.
-            shed = tg.create_task(subscription.wait_failed())
-            await asyncio.wait({reader, writer, shed}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (reader, writer, shed):
-                task.cancel()
-        if writer.done() and not writer.cancelled():
-            return writer.result()
-        if shed.done() and not shed.cancelled():
-            return _close_for(shed.result())
-        return 1000, ""  # the client went away; nothing more to say
 
-    async def _write(self, ws: ServerConnection, subscription: Subscription) -> tuple[int, str]:
+            def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
+                # A writer that is not stuck ends by itself, and closes with 4008.
+                if not writer.done():
+                    tg.create_task(ws.close(*_close_for(failed.result())))
+
+            shed = subscription.failed()
+            shed.add_done_callback(on_shed)
+            try:
+                await self._read(ws)
+            finally:
+                shed.remove_done_callback(on_shed)
+                writer.cancel()
+
+    async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
+        """Sends the subscription's events, then closes the connection with why it ended."""
         try:
             async for event in subscription:
                 await ws.send(event.frame)
+            code, reason = 1000, "job finished"
         except ChimeraError as exc:
-            return _close_for(exc)
+            code, reason = _close_for(exc)
         except ConnectionClosed:
-            return 1000, ""
-        return 1000, "job finished"
+            return
+        await ws.close(code, reason)
 
     async def _read(self, ws: ServerConnection) -> None:
         """Answers pings; tells the client about anything else. Ends when the client leaves."""
         with contextlib.suppress(ConnectionClosed):
-            async for message in ws:
+            while True:
+                message = await ws.recv()
                 if _is_ping(message):
                     await ws.send(control_message("pong"))
                 else:
@@ -381,9 +437,56 @@ def _is_ping(message: str | bytes) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "ping"
 
 
+class _FrameCache:
+    """The last event's WebSocket frame, shared by every connection's sink.
+
+    A server's frames are not masked and we use no extension, so one event's
+    frame is the same bytes on every connection: the broadcaster hands an event
+    to all its subscribers in a row, and only the first sink serializes it.
+    """
+
+    __slots__ = ("event", "frame")
+
+    def __init__(self) -> None:
+        self.event: Event | None = None
+        self.frame = b""
+
+    def frame_for(self, event: Event, payload: bytes) -> bytes:
+        if self.event is not event:
+            self.frame = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+            self.event = event
+        return self.frame
+
+
+def _sink(ws: ServerConnection, frames: _FrameCache) -> Sink:
+    """The fast path's write to ``ws``: what ``websockets.broadcast()`` does for one
+    connection, with the frame serialized once for all of them, and refusing (so
+    the event is queued) rather than buffering past the high-water mark.
+
+    Writing a whole frame to the transport is what ``protocol.send_text`` plus
+    ``send_data`` do; it is only ever called between whole frames (the loop is
+    single-threaded and every other write is a whole frame too).
+    """
+    protocol = ws.protocol
+    transport = ws.transport
+    limit = ws.write_limit_high
+
+    def write(event: Event, payload: bytes) -> bool:
+        if protocol.state is not State.OPEN or transport.get_write_buffer_size() > limit:
+            return False
+        transport.write(frames.frame_for(event, payload))
+        return True
+
+    return write
+
+
 def _close_for(error: ChimeraError) -> tuple[int, str]:
     if isinstance(error, SubscriberTooSlow):
         return CLOSE_TOO_SLOW, _reason(str(error))
+    if isinstance(error, HistoryGone):
+        return CLOSE_HISTORY_GONE, "history gone"
+    if isinstance(error, InvalidArgument):
+        return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
     if isinstance(error, Unavailable):
         return 1001, "server shutting down"
     return 1011, _reason(str(error))

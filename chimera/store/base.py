@@ -7,6 +7,7 @@ implements :class:`Store` (Redis, later) can take its place.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 from chimera.events import Event
@@ -52,4 +53,9 @@ class Store(Protocol):
 
     async def unfinished_jobs(self) -> list[Job]:
         """Jobs recorded as running (after a crash, these were interrupted)."""
+        ...
+
+    async def remove_finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """Removes at most ``limit`` finished jobs that ended before ``cutoff``, with
+        their events, in one commit; returns their ids (retention)."""
         ...

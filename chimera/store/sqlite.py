@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from chimera.errors import AlreadyExists
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     snapshot TEXT NOT NULL                  -- chimera.job.Job as JSON
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_end_time ON jobs(end_time);  -- retention
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -37,6 +39,13 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 """
+
+
+def end_time_key(moment: datetime | None) -> str | None:
+    """``jobs.end_time``: UTC, always with microseconds, so text order is time order."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 class SQLiteStore:
@@ -135,7 +144,7 @@ class SQLiteStore:
         event_rows = [(e.job_id, e.seq, e.frame) for e in events]
         # Serialized here, on the loop, because the jobs keep changing after we return.
         job_rows = [
-            (j.state.value, j.end_time.isoformat() if j.end_time else None, j.to_json(), j.job_id)
+            (j.state.value, end_time_key(j.end_time), j.to_json(), j.job_id)
             for j in snapshots
         ]
 
@@ -170,6 +179,26 @@ class SQLiteStore:
             return [Job.from_json(r[0]) for r in rows]
 
         return await self._call(select)
+
+    async def remove_finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        key = end_time_key(cutoff)
+
+        def delete(conn: sqlite3.Connection) -> list[str]:
+            with conn:  # one transaction: a job never loses its events without its row
+                conn.execute("BEGIN")
+                ids = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT job_id FROM jobs WHERE end_time IS NOT NULL AND end_time < ? "
+                        "ORDER BY end_time LIMIT ?",
+                        (key, limit),
+                    )
+                ]
+                conn.executemany("DELETE FROM events WHERE job_id = ?", [(i,) for i in ids])
+                conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(i,) for i in ids])
+            return ids
+
+        return await self._call(delete)
 
 
 def _add_owner_column(conn: sqlite3.Connection) -> None:

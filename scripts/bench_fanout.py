@@ -1,0 +1,450 @@
+#!/usr/bin/env python
+"""Fan-out benchmark: Chimera against a bare ``websockets.broadcast()`` server.
+
+    .venv/bin/python scripts/bench_fanout.py              # N = 1, 100, 1000 and memory at 10,000
+    .venv/bin/python scripts/bench_fanout.py -n 100 --memory 0
+
+For each N, each server runs in a process of its own and N WebSocket clients
+in another. The Chimera server is the real thing (job manager, supervisor, team
+actor, broadcaster with its SQLite log in WAL mode on a file, WebSocket
+gateway); its one team's provider yields M thought-sized events (~300 bytes on
+the wire) as fast as the pipeline takes them. The bare server keeps its
+connections in a set and calls ``websockets.broadcast()`` with the same JSON
+frames, yielding to the loop between events like the provider does. Each
+thought carries the wall-clock time it was produced; clients (a minimal
+asyncio WebSocket reader, so that the clients are not the bottleneck) record
+when they received it.
+
+Printed per server: delivered messages/s (N x M over first publish to last
+receive), publish-to-receive latency p50/p99, and order errors (gaps or
+duplicates seen by clients, which must be 0); then the Chimera/bare ratio.
+The memory phase connects ``--memory`` idle subscribers and prints the server
+process's RSS growth per subscriber.
+
+Limits: M is chosen so that one subscriber's share (M x ~300 B) stays within
+Chimera's default 1 MiB per-subscriber bound, as a real stream does; the
+machine's cores are shared by the server and the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+JOB_ID = "bench"
+# ~300 bytes per frame once wrapped in Chimera's JSON envelope.
+PAD = "The component needs a controlled email field, a password field with a toggle, " \
+    "inline validation messages and a disabled submit button while the request is "[:150]
+STAMP = len("1764099999.123456")
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def thought(i: int) -> str:
+    """The publish time first (parsed by the clients), the index (checked for order)."""
+    return f"{time.time():.6f} #{i:07d} {PAD}"
+
+
+# -- servers (each in its own process) ------------------------------------------------
+
+
+async def _commands(conn: Connection) -> AsyncIterator[tuple[Any, ...]]:
+    loop = asyncio.get_running_loop()
+    while True:
+        command: tuple[Any, ...] = await loop.run_in_executor(None, conn.recv)
+        yield command
+        if command[0] == "stop":
+            return
+
+
+async def _chimera_server(conn: Connection, db: str) -> None:
+    from chimera.actors.jobs import JobRequest
+    from chimera.config import ServerConfig
+    from chimera.events import TeamName
+    from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent
+    from chimera.providers.base import Thought as ThoughtEvent
+    from chimera.server import ChimeraServer
+
+    count = {"m": 0}
+
+    class BenchProvider:
+        model = "bench"
+
+        async def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
+            for i in range(count["m"]):
+                yield ThoughtEvent(thought(i))
+                await asyncio.sleep(0)  # as the bare publisher does
+            yield AnswerStarted()
+            yield CodeResult("export const x = 1;", "tsx", 1)
+
+    def providers(team: TeamName) -> Provider:
+        return BenchProvider()
+
+    config = ServerConfig(grpc_port=0, ws_port=0, db=db, sim_delay=0, shutdown_grace=1.0)
+    server = ChimeraServer(config, providers=providers)
+    async with asyncio.TaskGroup() as tg:
+        serving = tg.create_task(server.serve())
+        await server.ready.wait()
+        gc.collect()
+        conn.send(("port", server.ws_port, rss_bytes()))
+        async for command in _commands(conn):
+            if command[0] == "publish":
+                count["m"] = command[1]
+                started = time.time()
+                await server.jobs.create(
+                    JobRequest(brief="bench", teams=[TeamName.ANTHROPIC], job_id=JOB_ID)
+                )
+                conn.send(("started", started))
+            elif command[0] == "rss":
+                gc.collect()
+                conn.send(("rss", rss_bytes()))
+        server.stop()
+        await serving
+
+
+async def _bare_server(conn: Connection) -> None:
+    from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+    from chimera.events import iso_timestamp, utc_now
+
+    clients: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        clients.add(ws)
+        try:
+            await ws.send('{"type":"connected"}')
+            await ws.wait_closed()
+        finally:
+            clients.discard(ws)
+
+    async def publish(m: int) -> None:
+        for i in range(m):
+            frame = json.dumps(
+                {"type": "thought_added", "team": "anthropic", "data": {"thought": thought(i)},
+                 "timestamp": iso_timestamp(utc_now()), "job_id": JOB_ID, "seq": i + 3},
+                ensure_ascii=False, separators=(",", ":"),
+            )
+            broadcast(clients, frame)
+            await asyncio.sleep(0)
+
+    async with (
+        serve(handler, "127.0.0.1", 0, compression=None, max_size=16 * 1024) as server,
+        asyncio.TaskGroup() as tg,
+    ):
+        gc.collect()
+        conn.send(("port", server.sockets[0].getsockname()[1], rss_bytes()))
+        async for command in _commands(conn):
+            if command[0] == "publish":
+                started = time.time()
+                tg.create_task(publish(command[1]))
+                conn.send(("started", started))
+            elif command[0] == "rss":
+                gc.collect()
+                conn.send(("rss", rss_bytes()))
+
+
+def server_main(kind: str, conn: Connection, db: str) -> None:
+    raise_fd_limit()
+    profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each server into it
+    if profile:
+        import cProfile
+
+        with cProfile.Profile() as profiler:
+            server_main_unprofiled(kind, conn, db)
+        profiler.dump_stats(f"{profile}/{kind}-{os.getpid()}.prof")
+    else:
+        server_main_unprofiled(kind, conn, db)
+
+
+def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
+    if kind == "chimera":
+        asyncio.run(_chimera_server(conn, db))
+    else:
+        asyncio.run(_bare_server(conn))
+
+
+# -- clients (one process for all N) --------------------------------------------------
+
+
+class Client(asyncio.Protocol):
+    """A minimal WebSocket reader: handshake, unmasked server frames, pongs.
+
+    Counts thought frames, checks their order and records their latency.
+    """
+
+    def __init__(self, path: str, port: int, m: int, latencies: array[float]) -> None:
+        loop = asyncio.get_running_loop()
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.m = m
+        self.latencies = latencies
+        self.buf = bytearray()
+        self.upgraded = False
+        self.greeted: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.count = 0
+        self.order_errors = 0
+        self.last_receive = 0.0
+        self.close_code: int | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in (self.greeted, self.done):
+            if not future.done():
+                future.set_exception(ConnectionError(f"closed early ({self.close_code})"))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 101 " not in buf[:end]:
+                raise ConnectionError(bytes(buf[:end]).decode())
+            del buf[: end + 4]
+            self.upgraded = True
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            length, head = buf[pos + 1] & 0x7F, 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            start, end = pos + head, pos + head + length
+            if end > size:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode == 1:
+                self.on_text(buf, start, end, now)
+            elif opcode == 8:
+                self.close_code = int.from_bytes(buf[start : start + 2], "big")
+                self.finish()
+            elif opcode == 9 and self.transport is not None:
+                self.transport.write(bytes([0x8A, 0x80 | length, 0, 0, 0, 0]) + buf[start:end])
+            pos = end
+        del buf[:pos]
+
+    def on_text(self, buf: bytearray, start: int, end: int, now: float) -> None:
+        if not self.greeted.done():
+            self.greeted.set_result(None)
+            return
+        at = buf.find(b'"thought":"', start, end)
+        if at < 0:
+            return
+        at += 11
+        self.latencies.append(now - float(buf[at : at + STAMP]))
+        index = int(buf[at + STAMP + 2 : at + STAMP + 9])
+        if index != self.count:
+            self.order_errors += 1
+        self.count += 1
+        self.last_receive = now
+        if self.count == self.m:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def _clients(port: int, path: str, n: int, m: int, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    latencies: array[float] = array("d")
+    clients: list[Client] = []
+    gate = asyncio.Semaphore(200)  # under the listen backlog
+
+    async def open_one() -> None:
+        async with gate:
+            client = Client(path, port, m, latencies)
+            await loop.create_connection(lambda: client, "127.0.0.1", port)
+            await asyncio.wait_for(client.greeted, 60)
+            clients.append(client)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(n):
+            tg.create_task(open_one())
+    conn.send(("ready", n))
+    if m == 0:  # memory phase: stay idle until told
+        await loop.run_in_executor(None, conn.recv)
+        return
+    await asyncio.wait([asyncio.ensure_future(c.done) for c in clients], timeout=300)
+    received = sum(c.count for c in clients)
+    conn.send((
+        "result", received, max(c.last_receive for c in clients),
+        sum(c.order_errors for c in clients), latencies.tobytes(),
+    ))
+
+
+def clients_main(port: int, path: str, n: int, m: int, conn: Connection) -> None:
+    raise_fd_limit()
+    asyncio.run(_clients(port, path, n, m, conn))
+
+
+# -- the runs -------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    delivered: int
+    expected: int
+    order_errors: int
+
+
+def _expect(conn: Connection, kind: str) -> tuple[Any, ...]:
+    if not conn.poll(600):
+        raise TimeoutError(f"no {kind!r} message")
+    message: tuple[Any, ...] = conn.recv()
+    if message[0] != kind:
+        raise RuntimeError(f"expected {kind!r}, got {message[0]!r}")
+    return message
+
+
+def start_server(ctx: Any, kind: str, db: str) -> tuple[Any, Connection, int, int]:
+    ours, theirs = ctx.Pipe()
+    process = ctx.Process(target=server_main, args=(kind, theirs, db))
+    process.start()
+    _, port, rss = _expect(ours, "port")
+    return process, ours, port, rss
+
+
+def path_for(kind: str) -> str:
+    return f"/ws/orchestrate/{JOB_ID}" if kind == "chimera" else "/"
+
+
+def stop_all(control: Connection, clients: Any, server: Any) -> None:
+    """Lets the clients finish, stops the server, kills what is still running."""
+    clients.join(60)
+    control.send(("stop",))
+    server.join(60)
+    for process in (clients, server):
+        if process.is_alive():
+            process.kill()
+
+
+def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str) -> Result:
+    db = f"{tmp}/{kind}-{n}-{time.monotonic_ns()}.db"  # a fresh log for every run
+    server, control, port, _ = start_server(ctx, kind, db)
+    ours, theirs = ctx.Pipe()
+    clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, m, theirs))
+    clients.start()
+    try:
+        _expect(ours, "ready")
+        control.send(("publish", m))
+        _, started = _expect(control, "started")
+        _, received, last, order_errors, raw = _expect(ours, "result")
+    finally:
+        stop_all(control, clients, server)
+    latencies = array("d")
+    latencies.frombytes(raw)
+    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return Result(
+        rate=received / max(last - started, 1e-9),
+        p50_ms=cuts[49] * 1000, p99_ms=cuts[98] * 1000,
+        delivered=received, expected=n * m, order_errors=order_errors,
+    )
+
+
+def run_memory(ctx: Any, kind: str, n: int, tmp: str) -> float:
+    server, control, port, _ = start_server(ctx, kind, f"{tmp}/{kind}-memory.db")
+    control.send(("rss",))
+    _, before = _expect(control, "rss")
+    ours, theirs = ctx.Pipe()
+    clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, 0, theirs))
+    clients.start()
+    try:
+        _expect(ours, "ready")
+        time.sleep(1.0)  # let the last handlers settle
+        control.send(("rss",))
+        _, after = _expect(control, "rss")
+        ours.send(("done",))
+    finally:
+        stop_all(control, clients, server)
+    return float(after - before) / n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, action="append", help="subscribers (repeatable)")
+    parser.add_argument("-m", type=int, default=3000, help="events per run (default 3000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median kept")
+    parser.add_argument("--memory", type=int, default=10_000, help="idle subscribers; 0 = skip")
+    args = parser.parse_args()
+    sizes = args.n or [1, 100, 1000]
+    ctx = mp.get_context("spawn")
+    raise_fd_limit()
+    print(f"fan-out: {args.m} events of ~300 B per run, median of {args.repeat} runs, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    header = f"{'N':>6} {'server':<8} {'msgs/s':>10} {'p50 ms':>8} {'p99 ms':>8} " \
+        f"{'delivered':>11} {'order errs':>10}"
+    print(header)
+    with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
+        for n in sizes:
+            rates: dict[str, float] = {}
+            for kind in ("bare", "chimera"):
+                results = sorted(
+                    (run_fanout(ctx, kind, n, args.m, tmp) for _ in range(args.repeat)),
+                    key=lambda r: r.rate,
+                )
+                r = results[len(results) // 2]
+                rates[kind] = r.rate
+                errors = sum(x.order_errors for x in results)
+                print(f"{n:>6} {kind:<8} {r.rate:>10,.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
+                      f"{r.delivered:>5}/{r.expected:<5} {errors:>10}", flush=True)
+            print(f"{n:>6} ratio    {rates['chimera'] / rates['bare']:>10.0%}", flush=True)
+        if args.memory:
+            for kind in ("bare", "chimera"):
+                per = run_memory(ctx, kind, args.memory, tmp)
+                print(f"memory: {kind:<8} {args.memory} idle subscribers: "
+                      f"{per / 1024:.1f} KiB RSS each", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Resume after disconnects (``since`` / ``after_sequence``), and what cannot be resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from typing import Any
+
+import grpc
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+
+from chimera.actors.jobs import ProviderFactory
+from chimera.events import TeamName
+from tests.conftest import (
+    Running,
+    StartServer,
+    job_events,
+    read_until_closed,
+    run_job,
+    ws_connect,
+)
+from tests.doubles import ScriptedProvider, factory
+
+
+async def read_until_refused(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Messages until the server closes with an error code (which ends iteration raising)."""
+    messages = []
+    with contextlib.suppress(ConnectionClosedError):
+        async for raw in ws:
+            messages.append(json.loads(raw))
+    return messages
+
+
+def fast_job(thoughts: int, pace: float = 0.002) -> ProviderFactory:
+    return factory(
+        {team: (lambda: ScriptedProvider([f"t{i}" for i in range(thoughts)], pace=pace))
+         for team in TeamName}
+    )
+
+
+async def test_200_random_reconnects_during_a_fast_job_lose_and_repeat_nothing(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(fast_job(600))
+    rng = random.Random(4)
+    received: list[int] = []
+    async with server.client() as client:
+        await client.create("a counter", job_id="flaky")
+        for cycle in range(200):
+            since = received[-1] if received else 0
+            # max_queue=None: the client keeps reading while it closes, as browsers do
+            # (websockets' flow control would otherwise hold our close until timeout).
+            ws = await ws_connect(server.ws_url("flaky", f"since={since}"), max_queue=None)
+            assert json.loads(await ws.recv())["data"]["since"] == since
+            try:
+                for _ in range(rng.randint(0, 12)):
+                    message = json.loads(await ws.recv())
+                    if "seq" in message:
+                        received.append(message["seq"])
+            except ConnectionClosed:
+                assert ws.close_code == 1000  # the job finished meanwhile
+            if cycle % 2:
+                await ws.close()
+            else:
+                assert ws.transport is not None
+                ws.transport.abort()  # a dropped connection, no closing handshake
+        final = await ws_connect(server.ws_url("flaky", f"since={received[-1]}"))
+        received += [m["seq"] for m in job_events(await read_until_closed(final))]
+        job = await client.get("flaky")
+    assert received == list(range(1, job.last_sequence + 1))  # no gap, no duplicate
+    assert job.last_sequence > 1200
+
+
+async def test_grpc_after_sequence_resumes_exactly(start_server: StartServer) -> None:
+    server = await start_server(fast_job(200))
+    rng = random.Random(5)
+    received: list[int] = []
+    async with server.client() as client:
+        await client.create("a counter", job_id="grpc-flaky")
+        done = False
+        while not done:
+            # events() is an async generator: aclose() cancels the call (a disconnect).
+            stream = client.events("grpc-flaky", received[-1] if received else 0)
+            take = rng.randint(1, 40)
+            async for event in stream:
+                received.append(event.sequence)
+                take -= 1
+                if take == 0:
+                    break
+            else:
+                done = True
+            await stream.aclose()
+        job = await client.get("grpc-flaky")
+    assert received == list(range(1, job.last_sequence + 1))
+
+
+async def test_resuming_after_the_final_event_closes_at_once(server: Running) -> None:
+    job = await run_job(server, "over")
+    async with server.client() as client:
+        # Nothing after the last seq: the stream ends instead of waiting forever.
+        tail = [e async for e in client.events("over", job.last_sequence)]
+    assert tail == []
+    ws = await ws_connect(server.ws_url("over", f"since={job.last_sequence}"))
+    messages = await asyncio.wait_for(read_until_closed(ws), 10)
+    assert [m["type"] for m in messages] == ["connected"]
+    assert ws.close_code == 1000
+
+
+async def test_since_past_the_last_seq_is_refused_with_4416(server: Running) -> None:
+    job = await run_job(server, "short")
+    ws = await ws_connect(server.ws_url("short", f"since={job.last_sequence + 1}"))
+    messages = await asyncio.wait_for(read_until_refused(ws), 10)
+    assert [m["type"] for m in messages] == ["connected", "error"]
+    assert "past the last seq" in messages[1]["data"]["error"]
+    assert ws.close_code == 4416
+
+
+async def test_resuming_an_unknown_job_is_history_gone_not_a_silent_wait(
+    server: Running,
+) -> None:
+    ws = await ws_connect(server.ws_url("never-here", "since=7"))
+    messages = await asyncio.wait_for(read_until_refused(ws), 10)
+    assert [m["type"] for m in messages] == ["connected", "error"]
+    assert messages[1]["data"]["error"].startswith("history gone")
+    assert ws.close_code == 4410 and ws.close_reason == "history gone"
+    async with server.client() as client:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            [e async for e in client.events("never-here", 7)]
+        assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "history gone" in (info.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            [e async for e in client.events("never-here", 0)]
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND

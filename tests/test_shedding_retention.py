@@ -1,0 +1,222 @@
+"""Limits: a stuck subscriber is shed (and resumes), retention, the snapshot endpoint, flags."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.json_format import MessageToDict
+from websockets.exceptions import ConnectionClosedError
+
+from chimera.events import TeamName
+from chimera.v1 import jobs_pb2 as pb
+from tests.conftest import Running, StartServer, job_events, read_until_closed, ws_connect
+from tests.doubles import ScriptedProvider, factory
+
+QUEUE_LIMIT = 64 * 1024
+
+
+async def open_stuck_subscriber(port: int, job_id: str) -> tuple[asyncio.StreamReader, Any]:
+    """A WebSocket client that completes the handshake, then never reads."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+    writer.write(
+        f"GET /ws/orchestrate/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 101 " in head
+    return reader, writer
+
+
+async def read_frames(reader: asyncio.StreamReader) -> tuple[list[dict[str, Any]], int, str]:
+    """Every text message, then the close frame's code and reason (server frames are unmasked)."""
+    messages = []
+    while True:
+        first, second = await reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(length)
+        opcode = first & 0x0F
+        if opcode == 1:
+            messages.append(json.loads(payload))
+        elif opcode == 8:
+            return messages, int.from_bytes(payload[:2], "big"), payload[2:].decode()
+
+
+async def test_a_subscriber_that_never_reads_is_shed_and_the_others_do_not_wait(
+    start_server: StartServer,
+) -> None:
+    big = "x" * 2000
+    # About 8 MB in all, more than the kernel's socket buffers plus the queue bound.
+    server = await start_server(
+        factory({team: (lambda: ScriptedProvider([big] * 2000)) for team in TeamName}),
+        subscriber_max_bytes=QUEUE_LIMIT,
+    )
+    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
+    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
+    async with server.client() as client:
+        await client.create("a counter", job_id="flood")
+        # The reading subscriber gets everything, to the final event, while the
+        # stuck one has not read a byte: the stuck one never holds it up.
+        got = job_events(await asyncio.wait_for(read_until_closed(fast), 60))
+    last = got[-1]["seq"]
+    assert [m["seq"] for m in got] == list(range(1, last + 1))
+    assert fast.close_code == 1000 and got[-1]["data"] == {"status": "succeeded"}
+    # Reading now, it finds what was already on the wire, then close 4008 with
+    # the seq to resume from, which is the last one it received.
+    messages, code, reason = await asyncio.wait_for(read_frames(stuck_reader), 30)
+    stuck_writer.close()
+    for _ in range(100):  # and the server lets go of it (the close handshake may lag)
+        if server.server.broadcaster.subscriber_count("flood") == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert server.server.broadcaster.subscriber_count("flood") == 0
+    seen = [m["seq"] for m in job_events(messages)]
+    assert code == 4008
+    assert f"since={seen[-1]}" in reason
+    assert seen == list(range(1, seen[-1] + 1))
+    assert seen[-1] < last
+    resumed = await ws_connect(server.ws_url("flood", f"since={seen[-1]}"), max_queue=None)
+    rest = [m["seq"] for m in job_events(await read_until_closed(resumed))]
+    assert seen + rest == list(range(1, last + 1))
+
+
+async def test_retention_removes_finished_jobs_with_their_events(
+    start_server: StartServer,
+) -> None:
+    hold = asyncio.Event()
+    server = await start_server(
+        factory({TeamName.GOOGLE: lambda: ScriptedProvider(["slow"], hold=hold)}),
+        retention=0.3, retention_interval=0.05,
+    )
+    async with server.client() as client:
+        await client.create("a counter", job_id="old", teams=[pb.TEAM_ANTHROPIC])
+        async for _ in client.events("old"):
+            pass
+        await client.create("a counter", job_id="still-running")
+        for _ in range(200):  # sweeps every 0.05 s; "old" ended more than 0.3 s ago soon
+            await asyncio.sleep(0.05)
+            if "old" not in [j.job_id for j in (await client.list()).jobs]:
+                break
+        listed = [j.job_id for j in (await client.list()).jobs]
+        assert listed == ["still-running"]  # a running job is never removed
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.get("old")
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # Its events are gone too: resuming it says so.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            [e async for e in client.events("old", 2)]
+        assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        hold.set()
+        async for _ in client.events("still-running"):
+            pass
+    ws = await ws_connect(server.ws_url("old", "since=2"))
+    with pytest.raises(ConnectionClosedError):
+        await asyncio.wait_for(read_until_closed(ws), 10)
+    assert ws.close_code == 4410
+
+
+async def test_a_job_removed_while_being_read_ends_with_history_gone(
+    start_server: StartServer,
+) -> None:
+    big = "x" * 2000
+    # Retention on, but sweeping only when the test says (the first sweep is at start).
+    server = await start_server(
+        factory({team: (lambda: ScriptedProvider([big] * 3000)) for team in TeamName}),
+        retention=0.01, retention_interval=3600.0,
+    )
+    watcher = await ws_connect(server.ws_url("big-history"), max_queue=None)
+    async with server.client() as client:
+        await client.create("a counter", job_id="big-history")
+    await asyncio.wait_for(read_until_closed(watcher), 60)
+    # A reader that takes its time: its writer waits on the socket mid-history.
+    reader, writer = await open_stuck_subscriber(server.server.ws_port, "big-history")
+    await asyncio.sleep(0.5)
+    retention = server.server.retention
+    assert retention is not None
+    assert await retention.sweep() == ["big-history"]
+    messages, code, reason = await asyncio.wait_for(read_frames(reader), 30)
+    writer.close()
+    seen = [m["seq"] for m in job_events(messages)]
+    assert code == 4410 and reason == "history gone"
+    assert seen == list(range(1, len(seen) + 1))  # no silent gap before it
+    assert messages[-1]["data"].get("status") != "succeeded"  # cut short
+
+
+def fetch(url: str) -> tuple[int, dict[str, Any], int]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read()
+            return response.status, json.loads(body), len(body)
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, json.loads(body), len(body)
+
+
+async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) -> None:
+    hold = asyncio.Event()
+    server = await start_server(
+        factory({TeamName.GOOGLE: lambda: ScriptedProvider(["g1", "g2"], hold=hold)})
+    )
+    url = f"http://127.0.0.1:{server.server.ws_port}/api/jobs/poll"
+    async with server.client() as client:
+        await client.create("a login form", job_id="poll")
+        for finished in (False, True):
+            if finished:
+                hold.set()
+                async for _ in client.events("poll"):
+                    pass
+            else:
+                await asyncio.sleep(0.3)
+            job = MessageToDict(await client.get("poll"), preserving_proto_field_name=True)
+            status, snapshot, size = await asyncio.to_thread(fetch, url)
+            assert status == 200
+            assert snapshot["state"] == job["state"].removeprefix("JOB_STATE_").lower()
+            assert snapshot["last_sequence"] == int(job["last_sequence"])
+            assert snapshot["brief"] == job["brief"]
+            for ours, theirs in zip(snapshot["teams"], job["teams"], strict=True):
+                assert ours["status"] == theirs["status"].removeprefix("TEAM_STATUS_").lower()
+                assert ours["thoughts"] == theirs.get("thoughts", [])
+                assert ours["code"] == theirs.get("code", "")
+                assert ours["error"] == theirs.get("error", "")
+            assert size < 16 * 1024  # the snapshot, not the event history
+        assert snapshot["state"] == "succeeded"
+    status, body, _ = await asyncio.to_thread(fetch, url.replace("poll", "nope"))
+    assert status == 404 and "nope" in body["error"]
+
+
+async def test_snapshot_of_an_unknown_job_is_404_and_creates_nothing(server: Running) -> None:
+    status, _, _ = await asyncio.to_thread(
+        fetch, f"http://127.0.0.1:{server.server.ws_port}/api/jobs/ghost"
+    )
+    assert status == 404
+    async with server.client() as client:
+        assert [j.job_id for j in (await client.list()).jobs] == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--subscriber-max-bytes", "1000"], "must be at least 65536"),
+        (["--subscriber-max-bytes", "lots"], "invalid"),
+        (["--retention", "-1"], "must be 0 or more"),
+    ],
+)
+def test_serve_flags_are_checked(flags: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chimera", "serve", *flags],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
