@@ -47,6 +47,7 @@ CLEAR_CODES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,  # resuming a stream whose history is gone
 }
 HANDSHAKE = (
     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -146,6 +147,7 @@ paths = st.one_of(
 @given(path=paths, query=queries, upgrade=st.booleans())
 @example(path="//[", query="", upgrade=False)  # found by fuzzing: urlsplit raised, HTTP 500
 @example(path="/ws/orchestrate/ok", query="since=1&token=x&token=y", upgrade=True)
+@example(path="/ws/orchestrate/0", query="since=1", upgrade=True)  # history gone: 101, then 4410
 async def test_fuzzed_paths_and_queries_get_clear_http_answers(
     target: Target, path: str, query: str, upgrade: bool
 ) -> None:
@@ -242,6 +244,7 @@ async def expect_clear(call: Awaitable[Any]) -> None:
     number=st.one_of(int32, int64),
     teams=st.lists(int32, max_size=4),
 )
+@example(method="stream", text="0", other="", number=1, teams=[])  # history gone
 async def test_fuzzed_grpc_requests_get_clear_statuses(
     target: Target, method: str, text: str, other: str, number: int, teams: list[int]
 ) -> None:
