@@ -109,7 +109,12 @@ async def _chimera_server(conn: Connection, db: str) -> None:
     def providers(team: TeamName) -> Provider:
         return BenchProvider()
 
-    config = ServerConfig(grpc_port=0, ws_port=0, db=db, sim_delay=0, shutdown_grace=1.0)
+    # Every client connects from 127.0.0.1: lift the per-address and per-job
+    # subscriber limits (100 and 1000 by default) above the largest N measured.
+    config = ServerConfig(
+        grpc_port=0, ws_port=0, db=db, sim_delay=0, shutdown_grace=1.0,
+        max_subscribers_per_address=1_000_000, max_subscribers_per_job=1_000_000,
+    )
     server = ChimeraServer(config, providers=providers)
     async with asyncio.TaskGroup() as tg:
         serving = tg.create_task(server.serve())

@@ -4,8 +4,8 @@ Chimera errors become gRPC status codes here, at the one boundary:
 InvalidArgument → INVALID_ARGUMENT, NotFound → NOT_FOUND, AlreadyExists →
 ALREADY_EXISTS, FailedPrecondition → FAILED_PRECONDITION, Unavailable →
 UNAVAILABLE, SubscriberTooSlow and ResourceExhausted → RESOURCE_EXHAUSTED,
-HistoryGone → OUT_OF_RANGE,
-Unauthenticated → UNAUTHENTICATED, PermissionDenied → PERMISSION_DENIED.
+HistoryGone → OUT_OF_RANGE, Unauthenticated → UNAUTHENTICATED, PermissionDenied →
+PERMISSION_DENIED (see :func:`aborting_on_error`).
 
 When auth is on, :class:`chimera.auth.grpc_interceptor.AuthInterceptor` refuses
 JobService calls without a valid token; each method then reads the caller's
@@ -14,6 +14,7 @@ principal from the metadata and passes it to the job manager explicitly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -71,8 +72,15 @@ def status_code(error: ChimeraError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-async def _abort(context: grpc.aio.ServicerContext[object, object], error: ChimeraError) -> None:
-    await context.abort(status_code(error), str(error))
+@contextlib.asynccontextmanager
+async def aborting_on_error(
+    context: grpc.aio.ServicerContext[object, object],
+) -> AsyncIterator[None]:
+    """Ends the call with the status and message of a :class:`ChimeraError` raised inside."""
+    try:
+        yield
+    except ChimeraError as exc:
+        await context.abort(status_code(exc), str(exc))
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):
@@ -96,7 +104,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     async def CreateJob(
         self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CreateJobResponse:
-        try:
+        async with aborting_on_error(context):
             job = await self._jobs.create(
                 JobRequest(
                     brief=request.brief,
@@ -107,41 +115,29 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 self._principal(context),
                 caller=peer_host(context.peer()),
             )
-        except ChimeraError as exc:
-            await _abort(context, exc)
-            raise  # abort() raises; this line is for the type checker
         return pb.CreateJobResponse(job=job_to_pb(job))
 
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
-        try:
+        async with aborting_on_error(context):
             job = await self._jobs.get(request.job_id, self._principal(context))
-        except ChimeraError as exc:
-            await _abort(context, exc)
-            raise
         return pb.GetJobResponse(job=job_to_pb(job))
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListJobsResponse:
-        try:
+        async with aborting_on_error(context):
             jobs, token = await self._jobs.list(
                 request.page_size, request.page_token, self._principal(context)
             )
-        except ChimeraError as exc:
-            await _abort(context, exc)
-            raise
         return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CancelJobResponse:
-        try:
+        async with aborting_on_error(context):
             job = await self._jobs.cancel(request.job_id, self._principal(context))
-        except ChimeraError as exc:
-            await _abort(context, exc)
-            raise
         return pb.CancelJobResponse(job=job_to_pb(job))
 
     async def StreamJobEvents(
@@ -155,7 +151,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         OUT_OF_RANGE (history gone), not NOT_FOUND, so a client can tell a gap
         it cannot fill from a typo.
         """
-        try:
+        async with aborting_on_error(context):
             principal = self._principal(context)
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
@@ -176,8 +172,6 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 ) as subscription:
                     async for event in subscription:
                         yield pb.StreamJobEventsResponse(event=event_to_pb(event))
-        except ChimeraError as exc:
-            await _abort(context, exc)
 
 
 class GrpcGateway:

@@ -40,17 +40,24 @@ class SubscriberLimits:
                 f"job {job_id!r} has {self.per_job} subscribers, the limit: try again later"
             )
 
-    @contextmanager
-    def hold(self, job_id: str, address: str) -> Iterator[None]:
-        """Counts one subscriber while the block runs."""
+    def acquire(self, job_id: str, address: str) -> None:
+        """Checks, then counts one subscriber; each acquire needs one :meth:`release`."""
         self.check(job_id, address)
         self._jobs[job_id] = self._jobs.get(job_id, 0) + 1
         self._addresses[address] = self._addresses.get(address, 0) + 1
+
+    def release(self, job_id: str, address: str) -> None:
+        _decrement(self._jobs, job_id)
+        _decrement(self._addresses, address)
+
+    @contextmanager
+    def hold(self, job_id: str, address: str) -> Iterator[None]:
+        """Counts one subscriber while the block runs."""
+        self.acquire(job_id, address)
         try:
             yield
         finally:
-            _decrement(self._jobs, job_id)
-            _decrement(self._addresses, address)
+            self.release(job_id, address)
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:

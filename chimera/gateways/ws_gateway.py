@@ -276,36 +276,72 @@ class WebSocketGateway:
     # -- WebSocket ----------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        """One connection, from ``connected`` to close.
+
+        Written as one coroutine with plain acquire/release (no helper
+        coroutines or context-manager generators that would stay suspended for
+        the connection's life): an idle subscriber must stay small.
+        """
         job_id, since = parse_subscription(ws.request.path if ws.request else "")
+        address = _address(ws)
         try:
             # Checked again here, counted for good: others may have connected
             # since this one passed the handshake.
-            with self._limits.hold(job_id, _address(ws)):
-                await self._subscribe(ws, job_id, since)
+            self._limits.acquire(job_id, address)
         except ResourceExhausted as exc:
             await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
-
-    async def _subscribe(self, ws: ServerConnection, job_id: str, since: int) -> None:
+            return
         try:
             subscription = self._broadcaster.subscribe(job_id, since)
         except Unavailable:
+            self._limits.release(job_id, address)
             await ws.close(1001, "server shutting down")
             return
-        async with subscription:
-            await ws.send(
-                control_message(
-                    "connected",
-                    job_id=job_id,
-                    data={"message": f"Connected to job {job_id}", "since": since},
+        try:
+            async with subscription:
+                await ws.send(
+                    control_message(
+                        "connected",
+                        job_id=job_id,
+                        data={"message": f"Connected to job {job_id}", "since": since},
+                    )
                 )
-            )
-            refused = await self._check_since(job_id, since)
-            if refused is not None:
-                await ws.send(control_message("error", job_id=job_id, data={"error": str(refused)}))
-                await ws.close(*_close_for(refused))
-                return
-            subscription.attach(_sink(ws, self._frames))
-            await self._serve(ws, subscription)
+                refused = await self._check_since(job_id, since)
+                if refused is not None:
+                    error = control_message("error", job_id=job_id, data={"error": str(refused)})
+                    await ws.send(error)
+                    await ws.close(*_close_for(refused))
+                    return
+                subscription.attach(_sink(ws, self._frames))
+                # Reading happens here, in the handler's own task; writing in
+                # one child task. (Not three tasks, nor helper coroutines that
+                # stay suspended: idle subscribers are most of them, and each
+                # frame costs memory.) Whoever ends first closes the connection,
+                # which ends the other: the writer closes it when the
+                # subscription ends (1000 after the final event, 1001 at
+                # shutdown); the reader stops when the client leaves, and the
+                # writer is cancelled. A shed subscription closes it with 4008
+                # from a task started then, since the writer may be stuck
+                # sending to a client that stopped reading.
+                async with asyncio.TaskGroup() as tg:
+                    writer = tg.create_task(self._write(ws, subscription))
+
+                    def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
+                        # A writer that is not stuck ends by itself, and closes with 4008.
+                        if not writer.done():
+                            tg.create_task(ws.close(*_close_for(failed.result())))
+
+                    shed = subscription.failed()
+                    shed.add_done_callback(on_shed)
+                    try:
+                        with contextlib.suppress(ConnectionClosed):
+                            while True:
+                                await ws.send(_answer(await ws.recv()))
+                    finally:
+                        shed.remove_done_callback(on_shed)
+                        writer.cancel()
+        finally:
+            self._limits.release(job_id, address)
 
     async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
         """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
@@ -327,34 +363,6 @@ class WebSocketGateway:
             )
         return None
 
-    async def _serve(self, ws: ServerConnection, subscription: Subscription) -> None:
-        """Reads in this (the handler's) task, writes in a child task, until the
-        connection closes.
-
-        Whoever ends first closes the connection, which ends the other: the
-        writer closes it when the subscription ends (1000 after the final event,
-        1001 at shutdown); the reader returns when the client leaves, and the
-        writer is cancelled. A shed subscription closes it with 4008 from a task
-        started then, since the writer may be stuck sending to a client that
-        stopped reading. (One child task per connection, not three: idle
-        subscribers are most of them, and each task costs memory.)
-        """
-        async with asyncio.TaskGroup() as tg:
-            writer = tg.create_task(self._write(ws, subscription))
-
-            def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
-                # A writer that is not stuck ends by itself, and closes with 4008.
-                if not writer.done():
-                    tg.create_task(ws.close(*_close_for(failed.result())))
-
-            shed = subscription.failed()
-            shed.add_done_callback(on_shed)
-            try:
-                await self._read(ws)
-            finally:
-                shed.remove_done_callback(on_shed)
-                writer.cancel()
-
     async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
         """Sends the subscription's events, then closes the connection with why it ended."""
         try:
@@ -366,20 +374,6 @@ class WebSocketGateway:
         except ConnectionClosed:
             return
         await ws.close(code, reason)
-
-    async def _read(self, ws: ServerConnection) -> None:
-        """Answers pings; tells the client about anything else. Ends when the client leaves."""
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                message = await ws.recv()
-                if _is_ping(message):
-                    await ws.send(control_message("pong"))
-                else:
-                    await ws.send(
-                        control_message(
-                            "error", data={"error": f"unknown message: {PING_HELP}"}
-                        )
-                    )
 
 
 def _select_subprotocol(
@@ -420,6 +414,13 @@ def _refusal(
     if status == http.HTTPStatus.UNAUTHORIZED:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+def _answer(message: str | bytes) -> str:
+    """The reply to a client message: ``pong`` to a ping, an ``error`` to anything else."""
+    if _is_ping(message):
+        return control_message("pong")
+    return control_message("error", data={"error": f"unknown message: {PING_HELP}"})
 
 
 def _is_ping(message: str | bytes) -> bool:
