@@ -132,7 +132,7 @@ class AnthropicConfig:
         their defaults, so unset command-line flags can be passed straight
         through (and an unset ``base_url`` keeps ``ANTHROPIC_BASE_URL`` working).
         """
-        key = (os.environ if environ is None else environ).get(API_KEY_ENV, "").strip()
+        key = env.api_key(os.environ if environ is None else environ, (API_KEY_ENV,))
         if not key:
             return None
         given = {name: value for name, value in settings.items() if value is not None}

@@ -117,8 +117,7 @@ class GoogleConfig:
         their defaults, so unset command-line flags can be passed straight
         through (and an unset ``base_url`` keeps ``GOOGLE_GEMINI_BASE_URL`` working).
         """
-        env = os.environ if environ is None else environ
-        key = next((env[name].strip() for name in API_KEY_ENVS if env.get(name, "").strip()), "")
+        key = env.api_key(os.environ if environ is None else environ, API_KEY_ENVS)
         if not key:
             return None
         given = {name: value for name, value in settings.items() if value is not None}

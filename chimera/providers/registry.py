@@ -118,10 +118,10 @@ class Providers:
 
 
 def _has_key(team: TeamName, env: Mapping[str, str]) -> bool:
-    names_ = (
+    keys = (
         (names.ANTHROPIC_API_KEY_ENV,) if team is TeamName.ANTHROPIC else names.GOOGLE_API_KEY_ENVS
     )
-    return any(env.get(name, "").strip() for name in names_)
+    return bool(names.api_key(env, keys))
 
 
 def _base_url(team: TeamName, s: ProviderSettings, env: Mapping[str, str]) -> str | None:
