@@ -27,7 +27,8 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from chimera.events import Event, EventType, JobState, TeamName, TeamStatus
 
-disable_created_metrics()  # no ``*_created`` series: they double a scrape for nothing
+# No ``*_created`` series: they would double a scrape for nothing.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Latency buckets in seconds, from a fast local write to a badly backed-up subscriber.
 DELIVERY_BUCKETS = (
