@@ -176,6 +176,12 @@ def _add_security_flags(p: argparse.ArgumentParser) -> None:
         help="browser Origin allowed on the WebSocket besides the server's own "
         "(e.g. https://app.example.com; '*' = any); repeatable",
     )
+    g.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="Host name the HTTP/WebSocket port answers to besides the bound address "
+        "(and localhost on loopback); others get 421 (DNS rebinding guard); '*' = any; "
+        "repeatable",
+    )
     g.add_argument("--tls-cert", default="", metavar="PATH", help="PEM certificate chain")
     g.add_argument("--tls-key", default="", metavar="PATH", help="PEM private key")
     g = p.add_argument_group("limits")
@@ -266,6 +272,7 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
             jwt_issuer=args.jwt_issuer,
             insecure=args.insecure,
             allowed_origins=tuple(args.allowed_origin),
+            allowed_hosts=tuple(args.allowed_host),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             max_brief_chars=args.max_brief_chars,
@@ -513,6 +520,8 @@ async def _watch(args: argparse.Namespace) -> int:
     context = None
     if args.tls_ca is not None:
         context = ssl.create_default_context(cafile=args.tls_ca)
+    elif url.startswith("wss://"):  # the system's CAs (websockets refuses ssl=None here)
+        context = ssl.create_default_context()
     # Not a browser: the token goes in a header, never in the URL.
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     try:
@@ -528,6 +537,13 @@ async def _watch(args: argparse.Namespace) -> int:
     except InvalidStatus as exc:
         body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
         errors.print(f"[red]refused:[/] HTTP {exc.response.status_code} {body}")
+        return 2
+    except ssl.SSLCertVerificationError as exc:
+        errors.print(
+            f"[red]cannot verify the TLS certificate of {url}:[/] {exc.verify_message}; "
+            "pass --tls-ca PATH with the certificate to trust (for a self-signed server, "
+            "its --tls-cert file)"
+        )
         return 2
     except (OSError, InvalidURI) as exc:
         errors.print(f"[red]cannot connect to {url}:[/] {exc}")

@@ -56,6 +56,9 @@ class ServerConfig:
     insecure: bool = False
     # Browser origins allowed on the WebSocket besides the server's own ("*" = any).
     allowed_origins: tuple[str, ...] = ()
+    # Host header names the HTTP/WebSocket port answers to besides the bound
+    # address (and the loopback names on loopback); "*" = any. DNS rebinding guard.
+    allowed_hosts: tuple[str, ...] = ()
     # TLS for both planes: paths to the PEM certificate chain and private key.
     tls_cert: str = ""
     tls_key: str = ""

@@ -29,6 +29,7 @@ from chimera.auth.tokens import Authenticator, TokenVerifier
 from chimera.config import ServerConfig
 from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
+from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.ws_gateway import WebSocketGateway
 from chimera.providers.registry import Providers
@@ -121,6 +122,7 @@ class ChimeraServer:
             authenticator=auth,
             limits=limits,
             allowed_origins=config.allowed_origins,
+            allowed_hosts=HostAllowList(config.host, config.allowed_hosts),
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),
         )

@@ -114,6 +114,11 @@ async def test_cli_with_token_and_tls(start_server: StartServer, tmp_path: Path)
         "watch", "cli-tls", "--ws", f"wss://127.0.0.1:{server.server.ws_port}", "--tls-ca", ca
     )
     assert code == 2 and "401" in err
+    # wss:// to a self-signed server without --tls-ca: say what is missing.
+    code, _, err = await run(
+        "watch", "cli-tls", "--ws", f"wss://127.0.0.1:{server.server.ws_port}", "--token", alice
+    )
+    assert code == 2 and "--tls-ca" in err and "Traceback" not in err, err
 
 
 async def test_token_command_reads_the_secret_from_the_environment(

@@ -27,7 +27,7 @@ from chimera.errors import (
     Unavailable,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
-from chimera.ids import check_job_id, new_job_id
+from chimera.ids import check_job_id, is_ascii_number, new_job_id
 from chimera.job import Job, TeamRun
 from chimera.providers.base import Provider
 from chimera.store.base import Store
@@ -67,7 +67,7 @@ def decode_page_token(token: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise bad from exc
     prefix, _, number = text.partition(":")
-    if prefix != "v1" or not number.isdigit() or len(number) > 18:
+    if prefix != "v1" or not is_ascii_number(number) or len(number) > 18:
         raise bad
     return int(number)
 

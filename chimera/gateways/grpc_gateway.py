@@ -15,10 +15,13 @@ principal from the metadata and passes it to the job manager explicitly.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -81,6 +84,78 @@ async def aborting_on_error(
         yield
     except ChimeraError as exc:
         await context.abort(status_code(exc), str(exc))
+
+
+class _Undecodable:
+    """What a request that is not valid protobuf decodes to (see :class:`DecodeGuard`)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # generic only in the type stubs
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class DecodeGuard(_Interceptor):
+    """Answers INVALID_ARGUMENT to a request that is not valid protobuf (truncated,
+    invalid UTF-8 in a string), which grpc would report as UNKNOWN "Unexpected
+    DecodeError": the deserializer hands a marker over instead of raising, and the
+    method is replaced by a refusal when it receives one."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode = handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except DecodeError as exc:
+                return _Undecodable(exc)
+
+        async def refuse(request: _Undecodable, context: Any) -> None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request could not be decoded as protobuf ({request.error}): "
+                "send a well-formed message (strings must be UTF-8)",
+            )
+
+        def guarded(method: Any) -> Any:
+            if inspect.isasyncgenfunction(method):
+                async def stream(request: Any, context: Any) -> Any:
+                    if isinstance(request, _Undecodable):
+                        await refuse(request, context)
+                    async for item in method(request, context):
+                        yield item
+                return stream
+
+            async def unary(request: Any, context: Any) -> Any:
+                if isinstance(request, _Undecodable):
+                    await refuse(request, context)
+                return await method(request, context)
+            return unary
+
+        kwargs = {
+            "request_deserializer": deserialize,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(guarded(handler.unary_unary), **kwargs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(guarded(handler.unary_stream), **kwargs)
+        return handler  # no streaming requests in this API
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):
@@ -195,7 +270,7 @@ class GrpcGateway:
         """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext."""
         authenticator = authenticator or Authenticator(None)
         self._server = grpc.aio.server(
-            interceptors=[AuthInterceptor(authenticator, SERVICE_NAME)],
+            interceptors=[DecodeGuard(), AuthInterceptor(authenticator, SERVICE_NAME)],
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.so_reuseport", 0),

@@ -11,8 +11,10 @@ Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
 endpoints are one table (:mod:`chimera.gateways.routes`): an unknown path is 404,
 a known path with another method 405 (with ``Allow``).
 
-Every request but ``/healthz`` is checked before the upgrade, in this order:
-route (404/405), ``Origin`` (403 unless allowed: same host, or an ``--allowed-origin``), path (400),
+Every request first has its ``Host`` checked (421 unless the server answers to
+that name: :mod:`chimera.gateways.hosts`, the DNS rebinding guard). Every request
+but ``/healthz`` is then checked before the upgrade, in this order: route (404/405),
+``Origin`` (403 unless allowed: same host, or an ``--allowed-origin``), path (400),
 token (401), the token's right to the job (403; 404 for a job that is not the
 caller's), subscriber limits (429). Browsers cannot set headers on a WebSocket,
 so the token may come as the subprotocol pair ``["chimera.bearer", TOKEN]``
@@ -72,9 +74,10 @@ from chimera.errors import (
     Unavailable,
 )
 from chimera.events import Event, control_message
+from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
-from chimera.ids import is_valid_job_id
+from chimera.ids import is_ascii_number, is_valid_job_id
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +97,10 @@ def parse_subscription(target: Target) -> tuple[str, int]:
     if not is_valid_job_id(job_id):
         raise ValueError("malformed job id: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_'")
     since_values = target.query.get("since", ["0"])
-    if len(since_values) != 1 or not since_values[0].isdigit() or len(since_values[0]) > 16:
+    since_text = since_values[0]
+    if len(since_values) != 1 or not is_ascii_number(since_text) or len(since_text) > 16:
         raise ValueError("since must be one whole number, 0 or more (the last seq you saw)")
-    since = int(since_values[0])
+    since = int(since_text)
     if since > MAX_SINCE:
         raise ValueError("since is too large")
     return job_id, since
@@ -127,6 +131,7 @@ class WebSocketGateway:
         authenticator: Authenticator | None = None,
         limits: SubscriberLimits | None = None,
         allowed_origins: Sequence[str] = (),
+        allowed_hosts: HostAllowList | None = None,
         max_frame_bytes: int = MAX_CLIENT_FRAME,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -135,6 +140,7 @@ class WebSocketGateway:
         self._auth = authenticator or Authenticator(None)
         self._limits = limits or SubscriberLimits()
         self._allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self._allowed_hosts = allowed_hosts or HostAllowList("127.0.0.1")
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
         self._frames = _FrameCache()
@@ -194,6 +200,12 @@ class WebSocketGateway:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Reply:
+        # Before anything else, on every request (DNS rebinding guard).
+        hosts = request.headers.get_all("Host")
+        if not self._allowed_hosts.allows(hosts):
+            return connection.respond(
+                http.HTTPStatus.MISDIRECTED_REQUEST, self._allowed_hosts.refusal(hosts)
+            )
         target = Target.parse(request.path)
         found = self._routes.match(request.method, target.path)
         if isinstance(found, list):
@@ -451,7 +463,7 @@ def _is_ping(message: str | bytes) -> bool:
         return False
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
         return False
     return isinstance(obj, dict) and obj.get("type") == "ping"
 
