@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
-from chimera.auth.principal import ANONYMOUS, Principal, Scope
+from chimera.auth.principal import Principal, Scope
 from chimera.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -153,7 +153,7 @@ class JobManager:
         return job_id, teams
 
     async def create(
-        self, request: JobRequest, principal: Principal = ANONYMOUS, *, caller: str = ""
+        self, request: JobRequest, *, principal: Principal, caller: str = ""
     ) -> Job:
         """Records the job (owned by ``principal.sub``) and starts its supervisor at once.
 
@@ -268,11 +268,11 @@ class JobManager:
             raise NotFound(f"job {job_id!r} does not exist")
         return job
 
-    async def get(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+    async def get(self, job_id: str, *, principal: Principal) -> Job:
         principal.require(Scope.READ)
         return await self._load(job_id, principal)
 
-    async def authorize_watch(self, job_id: str, principal: Principal) -> None:
+    async def authorize_watch(self, job_id: str, *, principal: Principal) -> None:
         """Raises unless ``principal`` may subscribe to ``job_id``'s events.
 
         A token for all jobs, or for exactly this job, may wait for a job that
@@ -286,7 +286,7 @@ class JobManager:
             await self._load(job_id, principal)
 
     async def list(
-        self, page_size: int, page_token: str, principal: Principal = ANONYMOUS
+        self, page_size: int, page_token: str, *, principal: Principal
     ) -> tuple[list[Job], str]:
         """A page of the jobs ``principal`` may read, newest first."""
         principal.require(Scope.READ)
@@ -304,7 +304,7 @@ class JobManager:
         jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before, owner)
         return jobs, encode_page_token(cursor) if cursor is not None else ""
 
-    async def cancel(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+    async def cancel(self, job_id: str, *, principal: Principal) -> Job:
         """Cancels a running job and returns it once its final event is recorded.
 
         Cancelling a cancelled job returns it unchanged; a job that finished

@@ -191,7 +191,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     job_id=request.job_id,
                     request_id=request.request_id,
                 ),
-                self._principal(context),
+                principal=self._principal(context),
                 caller=peer_host(context.peer()),
             )
         return pb.CreateJobResponse(job=job_to_pb(job))
@@ -200,7 +200,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.get(request.job_id, self._principal(context))
+            job = await self._jobs.get(request.job_id, principal=self._principal(context))
         return pb.GetJobResponse(job=job_to_pb(job))
 
     async def ListJobs(
@@ -208,7 +208,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
             jobs, token = await self._jobs.list(
-                request.page_size, request.page_token, self._principal(context)
+                request.page_size, request.page_token, principal=self._principal(context)
             )
         return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
 
@@ -216,7 +216,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CancelJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.cancel(request.job_id, self._principal(context))
+            job = await self._jobs.cancel(request.job_id, principal=self._principal(context))
         return pb.CancelJobResponse(job=job_to_pb(job))
 
     async def StreamJobEvents(
@@ -235,7 +235,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
             try:
-                job = await self._jobs.get(request.job_id, principal)
+                job = await self._jobs.get(request.job_id, principal=principal)
             except NotFound:
                 if request.after_sequence > 0:
                     raise HistoryGone(request.job_id, request.after_sequence) from None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import logging
 import os
 
@@ -33,6 +32,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
 from chimera.observability.metrics import DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def _registry() -> CollectorRegistry:
 class MetricsListener:
     def __init__(self) -> None:
         self._registry = _registry()
+        self._routes = Routes([Route("GET", "/metrics", self._metrics, check_origin=False)])
         self._server: Server | None = None
         self._stop = asyncio.Event()
         self.port = 0
@@ -91,10 +92,18 @@ class MetricsListener:
                 # This process's live gauges (connections, running jobs) stop counting.
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
-    async def _answer(self, connection: ServerConnection, request: Request) -> Response:
-        path = request.path.partition("?")[0]
-        if path != "/metrics":
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "try /metrics\n")
+    def _answer(self, connection: ServerConnection, request: Request) -> Reply:
+        target = Target.parse(request.path)
+        found = self._routes.match(request.method, target.path)
+        if isinstance(found, list):
+            if found:
+                return method_not_allowed(connection, request.method, found)
+            return not_found(connection, target.path)
+        return found[0].handler(connection, request, target)
+
+    async def _metrics(
+        self, connection: ServerConnection, request: Request, target: Target
+    ) -> Response:
         DELIVERIES.flush()
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         body = await asyncio.to_thread(encoder, self._registry)
