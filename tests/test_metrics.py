@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import urllib.error
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +17,7 @@ import pytest
 
 from chimera.errors import ConfigError
 from chimera.events import TeamName
+from chimera.observability.listener import DEFAULT_METRICS_PORT
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, ws_connect
 from tests.doubles import ScriptedProvider, factory
@@ -171,3 +174,36 @@ async def test_a_taken_metrics_port(start_server: StartServer) -> None:
         async with server.client() as client:
             job = await client.create("a counter")
             assert job.state == pb.JOB_STATE_RUNNING
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+METRIC_NAME = re.compile(r"\b(?:chimera|grpc|process|python)_[a-zA-Z0-9_]+")
+LABEL_LISTS = re.compile(r"\b(?:by|without)\s*\([^)]*\)|\{[^}]*\}")
+
+
+def dashboard_queries(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        return found + [q for child in node.values() for q in dashboard_queries(child)]
+    if isinstance(node, list):
+        return [q for child in node for q in dashboard_queries(child)]
+    return []
+
+
+async def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(
+    start_server: StartServer,
+) -> None:
+    queries = dashboard_queries(json.loads((DEPLOY / "grafana" / "chimera.json").read_text()))
+    wanted = {
+        name for query in queries for name in METRIC_NAME.findall(LABEL_LISTS.sub("", query))
+    }
+    assert len(queries) >= 20 and len(wanted) >= 20
+    server = await start_server(metrics_port=0)
+    async with server.client() as client:
+        await client.create("a counter")  # so the gRPC series exist
+    scraped = {name for name, _ in await scrape(metrics_port(server))}
+    assert wanted - scraped == set()
+    # The scrape config points at the default listener.
+    config = (DEPLOY / "prometheus.yml").read_text()
+    assert f'targets: ["127.0.0.1:{DEFAULT_METRICS_PORT}"]' in config
+    assert "metrics_path: /metrics" in config
