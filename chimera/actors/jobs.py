@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
-from chimera.auth.principal import ANONYMOUS, Principal, Scope
+from chimera.auth.principal import Principal, Scope
 from chimera.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -29,6 +29,8 @@ from chimera.errors import (
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
 from chimera.ids import check_job_id, is_ascii_number, new_job_id
 from chimera.job import Job, TeamRun
+from chimera.observability import metrics
+from chimera.observability.logs import job_context
 from chimera.providers.base import Provider
 from chimera.store.base import Store
 
@@ -151,7 +153,7 @@ class JobManager:
         return job_id, teams
 
     async def create(
-        self, request: JobRequest, principal: Principal = ANONYMOUS, *, caller: str = ""
+        self, request: JobRequest, *, principal: Principal, caller: str = ""
     ) -> Job:
         """Records the job (owned by ``principal.sub``) and starts its supervisor at once.
 
@@ -232,7 +234,9 @@ class JobManager:
         ]
         supervisor = JobSupervisor(job_id, actors, publish, deadline=self._job_deadline)
         self._supervisors[job_id] = supervisor
-        self._tg.create_task(self._supervise(supervisor, caller_key))
+        self._tg.create_task(self._supervise(supervisor, caller_key), context=job_context(job_id))
+        metrics.job_started()
+        log.info("job %s started: teams %s", job_id, ", ".join(teams), extra={"job_id": job_id})
         return job, True
 
     async def _supervise(self, supervisor: JobSupervisor, caller_key: str) -> None:
@@ -248,6 +252,8 @@ class JobManager:
         finally:
             del self._supervisors[supervisor.job_id]
             self._release(caller_key)
+            log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
+            metrics.job_finished(supervisor.state)
 
     async def _load(self, job_id: str, principal: Principal) -> Job:
         """The job, if ``principal`` may see it.
@@ -262,11 +268,11 @@ class JobManager:
             raise NotFound(f"job {job_id!r} does not exist")
         return job
 
-    async def get(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+    async def get(self, job_id: str, *, principal: Principal) -> Job:
         principal.require(Scope.READ)
         return await self._load(job_id, principal)
 
-    async def authorize_watch(self, job_id: str, principal: Principal) -> None:
+    async def authorize_watch(self, job_id: str, *, principal: Principal) -> None:
         """Raises unless ``principal`` may subscribe to ``job_id``'s events.
 
         A token for all jobs, or for exactly this job, may wait for a job that
@@ -280,7 +286,7 @@ class JobManager:
             await self._load(job_id, principal)
 
     async def list(
-        self, page_size: int, page_token: str, principal: Principal = ANONYMOUS
+        self, page_size: int, page_token: str, *, principal: Principal
     ) -> tuple[list[Job], str]:
         """A page of the jobs ``principal`` may read, newest first."""
         principal.require(Scope.READ)
@@ -298,7 +304,7 @@ class JobManager:
         jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before, owner)
         return jobs, encode_page_token(cursor) if cursor is not None else ""
 
-    async def cancel(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+    async def cancel(self, job_id: str, *, principal: Principal) -> Job:
         """Cancels a running job and returns it once its final event is recorded.
 
         Cancelling a cancelled job returns it unchanged; a job that finished

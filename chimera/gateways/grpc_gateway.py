@@ -47,6 +47,8 @@ from chimera.errors import (
 )
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.observability.grpc_metrics import MetricsInterceptor
+from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1 import jobs_pb2_grpc
 
@@ -168,11 +170,13 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         broadcaster: Broadcaster,
         authenticator: Authenticator,
         limits: SubscriberLimits,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._auth = authenticator
         self._limits = limits
+        self._deliveries = deliveries
 
     def _principal(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
         return principal_from_metadata(self._auth, context.invocation_metadata())
@@ -188,7 +192,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     job_id=request.job_id,
                     request_id=request.request_id,
                 ),
-                self._principal(context),
+                principal=self._principal(context),
                 caller=peer_host(context.peer()),
             )
         return pb.CreateJobResponse(job=job_to_pb(job))
@@ -197,7 +201,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.get(request.job_id, self._principal(context))
+            job = await self._jobs.get(request.job_id, principal=self._principal(context))
         return pb.GetJobResponse(job=job_to_pb(job))
 
     async def ListJobs(
@@ -205,7 +209,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
             jobs, token = await self._jobs.list(
-                request.page_size, request.page_token, self._principal(context)
+                request.page_size, request.page_token, principal=self._principal(context)
             )
         return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
 
@@ -213,7 +217,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CancelJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.cancel(request.job_id, self._principal(context))
+            job = await self._jobs.cancel(request.job_id, principal=self._principal(context))
         return pb.CancelJobResponse(job=job_to_pb(job))
 
     async def StreamJobEvents(
@@ -232,7 +236,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
             try:
-                job = await self._jobs.get(request.job_id, principal)
+                job = await self._jobs.get(request.job_id, principal=principal)
             except NotFound:
                 if request.after_sequence > 0:
                     raise HistoryGone(request.job_id, request.after_sequence) from None
@@ -248,6 +252,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 ) as subscription:
                     async for event in subscription:
                         yield pb.StreamJobEventsResponse(event=event_to_pb(event))
+                        if self._deliveries is not None:
+                            self._deliveries.delivered(event)
 
 
 class GrpcGateway:
@@ -267,18 +273,26 @@ class GrpcGateway:
         limits: SubscriberLimits | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         tls: tuple[bytes, bytes] | None = None,
+        count_deliveries: bool = False,
     ) -> None:
-        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext."""
+        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
+        ``count_deliveries``: observe each streamed event's delivery latency."""
         authenticator = authenticator or Authenticator(None)
         self._server = grpc.aio.server(
-            interceptors=[DecodeGuard(), AuthInterceptor(authenticator, SERVICE_NAME)],
+            # Metrics first: it counts what the others refuse too.
+            interceptors=[
+                MetricsInterceptor(), DecodeGuard(), AuthInterceptor(authenticator, SERVICE_NAME)
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
         self._tls = tls
-        servicer = JobService(jobs, broadcaster, authenticator, limits or SubscriberLimits())
+        servicer = JobService(
+            jobs, broadcaster, authenticator, limits or SubscriberLimits(),
+            DELIVERIES if count_deliveries else None,
+        )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
