@@ -36,7 +36,7 @@ async def serve_refused(*args: str) -> str:
     text = "".join(lines)
     assert code != 0, text
     assert "Traceback" not in text, text
-    errors = [line for line in lines if "error" in line.lower()]
+    errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, text
     return errors[0]
 
