@@ -104,6 +104,10 @@ class Subscription:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unregisters this subscriber (what leaving the ``async with`` does)."""
         self._broadcaster._unsubscribe(self)
 
     def _wake(self) -> None:
