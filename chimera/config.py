@@ -68,6 +68,12 @@ class ServerConfig:
     max_subscribers_per_job: int = DEFAULT_MAX_SUBSCRIBERS_PER_JOB
     max_subscribers_per_address: int = DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS
     max_jobs_per_caller: int = DEFAULT_MAX_JOBS_PER_CALLER
+    # Prometheus ``GET /metrics`` listener; None = no listener and no per-delivery
+    # counting. (The CLI defaults to port 9464.) ``metrics_port_default``: the port
+    # was not asked for, so if it is taken the server runs without metrics (logged).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port_default: bool = False
 
     @property
     def auth_enabled(self) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from chimera.errors import ChimeraError, HistoryGone, SubscriberTooSlow, Unavailable
 from chimera.events import Draft, Event
 from chimera.job import Job
+from chimera.observability.metrics import events_recorded
 from chimera.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -312,7 +314,9 @@ class Broadcaster:
             touched[job.job_id] = job
         if not events:
             return
+        started = time.perf_counter()
         await self.store.append(events, list(touched.values()))
+        events_recorded(events, time.perf_counter() - started)
         for event in events:
             channel = self._channels.get(event.job_id)
             if channel is None or not channel.subscribers:

@@ -31,6 +31,8 @@ from chimera.errors import (
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
 from chimera.ids import check_job_id, is_ascii_number, new_job_id
 from chimera.job import Job, TeamRun
+from chimera.observability import metrics
+from chimera.observability.logs import job_context
 from chimera.providers.base import Provider
 from chimera.store.base import Store
 
@@ -234,7 +236,9 @@ class JobManager:
         ]
         supervisor = JobSupervisor(job_id, actors, publish, deadline=self._job_deadline)
         self._supervisors[job_id] = supervisor
-        self._tg.create_task(self._supervise(supervisor, caller_key))
+        self._tg.create_task(self._supervise(supervisor, caller_key), context=job_context(job_id))
+        metrics.job_started()
+        log.info("job %s started: teams %s", job_id, ", ".join(teams), extra={"job_id": job_id})
         return job, True
 
     async def _supervise(self, supervisor: JobSupervisor, caller_key: str) -> None:
@@ -250,6 +254,8 @@ class JobManager:
         finally:
             del self._supervisors[supervisor.job_id]
             self._release(caller_key)
+            log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
+            metrics.job_finished(supervisor.state)
 
     async def _load(self, job_id: str, principal: Principal) -> Job:
         """The job, if ``principal`` may see it.

@@ -46,6 +46,8 @@ from chimera.errors import (
 )
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.observability.grpc_metrics import MetricsInterceptor
+from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1 import jobs_pb2_grpc
 
@@ -167,11 +169,13 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         broadcaster: Broadcaster,
         authenticator: Authenticator,
         limits: SubscriberLimits,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._auth = authenticator
         self._limits = limits
+        self._deliveries = deliveries
 
     def _principal(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
         return principal_from_metadata(self._auth, context.invocation_metadata())
@@ -236,6 +240,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 with self._limits.hold(request.job_id, peer_host(context.peer())):
                     async for event in subscription:
                         yield pb.StreamJobEventsResponse(event=event_to_pb(event))
+                        if self._deliveries is not None:
+                            self._deliveries.delivered(event)
 
 
 class GrpcGateway:
@@ -255,18 +261,26 @@ class GrpcGateway:
         limits: SubscriberLimits | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         tls: tuple[bytes, bytes] | None = None,
+        count_deliveries: bool = False,
     ) -> None:
-        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext."""
+        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
+        ``count_deliveries``: observe each streamed event's delivery latency."""
         authenticator = authenticator or Authenticator(None)
         self._server = grpc.aio.server(
-            interceptors=[DecodeGuard(), AuthInterceptor(authenticator, SERVICE_NAME)],
+            # Metrics first: it counts what the others refuse too.
+            interceptors=[
+                MetricsInterceptor(), DecodeGuard(), AuthInterceptor(authenticator, SERVICE_NAME)
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
         self._tls = tls
-        servicer = JobService(jobs, broadcaster, authenticator, limits or SubscriberLimits())
+        servicer = JobService(
+            jobs, broadcaster, authenticator, limits or SubscriberLimits(),
+            DELIVERIES if count_deliveries else None,
+        )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)

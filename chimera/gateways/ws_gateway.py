@@ -48,13 +48,14 @@ import ssl
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
@@ -79,6 +80,14 @@ from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
 from chimera.ids import is_ascii_number, is_valid_job_id
+from chimera.observability.logs import log_context
+from chimera.observability.metrics import (
+    DELIVERIES,
+    WS_CONNECTIONS,
+    Deliveries,
+    message_size,
+    ws_closed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +144,10 @@ class WebSocketGateway:
         allowed_hosts: HostAllowList | None = None,
         max_frame_bytes: int = MAX_CLIENT_FRAME,
         tls: ssl.SSLContext | None = None,
+        count_deliveries: bool = False,
     ) -> None:
+        """``count_deliveries``: count messages, bytes and delivery latencies for the
+        metrics (the hot path; connections are always counted)."""
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._auth = authenticator or Authenticator(None)
@@ -145,6 +157,7 @@ class WebSocketGateway:
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
         self._frames = _FrameCache()
+        self._deliveries = DELIVERIES if count_deliveries else None
         self._routes = Routes(
             [
                 Route("GET", "/healthz", self._healthz, check_origin=False),
@@ -318,7 +331,7 @@ class WebSocketGateway:
             return
         try:
             async with subscription:
-                subscription.attach(_sink(ws, self._frames))
+                subscription.attach(_sink(ws, self._frames, self._deliveries))
                 # Reading happens here, in the handler's own task; writing in
                 # one child task. (Not three tasks, nor helper coroutines that
                 # stay suspended: idle subscribers are most of them, and each
@@ -342,12 +355,18 @@ class WebSocketGateway:
                     try:
                         with contextlib.suppress(ConnectionClosed):
                             while True:
-                                await ws.send(_answer(await ws.recv()))
+                                await ws.send(self._counted(_answer(await ws.recv())))
                     finally:
                         shed.remove_done_callback(on_shed)
                         writer.cancel()
         finally:
             self._limits.release(admitted.job_id, _address(ws))
+
+    def _counted(self, message: str) -> str:
+        """``message``, counted as sent (a control message, not an event)."""
+        if self._deliveries is not None:
+            self._deliveries.sent(message_size(message))
+        return message
 
     async def _open(self, ws: ServerConnection, admitted: _Admitted) -> Subscription | None:
         """The connection's set-up: counts it against the limits, subscribes by
@@ -359,6 +378,8 @@ class WebSocketGateway:
         limits.
         """
         job_id, since, address = admitted.job_id, admitted.since, _address(ws)
+        _count_connection(ws)
+        log_context(job_id=job_id, peer=address)
         try:
             # Checked again here, counted for good: others may have connected
             # since this one passed the handshake.
@@ -381,12 +402,13 @@ class WebSocketGateway:
             self._limits.release(job_id, address)
             # Accepted, then refused: say why in a message, then in the close.
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(connected)
-                await ws.send(control_message("error", job_id=job_id, data={"error": str(exc)}))
+                await ws.send(self._counted(connected))
+                error = control_message("error", job_id=job_id, data={"error": str(exc)})
+                await ws.send(self._counted(error))
                 await ws.close(*_close_for(exc))
             return None
         try:
-            await ws.send(connected)
+            await ws.send(self._counted(connected))
         except BaseException:
             subscription.close()
             self._limits.release(job_id, address)
@@ -398,6 +420,8 @@ class WebSocketGateway:
         try:
             async for event in subscription:
                 await ws.send(event.frame)
+                if self._deliveries is not None:
+                    self._deliveries.ws_delivered(event, message_size(event.frame))
             code, reason = 1000, "job finished"
         except ChimeraError as exc:
             code, reason = _close_for(exc)
@@ -489,7 +513,7 @@ class _FrameCache:
         return self.frame
 
 
-def _sink(ws: ServerConnection, frames: _FrameCache) -> Sink:
+def _sink(ws: ServerConnection, frames: _FrameCache, deliveries: Deliveries | None) -> Sink:
     """The fast path's write to ``ws``: what ``websockets.broadcast()`` does for one
     connection, with the frame serialized once for all of them, and refusing (so
     the event is queued) rather than buffering past the high-water mark.
@@ -508,7 +532,28 @@ def _sink(ws: ServerConnection, frames: _FrameCache) -> Sink:
         transport.write(frames.frame_for(event, payload))
         return True
 
-    return write
+    if deliveries is None:
+        return write
+    delivered = deliveries.ws_delivered
+
+    def counted(event: Event, payload: bytes) -> bool:
+        if write(event, payload):
+            delivered(event, len(payload))
+            return True
+        return False
+
+    return counted
+
+
+def _count_connection(ws: ServerConnection) -> None:
+    """Counts ``ws`` as open until its TCP connection is gone, then counts why it ended."""
+    WS_CONNECTIONS.inc()
+    ws.connection_lost_waiter.add_done_callback(partial(_connection_lost, ws.protocol))
+
+
+def _connection_lost(protocol: Protocol, _: object) -> None:
+    close = protocol.close_sent
+    ws_closed(close.code if close else None, bool(protocol.close_rcvd_then_sent))
 
 
 def _close_for(error: ChimeraError) -> tuple[int, str]:
