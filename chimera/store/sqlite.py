@@ -4,18 +4,34 @@ All SQLite calls run on one dedicated thread, so the event loop never blocks
 on disk and the connection is only ever used by the thread that made it.
 Cancelling an awaiting caller does not interrupt a statement already running
 on that thread; it completes, and its result is dropped.
+
+One server per file: :meth:`SQLiteStore.open` takes an exclusive ``flock`` on
+the database file (independent of SQLite's own POSIX locks) and holds it until
+:meth:`SQLiteStore.close`; a second server on the same file refuses to start.
+Then ``PRAGMA quick_check``: a damaged file is refused, not served with jobs
+missing. Every sqlite error is translated here, at the one boundary
+(:func:`storage_error`): a full disk is :class:`StorageFull`, anything else
+:class:`StorageUnavailable`; at start-up, a :class:`ConfigError` saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from chimera.errors import AlreadyExists
+from chimera.errors import (
+    AlreadyExists,
+    ChimeraError,
+    ConfigError,
+    StorageFull,
+    StorageUnavailable,
+)
 from chimera.events import Event, JobState
 from chimera.job import Job
 
@@ -55,34 +71,61 @@ class SQLiteStore:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chimera-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
             assert self._conn is not None, "store is not open"
-            return fn(self._conn)
+            try:
+                return fn(self._conn)
+            except sqlite3.Error as exc:
+                raise storage_error(exc) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def open(self) -> None:
+        """Locks the file, connects, checks it and makes the schema.
+
+        Raises :class:`ConfigError` with one clear sentence when it cannot.
+        """
         def connect() -> None:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable in WAL mode against process crashes (SIGKILL);
-            # only a power loss can drop the last commits.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(_SCHEMA)
-            _add_owner_column(conn)
+            try:
+                self._lock_fd = _lock(self._path)
+                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+                try:
+                    conn.execute("PRAGMA busy_timeout=5000")
+                    _check_integrity(conn, self._path)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    # NORMAL is durable in WAL mode against process crashes (SIGKILL);
+                    # only a power loss can drop the last commits.
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    conn.executescript(_SCHEMA)
+                    _add_owner_column(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+            except (OSError, sqlite3.Error) as exc:
+                self._unlock()
+                raise ConfigError(f"cannot open the database {self._path!r}: {exc}") from exc
+            except BaseException:
+                self._unlock()
+                raise
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     async def close(self) -> None:
         def disconnect() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._unlock()
 
         await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
         self._executor.shutdown(wait=True)
@@ -199,6 +242,51 @@ class SQLiteStore:
             return ids
 
         return await self._call(delete)
+
+
+def storage_error(exc: sqlite3.Error) -> ChimeraError:
+    """The Chimera error for a failed sqlite call (what clients and jobs are told)."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return StorageFull(
+            "the server's storage is full (database or disk is full): nothing new can be "
+            "recorded until space is freed; reads still work, try again later"
+        )
+    return StorageUnavailable(f"the server's storage failed ({exc}): try again later")
+
+
+def _lock(path: str) -> int | None:
+    """An exclusive lock on the database file for this process's life (None for
+    an in-memory or temporary database); refuses if another server holds it."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"the database {path!r} is in use by another Chimera server: stop that one, "
+            "or give this one its own --db"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_integrity(conn: sqlite3.Connection, path: str) -> None:
+    """``PRAGMA quick_check``: refuses a damaged file rather than serve it with jobs missing."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            raise
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise ConfigError(
+            f"the database {path!r} is damaged (quick_check: {'; '.join(problems)[:300]}): "
+            "restore it from a backup, or try `sqlite3 FILE .recover`"
+        )
 
 
 def _add_owner_column(conn: sqlite3.Connection) -> None:
