@@ -45,7 +45,7 @@ from chimera.errors import (
     Unauthenticated,
     Unavailable,
 )
-from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb
+from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.limits import SubscriberLimits, peer_host
 from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
@@ -201,7 +201,10 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.get(request.job_id, principal=self._principal(context))
+            job = await self._jobs.get(
+                request.job_id, principal=self._principal(context),
+                view=view_from_pb(request.view),
+            )
         return pb.GetJobResponse(job=job_to_pb(job))
 
     async def ListJobs(
@@ -209,7 +212,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
             jobs, token = await self._jobs.list(
-                request.page_size, request.page_token, principal=self._principal(context)
+                request.page_size, request.page_token, principal=self._principal(context),
+                view=view_from_pb(request.view),
             )
         return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
 
