@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chimera.events import TeamName
+from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
 from tests.conftest import (
     Running,
     StartServer,
@@ -69,7 +70,7 @@ async def test_subscribers_before_during_after_get_the_same_complete_sequence(
     assert got_before[0]["type"] == "status_change"
     assert got_before[0]["data"] == {"status": "running"}
     assert got_before[-1]["data"] == {"status": "succeeded"} and "team" not in got_before[-1]
-    thoughts = [m["data"]["thought"] for m in got_before if m["type"] == "thought_added"]
+    thoughts = [m["data"]["text"] for m in got_before if m["type"] == "thought_added"]
     assert sorted(t.split(" ")[0] for t in thoughts) == ["a1", "a2", "a3", "g1", "g2"]
     team_statuses = {
         team: [m["data"]["status"] for m in got_before
@@ -138,7 +139,7 @@ async def test_unknown_messages_get_an_error_and_the_connection_stays(server: Ru
 async def test_oversized_frame_is_refused(server: Running) -> None:
     async with connect(server.ws_url("j2"), max_size=None) as ws:
         await ws.recv()
-        await ws.send("x" * (64 * 1024))
+        await ws.send("x" * (MAX_CLIENT_FRAME + 1))
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1009
