@@ -41,6 +41,8 @@ DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
 INBOX_SIZE = 64
 MAX_BATCH = 64
 HISTORY_PAGE = 512
+RETRY_FIRST = 0.05  # seconds before retrying a failed write; doubles up to RETRY_MAX
+RETRY_MAX = 1.0
 
 Sink = Callable[[Event, bytes], bool]
 """Writes an event (with its frame already UTF-8 encoded, once for every subscriber)
@@ -50,6 +52,10 @@ cannot take it now."""
 
 def _no_sink(event: Event, payload: bytes) -> bool:
     return False
+
+
+def _ignore(job_ids: list[str], error: ChimeraError) -> None:
+    pass
 
 
 @dataclass(slots=True)
@@ -220,6 +226,11 @@ class Broadcaster:
         self._inbox: asyncio.Queue[Draft | None] = asyncio.Queue(INBOX_SIZE)
         self._channels: dict[str, _Channel] = {}
         self._stopped = False
+        # Storage failures (disk full): the error while writes fail, None otherwise;
+        # who is told which jobs' events could not be recorded; whether to keep retrying.
+        self.storage_error: ChimeraError | None = None
+        self.on_storage_failure: Callable[[list[str], ChimeraError], None] = _ignore
+        self._retrying = True
 
     # -- called by the job manager and the actors ---------------------------------
 
@@ -234,6 +245,11 @@ class Broadcaster:
     async def stop(self) -> None:
         """Asks :meth:`run` to finish once everything published so far is out."""
         await self._inbox.put(None)
+
+    def stop_retrying(self) -> None:
+        """At shutdown: a batch the store cannot write is dropped instead of retried
+        (its jobs stay ``running`` in the store; the next start-up closes them)."""
+        self._retrying = False
 
     # -- called by the gateways ----------------------------------------------------
 
@@ -295,6 +311,42 @@ class Broadcaster:
                 for sub in channel.subscribers:
                     sub._end(Unavailable("the server is shutting down"))
 
+    async def _record(self, events: list[Event], touched: dict[str, Job]) -> bool:
+        """Writes the batch, retrying while the store fails (disk full): an event is
+        never shown before it is durable, and none is lost while the server runs.
+
+        On the first failure the jobs in the batch are reported to
+        :attr:`on_storage_failure` (the job manager stops them: they fail, saying
+        why, once their events can be written), and :attr:`storage_error` is set
+        until a write succeeds. Returns False if the batch was dropped (shutdown).
+        """
+        delay = RETRY_FIRST
+        while True:
+            try:
+                await self.store.append(events, list(touched.values()))
+            except ChimeraError as exc:
+                if self.storage_error is None:
+                    log.error("cannot record events, retrying until it works: %s", exc)
+                    self.storage_error = exc
+                    self.on_storage_failure(list(touched), exc)
+                if not self._retrying:
+                    log.error(
+                        "dropped %d event(s) of %d job(s) that could not be recorded; "
+                        "start-up will close those jobs as failed", len(events), len(touched),
+                    )
+                    for job_id in touched:  # number on from what is stored: no gap
+                        stored = await self.store.get_job(job_id)
+                        if stored is not None:
+                            self.open_job(stored)
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if self.storage_error is not None:
+                log.warning("events are recorded again")
+                self.storage_error = None
+            return True
+
     async def _deliver(self, batch: list[Draft]) -> None:
         events: list[Event] = []
         touched: dict[str, Job] = {}
@@ -311,7 +363,8 @@ class Broadcaster:
         if not events:
             return
         started = time.perf_counter()
-        await self.store.append(events, list(touched.values()))
+        if not await self._record(events, touched):
+            return
         events_recorded(events, time.perf_counter() - started)
         for event in events:
             channel = self._channels.get(event.job_id)

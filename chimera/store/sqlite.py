@@ -31,6 +31,7 @@ from chimera.errors import (
     ConfigError,
     StorageFull,
     StorageUnavailable,
+    Unavailable,
 )
 from chimera.events import Event, JobState
 from chimera.job import Job
@@ -72,8 +73,12 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chimera-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._closed = False
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:  # a call racing the shutdown
+            raise Unavailable("the server is shutting down")
+
         def run() -> T:
             assert self._conn is not None, "store is not open"
             try:
@@ -121,6 +126,8 @@ class SQLiteStore:
             self._lock_fd = None
 
     async def close(self) -> None:
+        self._closed = True
+
         def disconnect() -> None:
             if self._conn is not None:
                 self._conn.close()
