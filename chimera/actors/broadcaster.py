@@ -170,6 +170,14 @@ class Subscription:
         """Returns the error once the subscription is shed."""
         return await self.failed()
 
+    def _current_error(self) -> ChimeraError:
+        """Why the subscription ended; a shed one names the last event this consumer
+        was actually given (it may have been given more since it was shed)."""
+        assert self._error is not None
+        if isinstance(self._error, SubscriberTooSlow):
+            return SubscriberTooSlow(self.last_seq)
+        return self._error
+
     async def __aiter__(self) -> AsyncIterator[Event]:
         store = self._broadcaster.store
         # History first. We registered before reading, and events reach the
@@ -182,6 +190,8 @@ class Subscription:
                 yield event
                 if event.is_final:
                     return
+                if self._failed is not None and self._failed.done():
+                    raise self._current_error()  # shed while replaying history
             if len(page) < HISTORY_PAGE:
                 break
         # A subscriber resuming after a finished job's last event has nothing to
@@ -202,7 +212,7 @@ class Subscription:
                     return
                 pending = self._pending  # _fail may have dropped the queue meanwhile
             if self._error is not None:
-                raise self._error
+                raise self._current_error()
             self._waiter = asyncio.get_running_loop().create_future()
             self._parked = self._sink is not _no_sink
             try:
