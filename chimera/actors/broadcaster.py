@@ -2,10 +2,11 @@
 
 One actor for the whole server. Teams and supervisors :meth:`Broadcaster.publish`
 drafts into its bounded inbox; :meth:`Broadcaster.run` takes them in batches,
-numbers them per job (``seq`` 1, 2, 3 … with no gaps), folds them into the
-jobs' snapshots, writes the batch to the store in one commit (so an event is
-durable before anyone sees it), then hands each event (already encoded to
-JSON once) to every subscriber of its job.
+numbers them per job (``seq`` 1, 2, 3 … with no gaps) and encodes each to JSON
+once, writes them to the store in one commit (the events, and the few job
+fields they change) so an event is durable before anyone sees it, then hands
+each event to every subscriber of its job. Numbering the next batch overlaps
+the write of the current one (a two-stage pipeline).
 
 Subscribers never block the broadcaster: each :class:`Subscription` has its own
 queue, bounded in bytes; one that falls behind past the bound is shed with
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
 INBOX_SIZE = 64
 MAX_BATCH = 64
+# Batches numbered ahead of the one being written; one commit takes up to
+# MAX_COMMIT events of those that are ready.
+PIPELINE_DEPTH = 4
+MAX_COMMIT = 256
 HISTORY_PAGE = 512
 RETRY_FIRST = 0.05  # seconds before retrying a failed write; doubles up to RETRY_MAX
 RETRY_MAX = 1.0
@@ -112,6 +117,10 @@ class Subscription:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unregisters this subscriber (what leaving the ``async with`` does)."""
         self._broadcaster._unsubscribe(self)
 
     def _wake(self) -> None:
@@ -145,7 +154,12 @@ class Subscription:
             self._wake()
 
     def _fail(self, error: ChimeraError) -> None:
-        """Ends the subscription at once, dropping what is queued (subscriber shed)."""
+        """Ends the subscription at once, dropping what is queued (subscriber shed).
+
+        It leaves its job's channel now (no more events are offered to it),
+        not when its consumer gets round to closing it.
+        """
+        self._broadcaster._ended.append(self)
         self._error = error
         self._parked = False
         self._pending = None
@@ -196,7 +210,7 @@ class Subscription:
                 break
         # A subscriber resuming after a finished job's last event has nothing to
         # wait for; without this it would wait forever.
-        job = await store.get_job(self.job_id)
+        job = await store.get_job(self.job_id, thoughts=0)
         if job is not None and job.finished and job.last_sequence <= self.last_seq:
             return
         while True:
@@ -235,12 +249,16 @@ class Broadcaster:
         self.subscriber_max_bytes = subscriber_max_bytes
         self._inbox: asyncio.Queue[Draft | None] = asyncio.Queue(INBOX_SIZE)
         self._channels: dict[str, _Channel] = {}
+        # Subscriptions failed while their channel was being iterated; unregistered after.
+        self._ended: list[Subscription] = []
         self._stopped = False
         # Storage failures (disk full): the error while writes fail, None otherwise;
-        # who is told which jobs' events could not be recorded; whether to keep retrying.
+        # who is told which jobs' events could not be recorded; whether to keep
+        # retrying; jobs whose events were dropped (at shutdown: no gap after them).
         self.storage_error: ChimeraError | None = None
         self.on_storage_failure: Callable[[list[str], ChimeraError], None] = _ignore
         self._retrying = True
+        self._dropped: set[str] = set()
 
     # -- called by the job manager and the actors ---------------------------------
 
@@ -257,8 +275,8 @@ class Broadcaster:
         await self._inbox.put(None)
 
     def stop_retrying(self) -> None:
-        """At shutdown: a batch the store cannot write is dropped instead of retried
-        (its jobs stay ``running`` in the store; the next start-up closes them)."""
+        """At shutdown: events the store cannot write are dropped instead of retried
+        (their jobs stay ``running`` in the store; the next start-up closes them)."""
         self._retrying = False
 
     # -- called by the gateways ----------------------------------------------------
@@ -282,6 +300,12 @@ class Broadcaster:
                 continue
             for sub in channel.subscribers:
                 sub._fail(HistoryGone(job_id, sub.last_seq))
+            self._unsubscribe_ended()
+
+    def _unsubscribe_ended(self) -> None:
+        for sub in self._ended:
+            self._unsubscribe(sub)
+        self._ended.clear()
 
     def subscriber_count(self, job_id: str) -> int:
         channel = self._channels.get(job_id)
@@ -298,68 +322,44 @@ class Broadcaster:
     # -- the actor -------------------------------------------------------------------
 
     async def run(self) -> None:
-        stopping = False
+        """Numbers batches and commits them, pipelined: while batch k is being
+        written to the store, batch k+1 is taken from the inbox and numbered
+        (its frames encoded). Batch k is fanned out only once its write is done,
+        so an event is durable before any subscriber sees it."""
         try:
-            while not stopping:
-                first = await self._inbox.get()
-                batch: list[Draft] = []
-                if first is None:
-                    stopping = True
-                else:
-                    batch.append(first)
-                while len(batch) < MAX_BATCH and not self._inbox.empty():
-                    item = self._inbox.get_nowait()
-                    if item is None:
-                        stopping = True
-                    else:
-                        batch.append(item)
-                if batch:
-                    await self._deliver(batch)
+            async with asyncio.TaskGroup() as tg:
+                prepared: asyncio.Queue[list[Event] | None] = asyncio.Queue(PIPELINE_DEPTH)
+                tg.create_task(self._commit(prepared), name="broadcaster-commit")
+                await self._prepare(prepared)
         finally:
             self._stopped = True
             for channel in self._channels.values():
                 for sub in channel.subscribers:
                     sub._end(Unavailable("the server is shutting down"))
 
-    async def _record(self, events: list[Event], touched: dict[str, Job]) -> bool:
-        """Writes the batch, retrying while the store fails (disk full): an event is
-        never shown before it is durable, and none is lost while the server runs.
+    async def _prepare(self, prepared: asyncio.Queue[list[Event] | None]) -> None:
+        """Takes drafts from the inbox in batches and numbers them, until :meth:`stop`."""
+        stopping = False
+        while not stopping:
+            first = await self._inbox.get()
+            batch: list[Draft] = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < MAX_BATCH and not self._inbox.empty():
+                item = self._inbox.get_nowait()
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            events = self._number(batch)
+            if events:
+                await prepared.put(events)
+        await prepared.put(None)
 
-        On the first failure the jobs in the batch are reported to
-        :attr:`on_storage_failure` (the job manager stops them: they fail, saying
-        why, once their events can be written), and :attr:`storage_error` is set
-        until a write succeeds. Returns False if the batch was dropped (shutdown).
-        """
-        delay = RETRY_FIRST
-        while True:
-            try:
-                await self.store.append(events, list(touched.values()))
-            except ChimeraError as exc:
-                if self.storage_error is None:
-                    log.error("cannot record events, retrying until it works: %s", exc)
-                    self.storage_error = exc
-                    self.on_storage_failure(list(touched), exc)
-                if not self._retrying:
-                    log.error(
-                        "dropped %d event(s) of %d job(s) that could not be recorded; "
-                        "start-up will close those jobs as failed", len(events), len(touched),
-                    )
-                    for job_id in touched:  # number on from what is stored: no gap
-                        stored = await self.store.get_job(job_id)
-                        if stored is not None:
-                            self.open_job(stored)
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-                continue
-            if self.storage_error is not None:
-                log.warning("events are recorded again")
-                self.storage_error = None
-            return True
-
-    async def _deliver(self, batch: list[Draft]) -> None:
+    def _number(self, batch: list[Draft]) -> list[Event]:
         events: list[Event] = []
-        touched: dict[str, Job] = {}
         for draft in batch:
             channel = self._channels.get(draft.job_id)
             if channel is None or channel.job is None:
@@ -367,25 +367,87 @@ class Broadcaster:
                 continue
             job = channel.job
             event = Event.number(draft, job.last_sequence + 1)
-            job.apply(event)
+            # Only what numbering needs (sequence, state): the store keeps the rest.
+            job.advance(event)
             events.append(event)
-            touched[job.job_id] = job
-        if not events:
-            return
-        started = time.perf_counter()
-        if not await self._record(events, touched):
-            return
-        events_recorded(events, time.perf_counter() - started)
+        return events
+
+    async def _commit(self, prepared: asyncio.Queue[list[Event] | None]) -> None:
+        """Writes each prepared batch (with any others ready by then: one commit),
+        then fans it out; ends after the last one."""
+        while True:
+            events = await prepared.get()
+            if events is None:
+                return
+            last = False
+            while not prepared.empty() and len(events) < MAX_COMMIT:
+                more = prepared.get_nowait()
+                if more is None:
+                    last = True
+                    break
+                events += more
+            started = time.perf_counter()
+            events = await self._record(events)
+            events_recorded(events, time.perf_counter() - started)
+            self._fan_out(events)
+            if last:
+                return
+
+    async def _record(self, events: list[Event]) -> list[Event]:
+        """Writes the events, retrying while the store fails (disk full): an event
+        is never shown before it is durable, and none is lost while the server runs.
+
+        On the first failure the jobs in the batch are reported to
+        :attr:`on_storage_failure` (the job manager stops them: they fail, saying
+        why, once their events can be written), and :attr:`storage_error` is set
+        until a write succeeds. Returns the events written: at shutdown those that
+        cannot be are dropped, with every later event of their jobs (no gap).
+        """
+        delay = RETRY_FIRST
+        while True:
+            if self._dropped:
+                events = [e for e in events if e.job_id not in self._dropped]
+                if not events:
+                    return events
+            try:
+                await self.store.append(events)
+            except ChimeraError as exc:
+                job_ids = list(dict.fromkeys(e.job_id for e in events))
+                if self.storage_error is None:
+                    log.error("cannot record events, retrying until it works: %s", exc)
+                    self.storage_error = exc
+                    self.on_storage_failure(job_ids, exc)
+                if not self._retrying:
+                    log.error(
+                        "dropped %d event(s) of %d job(s) that could not be recorded; "
+                        "start-up will close those jobs as failed", len(events), len(job_ids),
+                    )
+                    self._dropped.update(job_ids)
+                    return []
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if self.storage_error is not None:
+                log.warning("events are recorded again")
+                self.storage_error = None
+            return events
+
+    def _fan_out(self, events: list[Event]) -> None:
+        finished: list[str] = []
         for event in events:
+            final = event.is_final
+            if final:
+                finished.append(event.job_id)
             channel = self._channels.get(event.job_id)
             if channel is None or not channel.subscribers:
                 continue
             # Once per event, not per subscriber.
             payload = event.frame.encode()
-            final = event.is_final
             for sub in channel.subscribers:
                 sub._push(event, payload, final)
-        for job in touched.values():
-            channel = self._channels.get(job.job_id)
-            if channel is not None and job.finished and not channel.subscribers:
-                del self._channels[job.job_id]
+            if self._ended:
+                self._unsubscribe_ended()
+        for job_id in finished:
+            channel = self._channels.get(job_id)
+            if channel is not None and not channel.subscribers:
+                del self._channels[job_id]

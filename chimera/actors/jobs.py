@@ -15,21 +15,23 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from chimera.actors.broadcaster import Broadcaster
+from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
 from chimera.auth.principal import Principal, Scope
 from chimera.errors import (
     ChimeraError,
     FailedPrecondition,
+    HistoryGone,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    SinceTooLarge,
     Unavailable,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
 from chimera.ids import check_job_id, is_ascii_number, new_job_id
-from chimera.job import Job, TeamRun
+from chimera.job import Job, JobView, TeamRun, thought_limit
 from chimera.observability import metrics
 from chimera.observability.logs import job_context
 from chimera.providers.base import Provider
@@ -267,29 +269,34 @@ class JobManager:
             log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
             metrics.job_finished(supervisor.state)
 
-    async def _load(self, job_id: str, principal: Principal) -> Job:
-        """The job, if ``principal`` may see it.
+    async def _load(
+        self, job_id: str, principal: Principal, view: JobView = JobView.BASIC
+    ) -> Job:
+        """The job (with the thoughts ``view`` asks for), if ``principal`` may see it.
 
         A job the caller may not see answers exactly like a missing one, so a
         token cannot probe which job ids others use.
         """
         check_job_id(job_id)
         principal.check_job_id(job_id)
-        job = await self._store.get_job(job_id)
+        job = await self._store.get_job(job_id, thought_limit(view))
         if job is None or not principal.may_see(job.job_id, job.owner):
             raise NotFound(f"job {job_id!r} does not exist")
         return job
 
-    async def get(self, job_id: str, *, principal: Principal) -> Job:
+    async def get(
+        self, job_id: str, *, principal: Principal, view: JobView = JobView.DEFAULT
+    ) -> Job:
         principal.require(Scope.READ)
-        return await self._load(job_id, principal)
+        return await self._load(job_id, principal, view)
 
     async def authorize_watch(self, job_id: str, *, principal: Principal) -> None:
         """Raises unless ``principal`` may subscribe to ``job_id``'s events.
 
-        A token for all jobs, or for exactly this job, may wait for a job that
-        does not exist yet; a token for its own jobs needs the job to exist and
-        be its own.
+        A token for all jobs (or no auth: anonymous), or for exactly this job,
+        may wait for a job that does not exist yet; a token for its own jobs
+        needs the job to exist and be its own (a job that does not exist is
+        nobody's yet), so it gets :class:`NotFound`.
         """
         principal.require(Scope.READ)
         check_job_id(job_id)
@@ -297,8 +304,47 @@ class JobManager:
         if principal.job is None and not principal.all_jobs:
             await self._load(job_id, principal)
 
+    async def watch(self, job_id: str, since: int, *, principal: Principal) -> Subscription:
+        """The one subscribe/resume rule, for every gateway: a registered
+        subscription to ``job_id``'s events after ``since``.
+
+        - ``since`` = 0: the whole history, then live events. A job that does not
+          exist yet is waited for (on both planes), if the caller may wait for
+          it (:meth:`authorize_watch`).
+        - ``since`` > 0 resumes: :class:`HistoryGone` if this server keeps no
+          such job (retention removed it, or it never existed here);
+          :class:`SinceTooLarge` if ``since`` is past the job's last ``seq``.
+        - :class:`Unavailable` while shutting down.
+
+        Checked after registering, so a job removed in between still ends the
+        subscription (with :class:`HistoryGone`) rather than leaving a silent
+        wait. The caller owns the subscription: use it as a context manager.
+        """
+        await self.authorize_watch(job_id, principal=principal)
+        if since < 0:
+            raise InvalidArgument("since must be 0 or more (the last seq you received)")
+        subscription = self._broadcaster.subscribe(job_id, since)
+        try:
+            await self._check_resume(job_id, since)
+        except BaseException:
+            subscription.close()
+            raise
+        return subscription
+
+    async def _check_resume(self, job_id: str, since: int) -> None:
+        """Raises if resuming ``job_id`` after ``since`` cannot work."""
+        if since == 0:
+            return  # a new subscriber; an unknown job is waited for
+        # The caller's right to the job was checked by watch.
+        job = await self._store.get_job(job_id, thought_limit(JobView.BASIC))
+        if job is None:
+            raise HistoryGone(job_id, since)
+        if since > job.last_sequence:
+            raise SinceTooLarge(job_id, since, job.last_sequence)
+
     async def list(
-        self, page_size: int, page_token: str, *, principal: Principal
+        self, page_size: int, page_token: str, *, principal: Principal,
+        view: JobView = JobView.DEFAULT,
     ) -> tuple[list[Job], str]:
         """A page of the jobs ``principal`` may read, newest first."""
         principal.require(Scope.READ)
@@ -310,10 +356,12 @@ class JobManager:
         if principal.job is not None:
             if before is not None:  # the one page has been returned
                 return [], ""
-            job = await self._store.get_job(principal.job)
+            job = await self._store.get_job(principal.job, thought_limit(view))
             return ([job] if job is not None else []), ""
         owner = None if principal.all_jobs else principal.sub
-        jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before, owner)
+        jobs, cursor = await self._store.list_jobs(
+            page_size or DEFAULT_PAGE_SIZE, before, owner, thought_limit(view)
+        )
         return jobs, encode_page_token(cursor) if cursor is not None else ""
 
     async def cancel(self, job_id: str, *, principal: Principal) -> Job:
@@ -330,7 +378,7 @@ class JobManager:
                 supervisor.cancel()
                 async for _ in subscription:
                     pass  # ends after the job's final event, which is then stored
-        job = await self._load(job_id, principal)
+        job = await self._load(job_id, principal, JobView.DEFAULT)
         if job.state is JobState.RUNNING:
             raise FailedPrecondition(f"job {job_id!r} is still stopping: try again")
         if job.state is not JobState.CANCELLED and supervisor is None:

@@ -7,7 +7,8 @@ the job's final event. The client may send ``ping`` or ``{"type":"ping"}`` and
 gets ``pong``; anything else gets an ``error`` message and the connection stays.
 
 Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
-``GET /api/jobs/{job_id}`` (the job's JSON snapshot, for clients that poll). The
+``GET /api/jobs/{job_id}[?view=basic|full]`` (the job's JSON snapshot, for clients
+that poll; the latest 100 thoughts of each team unless ``view`` says otherwise). The
 endpoints are one table (:mod:`chimera.gateways.routes`): an unknown path is 404,
 a known path with another method 405 (with ``Allow``).
 
@@ -60,7 +61,7 @@ from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
 from chimera.actors.jobs import JobManager
-from chimera.auth.principal import SYSTEM, Principal
+from chimera.auth.principal import Principal
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import (
@@ -70,6 +71,7 @@ from chimera.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    SinceTooLarge,
     SubscriberTooSlow,
     Unauthenticated,
     Unavailable,
@@ -79,6 +81,7 @@ from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
 from chimera.ids import is_ascii_number, is_valid_job_id
+from chimera.job import JobView
 from chimera.observability.logs import log_context
 from chimera.observability.metrics import (
     DELIVERIES,
@@ -99,6 +102,8 @@ BEARER_PROTOCOL = "chimera.bearer"
 CLOSE_HISTORY_GONE = 4410
 CLOSE_SINCE_TOO_LARGE = 4416
 PING_HELP = 'send "ping" or {"type":"ping"}'
+# GET /api/jobs/{id}?view=…: the thoughts the snapshot carries (as GetJob's JobView).
+SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
 
 def parse_subscription(target: Target) -> tuple[str, int]:
@@ -313,8 +318,18 @@ class WebSocketGateway:
         job_id = target.params["job_id"]
         if not is_valid_job_id(job_id):
             return _json(connection, http.HTTPStatus.BAD_REQUEST, {"error": "malformed job id"})
+        views = target.query.get("view", ["default"])
+        view = SNAPSHOT_VIEWS.get(views[0]) if len(views) == 1 else None
+        if view is None:
+            return _json(
+                connection, http.HTTPStatus.BAD_REQUEST,
+                {"error": "view must be basic (no thoughts) or full (every thought); "
+                          "leave it out for the latest 100 of each team"},
+            )
         try:
-            job = await self._jobs.get(job_id, principal=self._principal(request, target))
+            job = await self._jobs.get(
+                job_id, principal=self._principal(request, target), view=view
+            )
         except ChimeraError as exc:
             return _refusal(connection, exc, as_json=True)
         return _json(connection, http.HTTPStatus.OK, job.to_dict())
@@ -329,38 +344,11 @@ class WebSocketGateway:
         the connection's life): an idle subscriber must stay small.
         """
         admitted = self._admitted.pop(ws)
-        job_id, since = admitted.job_id, admitted.since
-        address = _address(ws)
-        _count_connection(ws)
-        log_context(job_id=job_id, peer=address)
-        try:
-            # Checked again here, counted for good: others may have connected
-            # since this one passed the handshake.
-            self._limits.acquire(job_id, address)
-        except ResourceExhausted as exc:
-            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
-            return
-        try:
-            subscription = self._broadcaster.subscribe(job_id, since)
-        except Unavailable:
-            self._limits.release(job_id, address)
-            await ws.close(1001, "server shutting down")
+        subscription = await self._open(ws, admitted)
+        if subscription is None:
             return
         try:
             async with subscription:
-                await ws.send(
-                    self._counted(control_message(
-                        "connected",
-                        job_id=job_id,
-                        data={"message": f"Connected to job {job_id}", "since": since},
-                    ))
-                )
-                refused = await self._check_since(job_id, since)
-                if refused is not None:
-                    error = control_message("error", job_id=job_id, data={"error": str(refused)})
-                    await ws.send(self._counted(error))
-                    await ws.close(*_close_for(refused))
-                    return
                 subscription.attach(_sink(ws, self._frames, self._deliveries))
                 # Reading happens here, in the handler's own task; writing in
                 # one child task. (Not three tasks, nor helper coroutines that
@@ -390,7 +378,7 @@ class WebSocketGateway:
                         shed.remove_done_callback(on_shed)
                         writer.cancel()
         finally:
-            self._limits.release(job_id, address)
+            self._limits.release(admitted.job_id, _address(ws))
 
     def _counted(self, message: str) -> str:
         """``message``, counted as sent (a control message, not an event)."""
@@ -398,25 +386,52 @@ class WebSocketGateway:
             self._deliveries.sent(message_size(message))
         return message
 
-    async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
-        """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
+    async def _open(self, ws: ServerConnection, admitted: _Admitted) -> Subscription | None:
+        """The connection's set-up: counts it against the limits, subscribes by
+        :meth:`JobManager.watch`'s rule and sends ``connected``; or closes the
+        connection saying why and returns ``None``.
 
-        Called after subscribing, so a job removed in between is still caught
-        (then by the subscription, with :class:`HistoryGone`).
+        A plain coroutine that has returned before the connection idles, so it
+        costs an idle subscriber nothing. On success the caller releases the
+        limits.
         """
-        if since == 0:
-            return None  # a new subscriber; an unknown job is waited for
+        job_id, since, address = admitted.job_id, admitted.since, _address(ws)
+        _count_connection(ws)
+        log_context(job_id=job_id, peer=address)
         try:
-            # The caller's right to the job was checked at the handshake.
-            job = await self._jobs.get(job_id, principal=SYSTEM)
-        except NotFound:
-            return HistoryGone(job_id, since)
-        if since > job.last_sequence:
-            return InvalidArgument(
-                f"since={since} is past the last seq of job {job_id!r} "
-                f"({job.last_sequence}): resume from the last seq you received"
-            )
-        return None
+            # Checked again here, counted for good: others may have connected
+            # since this one passed the handshake.
+            self._limits.acquire(job_id, address)
+        except ResourceExhausted as exc:
+            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
+            return None
+        connected = control_message(
+            "connected",
+            job_id=job_id,
+            data={"message": f"Connected to job {job_id}", "since": since},
+        )
+        try:
+            subscription = await self._jobs.watch(job_id, since, principal=admitted.principal)
+        except Unavailable:
+            self._limits.release(job_id, address)
+            await ws.close(1001, "server shutting down")
+            return None
+        except ChimeraError as exc:
+            self._limits.release(job_id, address)
+            # Accepted, then refused: say why in a message, then in the close.
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(self._counted(connected))
+                error = control_message("error", job_id=job_id, data={"error": str(exc)})
+                await ws.send(self._counted(error))
+                await ws.close(*_close_for(exc))
+            return None
+        try:
+            await ws.send(self._counted(connected))
+        except BaseException:
+            subscription.close()
+            self._limits.release(job_id, address)
+            raise
+        return subscription
 
     async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
         """Sends the subscription's events, then closes the connection with why it ended."""
@@ -582,7 +597,7 @@ def _close_for(error: ChimeraError) -> tuple[int, str]:
         return CLOSE_TOO_SLOW, _reason(str(error))
     if isinstance(error, HistoryGone):
         return CLOSE_HISTORY_GONE, "history gone"
-    if isinstance(error, InvalidArgument):
+    if isinstance(error, SinceTooLarge):
         return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
     if isinstance(error, Unavailable):
         return 1001, "server shutting down"

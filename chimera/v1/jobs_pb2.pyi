@@ -83,6 +83,71 @@ TEAM_STATUS_ERROR: TeamStatus.ValueType  # 5
 TEAM_STATUS_CANCELLED: TeamStatus.ValueType  # 6
 Global___TeamStatus: _TypeAlias = TeamStatus  # noqa: Y015
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """The default: the latest 100 thoughts of each team (every thought of a team
+    that has had fewer, so a job reads exactly as in FULL), so a response stays
+    small however long the job ran.
+    """
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """No thoughts (thought_count still says how many there are)."""
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every thought. A long job can exceed a client's message size limit
+    (4 MiB by default): prefer StreamJobEvents.
+    """
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of each team's thoughts a job read returns (AIP-157). A job's whole
+    history, thoughts included, is what StreamJobEvents (and the WebSocket) are for.
+    """
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""The default: the latest 100 thoughts of each team (every thought of a team
+that has had fewer, so a job reads exactly as in FULL), so a response stays
+small however long the job ran.
+"""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""No thoughts (thought_count still says how many there are)."""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every thought. A long job can exceed a client's message size limit
+(4 MiB by default): prefer StreamJobEvents.
+"""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
+@_typing.final
+class Thought(_message.Message):
+    """One thought of a team, as the WebSocket's thought_added carries it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable: the same thought has the same id in every replay, snapshot and restart."""
+    text: _builtins.str
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "text", b"text", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Thought: _TypeAlias = Thought  # noqa: Y015
+
 @_typing.final
 class TeamRun(_message.Message):
     """One team's work on a job."""
@@ -97,6 +162,7 @@ class TeamRun(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    THOUGHT_COUNT_FIELD_NUMBER: _builtins.int
     team: Global___Team.ValueType
     status: Global___TeamStatus.ValueType
     model: _builtins.str
@@ -107,23 +173,28 @@ class TeamRun(_message.Message):
     """Why the team failed, when status is TEAM_STATUS_ERROR."""
     language: _builtins.str
     """The language of `code` (from the answer's fenced block), e.g. "tsx"."""
+    thought_count: _builtins.int
+    """How many thoughts the team has had; `thoughts` holds the latest of them
+    (all, some or none, as the request's JobView asks).
+    """
     @_builtins.property
-    def thoughts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def thoughts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Thought]: ...
     def __init__(
         self,
         *,
         team: Global___Team.ValueType = ...,
         status: Global___TeamStatus.ValueType = ...,
         model: _builtins.str = ...,
-        thoughts: _abc.Iterable[_builtins.str] | None = ...,
+        thoughts: _abc.Iterable[Global___Thought] | None = ...,
         code: _builtins.str = ...,
         token_count: _builtins.int = ...,
         error: _builtins.str = ...,
         language: _builtins.str = ...,
+        thought_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "error", b"error", "language", b"language", "model", b"model", "status", b"status", "team", b"team", "thoughts", b"thoughts", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "error", b"error", "language", b"language", "model", b"model", "status", b"status", "team", b"team", "thought_count", b"thought_count", "thoughts", b"thoughts", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,15 +306,18 @@ class GetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    view: Global___JobView.ValueType
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,19 +349,23 @@ class ListJobsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """1 to 100; 0 means 20."""
     page_token: _builtins.str
     """From a previous response's next_page_token; empty for the first page."""
+    view: Global___JobView.ValueType
+    """The thoughts each job carries, as in GetJobRequest."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -425,25 +503,6 @@ class StatusChange(_message.Message):
 Global___StatusChange: _TypeAlias = StatusChange  # noqa: Y015
 
 @_typing.final
-class ThoughtAdded(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    THOUGHT_FIELD_NUMBER: _builtins.int
-    thought: _builtins.str
-    def __init__(
-        self,
-        *,
-        thought: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["thought", b"thought"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ThoughtAdded: _TypeAlias = ThoughtAdded  # noqa: Y015
-
-@_typing.final
 class CodeGenerated(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -501,9 +560,9 @@ class JobEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     TEAM_FIELD_NUMBER: _builtins.int
     STATUS_CHANGE_FIELD_NUMBER: _builtins.int
-    THOUGHT_ADDED_FIELD_NUMBER: _builtins.int
     CODE_GENERATED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    THOUGHT_ADDED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     job_id: _builtins.str
     team: Global___Team.ValueType
@@ -513,11 +572,11 @@ class JobEvent(_message.Message):
     @_builtins.property
     def status_change(self) -> Global___StatusChange: ...
     @_builtins.property
-    def thought_added(self) -> Global___ThoughtAdded: ...
-    @_builtins.property
     def code_generated(self) -> Global___CodeGenerated: ...
     @_builtins.property
     def error(self) -> Global___ErrorOccurred: ...
+    @_builtins.property
+    def thought_added(self) -> Global___Thought: ...
     def __init__(
         self,
         *,
@@ -526,15 +585,15 @@ class JobEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         team: Global___Team.ValueType = ...,
         status_change: Global___StatusChange | None = ...,
-        thought_added: Global___ThoughtAdded | None = ...,
         code_generated: Global___CodeGenerated | None = ...,
         error: Global___ErrorOccurred | None = ...,
+        thought_added: Global___Thought | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["code_generated", b"code_generated", "error", b"error", "kind", b"kind", "status_change", b"status_change", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["code_generated", b"code_generated", "error", b"error", "job_id", b"job_id", "kind", b"kind", "sequence", b"sequence", "status_change", b"status_change", "team", b"team", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status_change", "thought_added", "code_generated", "error"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status_change", "code_generated", "error", "thought_added"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
