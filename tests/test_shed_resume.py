@@ -40,8 +40,8 @@ async def poll_job(client: JobsClient, done: Callable[[pb.Job], bool]) -> None:
 async def test_shed_during_history_replay_names_the_last_event_received(
     start_server: StartServer, plane: str
 ) -> None:
-    # Small thoughts: GetJob (which carries them all) stays under gRPC's 4 MB.
-    server = await start_server(flood(3000, 400), subscriber_max_bytes=QUEUE_LIMIT)
+    # Still flooding while the history is replayed.
+    server = await start_server(flood(20_000, 400), subscriber_max_bytes=QUEUE_LIMIT)
     received: list[int] = []
     async with server.client() as client:
         await client.create("a flood", job_id="flood")
@@ -61,7 +61,8 @@ async def test_shed_during_history_replay_names_the_last_event_received(
                     message = json.loads(raw)
                     if "seq" in message:
                         received.append(message["seq"])
-                    await asyncio.sleep(0.002)
+                    if len(received) < 300:  # slow long enough to be shed, then drain
+                        await asyncio.sleep(0.002)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
             told = closed.value.rcvd.reason
         assert received == list(range(1, received[-1] + 1))
