@@ -27,7 +27,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from playwright.sync_api import Browser, FloatRect, Page, sync_playwright
+from playwright.sync_api import Browser, FloatRect, Page, WebSocketRoute, sync_playwright
 from websockets.sync.client import connect
 
 from chimera.v1 import jobs_pb2 as pb
@@ -152,6 +152,29 @@ def wait_attr(page: Page, selector: str, attr: str, values: str | tuple[str, ...
     )
 
 
+# Records every state #connection goes through in window.__states (an init script: the
+# page's CSP does not apply to it).
+RECORD_STATES = """
+window.__states = [];
+document.addEventListener("readystatechange", () => {
+  const el = document.getElementById("connection");
+  if (document.readyState !== "interactive" || !el) return;
+  const note = () => {
+    const state = el.dataset.connectionState;
+    if (window.__states.at(-1) !== state) window.__states.push(state);
+  };
+  note();
+  new MutationObserver(note).observe(el, { attributeFilter: ["data-connection-state"] });
+});
+"""
+
+
+def states(page: Page) -> list[str]:
+    """The connection states the page went through (with RECORD_STATES installed)."""
+    result: list[str] = page.evaluate("() => window.__states")
+    return result
+
+
 def panels(page: Page) -> tuple[FloatRect, FloatRect]:
     """Where the Anthropic and Google panels are."""
     boxes = [page.locator(f'[data-team="{t}"]').bounding_box() for t in ("anthropic", "google")]
@@ -178,6 +201,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.add_init_script(RECORD_STATES)
     yield context.new_page()
     context.close()
 
@@ -335,6 +359,7 @@ def test_websockets_blocked_polls_snapshots_to_the_end(page: Page, sites: Sites)
     wait_attr(page, "#job", "data-job-status", "succeeded")
     wait_attr(page, "#connection", "data-connection-state", "closed")
     assert page_thoughts(page) == server_thoughts(serve, "polled")
+    assert "connected" not in states(page)
     assert page.locator('[data-team="google"] [data-code]').inner_text().strip()
 
 
@@ -363,10 +388,58 @@ def test_sigkill_mid_job_then_restart_shows_the_job_failed_with_every_thought_on
         wait_attr(page, "#job", "data-job-status", "failed")
         wait_attr(page, "#connection", "data-connection-state", "closed")
         assert page_thoughts(page) == server_thoughts(second, "killed")
+        seen = states(page)
+        assert seen.index("connected") < seen.index("reconnecting") < seen.index("closed"), seen
         errors = page.locator(".team-error:visible").all_inner_texts()
         assert errors and all("interrupted: server stopped" in e for e in errors)
     finally:
         second.stop()
+
+
+def cut_after_thoughts(page: Page, code: int, thoughts: int = 3) -> list[str]:
+    """Routes the page's job sockets through the test: the first one is closed with
+    ``code`` right after ``thoughts`` thoughts, as the server would; returns the URLs the
+    page opened."""
+    urls: list[str] = []
+
+    def handle(route: WebSocketRoute) -> None:
+        urls.append(route.url)
+        server = route.connect_to_server()
+        seen = 0
+
+        def to_page(message: str | bytes) -> None:
+            nonlocal seen
+            if len(urls) == 1 and seen >= thoughts:
+                return  # cut: nothing more on this socket
+            route.send(message)
+            if '"thought_added"' in str(message):
+                seen += 1
+                if len(urls) == 1 and seen == thoughts:
+                    route.close(code=code, reason="cut by the test")
+                    server.close()
+
+        server.on_message(to_page)
+
+    page.route_web_socket(WS_ROUTE, handle)
+    return urls
+
+
+@pytest.mark.parametrize("code", [4008, 4410])
+def test_close_codes_too_slow_resumes_at_once_history_gone_reloads_the_snapshot(
+    page: Page, sites: Sites, code: int
+) -> None:
+    serve = sites.chimera
+    job_id = f"closed-{code}"
+    urls = cut_after_thoughts(page, code)
+    page.goto(f"{serve.base}/jobs/{job_id}")
+    wait_attr(page, "#connection", "data-connection-state", "connected")
+    create_job(serve, job_id)
+    wait_attr(page, "#job", "data-job-status", "succeeded")
+    wait_attr(page, "#connection", "data-connection-state", "closed")
+    assert page_thoughts(page) == server_thoughts(serve, job_id)
+    # One cut, one resume from where the page was (4008), or from the snapshot (4410).
+    assert len(urls) == 2 and re.search(r"\?since=[1-9]\d*$", urls[1]), urls
+    assert "reconnecting" not in states(page) and "polling" not in states(page)
 
 
 # -- another origin ------------------------------------------------------------------------------
