@@ -169,6 +169,19 @@ document.addEventListener("readystatechange", () => {
 """
 
 
+def wait_attr_paused(page: Page, selector: str, attr: str, value: str) -> None:
+    """wait_attr for a page whose clock is paused (its animation frames and timers are
+    frozen, so the wait runs here, asking the page every 20 ms)."""
+    deadline = time.monotonic() + 30
+    while page.get_attribute(selector, attr) != value:
+        assert time.monotonic() < deadline, f"{selector} {attr} is not {value!r}"
+        page.wait_for_timeout(20)
+
+
+def connection_state(page: Page) -> str | None:
+    return page.get_attribute("#connection", "data-connection-state")
+
+
 def states(page: Page) -> list[str]:
     """The connection states the page went through (with RECORD_STATES installed)."""
     result: list[str] = page.evaluate("() => window.__states")
@@ -394,6 +407,46 @@ def test_sigkill_mid_job_then_restart_shows_the_job_failed_with_every_thought_on
         assert errors and all("interrupted: server stopped" in e for e in errors)
     finally:
         second.stop()
+
+
+def test_pings_every_30_s_and_retries_5_times_2_s_apart_then_in_the_background(
+    page: Page, sites: Sites
+) -> None:
+    """With the page's clock in the test's hands: no waiting 30 s for a ping."""
+    page.clock.install()
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(str(payload))))
+    page.goto(f"{sites.chimera.base}/jobs/waiting-for-pings")  # an unknown job: the socket waits
+    wait_attr(page, "#connection", "data-connection-state", "connected")
+    page.clock.run_for(29_000)
+    assert sent == []
+    page.clock.run_for(1_000)
+    page.wait_for_function("() => true")  # let the frame event reach the test
+    assert [json.loads(frame) for frame in sent] == [{"type": "ping"}]
+
+    # A page whose sockets are refused: 5 attempts 2 s apart, then one every 5 s, while
+    # it polls. The clock is paused: only run_for moves it.
+    attempts: list[str] = []
+
+    def refuse(route: WebSocketRoute) -> None:
+        attempts.append(route.url)
+        route.close(code=1011)
+
+    refused = page.context.new_page()
+    refused.clock.install()
+    refused.clock.pause_at(time.time() + 60)
+    refused.route_web_socket(WS_ROUTE, refuse)
+    refused.goto(f"{sites.chimera.base}/jobs/waiting-for-pings")
+    wait_attr_paused(refused, "#connection", "data-attempt", "1")
+    refused.clock.run_for(1)  # the first poll
+    wait_attr_paused(refused, "#connection", "data-connection-state", "polling")
+    for attempt, delay in [(2, 2000), (3, 2000), (4, 2000), (5, 2000), (6, 2000), (7, 5000)]:
+        refused.clock.run_for(delay - 2)
+        assert len(attempts) == attempt - 1
+        refused.clock.run_for(2)  # (1 ms is the first poll's, run above)
+        wait_attr_paused(refused, "#connection", "data-attempt", str(attempt))
+        assert len(attempts) == attempt
+    assert connection_state(refused) == "polling"
 
 
 def cut_after_thoughts(page: Page, code: int, thoughts: int = 3) -> list[str]:

@@ -446,8 +446,9 @@ class JobView {
   setConnection(state, info) {
     const indicator = $("#connection");
     indicator.dataset.connectionState = state;
-    if (state === "reconnecting") indicator.dataset.attempt = String(info.attempt);
-    else delete indicator.dataset.attempt;
+    // The WebSocket attempts since it dropped (also while polling): a hook for tests.
+    if (state === "connected" || state === "closed") delete indicator.dataset.attempt;
+    else indicator.dataset.attempt = String(info.attempt);
     $(".label", indicator).textContent = CONNECTION_LABELS[state](info);
     this.updateCancel();
   }

@@ -366,6 +366,7 @@ class JobFollower {
 
   async onClose(ws, event) {
     if (ws !== this.ws || this.stopped) return;
+    const wasLive = this.wsOpen;
     this.ws = null;
     this.wsOpen = false;
     clearInterval(this.pingTimer);
@@ -389,11 +390,12 @@ class JobFollower {
       this.connect();
       return;
     }
-    if (!this.dropped || this.connection === "connected" || this.connection === "connecting") {
+    if (wasLive || !this.dropped) {
       this.log?.log?.("[CommandCenter] WebSocket disconnected, falling back to polling");
+      // What polling last said is stale once the live stream is lost (the server may be gone).
+      this.pollOk = false;
     }
     this.dropped = true;
-    this.pollOk = false;
     this.startPolling();
     this.scheduleReconnect();
   }
@@ -441,7 +443,7 @@ class JobFollower {
 
   setConnection(state) {
     const info = { attempt: this.attempt, attempts: RECONNECT_ATTEMPTS };
-    const same = state === this.connection && (state !== "reconnecting" || info.attempt === this.shownAttempt);
+    const same = state === this.connection && info.attempt === this.shownAttempt;
     this.connection = state;
     this.shownAttempt = info.attempt;
     if (!same || state === "connecting") this.emit("onConnection", state, info);
