@@ -23,12 +23,28 @@ from chimera.events import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """One thought as the guide shows it: a stable id, its text, and when it came."""
+
+    id: str
+    text: str
+    timestamp: str  # ISO 8601 UTC with milliseconds and Z, as in the event
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "text": self.text, "timestamp": self.timestamp}
+
+    @staticmethod
+    def from_dict(obj: dict[str, str]) -> Thought:
+        return Thought(id=obj["id"], text=obj["text"], timestamp=obj["timestamp"])
+
+
 @dataclass(slots=True)
 class TeamRun:
     team: TeamName
     status: TeamStatus = TeamStatus.IDLE
     model: str = ""
-    thoughts: list[str] = field(default_factory=list)
+    thoughts: list[Thought] = field(default_factory=list)
     code: str = ""
     language: str = ""
     token_count: int = 0
@@ -39,7 +55,7 @@ class TeamRun:
             "team": self.team.value,
             "status": self.status.value,
             "model": self.model,
-            "thoughts": list(self.thoughts),
+            "thoughts": [t.to_dict() for t in self.thoughts],
             "code": self.code,
             "language": self.language,
             "token_count": self.token_count,
@@ -52,7 +68,7 @@ class TeamRun:
             team=TeamName(obj["team"]),
             status=TeamStatus(obj["status"]),
             model=obj["model"],
-            thoughts=list(obj["thoughts"]),
+            thoughts=[Thought.from_dict(t) for t in obj["thoughts"]],
             code=obj["code"],
             language=obj["language"],
             token_count=obj["token_count"],
@@ -98,7 +114,7 @@ class Job:
             run.status = TeamStatus(data["status"])
             run.model = data.get("model", run.model)
         elif event.type is EventType.THOUGHT_ADDED:
-            run.thoughts.append(data["thought"])
+            run.thoughts.append(Thought(data["id"], data["text"], data["timestamp"]))
         elif event.type is EventType.CODE_GENERATED:
             run.code = data["code"]
             run.language = data.get("language", "")

@@ -9,6 +9,7 @@ on that thread; it completes, and its result is dropped.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from chimera.errors import AlreadyExists
-from chimera.events import Event, JobState
+from chimera.events import Event, EventType, JobState, upgrade_frame
 from chimera.job import Job
 
 T = TypeVar("T")
@@ -74,6 +75,7 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
             _add_owner_column(conn)
+            _upgrade_thoughts(conn)
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -207,3 +209,45 @@ def _add_owner_column(conn: sqlite3.Connection) -> None:
     if "owner" not in columns:
         conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
     conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, id)")
+
+
+def _upgrade_thoughts(conn: sqlite3.Connection) -> None:
+    """Gives thoughts recorded before they had ids (``user_version`` 0) the guide's shape.
+
+    Each old ``thought_added`` frame is rewritten with a deterministic id (from its
+    job id and seq, :func:`chimera.events.legacy_thought_id`), and each snapshot's
+    thoughts are rebuilt from those events, so GetJob, the snapshot and every
+    replay agree on the ids. One transaction; runs once per file.
+    """
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= 1:
+        return
+    with conn:
+        conn.execute("BEGIN")
+        rows = conn.execute(
+            "SELECT job_id, seq, frame FROM events WHERE frame LIKE ? ORDER BY job_id, seq",
+            (f'{{"type":"{EventType.THOUGHT_ADDED.value}"%',),
+        ).fetchall()
+        thoughts: dict[tuple[str, str], list[dict[str, str]]] = {}
+        updates = []
+        for job_id, seq, frame in rows:
+            new = upgrade_frame(frame)
+            if new != frame:
+                updates.append((new, job_id, seq))
+            obj = json.loads(new)
+            data = obj["data"]
+            thoughts.setdefault((job_id, obj.get("team", "")), []).append(
+                {"id": data["id"], "text": data["text"], "timestamp": data["timestamp"]}
+            )
+        conn.executemany("UPDATE events SET frame = ? WHERE job_id = ? AND seq = ?", updates)
+        snapshots = []
+        for job_id, snapshot in conn.execute("SELECT job_id, snapshot FROM jobs").fetchall():
+            job = json.loads(snapshot)
+            if all(isinstance(t, dict) for run in job["teams"] for t in run["thoughts"]):
+                continue
+            for run in job["teams"]:
+                run["thoughts"] = thoughts.get((job_id, run["team"]), [])
+            snapshots.append(
+                (json.dumps(job, ensure_ascii=False, separators=(",", ":")), job_id)
+            )
+        conn.executemany("UPDATE jobs SET snapshot = ? WHERE job_id = ?", snapshots)
+        conn.execute("PRAGMA user_version = 1")
