@@ -275,7 +275,9 @@ class TeamPanel {
     this.error = el("p", { class: "team-error", role: "alert", hidden: true });
     this.count = el("span", { class: "muted", text: "" });
     this.thoughts = el("ol", { class: "thoughts", "aria-live": "polite" });
-    this.waiting = el("p", { class: "empty", text: "Waiting for the first thought…" });
+    this.waiting = el("p", { class: "empty", text: "Waiting for the team to start…" });
+    this.workingText = el("span", { text: "" });
+    this.working = el("p", { class: "working", hidden: true }, el("span", { class: "spinner", "aria-hidden": "true" }), this.workingText);
     this.language = el("span", { class: "lang", text: "" });
     this.tokens = el("span", { class: "tokens", text: "" });
     this.copy = el("button", { type: "button", class: "copy", text: "Copy" });
@@ -302,6 +304,7 @@ class TeamPanel {
       el("h3", { class: "sub" }, el("span", { text: "Thoughts" }), this.count),
       this.thoughts,
       this.waiting,
+      this.working,
       this.codeBox,
     );
     this.copy.addEventListener("click", () => this.copyCode());
@@ -337,8 +340,10 @@ class TeamPanel {
     this.error.textContent = run.error ? `Error: ${run.error}` : "";
     this.renderThoughts(run.thoughts);
     this.count.textContent = run.thoughts.length ? String(run.thoughts.length) : "";
-    const active = run.status === "thinking" || run.status === "idle";
-    this.waiting.hidden = run.thoughts.length > 0 || !active;
+    this.waiting.hidden = run.status !== "idle" || run.thoughts.length > 0;
+    const working = { thinking: "Thinking…", generating: "Writing the code…" }[run.status];
+    this.working.hidden = !working || this.jobOver;
+    this.workingText.textContent = working || "";
     if (run.code) {
       if (this.codeText.textContent !== run.code) this.codeText.textContent = run.code;
       this.language.textContent = run.language || "";
@@ -428,6 +433,7 @@ class JobView {
     document.title = `Chimera · ${job.state} · ${job.brief || this.jobId}`;
     const names = Object.keys(job.teams);
     for (const name of names.length ? names : TEAMS) {
+      this.panel(name).jobOver = isFinal(job.state);
       this.panel(name).render(job.teams[name] || { status: "idle", thoughts: [], code: "", error: "", model: "" });
     }
     if (job.error) this.showError({ message: job.error });
