@@ -50,6 +50,8 @@ from chimera.gateways.limits import (
 )
 from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
 from chimera.ids import is_valid_job_id
+from chimera.observability import logs
+from chimera.observability.listener import DEFAULT_METRICS_PORT
 from chimera.providers.registry import Mode, Providers, ProviderSettings
 from chimera.providers.simulated import DEFAULT_DELAY
 from chimera.server import ChimeraServer
@@ -176,6 +178,12 @@ def _add_security_flags(p: argparse.ArgumentParser) -> None:
         help="browser Origin allowed on the WebSocket besides the server's own "
         "(e.g. https://app.example.com; '*' = any); repeatable",
     )
+    g.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="Host name the HTTP/WebSocket port answers to besides the bound address "
+        "(and localhost on loopback); others get 421 (DNS rebinding guard); '*' = any; "
+        "repeatable",
+    )
     g.add_argument("--tls-cert", default="", metavar="PATH", help="PEM certificate chain")
     g.add_argument("--tls-key", default="", metavar="PATH", help="PEM private key")
     g = p.add_argument_group("limits")
@@ -237,6 +245,29 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help="shed a subscriber (close 4008) whose unsent events pass this many bytes "
         f"(default {DEFAULT_SUBSCRIBER_MAX_BYTES})",
     )
+    p.add_argument(
+        "--log-format", choices=logs.FORMATS, default=None,
+        help="text, or json (one object per line); default text on a terminal, json otherwise",
+    )
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError("must be a port number, 0 to 65535 (0 = any free port)")
+    return number
+
+
+def _add_metrics_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("metrics", "Prometheus metrics at http://HOST:PORT/metrics")
+    g.add_argument(
+        "--metrics-port", type=_port, default=None, metavar="PORT",
+        help=f"port of the metrics listener (default {DEFAULT_METRICS_PORT}; if that one is "
+        "taken the server runs without metrics and says so)",
+    )
+    g.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics listener (default 127.0.0.1)")
+    g.add_argument("--no-metrics", action="store_true", help="no metrics listener")
 
 
 def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
@@ -252,6 +283,12 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
         "retention": args.retention or None,
         "subscriber_max_bytes": args.subscriber_max_bytes,
     }
+    if hasattr(args, "no_metrics") and not args.no_metrics:
+        values.update(
+            metrics_port=DEFAULT_METRICS_PORT if args.metrics_port is None else args.metrics_port,
+            metrics_port_default=args.metrics_port is None,
+            metrics_host=args.metrics_host,
+        )
     if hasattr(args, "jwt_secret"):
         public_key = ""
         if args.jwt_public_key:
@@ -266,6 +303,7 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
             jwt_issuer=args.jwt_issuer,
             insecure=args.insecure,
             allowed_origins=tuple(args.allowed_origin),
+            allowed_hosts=tuple(args.allowed_host),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             max_brief_chars=args.max_brief_chars,
@@ -288,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_flags(p)
     _add_provider_flags(p)
     _add_security_flags(p)
+    _add_metrics_flags(p)
 
     p = sub.add_parser("submit", help="submit a brief and watch both teams live")
     p.add_argument("brief")
@@ -350,14 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:  # the SDKs log every HTTP request at INFO
-        for noisy in ("httpx", "httpx2", "google_genai", "anthropic"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(getattr(args, "log_format", None), verbose=args.verbose)
     command = {
         "serve": _serve,
         "submit": _submit,
@@ -513,6 +545,8 @@ async def _watch(args: argparse.Namespace) -> int:
     context = None
     if args.tls_ca is not None:
         context = ssl.create_default_context(cafile=args.tls_ca)
+    elif url.startswith("wss://"):  # the system's CAs (websockets refuses ssl=None here)
+        context = ssl.create_default_context()
     # Not a browser: the token goes in a header, never in the URL.
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     try:
@@ -528,6 +562,13 @@ async def _watch(args: argparse.Namespace) -> int:
     except InvalidStatus as exc:
         body = exc.response.body.decode(errors="replace").strip() if exc.response.body else ""
         errors.print(f"[red]refused:[/] HTTP {exc.response.status_code} {body}")
+        return 2
+    except ssl.SSLCertVerificationError as exc:
+        errors.print(
+            f"[red]cannot verify the TLS certificate of {url}:[/] {exc.verify_message}; "
+            "pass --tls-ca PATH with the certificate to trust (for a self-signed server, "
+            "its --tls-cert file)"
+        )
         return 2
     except (OSError, InvalidURI) as exc:
         errors.print(f"[red]cannot connect to {url}:[/] {exc}")

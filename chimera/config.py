@@ -56,6 +56,9 @@ class ServerConfig:
     insecure: bool = False
     # Browser origins allowed on the WebSocket besides the server's own ("*" = any).
     allowed_origins: tuple[str, ...] = ()
+    # Host header names the HTTP/WebSocket port answers to besides the bound
+    # address (and the loopback names on loopback); "*" = any. DNS rebinding guard.
+    allowed_hosts: tuple[str, ...] = ()
     # TLS for both planes: paths to the PEM certificate chain and private key.
     tls_cert: str = ""
     tls_key: str = ""
@@ -65,6 +68,12 @@ class ServerConfig:
     max_subscribers_per_job: int = DEFAULT_MAX_SUBSCRIBERS_PER_JOB
     max_subscribers_per_address: int = DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS
     max_jobs_per_caller: int = DEFAULT_MAX_JOBS_PER_CALLER
+    # Prometheus ``GET /metrics`` listener; None = no listener and no per-delivery
+    # counting. (The CLI defaults to port 9464.) ``metrics_port_default``: the port
+    # was not asked for, so if it is taken the server runs without metrics (logged).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port_default: bool = False
 
     @property
     def auth_enabled(self) -> bool:

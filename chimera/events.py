@@ -8,6 +8,7 @@ the exact WebSocket text every subscriber receives.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,8 @@ class Event:
     data: Mapping[str, Any]
     timestamp: datetime
     frame: str
+    # When the broadcaster numbered it (or the log was read): where delivery latency starts.
+    taken: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     @staticmethod
     def number(draft: Draft, seq: int) -> Event:

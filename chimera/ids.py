@@ -28,3 +28,9 @@ def check_job_id(job_id: str) -> str:
             "from A-Z, a-z, 0-9, '-' and '_'"
         )
     return job_id
+
+
+def is_ascii_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes ``²`` (which ``int`` refuses)
+    and ``٣`` (which ``int`` reads as 3)."""
+    return text.isascii() and text.isdigit()

@@ -11,7 +11,8 @@
 3. The broadcaster records and delivers everything published so far, then ends
    every subscription (WebSocket close 1001, gRPC UNAVAILABLE).
 4. The WebSocket server closes its connections; the gRPC server stops, giving
-   in-flight calls ``shutdown_grace`` seconds.
+   in-flight calls ``shutdown_grace`` seconds. Then the metrics listener
+   closes, after a last flush of the gateways' counts.
 5. The store closes, last, since nothing writes to it any more.
 """
 
@@ -29,8 +30,10 @@ from chimera.auth.tokens import Authenticator, TokenVerifier
 from chimera.config import ServerConfig
 from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
+from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.ws_gateway import WebSocketGateway
+from chimera.observability.listener import MetricsListener
 from chimera.providers.registry import Providers
 from chimera.store.base import Store
 from chimera.store.sqlite import SQLiteStore
@@ -114,6 +117,7 @@ class ChimeraServer:
             limits=limits,
             max_request_bytes=config.max_request_bytes,
             tls=_read_tls(config),
+            count_deliveries=config.metrics_port is not None,
         )
         self.ws = WebSocketGateway(
             self.jobs,
@@ -121,8 +125,10 @@ class ChimeraServer:
             authenticator=auth,
             limits=limits,
             allowed_origins=config.allowed_origins,
+            allowed_hosts=HostAllowList(config.host, config.allowed_hosts),
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),
+            count_deliveries=config.metrics_port is not None,
         )
         self.retention = (
             Retention(
@@ -132,6 +138,7 @@ class ChimeraServer:
             if config.retention is not None
             else None
         )
+        self.metrics = MetricsListener() if config.metrics_port is not None else None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -147,18 +154,41 @@ class ChimeraServer:
         """Starts the shutdown; :meth:`serve` returns when it is complete. Idempotent."""
         self._stop.set()
 
+    async def _start_metrics(self) -> None:
+        """Binds the metrics listener, if any; a taken port is a :class:`ConfigError`,
+        unless it is only the default one (then the server runs without metrics)."""
+        if self.metrics is None or self.config.metrics_port is None:
+            return
+        host, port = self.config.metrics_host, self.config.metrics_port
+        try:
+            port = await self.metrics.start(host, port)
+        except OSError as exc:
+            if not self.config.metrics_port_default:
+                raise ConfigError(
+                    f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+                ) from exc
+            log.warning(
+                "no metrics: cannot listen on %s:%d (%s); choose a port with --metrics-port",
+                host, port, exc.strerror or exc,
+            )
+            self.metrics = None
+            return
+        log.info("serving metrics on http://%s:%d/metrics", host, port)
+
     async def serve(self) -> None:
         """Runs the server until :meth:`stop` (see the module docstring for the order)."""
         await self.store.open()
         try:
+            await self._start_metrics()
             async with asyncio.TaskGroup() as tg:
+                if self.metrics is not None:
+                    tg.create_task(self.metrics.run(), name="metrics")
                 broadcaster = tg.create_task(self.broadcaster.run(), name="broadcaster")
                 await self.jobs.recover()
                 jobs = tg.create_task(self.jobs.run(), name="jobs")
                 if self.retention is not None:
                     tg.create_task(self.retention.run(), name="retention")
-                await self.grpc.start(self.config.host, self.config.grpc_port)
-                await self.ws.start(self.config.host, self.config.ws_port)
+                await self._listen()
                 log.info(
                     "serving gRPC on %s:%d and WebSocket on %s:%d",
                     self.config.host, self.grpc_port, self.config.host, self.ws_port,
@@ -180,5 +210,29 @@ class ChimeraServer:
                 await broadcaster
                 await self.ws.stop(self.config.shutdown_grace)  # 4
                 await self.grpc.stop(self.config.shutdown_grace)
+                if self.metrics is not None:
+                    self.metrics.stop()
+        except BaseExceptionGroup as group:
+            # A start-up failure (a port in use) is raised in the TaskGroup's body,
+            # which wraps it: raise it alone, so the CLI prints its one line.
+            refusals = [e for e in group.exceptions if isinstance(e, ConfigError)]
+            if refusals:
+                raise refusals[0] from None
+            raise
         finally:
             await self.store.close()  # 5
+
+    async def _listen(self) -> None:
+        """Starts both gateways; a port in use (or any bind failure) is a ConfigError."""
+        host = self.config.host
+        for plane, start, port in (
+            ("gRPC", self.grpc.start, self.config.grpc_port),
+            ("WebSocket", self.ws.start, self.config.ws_port),
+        ):
+            try:
+                await start(host, port)
+            except OSError as exc:
+                await self.grpc.stop(0)  # if it started; a grpc server left running warns
+                raise ConfigError(
+                    f"cannot listen for {plane} on {host}:{port}: {exc.strerror or exc}"
+                ) from exc

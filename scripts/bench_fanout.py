@@ -88,6 +88,7 @@ async def _commands(conn: Connection) -> AsyncIterator[tuple[Any, ...]]:
 
 async def _chimera_server(conn: Connection, db: str) -> None:
     from chimera.actors.jobs import JobRequest
+    from chimera.auth.principal import ANONYMOUS
     from chimera.config import ServerConfig
     from chimera.events import TeamName
     from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent
@@ -126,7 +127,8 @@ async def _chimera_server(conn: Connection, db: str) -> None:
                 count["m"] = command[1]
                 started = time.time()
                 await server.jobs.create(
-                    JobRequest(brief="bench", teams=[TeamName.ANTHROPIC], job_id=JOB_ID)
+                    JobRequest(brief="bench", teams=[TeamName.ANTHROPIC], job_id=JOB_ID),
+                    principal=ANONYMOUS,
                 )
                 conn.send(("started", started))
             elif command[0] == "rss":
@@ -277,9 +279,13 @@ class Client(asyncio.Protocol):
             self.greeted.set_result(None)
             return
         at = buf.find(b'"thought":"', start, end)
-        if at < 0:
-            return
-        at += 11
+        if at >= 0:
+            at += 11
+        else:  # the guide's thought object: {"id": …, "text": …}
+            at = buf.find(b'"text":"', start, end)
+            if at < 0:
+                return
+            at += 8
         self.latencies.append(now - float(buf[at : at + STAMP]))
         index = int(buf[at + STAMP + 2 : at + STAMP + 9])
         if index != self.count:

@@ -114,6 +114,11 @@ async def test_cli_with_token_and_tls(start_server: StartServer, tmp_path: Path)
         "watch", "cli-tls", "--ws", f"wss://127.0.0.1:{server.server.ws_port}", "--tls-ca", ca
     )
     assert code == 2 and "401" in err
+    # wss:// to a self-signed server without --tls-ca: say what is missing.
+    code, _, err = await run(
+        "watch", "cli-tls", "--ws", f"wss://127.0.0.1:{server.server.ws_port}", "--token", alice
+    )
+    assert code == 2 and "--tls-ca" in err and "Traceback" not in err, err
 
 
 async def test_token_command_reads_the_secret_from_the_environment(
@@ -158,7 +163,11 @@ async def test_serve_flags_reach_the_server(monkeypatch: pytest.MonkeyPatch) -> 
         with pytest.raises(InvalidStatus) as info:
             await ws_connect(url, origin=Origin("https://evil.example.com"))
         assert info.value.response.status_code == 403
-        ws = await ws_connect(url, origin=Origin("https://app.example.com"), max_size=None)
+        # A job not created yet (a token for exactly that job may wait for it),
+        # so the connection stays open until the frame limit closes it.
+        later = token("alice", job="later")
+        waiting = f"ws://127.0.0.1:{ws_port}/ws/orchestrate/later?token={later}"
+        ws = await ws_connect(waiting, origin=Origin("https://app.example.com"), max_size=None)
         await ws.send("x" * 4096)
         with pytest.raises(ConnectionClosed):
             while True:

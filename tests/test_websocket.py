@@ -197,3 +197,31 @@ async def test_snapshot_and_health_over_http(server: Running) -> None:
     assert status == 404 and "nope" in json.loads(body)["error"]
     status, body = await asyncio.to_thread(fetch, "/api/jobs/bad%20id")
     assert status == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("DELETE", "/healthz", 405, "GET"),
+        ("POST", "/api/jobs/snap", 405, "GET"),
+        ("PUT", "/ws/orchestrate/ok", 405, "GET"),
+        ("DELETE", "/nowhere", 404, None),
+        ("GET", "/api/jobsx", 404, None),
+    ],
+)
+async def test_routes_answer_405_for_a_wrong_method_and_404_for_an_unknown_path(
+    server: Running, method: str, path: str, status: int, allow: str | None
+) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.server.ws_port}{path}", method=method
+    )
+
+    def fetch() -> urllib.error.HTTPError:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=5)
+        return info.value
+
+    error = await asyncio.to_thread(fetch)
+    assert error.code == status
+    assert error.headers.get("Allow") == allow
+    assert error.read().strip()  # says what is wrong

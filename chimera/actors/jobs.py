@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
-from chimera.auth.principal import ANONYMOUS, Principal, Scope
+from chimera.auth.principal import Principal, Scope
 from chimera.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -27,8 +27,10 @@ from chimera.errors import (
     Unavailable,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
-from chimera.ids import check_job_id, new_job_id
-from chimera.job import Job, TeamRun
+from chimera.ids import check_job_id, is_ascii_number, new_job_id
+from chimera.job import Job, JobView, TeamRun, thought_limit
+from chimera.observability import metrics
+from chimera.observability.logs import job_context
 from chimera.providers.base import Provider
 from chimera.store.base import Store
 
@@ -67,7 +69,7 @@ def decode_page_token(token: str) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise bad from exc
     prefix, _, number = text.partition(":")
-    if prefix != "v1" or not number.isdigit() or len(number) > 18:
+    if prefix != "v1" or not is_ascii_number(number) or len(number) > 18:
         raise bad
     return int(number)
 
@@ -151,7 +153,7 @@ class JobManager:
         return job_id, teams
 
     async def create(
-        self, request: JobRequest, principal: Principal = ANONYMOUS, *, caller: str = ""
+        self, request: JobRequest, *, principal: Principal, caller: str = ""
     ) -> Job:
         """Records the job (owned by ``principal.sub``) and starts its supervisor at once.
 
@@ -232,7 +234,9 @@ class JobManager:
         ]
         supervisor = JobSupervisor(job_id, actors, publish, deadline=self._job_deadline)
         self._supervisors[job_id] = supervisor
-        self._tg.create_task(self._supervise(supervisor, caller_key))
+        self._tg.create_task(self._supervise(supervisor, caller_key), context=job_context(job_id))
+        metrics.job_started()
+        log.info("job %s started: teams %s", job_id, ", ".join(teams), extra={"job_id": job_id})
         return job, True
 
     async def _supervise(self, supervisor: JobSupervisor, caller_key: str) -> None:
@@ -248,25 +252,31 @@ class JobManager:
         finally:
             del self._supervisors[supervisor.job_id]
             self._release(caller_key)
+            log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
+            metrics.job_finished(supervisor.state)
 
-    async def _load(self, job_id: str, principal: Principal) -> Job:
-        """The job, if ``principal`` may see it.
+    async def _load(
+        self, job_id: str, principal: Principal, view: JobView = JobView.BASIC
+    ) -> Job:
+        """The job (with the thoughts ``view`` asks for), if ``principal`` may see it.
 
         A job the caller may not see answers exactly like a missing one, so a
         token cannot probe which job ids others use.
         """
         check_job_id(job_id)
         principal.check_job_id(job_id)
-        job = await self._store.get_job(job_id)
+        job = await self._store.get_job(job_id, thought_limit(view))
         if job is None or not principal.may_see(job.job_id, job.owner):
             raise NotFound(f"job {job_id!r} does not exist")
         return job
 
-    async def get(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+    async def get(
+        self, job_id: str, *, principal: Principal, view: JobView = JobView.DEFAULT
+    ) -> Job:
         principal.require(Scope.READ)
-        return await self._load(job_id, principal)
+        return await self._load(job_id, principal, view)
 
-    async def authorize_watch(self, job_id: str, principal: Principal) -> None:
+    async def authorize_watch(self, job_id: str, *, principal: Principal) -> None:
         """Raises unless ``principal`` may subscribe to ``job_id``'s events.
 
         A token for all jobs, or for exactly this job, may wait for a job that
@@ -280,7 +290,8 @@ class JobManager:
             await self._load(job_id, principal)
 
     async def list(
-        self, page_size: int, page_token: str, principal: Principal = ANONYMOUS
+        self, page_size: int, page_token: str, *, principal: Principal,
+        view: JobView = JobView.DEFAULT,
     ) -> tuple[list[Job], str]:
         """A page of the jobs ``principal`` may read, newest first."""
         principal.require(Scope.READ)
@@ -292,13 +303,15 @@ class JobManager:
         if principal.job is not None:
             if before is not None:  # the one page has been returned
                 return [], ""
-            job = await self._store.get_job(principal.job)
+            job = await self._store.get_job(principal.job, thought_limit(view))
             return ([job] if job is not None else []), ""
         owner = None if principal.all_jobs else principal.sub
-        jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before, owner)
+        jobs, cursor = await self._store.list_jobs(
+            page_size or DEFAULT_PAGE_SIZE, before, owner, thought_limit(view)
+        )
         return jobs, encode_page_token(cursor) if cursor is not None else ""
 
-    async def cancel(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+    async def cancel(self, job_id: str, *, principal: Principal) -> Job:
         """Cancels a running job and returns it once its final event is recorded.
 
         Cancelling a cancelled job returns it unchanged; a job that finished
@@ -312,7 +325,7 @@ class JobManager:
                 supervisor.cancel()
                 async for _ in subscription:
                     pass  # ends after the job's final event, which is then stored
-        job = await self._load(job_id, principal)
+        job = await self._load(job_id, principal, JobView.DEFAULT)
         if job.state is JobState.RUNNING:
             raise FailedPrecondition(f"job {job_id!r} is still stopping: try again")
         if job.state is not JobState.CANCELLED and supervisor is None:

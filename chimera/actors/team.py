@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from chimera.errors import ProviderError
-from chimera.events import Draft, TeamName, TeamStatus
+from chimera.events import TEAM_FINAL, Draft, TeamName, TeamStatus
+from chimera.observability import metrics
+from chimera.observability.logs import log_context
 from chimera.providers.base import AnswerStarted, CodeResult, Provider, Thought
+from chimera.providers.simulated import SimulatedProvider
 
 Publish = Callable[[Draft], Awaitable[None]]
 
@@ -33,6 +36,9 @@ class TeamActor:
 
     async def set_status(self, status: TeamStatus) -> None:
         self.status = status
+        if status in TEAM_FINAL:
+            simulated = isinstance(self._provider, SimulatedProvider)
+            metrics.team_run_ended(self.team.value, simulated, status.value)
         extra = {"model": self._provider.model} if status is TeamStatus.THINKING else {}
         await self._publish(Draft.status(self.job_id, self.team, status.value, **extra))
 
@@ -44,9 +50,12 @@ class TeamActor:
 
     async def run(self) -> None:
         """Runs the provider to the end; ``ProviderError`` ends the team in ``error``."""
+        log_context(team=self.team.value)
         await self.set_status(TeamStatus.THINKING)
+        timing = metrics.ProviderRun(self.team.value)
         try:
             async for item in self._provider.stream(self._brief):
+                timing.output()
                 if isinstance(item, Thought):
                     await self._publish(Draft.thought(self.job_id, self.team, item.text))
                 elif isinstance(item, AnswerStarted):
@@ -60,9 +69,12 @@ class TeamActor:
                         )
                     )
                     self.produced_code = True
+                    timing.tokens(item.token_count)
         except ProviderError as exc:
+            timing.ended()
             await self.fail(str(exc))
             return
+        timing.ended()
         if not self.produced_code:
             await self.fail(f"the {self.team.value} provider finished without producing code")
             return

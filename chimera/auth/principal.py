@@ -64,3 +64,8 @@ class Principal:
 
 # When no auth is configured (loopback only), every caller may do everything.
 ANONYMOUS = Principal(sub="", scopes=frozenset(Scope), all_jobs=True, authenticated=False)
+
+# Chimera itself, reading on behalf of a caller already checked (e.g. a gateway
+# checking ``since`` after the handshake authorised the subscriber). Never a
+# default: every JobManager call names its caller.
+SYSTEM = Principal(sub="system", scopes=frozenset(Scope), all_jobs=True, authenticated=False)

@@ -1,4 +1,4 @@
-"""Keeps tokens out of logs: a logging filter that blanks anything that looks like one.
+"""Keeps tokens and API keys out of logs: a filter that blanks anything that looks like one.
 
 Attached to the loggers that see raw requests (the WebSocket server logs the
 request line and headers at DEBUG), so ``chimera -v`` never prints a token.
@@ -15,6 +15,11 @@ _PATTERNS = [
     re.compile(r"(?i)([?&]token=)[^&\s#]+"),
     # Any JWT: three base64url parts, the first starting with '{"' encoded.
     re.compile(r"()eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"),
+    # Provider API keys: in headers, in a Gemini URL, and their known shapes anywhere.
+    re.compile(r"(?i)((?:x-api-key|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"),
+    re.compile(r"([?&]key=)[^&\s#]+"),
+    re.compile(r"()sk-ant-[A-Za-z0-9_-]+"),
+    re.compile(r"()AIza[0-9A-Za-z_-]{20,}"),
 ]
 
 

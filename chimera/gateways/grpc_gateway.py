@@ -15,10 +15,14 @@ principal from the metadata and passes it to the job manager explicitly.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -41,8 +45,11 @@ from chimera.errors import (
     Unauthenticated,
     Unavailable,
 )
-from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb
+from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.job import JobView
+from chimera.observability.grpc_metrics import MetricsInterceptor
+from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1 import jobs_pb2_grpc
 
@@ -83,6 +90,78 @@ async def aborting_on_error(
         await context.abort(status_code(exc), str(exc))
 
 
+class _Undecodable:
+    """What a request that is not valid protobuf decodes to (see :class:`DecodeGuard`)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:  # generic only in the type stubs
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class DecodeGuard(_Interceptor):
+    """Answers INVALID_ARGUMENT to a request that is not valid protobuf (truncated,
+    invalid UTF-8 in a string), which grpc would report as UNKNOWN "Unexpected
+    DecodeError": the deserializer hands a marker over instead of raising, and the
+    method is replaced by a refusal when it receives one."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode = handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except DecodeError as exc:
+                return _Undecodable(exc)
+
+        async def refuse(request: _Undecodable, context: Any) -> None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request could not be decoded as protobuf ({request.error}): "
+                "send a well-formed message (strings must be UTF-8)",
+            )
+
+        def guarded(method: Any) -> Any:
+            if inspect.isasyncgenfunction(method):
+                async def stream(request: Any, context: Any) -> Any:
+                    if isinstance(request, _Undecodable):
+                        await refuse(request, context)
+                    async for item in method(request, context):
+                        yield item
+                return stream
+
+            async def unary(request: Any, context: Any) -> Any:
+                if isinstance(request, _Undecodable):
+                    await refuse(request, context)
+                return await method(request, context)
+            return unary
+
+        kwargs = {
+            "request_deserializer": deserialize,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(guarded(handler.unary_unary), **kwargs)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(guarded(handler.unary_stream), **kwargs)
+        return handler  # no streaming requests in this API
+
+
 class JobService(jobs_pb2_grpc.JobServiceServicer):
     """The servicer; each method translates, calls the job manager, translates back."""
 
@@ -92,11 +171,13 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         broadcaster: Broadcaster,
         authenticator: Authenticator,
         limits: SubscriberLimits,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._auth = authenticator
         self._limits = limits
+        self._deliveries = deliveries
 
     def _principal(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
         return principal_from_metadata(self._auth, context.invocation_metadata())
@@ -112,7 +193,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     job_id=request.job_id,
                     request_id=request.request_id,
                 ),
-                self._principal(context),
+                principal=self._principal(context),
                 caller=peer_host(context.peer()),
             )
         return pb.CreateJobResponse(job=job_to_pb(job))
@@ -121,7 +202,10 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.get(request.job_id, self._principal(context))
+            job = await self._jobs.get(
+                request.job_id, principal=self._principal(context),
+                view=view_from_pb(request.view),
+            )
         return pb.GetJobResponse(job=job_to_pb(job))
 
     async def ListJobs(
@@ -129,7 +213,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
             jobs, token = await self._jobs.list(
-                request.page_size, request.page_token, self._principal(context)
+                request.page_size, request.page_token, principal=self._principal(context),
+                view=view_from_pb(request.view),
             )
         return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
 
@@ -137,7 +222,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CancelJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.cancel(request.job_id, self._principal(context))
+            job = await self._jobs.cancel(request.job_id, principal=self._principal(context))
         return pb.CancelJobResponse(job=job_to_pb(job))
 
     async def StreamJobEvents(
@@ -156,7 +241,9 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
             try:
-                job = await self._jobs.get(request.job_id, principal)
+                job = await self._jobs.get(
+                    request.job_id, principal=principal, view=JobView.BASIC
+                )
             except NotFound:
                 if request.after_sequence > 0:
                     raise HistoryGone(request.job_id, request.after_sequence) from None
@@ -172,6 +259,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 ) as subscription:
                     async for event in subscription:
                         yield pb.StreamJobEventsResponse(event=event_to_pb(event))
+                        if self._deliveries is not None:
+                            self._deliveries.delivered(event)
 
 
 class GrpcGateway:
@@ -191,18 +280,26 @@ class GrpcGateway:
         limits: SubscriberLimits | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         tls: tuple[bytes, bytes] | None = None,
+        count_deliveries: bool = False,
     ) -> None:
-        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext."""
+        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
+        ``count_deliveries``: observe each streamed event's delivery latency."""
         authenticator = authenticator or Authenticator(None)
         self._server = grpc.aio.server(
-            interceptors=[AuthInterceptor(authenticator, SERVICE_NAME)],
+            # Metrics first: it counts what the others refuse too.
+            interceptors=[
+                MetricsInterceptor(), DecodeGuard(), AuthInterceptor(authenticator, SERVICE_NAME)
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.so_reuseport", 0),
             ],
         )
         self._tls = tls
-        servicer = JobService(jobs, broadcaster, authenticator, limits or SubscriberLimits())
+        servicer = JobService(
+            jobs, broadcaster, authenticator, limits or SubscriberLimits(),
+            DELIVERIES if count_deliveries else None,
+        )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -215,11 +312,17 @@ class GrpcGateway:
 
     async def start(self, host: str, port: int) -> int:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if self._tls is not None:
-            credentials = grpc.ssl_server_credentials([self._tls])
-            self.port = self._server.add_secure_port(address, credentials)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        if port:
+            # grpc only says "Failed to bind" (and logs a C-core line): find out why first.
+            socket.create_server((host.strip("[]"), port)).close()
+        try:
+            if self._tls is not None:
+                credentials = grpc.ssl_server_credentials([self._tls])
+                self.port = self._server.add_secure_port(address, credentials)
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self._server.start()

@@ -7,10 +7,15 @@ the job's final event. The client may send ``ping`` or ``{"type":"ping"}`` and
 gets ``pong``; anything else gets an ``error`` message and the connection stays.
 
 Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
-``GET /api/jobs/{job_id}`` (the job's JSON snapshot, for clients that poll).
+``GET /api/jobs/{job_id}[?view=basic|full]`` (the job's JSON snapshot, for clients
+that poll; the latest 100 thoughts of each team unless ``view`` says otherwise). The
+endpoints are one table (:mod:`chimera.gateways.routes`): an unknown path is 404,
+a known path with another method 405 (with ``Allow``).
 
-Every request but ``/healthz`` is checked before the upgrade, in this order:
-``Origin`` (403 unless allowed: same host, or an ``--allowed-origin``), path (404/400),
+Every request first has its ``Host`` checked (421 unless the server answers to
+that name: :mod:`chimera.gateways.hosts`, the DNS rebinding guard). Every request
+but ``/healthz`` is then checked before the upgrade, in this order: route (404/405),
+``Origin`` (403 unless allowed: same host, or an ``--allowed-origin``), path (400),
 token (401), the token's right to the job (403; 404 for a job that is not the
 caller's), subscriber limits (429). Browsers cannot set headers on a WebSocket,
 so the token may come as the subprotocol pair ``["chimera.bearer", TOKEN]``
@@ -41,19 +46,22 @@ import http
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Sequence
-from urllib.parse import parse_qs, urlsplit
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
 from chimera.actors.jobs import JobManager
-from chimera.auth.principal import ANONYMOUS, Principal
+from chimera.auth.principal import SYSTEM, Principal
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import (
@@ -68,13 +76,22 @@ from chimera.errors import (
     Unavailable,
 )
 from chimera.events import Event, control_message
+from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
-from chimera.ids import is_valid_job_id
+from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
+from chimera.ids import is_ascii_number, is_valid_job_id
+from chimera.job import JobView
+from chimera.observability.logs import log_context
+from chimera.observability.metrics import (
+    DELIVERIES,
+    WS_CONNECTIONS,
+    Deliveries,
+    message_size,
+    ws_closed,
+)
 
 log = logging.getLogger(__name__)
 
-PATH_PREFIX = "/ws/orchestrate/"
-SNAPSHOT_PREFIX = "/api/jobs/"
 MAX_CLIENT_FRAME = 16 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
@@ -83,34 +100,32 @@ BEARER_PROTOCOL = "chimera.bearer"
 CLOSE_HISTORY_GONE = 4410
 CLOSE_SINCE_TOO_LARGE = 4416
 PING_HELP = 'send "ping" or {"type":"ping"}'
+# GET /api/jobs/{id}?view=…: the thoughts the snapshot carries (as GetJob's JobView).
+SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
 
-def split_target(target: str) -> tuple[str, str]:
-    """``(path, query)`` of a request target.
-
-    Not ``urlsplit``: it reads ``//host`` as a network location and raises on
-    ``//[`` (an invalid IPv6 literal), which fuzzing found.
-    """
-    path, _, query = target.partition("?")
-    return path, query.partition("#")[0]
-
-
-def parse_subscription(target: str) -> tuple[str, int]:
-    """``(job_id, since)`` from a request target; ``ValueError`` says what is wrong."""
-    path, query_text = split_target(target)
-    if not path.startswith(PATH_PREFIX):
-        raise LookupError(f"no such endpoint {path!r}: use {PATH_PREFIX}{{job_id}}")
-    job_id = path[len(PATH_PREFIX):]
+def parse_subscription(target: Target) -> tuple[str, int]:
+    """``(job_id, since)`` of a subscription request; ``ValueError`` says what is wrong."""
+    job_id = target.params["job_id"]
     if not is_valid_job_id(job_id):
         raise ValueError("malformed job id: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_'")
-    query = parse_qs(query_text, keep_blank_values=True)
-    since_values = query.get("since", ["0"])
-    if len(since_values) != 1 or not since_values[0].isdigit() or len(since_values[0]) > 16:
+    since_values = target.query.get("since", ["0"])
+    since_text = since_values[0]
+    if len(since_values) != 1 or not is_ascii_number(since_text) or len(since_text) > 16:
         raise ValueError("since must be one whole number, 0 or more (the last seq you saw)")
-    since = int(since_values[0])
+    since = int(since_text)
     if since > MAX_SINCE:
         raise ValueError("since is too large")
     return job_id, since
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """What the handshake decided, handed to the connection's handler."""
+
+    job_id: str
+    since: int
+    principal: Principal
 
 
 class WebSocketGateway:
@@ -129,17 +144,35 @@ class WebSocketGateway:
         authenticator: Authenticator | None = None,
         limits: SubscriberLimits | None = None,
         allowed_origins: Sequence[str] = (),
+        allowed_hosts: HostAllowList | None = None,
         max_frame_bytes: int = MAX_CLIENT_FRAME,
         tls: ssl.SSLContext | None = None,
+        count_deliveries: bool = False,
     ) -> None:
+        """``count_deliveries``: count messages, bytes and delivery latencies for the
+        metrics (the hot path; connections are always counted)."""
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._auth = authenticator or Authenticator(None)
         self._limits = limits or SubscriberLimits()
         self._allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self._allowed_hosts = allowed_hosts or HostAllowList("127.0.0.1")
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
         self._frames = _FrameCache()
+        self._deliveries = DELIVERIES if count_deliveries else None
+        self._routes = Routes(
+            [
+                Route("GET", "/healthz", self._healthz, check_origin=False),
+                Route("GET", "/api/jobs/{job_id}", self._snapshot),
+                Route("GET", "/ws/orchestrate/{job_id}", self._admit),
+            ]
+        )
+        # The handshake's decision, picked up by the connection's handler (weak:
+        # a handshake that fails after process_request never reaches a handler).
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, _Admitted] = (
+            weakref.WeakKeyDictionary()
+        )
         self._server: Server | None = None
         self.port = 0
 
@@ -183,25 +216,32 @@ class WebSocketGateway:
 
     def _process_request(
         self, connection: ServerConnection, request: Request
-    ) -> Awaitable[Response | None] | Response | None:
-        path, _ = split_target(request.path)
-        if path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "ok\n")
-        if not self._origin_allowed(request):
+    ) -> Reply:
+        # Before anything else, on every request (DNS rebinding guard).
+        hosts = request.headers.get_all("Host")
+        if not self._allowed_hosts.allows(hosts):
+            return connection.respond(
+                http.HTTPStatus.MISDIRECTED_REQUEST, self._allowed_hosts.refusal(hosts)
+            )
+        target = Target.parse(request.path)
+        found = self._routes.match(request.method, target.path)
+        if isinstance(found, list):
+            if found:
+                return method_not_allowed(connection, request.method, found)
+            return not_found(connection, target.path)
+        route, params = found
+        if route.check_origin and not self._origin_allowed(request):
             return connection.respond(
                 http.HTTPStatus.FORBIDDEN,
                 "this Origin may not connect: the server allows its own host and the "
                 "origins given with --allowed-origin\n",
             )
-        if path.startswith(SNAPSHOT_PREFIX):
-            return self._snapshot(connection, request, path[len(SNAPSHOT_PREFIX):])
-        try:
-            job_id, _ = parse_subscription(request.path)
-        except LookupError as exc:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, f"{exc}\n")
-        except ValueError as exc:
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
-        return self._admit(connection, request, job_id)
+        return route.handler(connection, request, replace(target, params=params))
+
+    def _healthz(
+        self, connection: ServerConnection, request: Request, target: Target
+    ) -> Response:
+        return connection.respond(http.HTTPStatus.OK, "ok\n")
 
     def _origin_allowed(self, request: Request) -> bool:
         """Cross-site WebSocket hijacking guard: a browser always sends ``Origin``."""
@@ -222,18 +262,23 @@ class WebSocketGateway:
         return len(hosts) == 1 and netloc.lower() == hosts[0].lower()
 
     async def _admit(
-        self, connection: ServerConnection, request: Request, job_id: str
+        self, connection: ServerConnection, request: Request, target: Target
     ) -> Response | None:
-        """Token, the right to this job, then the subscriber limits; None accepts."""
+        """Path, token, the right to this job, then the subscriber limits; None accepts."""
         try:
-            principal = self._principal(request)
-            await self._jobs.authorize_watch(job_id, principal)
+            job_id, since = parse_subscription(target)
+        except ValueError as exc:
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
+        try:
+            principal = self._principal(request, target)
+            await self._jobs.authorize_watch(job_id, principal=principal)
             self._limits.check(job_id, _address(connection))
         except ChimeraError as exc:
             return _refusal(connection, exc)
+        self._admitted[connection] = _Admitted(job_id, since, principal)
         return None
 
-    def _principal(self, request: Request) -> Principal:
+    def _principal(self, request: Request, target: Target) -> Principal:
         """The caller named by the token in the ``Authorization`` header, the
         ``chimera.bearer`` subprotocol pair, or the ``token`` query parameter."""
         if not self._auth.enabled:
@@ -255,7 +300,7 @@ class WebSocketGateway:
                     f"offer exactly two subprotocols: {BEARER_PROTOCOL!r} and the token"
                 )
             return self._auth.principal(others[0])
-        tokens = parse_qs(split_target(request.path)[1], keep_blank_values=True).get("token")
+        tokens = target.query.get("token")
         if tokens is not None:
             if len(tokens) != 1:
                 raise Unauthenticated("give one token query parameter, not several")
@@ -263,12 +308,23 @@ class WebSocketGateway:
         return self._auth.principal(None)
 
     async def _snapshot(
-        self, connection: ServerConnection, request: Request, job_id: str
+        self, connection: ServerConnection, request: Request, target: Target
     ) -> Response:
+        job_id = target.params["job_id"]
         if not is_valid_job_id(job_id):
             return _json(connection, http.HTTPStatus.BAD_REQUEST, {"error": "malformed job id"})
+        views = target.query.get("view", ["default"])
+        view = SNAPSHOT_VIEWS.get(views[0]) if len(views) == 1 else None
+        if view is None:
+            return _json(
+                connection, http.HTTPStatus.BAD_REQUEST,
+                {"error": "view must be basic (no thoughts) or full (every thought); "
+                          "leave it out for the latest 100 of each team"},
+            )
         try:
-            job = await self._jobs.get(job_id, self._principal(request))
+            job = await self._jobs.get(
+                job_id, principal=self._principal(request, target), view=view
+            )
         except ChimeraError as exc:
             return _refusal(connection, exc, as_json=True)
         return _json(connection, http.HTTPStatus.OK, job.to_dict())
@@ -282,8 +338,11 @@ class WebSocketGateway:
         coroutines or context-manager generators that would stay suspended for
         the connection's life): an idle subscriber must stay small.
         """
-        job_id, since = parse_subscription(ws.request.path if ws.request else "")
+        admitted = self._admitted.pop(ws)
+        job_id, since = admitted.job_id, admitted.since
         address = _address(ws)
+        _count_connection(ws)
+        log_context(job_id=job_id, peer=address)
         try:
             # Checked again here, counted for good: others may have connected
             # since this one passed the handshake.
@@ -300,19 +359,19 @@ class WebSocketGateway:
         try:
             async with subscription:
                 await ws.send(
-                    control_message(
+                    self._counted(control_message(
                         "connected",
                         job_id=job_id,
                         data={"message": f"Connected to job {job_id}", "since": since},
-                    )
+                    ))
                 )
                 refused = await self._check_since(job_id, since)
                 if refused is not None:
                     error = control_message("error", job_id=job_id, data={"error": str(refused)})
-                    await ws.send(error)
+                    await ws.send(self._counted(error))
                     await ws.close(*_close_for(refused))
                     return
-                subscription.attach(_sink(ws, self._frames))
+                subscription.attach(_sink(ws, self._frames, self._deliveries))
                 # Reading happens here, in the handler's own task; writing in
                 # one child task. (Not three tasks, nor helper coroutines that
                 # stay suspended: idle subscribers are most of them, and each
@@ -336,12 +395,18 @@ class WebSocketGateway:
                     try:
                         with contextlib.suppress(ConnectionClosed):
                             while True:
-                                await ws.send(_answer(await ws.recv()))
+                                await ws.send(self._counted(_answer(await ws.recv())))
                     finally:
                         shed.remove_done_callback(on_shed)
                         writer.cancel()
         finally:
             self._limits.release(job_id, address)
+
+    def _counted(self, message: str) -> str:
+        """``message``, counted as sent (a control message, not an event)."""
+        if self._deliveries is not None:
+            self._deliveries.sent(message_size(message))
+        return message
 
     async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
         """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
@@ -353,7 +418,7 @@ class WebSocketGateway:
             return None  # a new subscriber; an unknown job is waited for
         try:
             # The caller's right to the job was checked at the handshake.
-            job = await self._jobs.get(job_id, ANONYMOUS)
+            job = await self._jobs.get(job_id, principal=SYSTEM)
         except NotFound:
             return HistoryGone(job_id, since)
         if since > job.last_sequence:
@@ -368,6 +433,8 @@ class WebSocketGateway:
         try:
             async for event in subscription:
                 await ws.send(event.frame)
+                if self._deliveries is not None:
+                    self._deliveries.ws_delivered(event, message_size(event.frame))
             code, reason = 1000, "job finished"
         except ChimeraError as exc:
             code, reason = _close_for(exc)
@@ -433,7 +500,7 @@ def _is_ping(message: str | bytes) -> bool:
         return False
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
         return False
     return isinstance(obj, dict) and obj.get("type") == "ping"
 
@@ -459,7 +526,7 @@ class _FrameCache:
         return self.frame
 
 
-def _sink(ws: ServerConnection, frames: _FrameCache) -> Sink:
+def _sink(ws: ServerConnection, frames: _FrameCache, deliveries: Deliveries | None) -> Sink:
     """The fast path's write to ``ws``: what ``websockets.broadcast()`` does for one
     connection, with the frame serialized once for all of them, and refusing (so
     the event is queued) rather than buffering past the high-water mark.
@@ -478,7 +545,28 @@ def _sink(ws: ServerConnection, frames: _FrameCache) -> Sink:
         transport.write(frames.frame_for(event, payload))
         return True
 
-    return write
+    if deliveries is None:
+        return write
+    delivered = deliveries.ws_delivered
+
+    def counted(event: Event, payload: bytes) -> bool:
+        if write(event, payload):
+            delivered(event, len(payload))
+            return True
+        return False
+
+    return counted
+
+
+def _count_connection(ws: ServerConnection) -> None:
+    """Counts ``ws`` as open until its TCP connection is gone, then counts why it ended."""
+    WS_CONNECTIONS.inc()
+    ws.connection_lost_waiter.add_done_callback(partial(_connection_lost, ws.protocol))
+
+
+def _connection_lost(protocol: Protocol, _: object) -> None:
+    close = protocol.close_sent
+    ws_closed(close.code if close else None, bool(protocol.close_rcvd_then_sent))
 
 
 def _close_for(error: ChimeraError) -> tuple[int, str]:

@@ -33,6 +33,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from chimera.errors import ProviderError
+from chimera.observability.metrics import PROVIDER_RETRIES, retry_reason
 from chimera.providers.base import AnswerStarted, ProviderEvent
 from chimera.providers.faults import RetryableError
 
@@ -102,6 +103,7 @@ async def with_retries(
                 )
                 raise ProviderError(str(exc), status=exc.status) from exc
             delay = policy.delay(attempt_number, exc.retry_after)
+            PROVIDER_RETRIES.labels(provider, retry_reason(exc.status)).inc()
             logger.info(
                 "%s: attempt %d failed (%s); retrying in %.2fs",
                 provider,

@@ -1,0 +1,105 @@
+"""The HTTP routes of the WebSocket port: ``(method, path pattern) → handler``.
+
+A pattern is a path with ``{name}`` parameters; a parameter takes any text,
+slashes included, and its handler validates it (so ``/ws/orchestrate/a/b`` is a
+400 "malformed job id", not a 404). The request target is parsed once, into a
+:class:`Target` every handler receives. A path no route matches is 404; a path
+some route matches with another method is 405 with an ``Allow`` header.
+
+Adding an endpoint is one line in the gateway's table, e.g.
+``Route("GET", "/api/jobs", self._list_jobs)``.
+"""
+
+from __future__ import annotations
+
+import http
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A request target, parsed once: path, query parameters, route parameters."""
+
+    path: str
+    query: Mapping[str, list[str]]
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, target: str) -> Target:
+        """Not ``urlsplit``: it reads ``//host`` as a network location and raises
+        on ``//[`` (an invalid IPv6 literal), which fuzzing found."""
+        path, _, query = target.partition("?")
+        return cls(path, parse_qs(query.partition("#")[0], keep_blank_values=True))
+
+
+Reply = Awaitable[Response | None] | Response | None
+Handler = Callable[[ServerConnection, Request, Target], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``handler`` answers ``method`` on paths matching ``pattern``.
+
+    ``check_origin``: refuse a browser ``Origin`` the server does not allow
+    before the handler runs (off for endpoints anyone may poll, like ``/healthz``).
+    A handler returning ``None`` accepts a WebSocket upgrade.
+    """
+
+    method: str
+    pattern: str
+    handler: Handler
+    check_origin: bool = True
+
+
+_PARAMETER = re.compile(r"\{(\w+)\}")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts = _PARAMETER.split(pattern)
+    # split alternates literal text and parameter names.
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.*)" for i, part in enumerate(parts)
+    )
+    return re.compile(regex)
+
+
+class Routes:
+    """The table; :meth:`match` finds the route for a method and path."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._routes = [(route, _compile(route.pattern)) for route in routes]
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | list[str]:
+        """The route and its parameters, or the methods the path allows
+        (empty: no such path)."""
+        allowed: list[str] = []
+        for route, regex in self._routes:
+            found = regex.fullmatch(path)
+            if found is None:
+                continue
+            if route.method == method:
+                return route, found.groupdict()
+            if route.method not in allowed:
+                allowed.append(route.method)
+        return allowed
+
+
+def not_found(connection: ServerConnection, path: str) -> Response:
+    return connection.respond(http.HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}\n")
+
+
+def method_not_allowed(
+    connection: ServerConnection, method: str, allowed: Sequence[str]
+) -> Response:
+    methods = ", ".join(allowed)
+    response = connection.respond(
+        http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed here: use {methods}\n"
+    )
+    response.headers["Allow"] = methods
+    return response

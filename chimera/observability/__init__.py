@@ -1,0 +1,1 @@
+"""Seeing a running server: Prometheus metrics and structured logs."""

@@ -1,0 +1,284 @@
+"""Every Prometheus metric Chimera exports, defined once, and the cheap way to count deliveries.
+
+The metric objects are process-wide, as prometheus-client's are. When
+``PROMETHEUS_MULTIPROC_DIR`` is set before Chimera starts (``--workers``, or a
+process manager running several servers), prometheus-client keeps every value
+in a memory-mapped file there, and a scrape of any process adds up all of them
+(see :mod:`chimera.observability.listener`); the gauges are ``livesum`` so a
+stopped process's connections and jobs stop counting.
+
+Hot path: a delivery to N subscribers must not cost N lock-taking increments.
+:class:`Deliveries` counts WebSocket messages, bytes and delivery latencies in
+plain ints and a bucket array on the event loop; :meth:`Deliveries.flush` adds
+them to the metrics in bulk (before every scrape, and every second). The
+delivery histogram is a regular :class:`prometheus_client.Histogram`, so its
+exposition (and multiprocess mode) is the client's own; the bulk add writes the
+bucket counts into its values directly (``observe`` adds one at a time).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+from chimera.events import Event, EventType, JobState, TeamName, TeamStatus
+
+# No ``*_created`` series: they would double a scrape for nothing.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# Latency buckets in seconds, from a fast local write to a badly backed-up subscriber.
+DELIVERY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)
+PROVIDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+COMMIT_SECONDS_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+COMMIT_EVENTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+# Why a WebSocket subscriber's connection ended, by the close code the server sent.
+WS_CLOSE_REASONS = {
+    1000: "finished",
+    1001: "shutdown",
+    1009: "frame_too_large",
+    1011: "error",
+    1013: "try_later",
+    4008: "too_slow",
+    4410: "history_gone",
+    4416: "since_too_large",
+}
+WS_CLIENT = "client"  # the client closed first, or the connection dropped
+WS_ERROR = "error"
+
+# Why a provider request was retried (closed set, so every series exists from the start).
+RETRY_REASONS = ("rate_limited", "timeout", "server_error", "http_error", "transport")
+
+WS_CONNECTIONS = Gauge(
+    "chimera_ws_connections", "Open WebSocket subscriber connections.",
+    multiprocess_mode="livesum",
+)
+WS_MESSAGES_SENT = Counter(
+    "chimera_ws_messages_sent", "WebSocket messages sent to subscribers (events and control)."
+)
+WS_BYTES_SENT = Counter(
+    "chimera_ws_bytes_sent", "Bytes of WebSocket message payloads sent to subscribers (UTF-8)."
+)
+WS_DISCONNECTS = Counter(
+    "chimera_ws_disconnects", "WebSocket subscriber connections ended, by why.", ["reason"]
+)
+EVENT_DELIVERY = Histogram(
+    "chimera_event_delivery_seconds",
+    "From the broadcaster taking an event (or reading it from the log, for history) "
+    "to its frame being written to a subscriber, per delivery (WebSocket and gRPC).",
+    buckets=DELIVERY_BUCKETS,
+)
+EVENTS = Counter("chimera_events", "Job events recorded, by type.", ["type"])
+JOBS_CREATED = Counter("chimera_jobs_created", "Jobs created.")
+JOBS_FINISHED = Counter("chimera_jobs_finished", "Jobs finished, by final state.", ["state"])
+JOBS_RUNNING = Gauge("chimera_jobs_running", "Jobs running.", multiprocess_mode="livesum")
+TEAM_RUNS = Counter(
+    "chimera_team_runs", "Team runs ended, by team, provider kind and final status.",
+    ["team", "provider", "status"],
+)
+PROVIDER_REQUEST = Histogram(
+    "chimera_provider_request_seconds",
+    "From a team starting its provider to the provider's stream ending (retries included).",
+    ["team"], buckets=PROVIDER_BUCKETS,
+)
+PROVIDER_FIRST_TOKEN = Histogram(
+    "chimera_provider_first_token_seconds",
+    "From a team starting its provider to the provider's first output.",
+    ["team"], buckets=PROVIDER_BUCKETS,
+)
+PROVIDER_TOKENS = Counter(
+    "chimera_provider_tokens", "Tokens the providers generated (as they report).", ["team"]
+)
+PROVIDER_RETRIES = Counter(
+    "chimera_provider_retries", "Provider requests retried, by reason.", ["team", "reason"]
+)
+STORE_COMMIT_SECONDS = Histogram(
+    "chimera_store_commit_seconds", "Time to commit one batch of events to the store.",
+    buckets=COMMIT_SECONDS_BUCKETS,
+)
+STORE_COMMIT_EVENTS = Histogram(
+    "chimera_store_commit_events", "Events in one store commit.", buckets=COMMIT_EVENTS_BUCKETS
+)
+# The go-grpc-prometheus names and labels, so existing gRPC dashboards work.
+GRPC_STARTED = Counter(
+    "grpc_server_started", "RPCs started on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
+GRPC_HANDLED = Counter(
+    "grpc_server_handled", "RPCs completed on the server, regardless of success or failure.",
+    ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+)
+GRPC_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Response latency (seconds) of gRPC calls that had been handled by the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+)
+
+
+def _initialize() -> None:
+    """Creates the series whose label values are known, at 0, so they exist before use."""
+    for reason in (*WS_CLOSE_REASONS.values(), WS_CLIENT):
+        WS_DISCONNECTS.labels(reason)
+    for event_type in EventType:
+        EVENTS.labels(event_type.value)
+    for state in JobState:
+        if state is not JobState.RUNNING:
+            JOBS_FINISHED.labels(state.value)
+    for team in TeamName:
+        for kind in ("real", "simulated"):
+            for status in (TeamStatus.COMPLETE, TeamStatus.ERROR, TeamStatus.CANCELLED):
+                TEAM_RUNS.labels(team.value, kind, status.value)
+        PROVIDER_REQUEST.labels(team.value)
+        PROVIDER_FIRST_TOKEN.labels(team.value)
+        PROVIDER_TOKENS.labels(team.value)
+        for reason in RETRY_REASONS:
+            PROVIDER_RETRIES.labels(team.value, reason)
+
+
+_initialize()
+
+
+def add_observations(histogram: Histogram, counts: list[int], total: float) -> None:
+    """Adds ``counts[i]`` observations to bucket ``i`` of ``histogram`` (buckets as
+    given at creation, then +Inf; not cumulative) and ``total`` to its sum.
+
+    What ``observe`` does for one value, for many at once: one locked add per
+    non-empty bucket instead of one per observation.
+    """
+    for value, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            value.inc(count)
+    histogram._sum.inc(total)
+
+
+def message_size(text: str) -> int:
+    """Bytes of ``text`` on the wire (``isascii`` is O(1) for a ``str``)."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+class Deliveries:
+    """WebSocket messages and event deliveries, counted on the event loop in plain
+    numbers and added to the metrics by :meth:`flush`.
+
+    Only ever used from the event loop's thread (so no lock), and flushed from it.
+    """
+
+    __slots__ = ("buckets", "bytes", "messages", "seconds")
+    _bounds = (*DELIVERY_BUCKETS, float("inf"))
+
+    def __init__(self) -> None:
+        self.buckets = [0] * len(self._bounds)
+        self.seconds = 0.0
+        self.messages = 0
+        self.bytes = 0
+
+    def sent(self, size: int) -> None:
+        """A WebSocket message of ``size`` bytes that is not an event (``connected``, …)."""
+        self.messages += 1
+        self.bytes += size
+
+    def delivered(self, event: Event) -> None:
+        """``event`` handed to a subscriber's connection now (gRPC)."""
+        elapsed = time.monotonic() - event.taken
+        self.buckets[bisect_left(self._bounds, elapsed)] += 1
+        self.seconds += elapsed
+
+    def ws_delivered(self, event: Event, size: int) -> None:
+        """``event`` (``size`` payload bytes) written to a WebSocket now."""
+        elapsed = time.monotonic() - event.taken
+        self.buckets[bisect_left(self._bounds, elapsed)] += 1
+        self.seconds += elapsed
+        self.messages += 1
+        self.bytes += size
+
+    def flush(self) -> None:
+        """Adds what was counted since the last flush to the metrics."""
+        if self.messages:
+            WS_MESSAGES_SENT.inc(self.messages)
+            WS_BYTES_SENT.inc(self.bytes)
+            self.messages = self.bytes = 0
+        if any(self.buckets):
+            add_observations(EVENT_DELIVERY, self.buckets, self.seconds)
+            self.buckets = [0] * len(self._bounds)
+            self.seconds = 0.0
+
+
+DELIVERIES = Deliveries()
+
+
+# -- one-line hooks ------------------------------------------------------------------------
+
+
+def ws_closed(close_sent_code: int | None, client_first: bool) -> None:
+    """A WebSocket subscriber's connection ended: the server's close code, if it
+    sent one, and whether the client closed (or dropped) it first."""
+    if client_first or close_sent_code is None:
+        reason = WS_CLIENT
+    else:
+        reason = WS_CLOSE_REASONS.get(close_sent_code, WS_ERROR)
+    WS_CONNECTIONS.dec()
+    WS_DISCONNECTS.labels(reason).inc()
+
+
+def events_recorded(events: Sequence[Event], seconds: float) -> None:
+    """A batch of events committed to the store in ``seconds``."""
+    STORE_COMMIT_SECONDS.observe(seconds)
+    STORE_COMMIT_EVENTS.observe(len(events))
+    for event_type, n in Tally(event.type.value for event in events).items():
+        EVENTS.labels(event_type).inc(n)
+
+
+def job_started() -> None:
+    JOBS_CREATED.inc()
+    JOBS_RUNNING.inc()
+
+
+def job_finished(state: JobState) -> None:
+    JOBS_RUNNING.dec()
+    JOBS_FINISHED.labels(state.value).inc()
+
+
+def retry_reason(status: int | None) -> str:
+    """The ``reason`` label of a retry after a failure with HTTP ``status`` (None: no answer)."""
+    if status is None:
+        return "transport"
+    if status == 429:
+        return "rate_limited"
+    if status == 408:
+        return "timeout"
+    return "server_error" if status >= 500 else "http_error"
+
+
+def team_run_ended(team: str, simulated: bool, status: str) -> None:
+    TEAM_RUNS.labels(team, "simulated" if simulated else "real", status).inc()
+
+
+class ProviderRun:
+    """Times one team's provider stream: first output, then the end."""
+
+    __slots__ = ("_first", "_started", "_team")
+
+    def __init__(self, team: str) -> None:
+        self._team = team
+        self._started = time.monotonic()
+        self._first = True
+
+    def output(self) -> None:
+        if self._first:
+            self._first = False
+            PROVIDER_FIRST_TOKEN.labels(self._team).observe(time.monotonic() - self._started)
+
+    def tokens(self, count: int) -> None:
+        PROVIDER_TOKENS.labels(self._team).inc(count)
+
+    def ended(self) -> None:
+        PROVIDER_REQUEST.labels(self._team).observe(time.monotonic() - self._started)

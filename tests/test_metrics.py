@@ -1,0 +1,173 @@
+"""Metrics: a real server's ``/metrics``, scraped and parsed with prometheus-client's parser,
+checked against what real clients saw."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import urllib.error
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+
+from chimera.errors import ConfigError
+from chimera.events import TeamName
+from chimera.v1 import jobs_pb2 as pb
+from tests.conftest import Running, StartServer, ws_connect
+from tests.doubles import ScriptedProvider, factory
+from tests.metrics_scrape import delta, fetch, scrape, scrape_until, value
+from tests.security import SECRET
+from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
+
+CONNECTIONS = "chimera_ws_connections"
+DELIVERY_COUNT = "chimera_event_delivery_seconds_count"
+
+
+def metrics_port(server: Running) -> int:
+    assert server.server.metrics is not None
+    return server.server.metrics.port
+
+
+async def read_raw(ws: Any) -> list[str]:
+    """Every message, as sent, until the server closes."""
+    return [raw async for raw in ws]
+
+
+async def test_a_job_watched_by_two_websockets_and_a_grpc_stream(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(metrics_port=0)
+    port = metrics_port(server)
+    before = await scrape(port)
+    assert value(before, CONNECTIONS) == 0
+    subscribers = [await ws_connect(server.ws_url("watched")) for _ in range(2)]
+    greetings = [await ws.recv() for ws in subscribers]
+    assert all(json.loads(g)["type"] == "connected" for g in greetings)
+    assert value(await scrape(port), CONNECTIONS) == 2
+    async with server.client() as client:
+        await client.create("a counter", job_id="watched")
+        streamed = [e async for e in client.events("watched")]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.create("   ", job_id="empty")
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        frames = [await asyncio.wait_for(read_raw(ws), 30) for ws in subscribers]
+    # Once both have left, the server lets go of them: no connection is left counted.
+    after = await scrape_until(port, lambda s: value(s, CONNECTIONS) == 0)
+
+    seen = [[json.loads(f) for f in got] for got in frames]
+    events = seen[0]
+    assert seen[1] == events and all(ws.close_code == 1000 for ws in subscribers)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert len(streamed) == len(events)
+    n = len(events)
+
+    # Every frame the clients got was counted (events, plus each one's "connected").
+    sent = delta(after, before, "chimera_ws_messages_sent_total")
+    assert sent >= n * 2 and sent == n * 2 + 2
+    payloads = sum(len(str(m).encode()) for m in greetings + frames[0] + frames[1])
+    assert delta(after, before, "chimera_ws_bytes_sent_total") == payloads
+    # One delivery observation per event per subscriber, on both planes.
+    assert delta(after, before, DELIVERY_COUNT) == n * 2 + len(streamed)
+    assert delta(after, before, "chimera_event_delivery_seconds_sum") > 0
+    assert delta(after, before, "chimera_ws_disconnects_total", reason="finished") == 2
+
+    # gRPC, with the go-grpc-prometheus names.
+    create = {"grpc_type": "unary", "grpc_service": "chimera.v1.JobService",
+              "grpc_method": "CreateJob"}
+    assert delta(after, before, "grpc_server_started_total", **create) == 2
+    assert delta(after, before, "grpc_server_handled_total", **create, grpc_code="OK") == 1
+    assert delta(
+        after, before, "grpc_server_handled_total", **create, grpc_code="INVALID_ARGUMENT"
+    ) == 1
+    assert delta(after, before, "grpc_server_handling_seconds_count", **create) == 2
+    stream = {"grpc_type": "server_stream", "grpc_service": "chimera.v1.JobService",
+              "grpc_method": "StreamJobEvents"}
+    assert delta(after, before, "grpc_server_handled_total", **stream, grpc_code="OK") == 1
+
+    # Jobs, events, teams, providers, store.
+    assert delta(after, before, "chimera_jobs_created_total") == 1
+    assert delta(after, before, "chimera_jobs_finished_total", state="succeeded") == 1
+    assert value(after, "chimera_jobs_running") == 0
+    for kind, count in Counter(e["type"] for e in events).items():
+        assert delta(after, before, "chimera_events_total", type=kind) == count
+    for e in events:
+        if e["type"] == "code_generated":
+            tokens = e["data"]["token_count"]
+            assert tokens > 0
+            assert delta(after, before, "chimera_provider_tokens_total", team=e["team"]) == tokens
+    for team in TeamName:
+        run = {"team": team.value, "provider": "simulated", "status": "complete"}
+        assert delta(after, before, "chimera_team_runs_total", **run) == 1
+        for hist in ("request", "first_token"):
+            name = f"chimera_provider_{hist}_seconds_count"
+            assert delta(after, before, name, team=team.value) == 1
+    assert delta(after, before, "chimera_store_commit_events_sum") == n
+    assert delta(after, before, "chimera_store_commit_seconds_count") >= 1
+
+
+async def test_a_shed_subscriber_is_counted_as_too_slow(start_server: StartServer) -> None:
+    big = "x" * 2000
+    server = await start_server(
+        factory({team: (lambda: ScriptedProvider([big] * 2000)) for team in TeamName}),
+        subscriber_max_bytes=QUEUE_LIMIT, metrics_port=0,
+    )
+    port = metrics_port(server)
+    before = await scrape(port)
+    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
+    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
+    async with server.client() as client:
+        await client.create("a counter", job_id="flood")
+        await asyncio.wait_for(read_raw(fast), 60)
+    _, code, _ = await asyncio.wait_for(read_frames(stuck_reader), 30)
+    assert code == 4008
+    stuck_writer.close()
+    after = await scrape_until(port, lambda s: value(s, CONNECTIONS) == 0)
+    assert delta(after, before, "chimera_ws_disconnects_total", reason="too_slow") == 1
+    assert delta(after, before, "chimera_ws_disconnects_total", reason="finished") == 1
+
+
+async def test_calls_refused_by_auth_are_counted(start_server: StartServer) -> None:
+    server = await start_server(jwt_secret=SECRET, metrics_port=0)
+    port = metrics_port(server)
+    before = await scrape(port)
+    async with server.client() as client:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.create("a counter")
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    after = await scrape(port)
+    create = {"grpc_type": "unary", "grpc_service": "chimera.v1.JobService",
+              "grpc_method": "CreateJob"}
+    assert delta(
+        after, before, "grpc_server_handled_total", **create, grpc_code="UNAUTHENTICATED"
+    ) == 1
+    assert delta(after, before, "chimera_jobs_created_total") == 0
+
+
+async def test_the_listener_serves_only_metrics(start_server: StartServer) -> None:
+    server = await start_server(metrics_port=0)
+    text = await asyncio.to_thread(fetch, metrics_port(server))
+    assert "# TYPE chimera_ws_connections gauge" in text
+    assert "process_cpu_seconds_total" in text  # the client's default collectors
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        await asyncio.to_thread(fetch, metrics_port(server), "/")
+    assert missing.value.code == 404
+    missing.value.close()
+
+
+async def test_a_taken_metrics_port(start_server: StartServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # Asked for: refuses to start, saying why.
+        with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            await start_server(metrics_port=port)
+        # Only the default: serves without metrics.
+        server = await start_server(metrics_port=port, metrics_port_default=True)
+        assert server.server.metrics is None
+        async with server.client() as client:
+            job = await client.create("a counter")
+            assert job.state == pb.JOB_STATE_RUNNING
