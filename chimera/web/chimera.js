@@ -243,6 +243,13 @@ class JobFollower {
     this.pingTimer = null;
     this.stopped = false;
     this.pendingCreate = options.create ? { request_id: newJobId(), ...options.create } : null;
+    // Back online: try the WebSocket now rather than at the next retry.
+    this.onOnline = () => {
+      if (!this.stopped && !this.ws && this.dropped) this.connect();
+    };
+    this.onOffline = () => this.refreshConnection();
+    globalThis.addEventListener?.("online", this.onOnline);
+    globalThis.addEventListener?.("offline", this.onOffline);
     this.start();
   }
 
@@ -464,6 +471,8 @@ class JobFollower {
   }
 
   teardown() {
+    globalThis.removeEventListener?.("online", this.onOnline);
+    globalThis.removeEventListener?.("offline", this.onOffline);
     clearTimeout(this.retryTimer);
     clearInterval(this.pingTimer);
     this.stopPolling();
