@@ -346,18 +346,6 @@ def test_markup_in_a_brief_is_text_and_runs_no_script(page: Page, sites: Sites) 
     assert page.locator("main img, main script, main b").count() == 0
 
 
-def test_cancel_button_cancels_the_running_job(page: Page, sites: Sites) -> None:
-    page.goto(f"{sites.chimera.base}/jobs/to-cancel")
-    wait_attr(page, "#connection", "data-connection-state", "connected")
-    create_job(sites.chimera, "to-cancel", "A long dashboard with many charts")
-    page.wait_for_selector('[data-team="anthropic"][data-status="thinking"]')
-    page.click("#cancel")
-    wait_attr(page, "#job", "data-job-status", "cancelled")
-    assert page.locator("#cancel").is_hidden()
-    statuses = page.eval_on_selector_all("[data-team]", "ps => ps.map((p) => p.dataset.status)")
-    assert "cancelled" in statuses
-
-
 # -- when the WebSocket is not there ------------------------------------------------------------
 
 def test_websockets_blocked_polls_snapshots_to_the_end(page: Page, sites: Sites) -> None:
@@ -585,3 +573,19 @@ def test_viewer_link_streams_the_job_read_only_with_auth_on(page: Page, secured:
     wait_attr(page, "#job", "data-job-status", "succeeded")
     wait_attr(page, "#connection", "data-connection-state", "closed")
     assert page_thoughts(page) == server_thoughts(secured, "viewed", owner)
+
+
+def test_cancel_button_with_a_cancel_token_cancels_the_running_job(
+    page: Page, secured: Serve
+) -> None:
+    owner = token("alice")
+    # (With auth on, a page cannot wait for a job not created yet: create, then open.)
+    create_job(secured, "to-cancel", "A long dashboard with many charts", tok=owner)
+    page.goto(f"{secured.base}/jobs/to-cancel#token={owner}")
+    wait_attr(page, "#connection", "data-connection-state", "connected")
+    page.wait_for_selector('[data-team="anthropic"][data-status="thinking"]')
+    page.click("#cancel")
+    wait_attr(page, "#job", "data-job-status", "cancelled")
+    assert page.locator("#cancel").is_hidden()
+    statuses = page.eval_on_selector_all("[data-team]", "ps => ps.map((p) => p.dataset.status)")
+    assert statuses == ["cancelled", "cancelled"]
