@@ -279,6 +279,13 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
         assert times and all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in times)
     assert page.locator("h1.brief").inner_text() == GUIDE_BRIEF
     assert page.locator("#cancel").is_hidden()  # the job is over
+    # Copy puts the code on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    google = page.locator('[data-team="google"]')
+    google.locator("button.copy").click()
+    page.wait_for_selector('[data-team="google"] button.copy:has-text("Copied")')
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert copied == google.locator("[data-code]").text_content() and "LoginForm" in copied
 
     # Exactly the server's thoughts: same ids, same order, none twice.
     shown = page_thoughts(page)
