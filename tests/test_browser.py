@@ -259,7 +259,10 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
 ) -> None:
     serve = sites.chimera
     console: list[str] = []
+    errors: list[str] = []  # a CSP violation, a failed request, an exception
     page.on("console", lambda message: console.append(message.text))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{serve.base}/")
     page.fill("form#submit textarea[name=brief]", GUIDE_BRIEF)
     page.click("form#submit button[type=submit]")
@@ -302,6 +305,8 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
     assert any("type: status_change, team: anthropic" in line for line in messages)
     assert any("type: thought_added, team: anthropic" in line for line in messages)
     assert console.index(f"[WebSocket] Connected to job {job_id}") < console.index(messages[0])
+
+    assert errors == []
 
     shots = screenshot_dir(tmp_path)
     page.screenshot(path=str(shots / "job-page.png"), full_page=True)
