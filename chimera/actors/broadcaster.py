@@ -26,10 +26,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from chimera.errors import ChimeraError, HistoryGone, SubscriberTooSlow, Unavailable
+from chimera.errors import (
+    ChimeraError,
+    EventsRejected,
+    HistoryGone,
+    SubscriberTooSlow,
+    Unavailable,
+)
 from chimera.events import Draft, Event
 from chimera.job import Job
 from chimera.observability.metrics import events_recorded
@@ -50,6 +57,22 @@ cannot take it now."""
 
 def _no_sink(event: Event, payload: bytes) -> bool:
     return False
+
+
+class RemoteFeed(Protocol):
+    """Events of jobs that run in other processes (scale-out; none in one process).
+
+    The feed hands them to :meth:`Broadcaster.receive`, in order and gap-free.
+    """
+
+    async def follow(self, job_id: str) -> None:
+        """Starts receiving ``job_id``'s events; returns once every event recorded
+        from then on will be received. Idempotent."""
+        ...
+
+    def unfollow(self, job_id: str) -> None:
+        """Stops receiving ``job_id``'s events (no local subscriber is left)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -166,6 +189,9 @@ class Subscription:
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         store = self._broadcaster.store
+        # A job running in another process: its live events come from the feed,
+        # which must be listening before the history is read (no event between).
+        await self._broadcaster._follow(self.job_id)
         # History first. We registered before reading, and events reach the
         # store before subscribers, so every event is in the store or in
         # _pending (or both: duplicates are dropped by seq).
@@ -220,6 +246,11 @@ class Broadcaster:
         self._inbox: asyncio.Queue[Draft | None] = asyncio.Queue(INBOX_SIZE)
         self._channels: dict[str, _Channel] = {}
         self._stopped = False
+        # Set when several processes share the store (see chimera.cluster).
+        self.remote: RemoteFeed | None = None
+        # Called with (job_id, reason) when the store refuses a job's events.
+        self.on_rejected: Callable[[str, str], None] = lambda job_id, reason: None
+        self._rejected: set[str] = set()
 
     # -- called by the job manager and the actors ---------------------------------
 
@@ -257,6 +288,33 @@ class Broadcaster:
             for sub in channel.subscribers:
                 sub._fail(HistoryGone(job_id, sub.last_seq))
 
+    def receive(self, events: Sequence[Event]) -> None:
+        """Hands events recorded by another process (in order, gap-free) to this
+        process's subscribers; each is encoded once. Subscribers drop any they
+        already have, by seq."""
+        for event in events:
+            channel = self._channels.get(event.job_id)
+            if channel is None or not channel.subscribers:
+                continue
+            payload = event.frame.encode()
+            final = event.is_final
+            for sub in list(channel.subscribers):
+                sub._push(event, payload, final)
+
+    def job_ids(self) -> list[str]:
+        """Jobs this process has subscribers for or runs."""
+        return list(self._channels)
+
+    async def _follow(self, job_id: str) -> None:
+        channel = self._channels.get(job_id)
+        if self.remote is not None and channel is not None and channel.job is None:
+            await self.remote.follow(job_id)
+
+    def _drop_channel(self, job_id: str) -> None:
+        del self._channels[job_id]
+        if self.remote is not None:
+            self.remote.unfollow(job_id)
+
     def subscriber_count(self, job_id: str) -> int:
         channel = self._channels.get(job_id)
         return len(channel.subscribers) if channel else 0
@@ -267,7 +325,7 @@ class Broadcaster:
             return
         channel.subscribers.discard(sub)
         if not channel.subscribers and (channel.job is None or channel.job.finished):
-            del self._channels[sub.job_id]
+            self._drop_channel(sub.job_id)
 
     # -- the actor -------------------------------------------------------------------
 
@@ -301,7 +359,9 @@ class Broadcaster:
         for draft in batch:
             channel = self._channels.get(draft.job_id)
             if channel is None or channel.job is None:
-                log.error("dropping an event for job %s, which was never opened", draft.job_id)
+                if draft.job_id not in self._rejected:
+                    log.error("dropping an event for job %s, which was never opened",
+                              draft.job_id)
                 continue
             job = channel.job
             event = Event.number(draft, job.last_sequence + 1)
@@ -311,7 +371,11 @@ class Broadcaster:
         if not events:
             return
         started = time.perf_counter()
-        await self.store.append(events, list(touched.values()))
+        try:
+            await self.store.append(events, list(touched.values()))
+        except EventsRejected as exc:
+            events = [e for e in events if e.job_id not in exc.reasons]
+            self._reject(exc.reasons)
         events_recorded(events, time.perf_counter() - started)
         for event in events:
             channel = self._channels.get(event.job_id)
@@ -325,4 +389,19 @@ class Broadcaster:
         for job in touched.values():
             channel = self._channels.get(job.job_id)
             if channel is not None and job.finished and not channel.subscribers:
-                del self._channels[job.job_id]
+                self._drop_channel(job.job_id)
+
+    def _reject(self, reasons: dict[str, str]) -> None:
+        """The store refused these jobs' events (another process took the job over,
+        the store lost its data, or stayed unreachable): nothing more of them is
+        numbered here; their subscribers here are ended (they may resume anywhere),
+        and the job manager is told, so it stops the job."""
+        for job_id, reason in reasons.items():
+            log.error("job %s: events not recorded (%s); stopping it here", job_id, reason)
+            self._rejected.add(job_id)
+            channel = self._channels.get(job_id)
+            if channel is not None:
+                channel.job = None
+                for sub in list(channel.subscribers):
+                    sub._fail(Unavailable(f"job {job_id!r}: events not recorded ({reason})"))
+            self.on_rejected(job_id, reason)

@@ -273,9 +273,11 @@ class GrpcGateway:
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         tls: tuple[bytes, bytes] | None = None,
         count_deliveries: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
-        ``count_deliveries``: observe each streamed event's delivery latency."""
+        ``count_deliveries``: observe each streamed event's delivery latency.
+        ``reuse_port``: SO_REUSEPORT, so several worker processes share the port."""
         authenticator = authenticator or Authenticator(None)
         self._server = grpc.aio.server(
             # Metrics first: it counts what the others refuse too.
@@ -284,7 +286,7 @@ class GrpcGateway:
             ],
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         self._tls = tls
@@ -315,6 +317,13 @@ class GrpcGateway:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Health SERVING or NOT_SERVING (e.g. while the shared store is unreachable)."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
 
     async def enter_shutdown(self) -> None:
         """Health NOT_SERVING, so balancers stop sending new calls."""
