@@ -33,6 +33,15 @@ needs_redis = pytest.mark.skipif(
 SERVING = re.compile(r"serving gRPC on [\d.]+:(\d+) and WebSocket on [\d.]+:(\d+)")
 
 
+def read_text(path: Path) -> str:
+    """A small log file's text (sync: a few lines)."""
+    return path.read_text()
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,7 +94,7 @@ class RedisServer:
 
 @asynccontextmanager
 async def redis_server(directory: Path) -> AsyncIterator[RedisServer]:
-    directory.mkdir(parents=True, exist_ok=True)
+    _mkdir(directory)
     server = RedisServer(directory)
     await server.start()
     try:
@@ -137,7 +146,7 @@ async def spawn(
             env={**os.environ, **(env or {})},
         )
     for _ in range(400):
-        found = SERVING.search(log.read_text())
+        found = SERVING.search(read_text(log))
         if found:
             return process, int(found[1]), int(found[2])
         if process.returncode is not None:
@@ -146,7 +155,7 @@ async def spawn(
     if process.returncode is None:
         process.kill()
     await process.wait()
-    raise AssertionError(f"{name} did not start:\n{log.read_text()}")
+    raise AssertionError(f"{name} did not start:\n{read_text(log)}")
 
 
 @asynccontextmanager
@@ -166,7 +175,8 @@ async def start_node(redis: RedisServer, directory: Path, name: str, *flags: str
     log = directory / f"node-{name}.log"
     argv = [
         "serve", "--redis", redis.url, "--grpc-port", "0", "--ws-port", "0",
-        "--sim-delay", "0.02", "--teams", "anthropic=simulated,google=simulated", *flags,
+        "--sim-delay", "0.02", "--teams", "anthropic=simulated,google=simulated", "--no-metrics",
+        *flags,
     ]
     process, grpc_port, ws_port = await spawn(name, log, argv)
     return Node(name, process, log, grpc_port, ws_port)

@@ -122,10 +122,16 @@ class RedisFanout:
                 continue
             if message is None:
                 continue
-            try:
-                await self._handle(message)
-            except ChimeraError as exc:  # Redis unreachable while filling a gap: next time
-                log.warning("Redis fan-out: %s", exc)
+            # Reading the stream (a gap, a catch-up) is retried until Redis answers:
+            # nothing after it may be delivered before it, and nothing else can be
+            # read meanwhile anyway.
+            while True:
+                try:
+                    await self._handle(message)
+                    break
+                except ChimeraError as exc:
+                    log.warning("Redis fan-out: %s; retrying", exc)
+                    await asyncio.sleep(RETRY_DELAY)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         name = message["channel"]
@@ -178,6 +184,8 @@ class RedisFanout:
                 self._gone([job_id])
                 return
             if page:
+                log.info("job %s: %d event(s) missed on pub/sub, read from the stream (%d..%d)",
+                         job_id, len(page), page[0].seq, page[-1].seq)
                 followed.last = page[-1].seq
                 self._deliver(page)
             if len(read) < GAP_PAGE:
