@@ -8,9 +8,11 @@ Hierarchy::
     ├── AlreadyExists          job id (or request id for another request) taken
     ├── FailedPrecondition     the job is in a state where this is not allowed
     ├── Unavailable            the server is shutting down
+    │   └── StorageUnavailable the store cannot read or write (I/O error, read-only)
     ├── Unauthenticated        no token, or a token that is malformed, expired or badly signed
     ├── PermissionDenied       a valid token that does not allow this operation on this job
     ├── ResourceExhausted      a limit (subscribers, jobs in flight) is reached; try later
+    │   └── StorageFull        the store's disk is full; try later
     ├── ConfigError            the server's configuration is unsafe or inconsistent
     ├── ProviderError          a team's provider failed (after its own retries)
     ├── EventsRejected         the store refused a job's events (another process runs
@@ -61,6 +63,14 @@ class PermissionDenied(ChimeraError):
 
 class ResourceExhausted(ChimeraError):
     """A per-job, per-address or per-caller limit is reached; the message names it."""
+
+
+class StorageUnavailable(Unavailable):
+    """The store failed to read or write (I/O error, read-only file system, locked)."""
+
+
+class StorageFull(ResourceExhausted):
+    """The store cannot write because its disk (or file system) is full."""
 
 
 class ConfigError(ChimeraError):

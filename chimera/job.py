@@ -1,14 +1,19 @@
 """A job's snapshot: what GetJob, ListJobs and the snapshot endpoint return.
 
 The snapshot is derived from the job's events by :meth:`Job.apply`, so the
-event log and the snapshot can never disagree.
+event log and the snapshot can never disagree. A store keeps only the small
+parts of it (state, team statuses, code, counts: :func:`changes`) and reads
+the thoughts back from their ``thought_added`` events, so recording an event
+costs the same whatever the job's length.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from chimera.events import (
@@ -23,6 +28,34 @@ from chimera.events import (
 )
 
 
+class JobView(Enum):
+    """How much of a job's thoughts a read returns (AIP-157 style)."""
+
+    BASIC = "basic"  # no thoughts, only their count
+    DEFAULT = "default"  # the latest LATEST_THOUGHTS of each team
+    FULL = "full"  # every thought
+
+
+# Thoughts are at most ~600 characters (chimera.providers.thoughts), so a
+# default read of a job stays well under gRPC's 4 MiB message limit, however
+# long the job ran; jobs with fewer thoughts read exactly as in full.
+LATEST_THOUGHTS = 100
+
+
+def thought_limit(view: JobView) -> int | None:
+    """Thoughts per team a read in ``view`` returns (``None``: all of them)."""
+    if view is JobView.BASIC:
+        return 0
+    if view is JobView.DEFAULT:
+        return LATEST_THOUGHTS
+    return None
+
+
+def thought_of(data: Mapping[str, Any]) -> str:
+    """The thought a ``thought_added`` event's ``data`` carries, as the snapshot keeps it."""
+    return str(data["thought"])
+
+
 @dataclass(slots=True)
 class TeamRun:
     team: TeamName
@@ -33,6 +66,8 @@ class TeamRun:
     language: str = ""
     token_count: int = 0
     error: str = ""
+    # Every thought the team had; ``thoughts`` may hold only the latest of them.
+    thought_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +79,7 @@ class TeamRun:
             "language": self.language,
             "token_count": self.token_count,
             "error": self.error,
+            "thought_count": self.thought_count,
         }
 
     @staticmethod
@@ -57,6 +93,7 @@ class TeamRun:
             language=obj["language"],
             token_count=obj["token_count"],
             error=obj["error"],
+            thought_count=obj.get("thought_count", len(obj["thoughts"])),
         )
 
 
@@ -79,16 +116,20 @@ class Job:
     def finished(self) -> bool:
         return self.state in JOB_FINAL
 
-    def apply(self, event: Event) -> None:
-        """Folds one event into the snapshot."""
+    def advance(self, event: Event) -> None:
+        """Folds the job-level part of one event (sequence, times, state), not the teams'."""
         self.last_sequence = event.seq
         self.update_time = event.timestamp
+        state = event.job_state
+        if state is not None:
+            self.state = state
+            if state in JOB_FINAL:
+                self.end_time = event.timestamp
+
+    def apply(self, event: Event) -> None:
+        """Folds one event into the snapshot."""
+        self.advance(event)
         if event.team is None:
-            state = event.job_state
-            if state is not None:
-                self.state = state
-                if state in JOB_FINAL:
-                    self.end_time = event.timestamp
             return
         run = self.teams.get(event.team)
         if run is None:  # an event for a team the job does not run: ignore, keep the seq
@@ -98,7 +139,8 @@ class Job:
             run.status = TeamStatus(data["status"])
             run.model = data.get("model", run.model)
         elif event.type is EventType.THOUGHT_ADDED:
-            run.thoughts.append(data["thought"])
+            run.thoughts.append(thought_of(data))
+            run.thought_count += 1
         elif event.type is EventType.CODE_GENERATED:
             run.code = data["code"]
             run.language = data.get("language", "")
@@ -141,3 +183,59 @@ class Job:
             request_id=obj.get("request_id", ""),
             owner=obj.get("owner", ""),
         )
+
+
+@dataclass(slots=True)
+class TeamChange:
+    """What a batch of events changes in one team (``None``: unchanged)."""
+
+    status: TeamStatus | None = None
+    model: str | None = None
+    error: str | None = None
+    code: tuple[str, str, int] | None = None  # code, language, token_count
+    thoughts_added: int = 0
+
+
+@dataclass(slots=True)
+class JobChange:
+    """What a batch of events changes in one job: the small parts a store writes."""
+
+    job_id: str
+    last_sequence: int
+    update_time: datetime
+    state: JobState | None = None
+    end_time: datetime | None = None
+    teams: dict[TeamName, TeamChange] = field(default_factory=dict)
+
+
+def changes(events: Iterable[Event]) -> list[JobChange]:
+    """The changes ``events`` (in order) make to their jobs, one per job: the same
+    fold as :meth:`Job.apply`, without the thoughts (they stay in their events)."""
+    jobs: dict[str, JobChange] = {}
+    for event in events:
+        change = jobs.get(event.job_id)
+        if change is None:
+            change = jobs[event.job_id] = JobChange(event.job_id, event.seq, event.timestamp)
+        change.last_sequence = event.seq
+        change.update_time = event.timestamp
+        if event.team is None:
+            state = event.job_state
+            if state is not None:
+                change.state = state
+                change.end_time = event.timestamp if state in JOB_FINAL else None
+            continue
+        team = change.teams.get(event.team)
+        if team is None:
+            team = change.teams[event.team] = TeamChange()
+        data = event.data
+        if event.type is EventType.STATUS_CHANGE:
+            team.status = TeamStatus(data["status"])
+            if "model" in data:
+                team.model = data["model"]
+        elif event.type is EventType.THOUGHT_ADDED:
+            team.thoughts_added += 1
+        elif event.type is EventType.CODE_GENERATED:
+            team.code = (data["code"], data.get("language", ""), int(data.get("token_count", 0)))
+        elif event.type is EventType.ERROR:
+            team.error = data["error"]
+    return list(jobs.values())

@@ -211,8 +211,7 @@ class ChimeraServer:
                 jobs = tg.create_task(self.jobs.run(), name="jobs")
                 if self.retention is not None:
                     tg.create_task(self.retention.run(), name="retention")
-                await self.grpc.start(self.config.host, self.config.grpc_port)
-                await self.ws.start(self.config.host, self.config.ws_port)
+                await self._listen()
                 log.info(
                     "serving gRPC on %s:%d and WebSocket on %s:%d",
                     self.config.host, self.grpc_port, self.config.host, self.ws_port,
@@ -239,7 +238,29 @@ class ChimeraServer:
                 await self.grpc.stop(self.config.shutdown_grace)
                 if self.metrics is not None:
                     self.metrics.stop()
+        except BaseExceptionGroup as group:
+            # A start-up failure (a port in use) is raised in the TaskGroup's body,
+            # which wraps it: raise it alone, so the CLI prints its one line.
+            refusals = [e for e in group.exceptions if isinstance(e, ConfigError)]
+            if refusals:
+                raise refusals[0] from None
+            raise
         finally:
             if self.cluster is not None:
                 await self.cluster.leave()
             await self.store.close()  # 5
+
+    async def _listen(self) -> None:
+        """Starts both gateways; a port in use (or any bind failure) is a ConfigError."""
+        host = self.config.host
+        for plane, start, port in (
+            ("gRPC", self.grpc.start, self.config.grpc_port),
+            ("WebSocket", self.ws.start, self.config.ws_port),
+        ):
+            try:
+                await start(host, port)
+            except OSError as exc:
+                await self.grpc.stop(0)  # if it started; a grpc server left running warns
+                raise ConfigError(
+                    f"cannot listen for {plane} on {host}:{port}: {exc.strerror or exc}"
+                ) from exc

@@ -279,9 +279,13 @@ class Client(asyncio.Protocol):
             self.greeted.set_result(None)
             return
         at = buf.find(b'"thought":"', start, end)
-        if at < 0:
-            return
-        at += 11
+        if at >= 0:
+            at += 11
+        else:  # the guide's thought object: {"id": …, "text": …}
+            at = buf.find(b'"text":"', start, end)
+            if at < 0:
+                return
+            at += 8
         self.latencies.append(now - float(buf[at : at + STAMP]))
         index = int(buf[at + STAMP + 2 : at + STAMP + 9])
         if index != self.count:

@@ -2,10 +2,11 @@
 
 One actor for the whole server. Teams and supervisors :meth:`Broadcaster.publish`
 drafts into its bounded inbox; :meth:`Broadcaster.run` takes them in batches,
-numbers them per job (``seq`` 1, 2, 3 … with no gaps), folds them into the
-jobs' snapshots, writes the batch to the store in one commit (so an event is
-durable before anyone sees it), then hands each event (already encoded to
-JSON once) to every subscriber of its job.
+numbers them per job (``seq`` 1, 2, 3 … with no gaps) and encodes each to JSON
+once, writes them to the store in one commit (the events, and the few job
+fields they change) so an event is durable before anyone sees it, then hands
+each event to every subscriber of its job. Numbering the next batch overlaps
+the write of the current one (a two-stage pipeline).
 
 Subscribers never block the broadcaster: each :class:`Subscription` has its own
 queue, bounded in bytes; one that falls behind past the bound is shed with
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
 INBOX_SIZE = 64
 MAX_BATCH = 64
+# Batches numbered ahead of the one being written; one commit takes up to
+# MAX_COMMIT events of those that are ready.
+PIPELINE_DEPTH = 4
+MAX_COMMIT = 256
 HISTORY_PAGE = 512
 
 Sink = Callable[[Event, bytes], bool]
@@ -206,7 +211,7 @@ class Subscription:
                 break
         # A subscriber resuming after a finished job's last event has nothing to
         # wait for; without this it would wait forever.
-        job = await store.get_job(self.job_id)
+        job = await store.get_job(self.job_id, thoughts=0)
         if job is not None and job.finished and job.last_sequence <= self.last_seq:
             return
         while True:
@@ -330,32 +335,44 @@ class Broadcaster:
     # -- the actor -------------------------------------------------------------------
 
     async def run(self) -> None:
-        stopping = False
+        """Numbers batches and commits them, pipelined: while batch k is being
+        written to the store, batch k+1 is taken from the inbox and numbered
+        (its frames encoded). Batch k is fanned out only once its write is done,
+        so an event is durable before any subscriber sees it."""
         try:
-            while not stopping:
-                first = await self._inbox.get()
-                batch: list[Draft] = []
-                if first is None:
-                    stopping = True
-                else:
-                    batch.append(first)
-                while len(batch) < MAX_BATCH and not self._inbox.empty():
-                    item = self._inbox.get_nowait()
-                    if item is None:
-                        stopping = True
-                    else:
-                        batch.append(item)
-                if batch:
-                    await self._deliver(batch)
+            async with asyncio.TaskGroup() as tg:
+                prepared: asyncio.Queue[list[Event] | None] = asyncio.Queue(PIPELINE_DEPTH)
+                tg.create_task(self._commit(prepared), name="broadcaster-commit")
+                await self._prepare(prepared)
         finally:
             self._stopped = True
             for channel in self._channels.values():
                 for sub in channel.subscribers:
                     sub._end(Unavailable("the server is shutting down"))
 
-    async def _deliver(self, batch: list[Draft]) -> None:
+    async def _prepare(self, prepared: asyncio.Queue[list[Event] | None]) -> None:
+        """Takes drafts from the inbox in batches and numbers them, until :meth:`stop`."""
+        stopping = False
+        while not stopping:
+            first = await self._inbox.get()
+            batch: list[Draft] = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < MAX_BATCH and not self._inbox.empty():
+                item = self._inbox.get_nowait()
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            events = self._number(batch)
+            if events:
+                await prepared.put(events)
+        await prepared.put(None)
+
+    def _number(self, batch: list[Draft]) -> list[Event]:
         events: list[Event] = []
-        touched: dict[str, Job] = {}
         for draft in batch:
             channel = self._channels.get(draft.job_id)
             if channel is None or channel.job is None:
@@ -365,36 +382,60 @@ class Broadcaster:
                 continue
             job = channel.job
             event = Event.number(draft, job.last_sequence + 1)
-            job.apply(event)
+            # Only what numbering needs (sequence, state): the store keeps the rest.
+            job.advance(event)
             events.append(event)
-            touched[job.job_id] = job
-        if not events:
-            return
-        started = time.perf_counter()
-        try:
-            await self.store.append(events, list(touched.values()))
-        except EventsRejected as exc:
-            events = [e for e in events if e.job_id not in exc.reasons]
-            self._reject(exc.reasons)
-        events_recorded(events, time.perf_counter() - started)
+        return events
+
+    async def _commit(self, prepared: asyncio.Queue[list[Event] | None]) -> None:
+        """Writes each prepared batch (with any others ready by then: one commit),
+        then fans it out; ends after the last one."""
+        while True:
+            events = await prepared.get()
+            if events is None:
+                return
+            last = False
+            while not prepared.empty() and len(events) < MAX_COMMIT:
+                more = prepared.get_nowait()
+                if more is None:
+                    last = True
+                    break
+                events += more
+            if self._rejected:  # numbered before the store refused their job
+                events = [e for e in events if e.job_id not in self._rejected]
+            started = time.perf_counter()
+            try:
+                await self.store.append(events)
+            except EventsRejected as exc:
+                events = [e for e in events if e.job_id not in exc.reasons]
+                self._reject(exc.reasons)
+            events_recorded(events, time.perf_counter() - started)
+            self._fan_out(events)
+            if last:
+                return
+
+    def _fan_out(self, events: list[Event]) -> None:
+        finished: list[str] = []
         for event in events:
+            final = event.is_final
+            if final:
+                finished.append(event.job_id)
             channel = self._channels.get(event.job_id)
             if channel is None or not channel.subscribers:
                 continue
             # Once per event, not per subscriber.
             payload = event.frame.encode()
-            final = event.is_final
             for sub in channel.subscribers:
                 sub._push(event, payload, final)
-        for job in touched.values():
-            channel = self._channels.get(job.job_id)
-            if channel is not None and job.finished and not channel.subscribers:
-                self._drop_channel(job.job_id)
+        for job_id in finished:
+            channel = self._channels.get(job_id)
+            if channel is not None and not channel.subscribers:
+                self._drop_channel(job_id)
 
     def _reject(self, reasons: dict[str, str]) -> None:
         """The store refused these jobs' events (another process took the job over,
         the store lost its data, or stayed unreachable): nothing more of them is
-        numbered here; their subscribers here are ended (they may resume anywhere),
+        recorded here; their subscribers here are ended (they may resume anywhere),
         and the job manager is told, so it stops the job."""
         for job_id, reason in reasons.items():
             log.error("job %s: events not recorded (%s); stopping it here", job_id, reason)

@@ -34,7 +34,7 @@ from chimera.errors import (
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
 from chimera.ids import check_job_id, is_ascii_number, new_job_id
-from chimera.job import Job, TeamRun
+from chimera.job import Job, JobView, TeamRun, thought_limit
 from chimera.observability import metrics
 from chimera.observability.logs import job_context
 from chimera.providers.base import Provider
@@ -290,22 +290,26 @@ class JobManager:
             log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
             metrics.job_finished(supervisor.state)
 
-    async def _load(self, job_id: str, principal: Principal) -> Job:
-        """The job, if ``principal`` may see it.
+    async def _load(
+        self, job_id: str, principal: Principal, view: JobView = JobView.BASIC
+    ) -> Job:
+        """The job (with the thoughts ``view`` asks for), if ``principal`` may see it.
 
         A job the caller may not see answers exactly like a missing one, so a
         token cannot probe which job ids others use.
         """
         check_job_id(job_id)
         principal.check_job_id(job_id)
-        job = await self._store.get_job(job_id)
+        job = await self._store.get_job(job_id, thought_limit(view))
         if job is None or not principal.may_see(job.job_id, job.owner):
             raise NotFound(f"job {job_id!r} does not exist")
         return job
 
-    async def get(self, job_id: str, *, principal: Principal) -> Job:
+    async def get(
+        self, job_id: str, *, principal: Principal, view: JobView = JobView.DEFAULT
+    ) -> Job:
         principal.require(Scope.READ)
-        return await self._load(job_id, principal)
+        return await self._load(job_id, principal, view)
 
     async def authorize_watch(self, job_id: str, *, principal: Principal) -> None:
         """Raises unless ``principal`` may subscribe to ``job_id``'s events.
@@ -321,7 +325,8 @@ class JobManager:
             await self._load(job_id, principal)
 
     async def list(
-        self, page_size: int, page_token: str, *, principal: Principal
+        self, page_size: int, page_token: str, *, principal: Principal,
+        view: JobView = JobView.DEFAULT,
     ) -> tuple[list[Job], str]:
         """A page of the jobs ``principal`` may read, newest first."""
         principal.require(Scope.READ)
@@ -333,10 +338,12 @@ class JobManager:
         if principal.job is not None:
             if before is not None:  # the one page has been returned
                 return [], ""
-            job = await self._store.get_job(principal.job)
+            job = await self._store.get_job(principal.job, thought_limit(view))
             return ([job] if job is not None else []), ""
         owner = None if principal.all_jobs else principal.sub
-        jobs, cursor = await self._store.list_jobs(page_size or DEFAULT_PAGE_SIZE, before, owner)
+        jobs, cursor = await self._store.list_jobs(
+            page_size or DEFAULT_PAGE_SIZE, before, owner, thought_limit(view)
+        )
         return jobs, encode_page_token(cursor) if cursor is not None else ""
 
     async def cancel(self, job_id: str, *, principal: Principal) -> Job:
@@ -357,7 +364,7 @@ class JobManager:
         elif self.relay is not None and job.state is JobState.RUNNING:
             relayed = True
             await self._cancel_elsewhere(job)
-        job = await self._load(job_id, principal)
+        job = await self._load(job_id, principal, JobView.DEFAULT)
         if job.state is JobState.RUNNING:
             raise FailedPrecondition(f"job {job_id!r} is still stopping: try again")
         if job.state is not JobState.CANCELLED and supervisor is None and not relayed:

@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from chimera.errors import InvalidArgument
 from chimera.events import Event, EventType, JobState, TeamName, TeamStatus
-from chimera.job import Job
+from chimera.job import Job, JobView
 from chimera.v1 import jobs_pb2 as pb
 
 TEAM_TO_PB = {TeamName.ANTHROPIC: pb.TEAM_ANTHROPIC, TeamName.GOOGLE: pb.TEAM_GOOGLE}
@@ -29,6 +29,21 @@ STATUS_TO_PB = {
     TeamStatus.CANCELLED: pb.TEAM_STATUS_CANCELLED,
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+VIEW_FROM_PB = {
+    pb.JOB_VIEW_UNSPECIFIED: JobView.DEFAULT,
+    pb.JOB_VIEW_BASIC: JobView.BASIC,
+    pb.JOB_VIEW_FULL: JobView.FULL,
+}
+
+
+def view_from_pb(value: pb.JobView.ValueType) -> JobView:
+    view = VIEW_FROM_PB.get(value)
+    if view is None:
+        raise InvalidArgument(
+            f"view has an unknown value ({value}): use JOB_VIEW_BASIC, JOB_VIEW_FULL or "
+            "leave it unset"
+        )
+    return view
 
 
 def timestamp(moment: datetime | None) -> Timestamp | None:
@@ -66,6 +81,7 @@ def job_to_pb(job: Job) -> pb.Job:
                 token_count=run.token_count,
                 error=run.error,
                 language=run.language,
+                thought_count=run.thought_count,
             )
             for run in job.teams.values()
         ],

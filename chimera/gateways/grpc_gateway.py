@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +45,9 @@ from chimera.errors import (
     Unauthenticated,
     Unavailable,
 )
-from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb
+from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.job import JobView
 from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
@@ -200,7 +202,10 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
         async with aborting_on_error(context):
-            job = await self._jobs.get(request.job_id, principal=self._principal(context))
+            job = await self._jobs.get(
+                request.job_id, principal=self._principal(context),
+                view=view_from_pb(request.view),
+            )
         return pb.GetJobResponse(job=job_to_pb(job))
 
     async def ListJobs(
@@ -208,7 +213,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
             jobs, token = await self._jobs.list(
-                request.page_size, request.page_token, principal=self._principal(context)
+                request.page_size, request.page_token, principal=self._principal(context),
+                view=view_from_pb(request.view),
             )
         return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
 
@@ -235,7 +241,9 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             if request.after_sequence < 0:
                 raise InvalidArgument("after_sequence must be 0 or more")
             try:
-                job = await self._jobs.get(request.job_id, principal=principal)
+                job = await self._jobs.get(
+                    request.job_id, principal=principal, view=JobView.BASIC
+                )
             except NotFound:
                 if request.after_sequence > 0:
                     raise HistoryGone(request.job_id, request.after_sequence) from None
@@ -290,6 +298,7 @@ class GrpcGateway:
             ],
         )
         self._tls = tls
+        self._reuse_port = reuse_port
         servicer = JobService(
             jobs, broadcaster, authenticator, limits or SubscriberLimits(),
             DELIVERIES if count_deliveries else None,
@@ -306,11 +315,17 @@ class GrpcGateway:
 
     async def start(self, host: str, port: int) -> int:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if self._tls is not None:
-            credentials = grpc.ssl_server_credentials([self._tls])
-            self.port = self._server.add_secure_port(address, credentials)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        if port:
+            # grpc only says "Failed to bind" (and logs a C-core line): find out why first.
+            socket.create_server((host.strip("[]"), port), reuse_port=self._reuse_port).close()
+        try:
+            if self._tls is not None:
+                credentials = grpc.ssl_server_credentials([self._tls])
+                self.port = self._server.add_secure_port(address, credentials)
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self._server.start()

@@ -7,7 +7,8 @@ the job's final event. The client may send ``ping`` or ``{"type":"ping"}`` and
 gets ``pong``; anything else gets an ``error`` message and the connection stays.
 
 Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
-``GET /api/jobs/{job_id}`` (the job's JSON snapshot, for clients that poll). The
+``GET /api/jobs/{job_id}[?view=basic|full]`` (the job's JSON snapshot, for clients
+that poll; the latest 100 thoughts of each team unless ``view`` says otherwise). The
 endpoints are one table (:mod:`chimera.gateways.routes`): an unknown path is 404,
 a known path with another method 405 (with ``Allow``).
 
@@ -79,6 +80,7 @@ from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
 from chimera.ids import is_ascii_number, is_valid_job_id
+from chimera.job import JobView
 from chimera.observability.logs import log_context
 from chimera.observability.metrics import (
     DELIVERIES,
@@ -98,6 +100,8 @@ BEARER_PROTOCOL = "chimera.bearer"
 CLOSE_HISTORY_GONE = 4410
 CLOSE_SINCE_TOO_LARGE = 4416
 PING_HELP = 'send "ping" or {"type":"ping"}'
+# GET /api/jobs/{id}?view=…: the thoughts the snapshot carries (as GetJob's JobView).
+SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
 
 def parse_subscription(target: Target) -> tuple[str, int]:
@@ -323,8 +327,18 @@ class WebSocketGateway:
         job_id = target.params["job_id"]
         if not is_valid_job_id(job_id):
             return _json(connection, http.HTTPStatus.BAD_REQUEST, {"error": "malformed job id"})
+        views = target.query.get("view", ["default"])
+        view = SNAPSHOT_VIEWS.get(views[0]) if len(views) == 1 else None
+        if view is None:
+            return _json(
+                connection, http.HTTPStatus.BAD_REQUEST,
+                {"error": "view must be basic (no thoughts) or full (every thought); "
+                          "leave it out for the latest 100 of each team"},
+            )
         try:
-            job = await self._jobs.get(job_id, principal=self._principal(request, target))
+            job = await self._jobs.get(
+                job_id, principal=self._principal(request, target), view=view
+            )
         except ChimeraError as exc:
             return _refusal(connection, exc, as_json=True)
         return _json(connection, http.HTTPStatus.OK, job.to_dict())

@@ -2,6 +2,13 @@
 
 The embedded default is :class:`chimera.store.sqlite.SQLiteStore`; anything that
 implements :class:`Store` (Redis, later) can take its place.
+
+What a store keeps of a job: its record (id, brief, owner, request_id, times),
+the small parts its events change (:func:`chimera.job.changes`: state, last
+sequence, each team's status, model, code, error and thought count) and its
+event log. Thoughts are kept once, as their ``thought_added`` events; a job read
+back gets them from there (as many as asked for). Recording an event therefore
+costs the same whatever the job's length.
 """
 
 from __future__ import annotations
@@ -24,27 +31,38 @@ class Store(Protocol):
         ...
 
     async def create_job(self, job: Job) -> tuple[Job, bool]:
-        """Inserts ``job``; returns ``(job, True)``.
+        """Inserts ``job`` (no events yet), durably before returning; returns ``(job, True)``.
 
-        If ``job.request_id`` was already used, returns ``(existing, False)``.
+        If ``job.request_id`` was already used, returns ``(existing, False)``, the
+        existing job read as ``get_job(id, LATEST_THOUGHTS)`` does.
         Raises :class:`chimera.errors.AlreadyExists` if the job id is taken.
         """
         ...
 
-    async def get_job(self, job_id: str) -> Job | None: ...
+    async def get_job(self, job_id: str, thoughts: int | None = None) -> Job | None:
+        """The job as :meth:`chimera.job.Job.apply` folds its events, with only the
+        latest ``thoughts`` thoughts of each team (all when ``None``); each team's
+        ``thought_count`` is always the total."""
+        ...
 
     async def list_jobs(
-        self, limit: int, before: int | None, owner: str | None = None
+        self, limit: int, before: int | None, owner: str | None = None,
+        thoughts: int | None = None,
     ) -> tuple[list[Job], int | None]:
         """Jobs newest first, at most ``limit``, older than cursor ``before``;
-        only those ``owner`` created when it is given.
+        only those ``owner`` created when it is given; ``thoughts`` as in :meth:`get_job`.
 
         Returns the jobs and the cursor of the next page (``None`` on the last page).
         """
         ...
 
-    async def append(self, events: Sequence[Event], snapshots: Sequence[Job]) -> None:
-        """Records events and the jobs' new snapshots atomically (one commit)."""
+    async def append(self, events: Sequence[Event]) -> None:
+        """Records ``events`` (numbered in order, for jobs already created) and the
+        changes they make to their jobs (:func:`chimera.job.changes`) atomically.
+
+        Costs O(size of the events): never the whole job again. Calls do not
+        overlap: the broadcaster awaits one before the next.
+        """
         ...
 
     async def read_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
@@ -52,7 +70,8 @@ class Store(Protocol):
         ...
 
     async def unfinished_jobs(self) -> list[Job]:
-        """Jobs recorded as running (after a crash, these were interrupted)."""
+        """Jobs recorded as running (after a crash, these were interrupted), without
+        their thoughts (``thought_count`` is set)."""
         ...
 
     async def remove_finished_before(self, cutoff: datetime, limit: int) -> list[str]:

@@ -5,8 +5,12 @@ Keys (``chimera:`` prefix)::
     epoch             a random value made when the data set is new; each process
                       reads it at start and every write checks it, so a flushed or
                       lost data set is noticed instead of being silently refilled
-    job:{id}          hash: snapshot (Job JSON), state, seq (last seq), node (the
-                      process running it), owner (token sub), order, rid
+    job:{id}          hash: record (the Job as created, JSON), state, seq (last seq),
+                      update, end, node (the process running it), owner (token
+                      sub), order, rid, and per team {team}:status, :model,
+                      :error, :code, :thoughts (count): what events change
+    thoughts:{id}:{team}  list of the team's thoughts, so the latest N are one
+                      LRANGE (a stream has no index by team)
     events:{id}       stream, entry id ``<seq>-0``, field ``f`` = the WebSocket frame:
                       Redis itself refuses a duplicate or out-of-order seq
     jobs              zset order -> job id (ListJobs, newest first)
@@ -22,15 +26,17 @@ Channels: ``chimera:ch:{id}`` carries each event's frame as it is recorded (the
 same Lua call records and publishes it); ``chimera:control`` carries cancels.
 
 Every job write is one Lua script (atomic; one round trip), and a batch of
-jobs' writes is one pipeline: the group commit. An append is refused unless the
-epoch still matches, the job still exists, this process still runs it, and its
-first seq follows the recorded one; refused jobs are reported with
-:class:`chimera.errors.EventsRejected`.
+jobs' writes is one pipeline: the group commit. An append writes the events and
+the few fields they change (:func:`chimera.job.changes`), never the whole job.
+An append is refused unless the epoch still matches, the job still exists,
+this process still runs it, and its first seq follows the recorded one;
+refused jobs are reported with :class:`chimera.errors.EventsRejected`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -46,8 +52,16 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chimera.errors import AlreadyExists, ConfigError, EventsRejected, Unavailable
-from chimera.events import Event, JobState
-from chimera.job import Job
+from chimera.events import (
+    Event,
+    EventType,
+    JobState,
+    TeamName,
+    TeamStatus,
+    iso_timestamp,
+    parse_timestamp,
+)
+from chimera.job import LATEST_THOUGHTS, Job, changes, thought_of
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +97,10 @@ def lease_key(node: str) -> str:
     return f"{P}node:{node}"
 
 
+def thoughts_key(job_id: str, team: TeamName) -> str:
+    return f"{P}thoughts:{job_id}:{team.value}"
+
+
 def channel(job_id: str) -> str:
     return f"{P}ch:{job_id}"
 
@@ -103,14 +121,13 @@ _CREATE = """
 if redis.call('GET', KEYS[7]) ~= ARGV[1] then return {'epoch'} end
 if ARGV[6] ~= '' then
   local existing = redis.call('GET', KEYS[5])
-  if existing then
-    local snap = redis.call('HGET', ARGV[7] .. existing, 'snapshot')
-    if snap then return {'repeat', snap} end
+  if existing and redis.call('EXISTS', ARGV[7] .. existing) == 1 then
+    return {'repeat', existing}
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 local n = redis.call('INCR', KEYS[6])
-redis.call('HSET', KEYS[1], 'snapshot', ARGV[3], 'state', 'running', 'seq', 0,
+redis.call('HSET', KEYS[1], 'record', ARGV[3], 'state', 'running', 'seq', 0,
            'node', ARGV[5], 'owner', ARGV[4], 'order', n, 'rid', ARGV[6])
 redis.call('ZADD', KEYS[2], n, ARGV[2])
 redis.call('ZADD', KEYS[3], n, ARGV[2])
@@ -119,6 +136,9 @@ if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[2]) end
 return {'created'}
 """
 
+# ARGV: epoch, node, first seq, changed fields (JSON object), counts to add (JSON
+# object), thoughts (JSON object team -> list), end score ('' unless it ended),
+# channel, job id, thoughts key prefix, then the frames.
 _APPEND = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'epoch' end
 local h = redis.call('HMGET', KEYS[1], 'node', 'seq')
@@ -126,30 +146,34 @@ if not h[1] then return 'gone' end
 if h[1] ~= ARGV[2] then return 'owner' end
 local first = tonumber(ARGV[3])
 if tonumber(h[2]) ~= first - 1 then return 'seq' end
-for i = 9, #ARGV do
-  redis.call('XADD', KEYS[2], (first + i - 9) .. '-0', 'f', ARGV[i])
+for i = 11, #ARGV do
+  redis.call('XADD', KEYS[2], (first + i - 11) .. '-0', 'f', ARGV[i])
 end
-redis.call('HSET', KEYS[1], 'snapshot', ARGV[4], 'state', ARGV[5], 'seq', first + #ARGV - 9)
-if ARGV[6] ~= '' then
-  redis.call('SREM', KEYS[4], ARGV[8])
-  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[8])
+for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, v) end
+for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HINCRBY', KEYS[1], k, v) end
+for team, list in pairs(cjson.decode(ARGV[6])) do
+  for _, t in ipairs(list) do redis.call('RPUSH', ARGV[10] .. team, t) end
 end
-for i = 9, #ARGV do redis.call('PUBLISH', ARGV[7], ARGV[i]) end
+if ARGV[7] ~= '' then
+  redis.call('SREM', KEYS[4], ARGV[9])
+  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[9])
+end
+for i = 11, #ARGV do redis.call('PUBLISH', ARGV[8], ARGV[i]) end
 return 'ok'
 """
 
 # Takes over a running job whose process's lease has expired: exactly one
-# survivor gets its snapshot back (the others see the job already taken).
+# survivor gets 1 (the others see the job already taken).
 _CLAIM = """
-local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'snapshot')
+local h = redis.call('HMGET', KEYS[1], 'node', 'state')
 if not h[1] or h[2] ~= 'running' then
   redis.call('SREM', KEYS[2], ARGV[3])
-  return false
+  return 0
 end
-if h[1] == ARGV[2] then return false end
-if redis.call('EXISTS', ARGV[1] .. h[1]) == 1 then return false end
+if h[1] == ARGV[2] then return 0 end
+if redis.call('EXISTS', ARGV[1] .. h[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'node', ARGV[2])
-return h[3]
+return 1
 """
 
 _REMOVE = """
@@ -157,6 +181,7 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT'
 for _, id in ipairs(ids) do
   local h = redis.call('HMGET', ARGV[3] .. 'job:' .. id, 'owner', 'rid')
   redis.call('DEL', ARGV[3] .. 'job:' .. id, ARGV[3] .. 'events:' .. id)
+  for i = 4, #ARGV do redis.call('DEL', ARGV[3] .. 'thoughts:' .. id .. ':' .. ARGV[i]) end
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   if h[1] then redis.call('ZREM', ARGV[3] .. 'owner:' .. h[1], id) end
@@ -239,7 +264,10 @@ class RedisStore:
                 await self.refresh_epoch()
                 continue
             if verdict == "repeat":
-                return Job.from_json(_text(result[1])), False
+                existing = await self.get_job(_text(result[1]), LATEST_THOUGHTS)
+                if existing is None:  # removed in between: try again, as new
+                    continue
+                return existing, False
             if verdict == "exists":
                 raise AlreadyExists(
                     f"job_id {job.job_id!r} is already used; choose another or leave it empty"
@@ -247,13 +275,50 @@ class RedisStore:
             return job, True
         raise Unavailable("Redis keeps changing its epoch: try again")
 
-    async def get_job(self, job_id: str) -> Job | None:
+    async def get_job(self, job_id: str, thoughts: int | None = None) -> Job | None:
         async with _translated():
-            snapshot = await self.client.hget(job_key(job_id), "snapshot")
-        return Job.from_json(_text(snapshot)) if snapshot is not None else None
+            fields: dict[bytes, bytes] = await self.client.hgetall(
+                job_key(job_id)
+            )  # type: ignore[assignment]
+            if not fields:
+                return None
+            return await self._job(job_id, fields, thoughts)
+
+    async def _job(
+        self, job_id: str, fields: dict[bytes, bytes], thoughts: int | None
+    ) -> Job | None:
+        """The job from its hash (``fields``), with the latest ``thoughts`` thoughts of
+        each team (all when ``None``)."""
+        if b"record" not in fields:
+            return None
+        job = Job.from_json(_text(fields[b"record"]))
+        job.state = JobState(_text(fields[b"state"]))
+        job.last_sequence = int(fields[b"seq"])
+        if b"update" in fields:
+            job.update_time = parse_timestamp(_text(fields[b"update"]))
+        if fields.get(b"end"):
+            job.end_time = parse_timestamp(_text(fields[b"end"]))
+        for name, run in job.teams.items():
+            get = fields.get
+            team = name.value
+            if (status := get(f"{team}:status".encode())) is not None:
+                run.status = TeamStatus(_text(status))
+            if (model := get(f"{team}:model".encode())) is not None:
+                run.model = _text(model)
+            if (error := get(f"{team}:error".encode())) is not None:
+                run.error = _text(error)
+            if (code := get(f"{team}:code".encode())) is not None:
+                run.code, run.language, run.token_count = json.loads(code)
+            run.thought_count = int(get(f"{team}:thoughts".encode(), 0))
+            if thoughts != 0:
+                start = 0 if thoughts is None else -thoughts
+                texts = await self.client.lrange(thoughts_key(job_id, name), start, -1)
+                run.thoughts = [_text(t) for t in texts]
+        return job
 
     async def list_jobs(
-        self, limit: int, before: int | None, owner: str | None = None
+        self, limit: int, before: int | None, owner: str | None = None,
+        thoughts: int | None = None,
     ) -> tuple[list[Job], int | None]:
         key = JOBS if owner is None else owner_key(owner)
         top = f"({before}" if before is not None else "+inf"
@@ -265,27 +330,54 @@ class RedisStore:
             rows = rows[:limit]
             async with self.client.pipeline(transaction=False) as pipe:
                 for job_id, _ in rows:
-                    pipe.hget(job_key(_text(job_id)), "snapshot")
-                snapshots = await pipe.execute()
-        jobs = [Job.from_json(_text(s)) for s in snapshots if s is not None]
+                    pipe.hgetall(job_key(_text(job_id)))
+                hashes = await pipe.execute()
+            jobs = []
+            for (job_id, _), fields in zip(rows, hashes, strict=True):
+                job = await self._job(_text(job_id), fields, thoughts) if fields else None
+                if job is not None:
+                    jobs.append(job)
         cursor = int(rows[-1][1]) if more and rows else None
         return jobs, cursor
 
-    async def append(self, events: Sequence[Event], snapshots: Sequence[Job]) -> None:
+    async def append(self, events: Sequence[Event]) -> None:
         by_job: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_job[event.job_id].append(event)
         calls = []
-        for job in snapshots:
-            batch = by_job.get(job.job_id)
-            if not batch:
-                continue
-            end = _ms(job.end_time) if job.end_time is not None and job.finished else ""
-            calls.append((job.job_id, [
-                job_key(job.job_id), stream_key(job.job_id), EPOCH, RUNNING, ENDED,
+        for change in changes(events):
+            batch = by_job[change.job_id]
+            fields: dict[str, str | int] = {
+                "seq": change.last_sequence, "update": iso_timestamp(change.update_time),
+            }
+            counts: dict[str, int] = {}
+            end = ""
+            if change.state is not None:
+                fields["state"] = change.state.value
+                if change.end_time is not None:
+                    fields["end"] = iso_timestamp(change.end_time)
+                    end = str(_ms(change.end_time))
+            for name, team in change.teams.items():
+                if team.status is not None:
+                    fields[f"{name.value}:status"] = team.status.value
+                if team.model is not None:
+                    fields[f"{name.value}:model"] = team.model
+                if team.error is not None:
+                    fields[f"{name.value}:error"] = team.error
+                if team.code is not None:
+                    fields[f"{name.value}:code"] = json.dumps(list(team.code))
+                if team.thoughts_added:
+                    counts[f"{name.value}:thoughts"] = team.thoughts_added
+            thoughts: dict[str, list[str]] = defaultdict(list)
+            for event in batch:
+                if event.type is EventType.THOUGHT_ADDED and event.team is not None:
+                    thoughts[event.team.value].append(thought_of(event.data))
+            calls.append((change.job_id, [
+                job_key(change.job_id), stream_key(change.job_id), EPOCH, RUNNING, ENDED,
             ], [
-                self.epoch, self.node, batch[0].seq, job.to_json(), job.state.value, end,
-                channel(job.job_id), job.job_id, *(e.frame for e in batch),
+                self.epoch, self.node, batch[0].seq, json.dumps(fields), json.dumps(counts),
+                json.dumps(thoughts), end, channel(change.job_id), change.job_id,
+                f"{P}thoughts:{change.job_id}:", *(e.frame for e in batch),
             ]))
         if not calls:
             return
@@ -338,11 +430,12 @@ class RedisStore:
             running = [_text(j) for j in await self.client.smembers(RUNNING)]
             claimed = []
             for job_id in running:
-                snapshot = await self._claim(
+                if await self._claim(
                     keys=[job_key(job_id), RUNNING], args=[P + "node:", self.node, job_id]
-                )
-                if snapshot:
-                    claimed.append(Job.from_json(_text(snapshot)))
+                ):
+                    job = await self.get_job(job_id, 0)
+                    if job is not None:
+                        claimed.append(job)
         return claimed
 
     async def remove_finished_before(self, cutoff: datetime, limit: int) -> list[str]:
@@ -354,7 +447,9 @@ class RedisStore:
                 and _text(await self.client.get(RETENTION_LOCK)) != self.node
             ):
                 return []
-            ids = await self._remove(keys=[ENDED, JOBS], args=[_ms(cutoff), limit, P])
+            ids = await self._remove(
+                keys=[ENDED, JOBS], args=[_ms(cutoff), limit, P, *(t.value for t in TeamName)]
+            )
         return [_text(i) for i in ids]
 
     # -- the cluster's bookkeeping --------------------------------------------------------

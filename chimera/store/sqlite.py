@@ -4,42 +4,105 @@ All SQLite calls run on one dedicated thread, so the event loop never blocks
 on disk and the connection is only ever used by the thread that made it.
 Cancelling an awaiting caller does not interrupt a statement already running
 on that thread; it completes, and its result is dropped.
+
+One server per file: :meth:`SQLiteStore.open` takes an exclusive ``flock`` on
+the database file (independent of SQLite's own POSIX locks) and holds it until
+:meth:`SQLiteStore.close`; a second server on the same file refuses to start.
+Then ``PRAGMA quick_check``: a damaged file is refused, not served with jobs
+missing. Every sqlite error is translated here, at the one boundary
+(:func:`storage_error`): a full disk is :class:`StorageFull`, anything else
+:class:`StorageUnavailable`; at start-up, a :class:`ConfigError` saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from chimera.errors import AlreadyExists
-from chimera.events import Event, JobState
-from chimera.job import Job
+from chimera.errors import (
+    AlreadyExists,
+    ChimeraError,
+    ConfigError,
+    StorageFull,
+    StorageUnavailable,
+)
+from chimera.events import (
+    Event,
+    EventType,
+    JobState,
+    TeamName,
+    TeamStatus,
+    iso_timestamp,
+    parse_timestamp,
+)
+from chimera.job import LATEST_THOUGHTS, Job, TeamRun, changes, thought_of
 
 T = TypeVar("T")
 
+# Schema 2 (PRAGMA user_version = 2): a job is its row in ``jobs`` (the small
+# parts: state, times, last sequence), one row per team in ``teams`` (status,
+# code, counts) and its events; its thoughts are only in its ``thought_added``
+# events (``events.thought`` names their team, so the latest ones are one index
+# range). Schema 1 kept the whole job as JSON in ``jobs.snapshot``, rewritten
+# on every batch: :func:`_migrate` converts such a file when it is opened.
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- creation order, the ListJobs cursor
     job_id TEXT NOT NULL UNIQUE,
     request_id TEXT UNIQUE,                 -- NULL when the client gave none
     state TEXT NOT NULL,
-    end_time TEXT,
-    snapshot TEXT NOT NULL                  -- chimera.job.Job as JSON
+    end_time TEXT,                          -- end_time_key(): microseconds, for retention
+    snapshot TEXT NOT NULL DEFAULT '',      -- schema 1 only (the job as JSON); '' since
+    owner TEXT NOT NULL DEFAULT '',         -- the creating token's sub
+    brief TEXT NOT NULL DEFAULT '',
+    create_time TEXT NOT NULL DEFAULT '',   -- iso_timestamp(), as the snapshot shows it
+    update_time TEXT NOT NULL DEFAULT '',
+    last_sequence INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_end_time ON jobs(end_time);  -- retention
+CREATE TABLE IF NOT EXISTS teams (
+    job_id TEXT NOT NULL,
+    position INTEGER NOT NULL,              -- the order the job lists its teams in
+    team TEXT NOT NULL,
+    status TEXT NOT NULL,
+    model TEXT NOT NULL,
+    code TEXT NOT NULL,
+    language TEXT NOT NULL,
+    token_count INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    thought_count INTEGER NOT NULL,
+    PRIMARY KEY (job_id, team)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     frame TEXT NOT NULL,                    -- the exact WebSocket text
+    thought TEXT,                           -- the team of a thought_added event, else NULL
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 """
-
+# Columns added since schema 1 to the tables it already had.
+_JOB_COLUMNS = {
+    "owner": "TEXT NOT NULL DEFAULT ''",
+    "brief": "TEXT NOT NULL DEFAULT ''",
+    "create_time": "TEXT NOT NULL DEFAULT ''",
+    "update_time": "TEXT NOT NULL DEFAULT ''",
+    "last_sequence": "INTEGER NOT NULL DEFAULT 0",
+}
+_JOB_FIELDS = (
+    "id, job_id, request_id, state, end_time, owner, brief, create_time, update_time, "
+    "last_sequence"
+)
+_TEAM_FIELDS = "team, status, model, code, language, token_count, error, thought_count"
 
 def end_time_key(moment: datetime | None) -> str | None:
     """``jobs.end_time``: UTC, always with microseconds, so text order is time order."""
@@ -49,114 +112,198 @@ def end_time_key(moment: datetime | None) -> str | None:
 
 
 class SQLiteStore:
-    """:class:`chimera.store.base.Store` on SQLite."""
+    """:class:`chimera.store.base.Store` on SQLite.
+
+    Writes are group commits: :meth:`append` gets a batch from the broadcaster;
+    concurrent :meth:`create_job` calls queue up while one transaction is being
+    written and go together in the next.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chimera-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        # create_job calls waiting for the next group commit, and whether one is running.
+        self._creates: list[tuple[Job, asyncio.Future[tuple[Job, bool]]]] = []
+        self._creating = False
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs ``fn`` on the store's thread (called there); sqlite errors translated."""
+        assert self._conn is not None, "store is not open"
+        try:
+            return fn(self._conn)
+        except sqlite3.Error as exc:
+            raise storage_error(exc) from exc
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            assert self._conn is not None, "store is not open"
-            return fn(self._conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run, fn
+        )
 
     async def open(self) -> None:
+        """Locks the file, connects, checks it and makes the schema.
+
+        Raises :class:`ConfigError` with one clear sentence when it cannot.
+        """
         def connect() -> None:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable in WAL mode against process crashes (SIGKILL);
-            # only a power loss can drop the last commits.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(_SCHEMA)
-            _add_owner_column(conn)
+            try:
+                self._lock_fd = _lock(self._path)
+                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+                try:
+                    conn.execute("PRAGMA busy_timeout=5000")
+                    _check_integrity(conn, self._path)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    # NORMAL is durable in WAL mode against process crashes (SIGKILL);
+                    # only a power loss can drop the last commits.
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("PRAGMA foreign_keys=ON")
+                    conn.executescript(_SCHEMA)
+                    _migrate(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+            except (OSError, sqlite3.Error) as exc:
+                self._unlock()
+                raise ConfigError(f"cannot open the database {self._path!r}: {exc}") from exc
+            except BaseException:
+                self._unlock()
+                raise
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     async def close(self) -> None:
         def disconnect() -> None:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self._unlock()
 
         await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
         self._executor.shutdown(wait=True)
 
     async def create_job(self, job: Job) -> tuple[Job, bool]:
-        def insert(conn: sqlite3.Connection) -> tuple[Job, bool]:
-            if job.request_id:
-                row = conn.execute(
-                    "SELECT snapshot FROM jobs WHERE request_id = ?", (job.request_id,)
-                ).fetchone()
-                if row is not None:
-                    return Job.from_json(row[0]), False
-            try:
-                conn.execute(
-                    "INSERT INTO jobs (job_id, request_id, state, snapshot, owner)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (job.job_id, job.request_id or None, job.state.value, job.to_json(),
-                     job.owner),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise AlreadyExists(
-                    f"job_id {job.job_id!r} is already used; choose another or leave it empty"
-                ) from exc
-            return job, True
+        created: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
+        self._creates.append((job, created))
+        if not self._creating:
+            self._commit_creates()
+        return await created
 
-        return await self._call(insert)
+    def _commit_creates(self) -> None:
+        """Writes every queued creation in one transaction; when it is done, the
+        creations queued meanwhile go in the next (no task: a callback chain)."""
+        batch, self._creates = self._creates, []
+        self._creating = True
+        jobs = [job for job, _ in batch]
+        done = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run, lambda conn: _insert_jobs(conn, jobs)
+        )
 
-    async def get_job(self, job_id: str) -> Job | None:
+        def resolve(done: asyncio.Future[list[tuple[Job, bool] | AlreadyExists]]) -> None:
+            self._creating = False
+            error = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            for i, (_, created) in enumerate(batch):
+                if created.done():  # the caller was cancelled: its job is recorded anyway
+                    continue
+                if error is not None:
+                    created.set_exception(error)
+                    continue
+                result = done.result()[i]
+                if isinstance(result, AlreadyExists):
+                    created.set_exception(result)
+                else:
+                    created.set_result(result)
+            if self._creates:
+                self._commit_creates()
+
+        done.add_done_callback(resolve)
+
+    async def get_job(self, job_id: str, thoughts: int | None = None) -> Job | None:
         def select(conn: sqlite3.Connection) -> Job | None:
-            row = conn.execute("SELECT snapshot FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            return Job.from_json(row[0]) if row else None
+            row = conn.execute(
+                f"SELECT {_JOB_FIELDS} FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            return _read_job(conn, row, thoughts) if row else None
 
         return await self._call(select)
 
     async def list_jobs(
-        self, limit: int, before: int | None, owner: str | None = None
+        self, limit: int, before: int | None, owner: str | None = None,
+        thoughts: int | None = None,
     ) -> tuple[list[Job], int | None]:
         def select(conn: sqlite3.Connection) -> tuple[list[Job], int | None]:
             cursor_before = before if before is not None else 2**62
             if owner is None:
                 rows = conn.execute(
-                    "SELECT id, snapshot FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?",
+                    f"SELECT {_JOB_FIELDS} FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?",
                     (cursor_before, limit + 1),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT id, snapshot FROM jobs WHERE owner = ? AND id < ?"
+                    f"SELECT {_JOB_FIELDS} FROM jobs WHERE owner = ? AND id < ?"
                     " ORDER BY id DESC LIMIT ?",
                     (owner, cursor_before, limit + 1),
                 ).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
             cursor = rows[-1][0] if more else None
-            return [Job.from_json(r[1]) for r in rows], cursor
+            return [_read_job(conn, r, thoughts) for r in rows], cursor
 
         return await self._call(select)
 
-    async def append(self, events: Sequence[Event], snapshots: Sequence[Job]) -> None:
-        event_rows = [(e.job_id, e.seq, e.frame) for e in events]
-        # Serialized here, on the loop, because the jobs keep changing after we return.
-        job_rows = [
-            (j.state.value, end_time_key(j.end_time), j.to_json(), j.job_id)
-            for j in snapshots
+    async def append(self, events: Sequence[Event]) -> None:
+        # Rows of plain values, made here: O(size of the events), never the whole job.
+        event_rows = [
+            (e.job_id, e.seq, e.frame,
+             e.team.value if e.team is not None and e.type is EventType.THOUGHT_ADDED else None)
+            for e in events
         ]
+        job_rows = []
+        team_rows = []
+        code_rows = []
+        for change in changes(events):
+            job_rows.append((
+                change.last_sequence, iso_timestamp(change.update_time),
+                change.state.value if change.state else None, end_time_key(change.end_time),
+                change.job_id,
+            ))
+            for team, t in change.teams.items():
+                team_rows.append((
+                    t.status.value if t.status else None, t.model, t.error, t.thoughts_added,
+                    change.job_id, team.value,
+                ))
+                if t.code is not None:
+                    code_rows.append((*t.code, change.job_id, team.value))
 
         def write(conn: sqlite3.Connection) -> None:
             with conn:  # one transaction: the group commit
                 conn.execute("BEGIN")
                 conn.executemany(
-                    "INSERT INTO events (job_id, seq, frame) VALUES (?, ?, ?)", event_rows
+                    "INSERT INTO events (job_id, seq, frame, thought) VALUES (?, ?, ?, ?)",
+                    event_rows,
                 )
                 conn.executemany(
-                    "UPDATE jobs SET state = ?, end_time = ?, snapshot = ? WHERE job_id = ?",
+                    "UPDATE jobs SET last_sequence = ?, update_time = ?,"
+                    " state = COALESCE(?, state), end_time = COALESCE(?, end_time)"
+                    " WHERE job_id = ?",
                     job_rows,
+                )
+                conn.executemany(
+                    "UPDATE teams SET status = COALESCE(?, status), model = COALESCE(?, model),"
+                    " error = COALESCE(?, error), thought_count = thought_count + ?"
+                    " WHERE job_id = ? AND team = ?",
+                    team_rows,
+                )
+                conn.executemany(
+                    "UPDATE teams SET code = ?, language = ?, token_count = ?"
+                    " WHERE job_id = ? AND team = ?",
+                    code_rows,
                 )
 
         await self._call(write)
@@ -174,9 +321,10 @@ class SQLiteStore:
     async def unfinished_jobs(self) -> list[Job]:
         def select(conn: sqlite3.Connection) -> list[Job]:
             rows = conn.execute(
-                "SELECT snapshot FROM jobs WHERE state = ? ORDER BY id", (JobState.RUNNING.value,)
+                f"SELECT {_JOB_FIELDS} FROM jobs WHERE state = ? ORDER BY id",
+                (JobState.RUNNING.value,),
             ).fetchall()
-            return [Job.from_json(r[0]) for r in rows]
+            return [_read_job(conn, r, 0) for r in rows]
 
         return await self._call(select)
 
@@ -187,23 +335,193 @@ class SQLiteStore:
             with conn:  # one transaction: a job never loses its events without its row
                 conn.execute("BEGIN")
                 ids = [
-                    row[0]
+                    (row[0],)
                     for row in conn.execute(
                         "SELECT job_id FROM jobs WHERE end_time IS NOT NULL AND end_time < ? "
                         "ORDER BY end_time LIMIT ?",
                         (key, limit),
                     )
                 ]
-                conn.executemany("DELETE FROM events WHERE job_id = ?", [(i,) for i in ids])
-                conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(i,) for i in ids])
-            return ids
+                conn.executemany("DELETE FROM events WHERE job_id = ?", ids)
+                conn.executemany("DELETE FROM teams WHERE job_id = ?", ids)
+                conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
+            return [i for (i,) in ids]
 
         return await self._call(delete)
 
 
-def _add_owner_column(conn: sqlite3.Connection) -> None:
-    """Adds ``jobs.owner`` (the creating token's ``sub``) to files made before it existed."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-    if "owner" not in columns:
-        conn.execute("ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
-    conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, id)")
+def _insert_jobs(
+    conn: sqlite3.Connection, jobs: list[Job]
+) -> list[tuple[Job, bool] | AlreadyExists]:
+    """Records ``jobs`` in one transaction; per job, what ``create_job`` answers."""
+    results: list[tuple[Job, bool] | AlreadyExists] = []
+    with conn:
+        conn.execute("BEGIN")
+        for job in jobs:
+            if job.request_id:
+                row = conn.execute(
+                    f"SELECT {_JOB_FIELDS} FROM jobs WHERE request_id = ?", (job.request_id,)
+                ).fetchone()
+                if row is not None:
+                    results.append((_read_job(conn, row, LATEST_THOUGHTS), False))
+                    continue
+            try:
+                # A failed INSERT undoes only itself, not the others in the transaction.
+                conn.execute(
+                    "INSERT INTO jobs (job_id, request_id, state, end_time, snapshot, owner,"
+                    " brief, create_time, update_time, last_sequence)"
+                    " VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
+                    (job.job_id, job.request_id or None, job.state.value,
+                     end_time_key(job.end_time), job.owner, job.brief,
+                     iso_timestamp(job.create_time), iso_timestamp(job.update_time),
+                     job.last_sequence),
+                )
+            except sqlite3.IntegrityError as exc:
+                error = AlreadyExists(
+                    f"job_id {job.job_id!r} is already used; choose another or leave it empty"
+                )
+                error.__cause__ = exc
+                results.append(error)
+                continue
+            _insert_teams(conn, job)
+            results.append((job, True))
+    return results
+
+
+def _insert_teams(conn: sqlite3.Connection, job: Job) -> None:
+    conn.executemany(
+        f"INSERT INTO teams (job_id, position, {_TEAM_FIELDS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (job.job_id, i, run.team.value, run.status.value, run.model, run.code,
+             run.language, run.token_count, run.error, run.thought_count)
+            for i, run in enumerate(job.teams.values())
+        ],
+    )
+
+
+def _read_job(conn: sqlite3.Connection, row: Sequence[Any], thoughts: int | None) -> Job:
+    """The job of a ``jobs`` row (``_JOB_FIELDS``), with its teams and at most
+    ``thoughts`` of each team's latest thoughts (all when ``None``)."""
+    _, job_id, request_id, state, end_time, owner, brief, created, updated, last_seq = row
+    teams = {}
+    for team, status, model, code, language, tokens, error, count in conn.execute(
+        f"SELECT {_TEAM_FIELDS} FROM teams WHERE job_id = ? ORDER BY position", (job_id,)
+    ):
+        name = TeamName(team)
+        teams[name] = TeamRun(
+            name, TeamStatus(status), model, [], code, language, tokens, error, count
+        )
+    if thoughts is None:
+        for team, frame in conn.execute(
+            "SELECT thought, frame FROM events WHERE job_id = ? AND thought IS NOT NULL"
+            " ORDER BY seq",
+            (job_id,),
+        ):
+            run = teams.get(TeamName(team))
+            if run is not None:
+                run.thoughts.append(thought_of(json.loads(frame)["data"]))
+    elif thoughts > 0:
+        for name, run in teams.items():
+            frames = conn.execute(
+                "SELECT frame FROM events WHERE job_id = ? AND thought = ?"
+                " ORDER BY seq DESC LIMIT ?",
+                (job_id, name.value, thoughts),
+            ).fetchall()
+            run.thoughts = [thought_of(json.loads(f)["data"]) for (f,) in reversed(frames)]
+    return Job(
+        job_id=job_id,
+        brief=brief,
+        teams=teams,
+        create_time=parse_timestamp(created),
+        update_time=parse_timestamp(updated),
+        state=JobState(state),
+        # The column keeps microseconds (for retention); the snapshot shows milliseconds.
+        end_time=parse_timestamp(iso_timestamp(parse_timestamp(end_time))) if end_time else None,
+        last_sequence=last_seq,
+        request_id=request_id or "",
+        owner=owner,
+    )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Brings a file written by an older Chimera to :data:`SCHEMA_VERSION`, in one
+    transaction: adds the columns it lacks, splits each schema-1 snapshot into the
+    job's row and its teams' rows (its thoughts are already its events) and marks
+    the thought events."""
+    with conn:
+        conn.execute("BEGIN")
+        for table, added in (("jobs", _JOB_COLUMNS), ("events", {"thought": "TEXT"})):
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for column, kind in added.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for job_id, snapshot in conn.execute(
+                "SELECT job_id, snapshot FROM jobs WHERE snapshot != ''"
+            ).fetchall():
+                job = Job.from_json(snapshot)
+                conn.execute(
+                    "UPDATE jobs SET brief = ?, create_time = ?, update_time = ?,"
+                    " last_sequence = ?, snapshot = '' WHERE job_id = ?",
+                    (job.brief, iso_timestamp(job.create_time), iso_timestamp(job.update_time),
+                     job.last_sequence, job_id),
+                )
+                conn.execute("DELETE FROM teams WHERE job_id = ?", (job_id,))
+                _insert_teams(conn, job)
+            conn.execute(
+                "UPDATE events SET thought = json_extract(frame, '$.team')"
+                " WHERE thought IS NULL AND json_extract(frame, '$.type') = 'thought_added'"
+            )
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, id)")
+        # The latest thoughts of a team: one range of this index.
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS events_thoughts ON events(job_id, thought, seq)"
+            " WHERE thought IS NOT NULL"
+        )
+
+
+def storage_error(exc: sqlite3.Error) -> ChimeraError:
+    """The Chimera error for a failed sqlite call (what clients and jobs are told)."""
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return StorageFull(
+            "the server's storage is full (database or disk is full): nothing new can be "
+            "recorded until space is freed; reads still work, try again later"
+        )
+    return StorageUnavailable(f"the server's storage failed ({exc}): try again later")
+
+
+def _lock(path: str) -> int | None:
+    """An exclusive lock on the database file for this process's life (None for
+    an in-memory or temporary database); refuses if another server holds it."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"the database {path!r} is in use by another Chimera server: stop that one, "
+            "or give this one its own --db"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_integrity(conn: sqlite3.Connection, path: str) -> None:
+    """``PRAGMA quick_check``: refuses a damaged file rather than serve it with jobs missing."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorcode not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            raise
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise ConfigError(
+            f"the database {path!r} is damaged (quick_check: {'; '.join(problems)[:300]}): "
+            "restore it from a backup, or try `sqlite3 FILE .recover`"
+        )

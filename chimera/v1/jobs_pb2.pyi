@@ -83,6 +83,42 @@ TEAM_STATUS_ERROR: TeamStatus.ValueType  # 5
 TEAM_STATUS_CANCELLED: TeamStatus.ValueType  # 6
 Global___TeamStatus: _TypeAlias = TeamStatus  # noqa: Y015
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """The default: the latest 100 thoughts of each team (every thought of a team
+    that has had fewer, so a job reads exactly as in FULL), so a response stays
+    small however long the job ran.
+    """
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """No thoughts (thought_count still says how many there are)."""
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every thought. A long job can exceed a client's message size limit
+    (4 MiB by default): prefer StreamJobEvents.
+    """
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of each team's thoughts a job read returns (AIP-157). A job's whole
+    history, thoughts included, is what StreamJobEvents (and the WebSocket) are for.
+    """
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""The default: the latest 100 thoughts of each team (every thought of a team
+that has had fewer, so a job reads exactly as in FULL), so a response stays
+small however long the job ran.
+"""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""No thoughts (thought_count still says how many there are)."""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every thought. A long job can exceed a client's message size limit
+(4 MiB by default): prefer StreamJobEvents.
+"""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
 @_typing.final
 class TeamRun(_message.Message):
     """One team's work on a job."""
@@ -97,6 +133,7 @@ class TeamRun(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    THOUGHT_COUNT_FIELD_NUMBER: _builtins.int
     team: Global___Team.ValueType
     status: Global___TeamStatus.ValueType
     model: _builtins.str
@@ -107,6 +144,10 @@ class TeamRun(_message.Message):
     """Why the team failed, when status is TEAM_STATUS_ERROR."""
     language: _builtins.str
     """The language of `code` (from the answer's fenced block), e.g. "tsx"."""
+    thought_count: _builtins.int
+    """How many thoughts the team has had; `thoughts` holds the latest of them
+    (all, some or none, as the request's JobView asks).
+    """
     @_builtins.property
     def thoughts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -120,10 +161,11 @@ class TeamRun(_message.Message):
         token_count: _builtins.int = ...,
         error: _builtins.str = ...,
         language: _builtins.str = ...,
+        thought_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "error", b"error", "language", b"language", "model", b"model", "status", b"status", "team", b"team", "thoughts", b"thoughts", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "error", b"error", "language", b"language", "model", b"model", "status", b"status", "team", b"team", "thought_count", b"thought_count", "thoughts", b"thoughts", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,15 +277,18 @@ class GetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    view: Global___JobView.ValueType
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,19 +320,23 @@ class ListJobsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """1 to 100; 0 means 20."""
     page_token: _builtins.str
     """From a previous response's next_page_token; empty for the first page."""
+    view: Global___JobView.ValueType
+    """The thoughts each job carries, as in GetJobRequest."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,7 +72,7 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Returns the job's current snapshot.
+        """Returns the job's current snapshot (how many thoughts: see JobView).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
