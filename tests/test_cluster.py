@@ -303,6 +303,7 @@ async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
     ])
     try:
         node = Node("w", parent, log, grpc_port, ws_port)
+        await _serving_lines(log, 2)  # both workers listen
         owners = await _job_owners(node, redis, "first", 30)
         assert len(owners) == 2  # both workers accepted jobs on the one port
         pids = [int(p) for p in _worker_pids(read_text(log))]
@@ -314,16 +315,21 @@ async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
             await asyncio.sleep(0.05)
         assert len(_worker_pids(read_text(log))) == 3  # started again
         assert "exited with -9; starting it again" in read_text(log)
-        for _ in range(200):
-            if read_text(log).count("serving gRPC on") >= 3:
-                break
-            await asyncio.sleep(0.05)
+        await _serving_lines(log, 3)  # the new worker listens too
         owners = await _job_owners(node, redis, "second", 30)
         assert len(owners) == 2
     finally:
         parent.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(parent.wait(), 30) == 0
     assert "all workers stopped" in read_text(log)
+
+
+async def _serving_lines(log: Path, count: int) -> None:
+    for _ in range(400):
+        if read_text(log).count("serving gRPC on") >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} workers serving:\n{read_text(log)}")
 
 
 def _worker_pids(text: str) -> list[str]:
