@@ -100,6 +100,17 @@ async def test_a_job_on_a_is_watched_read_listed_and_resumed_on_b_and_c(
         assert jobs["a"] == jobs["b"] == jobs["c"]
         assert jobs["c"].state == pb.JOB_STATE_SUCCEEDED
         assert jobs["c"].last_sequence == len(seqs)
+        # The stored job is the fold of its events: thoughts (ids, texts) and code.
+        for team in jobs["c"].teams:
+            name = pb.Team.Name(team.team).removeprefix("TEAM_").lower()
+            mine = [m for m in seen_b if m.get("team") == name]
+            thoughts = [m["data"] for m in mine if m["type"] == "thought_added"]
+            assert [(t.id, t.text) for t in team.thoughts] == [
+                (d["id"], d["text"]) for d in thoughts
+            ]
+            assert team.thought_count == len(thoughts) > 0
+            assert team.code == next(m["data"]["code"] for m in mine
+                                     if m["type"] == "code_generated")
 
         # ?since=k on another node gives exactly the rest.
         k = len(seqs) // 2

@@ -9,7 +9,8 @@ Keys (``chimera:`` prefix)::
                       update, end, node (the process running it), owner (token
                       sub), order, rid, and per team {team}:status, :model,
                       :error, :code, :thoughts (count): what events change
-    thoughts:{id}:{team}  list of the team's thoughts, so the latest N are one
+    thoughts:{id}:{team}  list of the team's thoughts (their events' data, JSON), so
+                      the latest N are one
                       LRANGE (a stream has no index by team)
     events:{id}       stream, entry id ``<seq>-0``, field ``f`` = the WebSocket frame:
                       Redis itself refuses a duplicate or out-of-order seq
@@ -313,7 +314,7 @@ class RedisStore:
             if thoughts != 0:
                 start = 0 if thoughts is None else -thoughts
                 texts = await self.client.lrange(thoughts_key(job_id, name), start, -1)
-                run.thoughts = [_text(t) for t in texts]
+                run.thoughts = [thought_of(json.loads(t)) for t in texts]
         return job
 
     async def list_jobs(
@@ -371,7 +372,7 @@ class RedisStore:
             thoughts: dict[str, list[str]] = defaultdict(list)
             for event in batch:
                 if event.type is EventType.THOUGHT_ADDED and event.team is not None:
-                    thoughts[event.team.value].append(thought_of(event.data))
+                    thoughts[event.team.value].append(json.dumps(dict(event.data)))
             calls.append((change.job_id, [
                 job_key(change.job_id), stream_key(change.job_id), EPOCH, RUNNING, ENDED,
             ], [
