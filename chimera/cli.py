@@ -230,6 +230,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         f"(redis://HOST:PORT/DB, rediss:// for TLS; default ${REDIS_ENV}); replaces --db",
     )
     p.add_argument(
+        "--redis-write-timeout", type=_non_negative, default=10.0, metavar="SECONDS",
+        help="with --redis: stop a job whose events Redis has not taken for this long "
+        "(default 10)",
+    )
+    p.add_argument(
         "--sim-delay", type=_non_negative, default=DEFAULT_DELAY, metavar="SECONDS",
         help=f"simulated teams: pause between steps (default {DEFAULT_DELAY}; 0 = no pause)",
     )
@@ -284,6 +289,7 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
         "ws_port": args.ws_port,
         "db": args.db,
         "redis_url": args.redis,
+        "redis_write_timeout": args.redis_write_timeout,
         "reuse_port": getattr(args, "reuse_port", False),
         "sim_delay": args.sim_delay,
         "sim_fail": frozenset(args.sim_fail),

@@ -104,7 +104,11 @@ class ChimeraServer:
                 config.providers, sim_delay=config.sim_delay, sim_fail=config.sim_fail
             )
         if store is None:
-            store = RedisStore(config.redis_url) if config.redis_url else SQLiteStore(config.db)
+            store = (
+                RedisStore(config.redis_url, write_timeout=config.redis_write_timeout)
+                if config.redis_url
+                else SQLiteStore(config.db)
+            )
         self.store: Store = store
         self.broadcaster = Broadcaster(
             self.store, subscriber_max_bytes=config.subscriber_max_bytes

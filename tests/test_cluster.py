@@ -409,3 +409,36 @@ async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_
         ws = await ws_connect(node.ws_url("old", "since=2"))
         await read_until_refused(ws)
         assert ws.close_code == 4410
+
+
+async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 1) as (b,):
+        a = await start_node(
+            redis, tmp_path, "owner", "--sim-delay", "0.2", "--redis-write-timeout", "1"
+        )
+        try:
+            async with a.client() as client:
+                await client.create("a counter", job_id="stranded")
+            ws = await ws_connect(a.ws_url("stranded"))
+            seen = [json.loads(await ws.recv()) for _ in range(3)]
+            await redis.stop()
+            # A's subscriber is told, not left waiting: its job's events are not recorded.
+            seen += job_events(await asyncio.wait_for(read_until_refused(ws), 30))
+            assert ws.close_code == 1001
+            assert "events not recorded" in a.read_log()
+            await redis.start()
+            # Once Redis answers again the job is closed as failed, with its final event.
+            async with b.client() as client:
+                for _ in range(200):
+                    job = await client.get("stranded")
+                    if job.state != pb.JOB_STATE_RUNNING:
+                        break
+                    await asyncio.sleep(0.05)
+            assert job.state == pb.JOB_STATE_FAILED
+            tail = await watch_ws(b, "stranded")
+        finally:
+            await a.stop()
+        assert [m["seq"] for m in tail] == list(range(1, len(tail) + 1))
+        assert tail[-1]["data"]["status"] == "failed"

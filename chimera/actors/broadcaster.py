@@ -261,6 +261,7 @@ class Broadcaster:
 
     def open_job(self, job: Job) -> None:
         """Starts numbering ``job``'s events after ``job.last_sequence``."""
+        self._rejected.discard(job.job_id)
         self._channels.setdefault(job.job_id, _Channel()).job = job
 
     async def publish(self, draft: Draft) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import time
 from collections import defaultdict
@@ -75,6 +76,7 @@ ORDER = P + "order"
 RETENTION_LOCK = P + "retention"
 CONTROL_CHANNEL = P + "control"
 DEFAULT_WRITE_TIMEOUT = 10.0
+PASSWORD_ENV = "REDISCLI_AUTH"
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -146,7 +148,15 @@ local h = redis.call('HMGET', KEYS[1], 'node', 'seq')
 if not h[1] then return 'gone' end
 if h[1] ~= ARGV[2] then return 'owner' end
 local first = tonumber(ARGV[3])
-if tonumber(h[2]) ~= first - 1 then return 'seq' end
+if tonumber(h[2]) ~= first - 1 then
+  -- A retry of a write that did reach Redis (the connection dropped before the
+  -- answer came back): already recorded, so it succeeded.
+  if tonumber(h[2]) == first + #ARGV - 11 then
+    local e = redis.call('XRANGE', KEYS[2], first .. '-0', first .. '-0')
+    if e[1] and e[1][2][2] == ARGV[11] then return 'ok' end
+  end
+  return 'seq'
+end
 for i = 11, #ARGV do
   redis.call('XADD', KEYS[2], (first + i - 11) .. '-0', 'f', ARGV[i])
 end
@@ -213,13 +223,20 @@ class RedisStore:
         self.url = url
         self.node = node or secrets.token_hex(6)
         self.write_timeout = write_timeout
+        extra: dict[str, Any] = {}
+        if urlsplit(url).password is None and os.environ.get(PASSWORD_ENV):
+            extra["password"] = os.environ[PASSWORD_ENV]  # as redis-cli reads it
         try:
             self.client: aioredis.Redis = aioredis.Redis.from_url(
-                url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+                url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+                **extra,
             )
         except ValueError as exc:
             raise ConfigError(f"--redis {safe_url(url)!r} is not a Redis URL: {exc}") from exc
         self.epoch = ""
+        # Jobs of this process whose events could not be written (Redis unreachable
+        # past write_timeout): closed as failed once Redis answers again.
+        self._stranded: set[str] = set()
         self._create = self.client.register_script(_CREATE)
         self._append = self.client.register_script(_APPEND)
         self._claim = self.client.register_script(_CLAIM)
@@ -406,6 +423,7 @@ class RedisStore:
                 if time.monotonic() + delay > deadline:
                     reason = (f"events could not be recorded: Redis unreachable for "
                               f"{self.write_timeout:g} s ({exc})")
+                    self._stranded.update(job_id for job_id, _, _ in calls)
                     raise EventsRejected({job_id: reason for job_id, _, _ in calls}) from exc
                 log.warning("Redis unreachable while recording events; retrying: %s", exc)
                 await asyncio.sleep(delay)
@@ -426,10 +444,17 @@ class RedisStore:
 
     async def unfinished_jobs(self) -> list[Job]:
         """Running jobs whose process is gone (its lease expired), each taken over
-        by this process: exactly one process gets each such job."""
+        by this process: exactly one process gets each such job. Also this
+        process's own jobs whose events it could not write (they were stopped)."""
         async with _translated():
             running = [_text(j) for j in await self.client.smembers(RUNNING)]
             claimed = []
+            for job_id in list(self._stranded):
+                self._stranded.discard(job_id)
+                node = await self.client.hget(job_key(job_id), "node")
+                job = await self.get_job(job_id, 0)
+                if node is not None and _text(node) == self.node and job and not job.finished:
+                    claimed.append(job)
             for job_id in running:
                 if await self._claim(
                     keys=[job_key(job_id), RUNNING], args=[P + "node:", self.node, job_id]
