@@ -4,6 +4,7 @@ Hierarchy::
 
     ChimeraError
     ├── InvalidArgument        bad input from a client; nothing was changed
+    │   └── SinceTooLarge      resuming after a seq the job has not reached
     ├── NotFound               no such job
     ├── AlreadyExists          job id (or request id for another request) taken
     ├── FailedPrecondition     the job is in a state where this is not allowed
@@ -35,6 +36,19 @@ class ChimeraError(Exception):
 
 class InvalidArgument(ChimeraError):
     """The client sent something malformed; the message says what to fix."""
+
+
+class SinceTooLarge(InvalidArgument):
+    """A subscriber asked to resume after a ``seq`` past the job's last one."""
+
+    def __init__(self, job_id: str, since: int, last_seq: int) -> None:
+        super().__init__(
+            f"resuming after seq {since} is past the last seq of job {job_id!r} "
+            f"({last_seq}): resume from the last seq you received"
+        )
+        self.job_id = job_id
+        self.since = since
+        self.last_seq = last_seq
 
 
 class NotFound(ChimeraError):

@@ -61,7 +61,7 @@ from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
 from chimera.actors.jobs import JobManager
-from chimera.auth.principal import SYSTEM, Principal
+from chimera.auth.principal import Principal
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import (
@@ -71,6 +71,7 @@ from chimera.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    SinceTooLarge,
     SubscriberTooSlow,
     Unauthenticated,
     Unavailable,
@@ -353,38 +354,11 @@ class WebSocketGateway:
         the connection's life): an idle subscriber must stay small.
         """
         admitted = self._admitted.pop(ws)
-        job_id, since = admitted.job_id, admitted.since
-        address = _address(ws)
-        _count_connection(ws)
-        log_context(job_id=job_id, peer=address)
-        try:
-            # Checked again here, counted for good: others may have connected
-            # since this one passed the handshake.
-            self._limits.acquire(job_id, address)
-        except ResourceExhausted as exc:
-            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
-            return
-        try:
-            subscription = self._broadcaster.subscribe(job_id, since)
-        except Unavailable:
-            self._limits.release(job_id, address)
-            await ws.close(1001, "server shutting down")
+        subscription = await self._open(ws, admitted)
+        if subscription is None:
             return
         try:
             async with subscription:
-                await ws.send(
-                    self._counted(control_message(
-                        "connected",
-                        job_id=job_id,
-                        data={"message": f"Connected to job {job_id}", "since": since},
-                    ))
-                )
-                refused = await self._check_since(job_id, since)
-                if refused is not None:
-                    error = control_message("error", job_id=job_id, data={"error": str(refused)})
-                    await ws.send(self._counted(error))
-                    await ws.close(*_close_for(refused))
-                    return
                 subscription.attach(_sink(ws, self._frames, self._deliveries))
                 # Reading happens here, in the handler's own task; writing in
                 # one child task. (Not three tasks, nor helper coroutines that
@@ -414,7 +388,7 @@ class WebSocketGateway:
                         shed.remove_done_callback(on_shed)
                         writer.cancel()
         finally:
-            self._limits.release(job_id, address)
+            self._limits.release(admitted.job_id, _address(ws))
 
     def _counted(self, message: str) -> str:
         """``message``, counted as sent (a control message, not an event)."""
@@ -422,25 +396,52 @@ class WebSocketGateway:
             self._deliveries.sent(message_size(message))
         return message
 
-    async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
-        """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
+    async def _open(self, ws: ServerConnection, admitted: _Admitted) -> Subscription | None:
+        """The connection's set-up: counts it against the limits, subscribes by
+        :meth:`JobManager.watch`'s rule and sends ``connected``; or closes the
+        connection saying why and returns ``None``.
 
-        Called after subscribing, so a job removed in between is still caught
-        (then by the subscription, with :class:`HistoryGone`).
+        A plain coroutine that has returned before the connection idles, so it
+        costs an idle subscriber nothing. On success the caller releases the
+        limits.
         """
-        if since == 0:
-            return None  # a new subscriber; an unknown job is waited for
+        job_id, since, address = admitted.job_id, admitted.since, _address(ws)
+        _count_connection(ws)
+        log_context(job_id=job_id, peer=address)
         try:
-            # The caller's right to the job was checked at the handshake.
-            job = await self._jobs.get(job_id, principal=SYSTEM)
-        except NotFound:
-            return HistoryGone(job_id, since)
-        if since > job.last_sequence:
-            return InvalidArgument(
-                f"since={since} is past the last seq of job {job_id!r} "
-                f"({job.last_sequence}): resume from the last seq you received"
-            )
-        return None
+            # Checked again here, counted for good: others may have connected
+            # since this one passed the handshake.
+            self._limits.acquire(job_id, address)
+        except ResourceExhausted as exc:
+            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
+            return None
+        connected = control_message(
+            "connected",
+            job_id=job_id,
+            data={"message": f"Connected to job {job_id}", "since": since},
+        )
+        try:
+            subscription = await self._jobs.watch(job_id, since, principal=admitted.principal)
+        except Unavailable:
+            self._limits.release(job_id, address)
+            await ws.close(1001, "server shutting down")
+            return None
+        except ChimeraError as exc:
+            self._limits.release(job_id, address)
+            # Accepted, then refused: say why in a message, then in the close.
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(self._counted(connected))
+                error = control_message("error", job_id=job_id, data={"error": str(exc)})
+                await ws.send(self._counted(error))
+                await ws.close(*_close_for(exc))
+            return None
+        try:
+            await ws.send(self._counted(connected))
+        except BaseException:
+            subscription.close()
+            self._limits.release(job_id, address)
+            raise
+        return subscription
 
     async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
         """Sends the subscription's events, then closes the connection with why it ended."""
@@ -588,7 +589,7 @@ def _close_for(error: ChimeraError) -> tuple[int, str]:
         return CLOSE_TOO_SLOW, _reason(str(error))
     if isinstance(error, HistoryGone):
         return CLOSE_HISTORY_GONE, "history gone"
-    if isinstance(error, InvalidArgument):
+    if isinstance(error, SinceTooLarge):
         return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
     if isinstance(error, Unavailable):
         return 1001, "server shutting down"
