@@ -144,3 +144,27 @@ class HistoryGone(SubscriptionError):
         )
         self.job_id = job_id
         self.after_seq = after_seq
+
+
+# The gRPC status code (by name) each error is reported with, on every plane: gRPC
+# statuses, and the ``code`` of a WebSocket ``error`` message. First match wins.
+_CODE_NAMES: list[tuple[type[ChimeraError], str]] = [
+    (InvalidArgument, "INVALID_ARGUMENT"),
+    (NotFound, "NOT_FOUND"),
+    (AlreadyExists, "ALREADY_EXISTS"),
+    (FailedPrecondition, "FAILED_PRECONDITION"),
+    (Unavailable, "UNAVAILABLE"),
+    (SubscriberTooSlow, "RESOURCE_EXHAUSTED"),
+    (ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (Unauthenticated, "UNAUTHENTICATED"),
+    (PermissionDenied, "PERMISSION_DENIED"),
+    (HistoryGone, "OUT_OF_RANGE"),
+]
+
+
+def code_name(error: ChimeraError) -> str:
+    """``"INVALID_ARGUMENT"``, ``"NOT_FOUND"``, …; ``"INTERNAL"`` for anything else."""
+    for kind, name in _CODE_NAMES:
+        if isinstance(error, kind):
+            return name
+    return "INTERNAL"

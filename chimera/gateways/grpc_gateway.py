@@ -33,17 +33,8 @@ from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metada
 from chimera.auth.principal import Principal
 from chimera.auth.tokens import Authenticator
 from chimera.errors import (
-    AlreadyExists,
     ChimeraError,
-    FailedPrecondition,
-    HistoryGone,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    SubscriberTooSlow,
-    Unauthenticated,
-    Unavailable,
+    code_name,
 )
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.limits import SubscriberLimits, peer_host
@@ -57,36 +48,25 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
 MAX_MESSAGE_BYTES = 1 << 20
 
-_CODES: list[tuple[type[ChimeraError], grpc.StatusCode]] = [
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (HistoryGone, grpc.StatusCode.OUT_OF_RANGE),
-]
-
-
 def status_code(error: ChimeraError) -> grpc.StatusCode:
-    for kind, code in _CODES:
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[code_name(error)]
 
 
 @contextlib.asynccontextmanager
 async def aborting_on_error(
     context: grpc.aio.ServicerContext[object, object],
 ) -> AsyncIterator[None]:
-    """Ends the call with the status and message of a :class:`ChimeraError` raised inside."""
+    """Ends the call with the status and message of a :class:`ChimeraError` raised inside;
+    anything else is a bug: logged, and INTERNAL (never grpc's UNKNOWN "Unexpected …")."""
     try:
         yield
     except ChimeraError as exc:
         await context.abort(status_code(exc), str(exc))
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        log.exception("internal error in a gRPC call")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error: see the server's log")
 
 
 class _Undecodable:

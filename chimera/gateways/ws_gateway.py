@@ -4,7 +4,17 @@
 ``connected``, then every event after ``since`` (default 0, the whole history),
 then live events, each exactly once and in order, and closes with 1000 after
 the job's final event. The client may send ``ping`` or ``{"type":"ping"}`` and
-gets ``pong``; anything else gets an ``error`` message and the connection stays.
+gets ``pong``; ``create_job`` and ``cancel_job`` (:mod:`chimera.gateways.ws_commands`)
+submit and cancel the socket's job through the same JobManager, scopes and limits
+as CreateJob/CancelJob, with the token the handshake accepted; anything else gets
+an ``error`` message and the connection stays.
+
+A socket opened to submit: a well-formed id of a job that does not exist yet is
+accepted and waits for it. A token that may only watch its own jobs cannot wait
+for an unknown one; if it may submit and read, its socket is accepted for the
+one job it may create there: it gets ``connected``, then nothing until its
+``create_job`` succeeds (``job_created``), then the job's whole history and
+live events.
 
 Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
 ``GET /api/jobs/{job_id}[?view=basic|full]`` (the job's JSON snapshot, for clients
@@ -60,8 +70,8 @@ from websockets.protocol import Protocol, State
 from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
-from chimera.actors.jobs import JobManager
-from chimera.auth.principal import Principal
+from chimera.actors.jobs import JobManager, JobRequest
+from chimera.auth.principal import Principal, Scope
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import (
@@ -80,6 +90,15 @@ from chimera.events import Event, control_message
 from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
+from chimera.gateways.ws_commands import (
+    BadCommand,
+    CancelJob,
+    CreateJob,
+    Ping,
+    error_message,
+    job_created,
+    parse_command,
+)
 from chimera.ids import is_ascii_number, is_valid_job_id
 from chimera.job import JobView
 from chimera.observability.logs import log_context
@@ -93,14 +112,17 @@ from chimera.observability.metrics import (
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENT_FRAME = 16 * 1024
+# A create_job message carries a brief of up to 10,000 characters: 40 KB of UTF-8,
+# and JSON.stringify escapes control characters as 6 bytes each (60 KB), plus the
+# other fields. Anything larger is refused with close code 1009.
+MAX_CLIENT_FRAME = 64 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
+SHED_CLOSE_TIMEOUT = 60.0  # seconds a shed (slow) reader has to read up to its 4008
 CLOSE_TRY_LATER = 1013
 BEARER_PROTOCOL = "chimera.bearer"
 CLOSE_HISTORY_GONE = 4410
 CLOSE_SINCE_TOO_LARGE = 4416
-PING_HELP = 'send "ping" or {"type":"ping"}'
 # GET /api/jobs/{id}?view=…: the thoughts the snapshot carries (as GetJob's JobView).
 SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
@@ -127,6 +149,9 @@ class _Admitted:
     job_id: str
     since: int
     principal: Principal
+    # False: admitted only to create the job (see the module docstring); no
+    # events until it has.
+    watching: bool = True
 
 
 class WebSocketGateway:
@@ -213,6 +238,9 @@ class WebSocketGateway:
         except TimeoutError:
             stuck = [c for c in server.connections]
             log.warning("closing %d WebSocket connection(s) still open", len(stuck))
+            for c in stuck:
+                if c.state is State.CLOSING:  # e.g. a shed reader given time to read its 4008
+                    c.transport.abort()
             await asyncio.gather(
                 *(c.close(1001, "server shutting down") for c in stuck), return_exceptions=True
             )
@@ -286,11 +314,17 @@ class WebSocketGateway:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
         try:
             principal = self._principal(request, target)
-            await self._jobs.authorize_watch(job_id, principal=principal)
+            watching = True
+            try:
+                await self._jobs.authorize_watch(job_id, principal=principal)
+            except NotFound:
+                if since or not {Scope.SUBMIT, Scope.READ} <= principal.scopes:
+                    raise
+                watching = False  # may create it here, then watch it as its owner
             self._limits.check(job_id, _address(connection))
         except ChimeraError as exc:
             return _refusal(connection, exc)
-        self._admitted[connection] = _Admitted(job_id, since, principal)
+        self._admitted[connection] = _Admitted(job_id, since, principal, watching)
         return None
 
     def _principal(self, request: Request, target: Target) -> Principal:
@@ -376,19 +410,71 @@ class WebSocketGateway:
                     def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
                         # A writer that is not stuck ends by itself, and closes with 4008.
                         if not writer.done():
-                            tg.create_task(ws.close(*_close_for(failed.result())))
+                            tg.create_task(_close_shed(ws, subscription, failed.result()))
 
                     shed = subscription.failed()
                     shed.add_done_callback(on_shed)
                     try:
                         with contextlib.suppress(ConnectionClosed):
                             while True:
-                                await ws.send(self._counted(_answer(await ws.recv())))
+                                reply, _ = await self._reply(
+                                    admitted, _address(ws), await ws.recv()
+                                )
+                                if reply is not None:
+                                    await ws.send(self._counted(reply))
                     finally:
                         shed.remove_done_callback(on_shed)
                         writer.cancel()
         finally:
             self._limits.release(admitted.job_id, _address(ws))
+
+    async def _reply(
+        self, admitted: _Admitted, address: str, message: str | bytes
+    ) -> tuple[str | None, bool]:
+        """Carries out a client message; returns the answer to send, if any, and
+        whether it created the job.
+
+        ``job_created`` is sent before any of the job's events: nothing awaits
+        between the job being opened in the broadcaster and this return, and
+        the caller writes it at once. A cancel has no answer of its own: the
+        job's ``cancelled`` events and the close after them are the answer.
+        """
+        job_id, request_id = admitted.job_id, ""
+        try:
+            command = parse_command(message, job_id)
+            if isinstance(command, Ping):
+                return control_message("pong"), False
+            if isinstance(command, CreateJob):
+                request_id = command.request_id
+                await self._jobs.create(
+                    JobRequest(command.brief, command.teams, job_id, request_id),
+                    principal=admitted.principal,
+                    caller=address,
+                )
+                return job_created(job_id, request_id), True
+            assert isinstance(command, CancelJob)
+            await self._jobs.cancel(job_id, principal=admitted.principal)
+            return None, False
+        except BadCommand as exc:
+            return error_message(job_id, exc, exc.request_id), False
+        except ChimeraError as exc:
+            return error_message(job_id, exc, request_id), False
+
+    async def _until_created(
+        self, ws: ServerConnection, admitted: _Admitted, address: str
+    ) -> bool:
+        """Answers a create-only socket's messages until its job is created (True),
+        or the client leaves (False)."""
+        while True:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                return False
+            reply, created = await self._reply(admitted, address, message)
+            if reply is not None:
+                await ws.send(self._counted(reply))
+            if created:
+                return True
 
     def _counted(self, message: str) -> str:
         """``message``, counted as sent (a control message, not an event)."""
@@ -421,7 +507,15 @@ class WebSocketGateway:
             data={"message": f"Connected to job {job_id}", "since": since},
         )
         try:
+            if not admitted.watching:
+                await ws.send(self._counted(connected))
+                if not await self._until_created(ws, admitted, address):
+                    self._limits.release(job_id, address)
+                    return None
             subscription = await self._jobs.watch(job_id, since, principal=admitted.principal)
+        except ConnectionClosed:
+            self._limits.release(job_id, address)
+            return None
         except Unavailable:
             self._limits.release(job_id, address)
             await ws.close(1001, "server shutting down")
@@ -430,13 +524,15 @@ class WebSocketGateway:
             self._limits.release(job_id, address)
             # Accepted, then refused: say why in a message, then in the close.
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(self._counted(connected))
+                if admitted.watching:
+                    await ws.send(self._counted(connected))
                 error = control_message("error", job_id=job_id, data={"error": str(exc)})
                 await ws.send(self._counted(error))
                 await ws.close(*_close_for(exc))
             return None
         try:
-            await ws.send(self._counted(connected))
+            if admitted.watching:
+                await ws.send(self._counted(connected))
         except BaseException:
             subscription.close()
             self._limits.release(job_id, address)
@@ -455,7 +551,25 @@ class WebSocketGateway:
             code, reason = _close_for(exc)
         except ConnectionClosed:
             return
-        await ws.close(code, reason)
+        await _close(ws, code, reason)
+
+
+async def _close_shed(
+    ws: ServerConnection, subscription: Subscription, error: ChimeraError
+) -> None:
+    """Closes a shed subscriber's connection, naming the last event written to it
+    (read now, when the close frame follows it, not when it was shed)."""
+    if isinstance(error, SubscriberTooSlow):
+        error = SubscriberTooSlow(subscription.last_seq)
+    await _close(ws, *_close_for(error))
+
+
+async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+    if code == CLOSE_TOO_SLOW:
+        # The close frame waits behind what the kernel already holds for this slow
+        # reader: give it time to read up to it and learn why (4008, not a bare 1006).
+        ws.close_timeout = SHED_CLOSE_TIMEOUT
+    await ws.close(code, reason)
 
 
 def _select_subprotocol(
@@ -496,28 +610,6 @@ def _refusal(
     if status == http.HTTPStatus.UNAUTHORIZED:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
-
-
-def _answer(message: str | bytes) -> str:
-    """The reply to a client message: ``pong`` to a ping, an ``error`` to anything else."""
-    if _is_ping(message):
-        return control_message("pong")
-    return control_message("error", data={"error": f"unknown message: {PING_HELP}"})
-
-
-def _is_ping(message: str | bytes) -> bool:
-    if not isinstance(message, str):
-        return False
-    text = message.strip()
-    if text == "ping":
-        return True
-    if not text.startswith("{"):
-        return False
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
-        return False
-    return isinstance(obj, dict) and obj.get("type") == "ping"
 
 
 class _FrameCache:
