@@ -155,7 +155,7 @@ class Subscription:
         if self._parked:
             # Caught up: write through the sink. The final event goes through
             # the consumer instead, which then ends the subscription.
-            if not final and event.seq > self.last_seq and self._sink(event, payload):
+            if not final and event.seq == self.last_seq + 1 and self._sink(event, payload):
                 self.last_seq = event.seq
                 return
             self._parked = False
@@ -246,6 +246,13 @@ class Subscription:
                 self._pending_bytes -= event.size
                 if event.seq <= self.last_seq:
                     continue
+                if event.seq > self.last_seq + 1:
+                    # Events that reached this process another way (a job taken
+                    # over from a lost process): the store has them.
+                    gap = event.seq - self.last_seq - 1
+                    for missed in await store.read_events(self.job_id, self.last_seq, gap):
+                        self.last_seq = missed.seq
+                        yield missed
                 self.last_seq = event.seq
                 yield event
                 if event.is_final:
@@ -296,7 +303,12 @@ class Broadcaster:
     def open_job(self, job: Job) -> None:
         """Starts numbering ``job``'s events after ``job.last_sequence``."""
         self._rejected.discard(job.job_id)
-        self._channels.setdefault(job.job_id, _Channel()).job = job
+        channel = self._channels.setdefault(job.job_id, _Channel())
+        if channel.job is None and channel.subscribers and self.remote is not None:
+            # Followed while it ran elsewhere (or before it existed): from now on
+            # its events are recorded here and reach subscribers from here.
+            self.remote.unfollow(job.job_id)
+        channel.job = job
 
     async def publish(self, draft: Draft) -> None:
         """Queues ``draft``; waits while the inbox is full (backpressure)."""

@@ -77,6 +77,7 @@ RETENTION_LOCK = P + "retention"
 CONTROL_CHANNEL = P + "control"
 DEFAULT_WRITE_TIMEOUT = 10.0
 PASSWORD_ENV = "REDISCLI_AUTH"
+MAX_CONNECTIONS = 32  # per process (pub/sub takes one more)
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -227,10 +228,14 @@ class RedisStore:
         if urlsplit(url).password is None and os.environ.get(PASSWORD_ENV):
             extra["password"] = os.environ[PASSWORD_ENV]  # as redis-cli reads it
         try:
-            self.client: aioredis.Redis = aioredis.Redis.from_url(
-                url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+            # Blocking: a burst of reads (1,000 subscribers reading history at once)
+            # waits for a free connection instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=MAX_CONNECTIONS, timeout=None,
+                socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
                 **extra,
             )
+            self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         except ValueError as exc:
             raise ConfigError(f"--redis {safe_url(url)!r} is not a Redis URL: {exc}") from exc
         self.epoch = ""
