@@ -73,11 +73,12 @@ class RedisServer:
         async with self.client() as client:
             for _ in range(200):
                 try:
-                    await client.ping()
-                    return
+                    # Up, and done replaying its append-only file (PING answers earlier).
+                    if (await client.info("persistence"))["loading"] == 0:
+                        return
                 except (aioredis.ConnectionError, OSError):
                     assert self.process.returncode is None, "redis-server exited"
-                    await asyncio.sleep(0.025)
+                await asyncio.sleep(0.025)
         raise AssertionError("redis-server did not start")
 
     async def stop(self) -> None:
