@@ -18,7 +18,9 @@ Keys (``chimera:`` prefix)::
     owner:{sub}       the same per token sub (ListJobs for an own-jobs token)
     running           set of running job ids (node-loss watchdog)
     ended             zset end time (ms) -> job id (retention)
-    req:{request_id}  job id: request-id idempotency, cluster-wide
+    req:{owner}:{request_id}  job id: request-id idempotency, cluster-wide,
+                      scoped to the caller (token sub)
+    retired           set of job ids retention removed: never used again
     order             counter behind ``jobs``
     node:{node}       a process's lease (PX), renewed while it lives
     retention         the retention sweeper's lock (one sweeper at a time)
@@ -73,6 +75,7 @@ JOBS = P + "jobs"
 RUNNING = P + "running"
 ENDED = P + "ended"
 ORDER = P + "order"
+RETIRED = P + "retired"
 RETENTION_LOCK = P + "retention"
 CONTROL_CHANNEL = P + "control"
 DEFAULT_WRITE_TIMEOUT = 10.0
@@ -93,8 +96,9 @@ def owner_key(owner: str) -> str:
     return f"{P}owner:{owner}"
 
 
-def request_key(request_id: str) -> str:
-    return f"{P}req:{request_id}"
+def request_key(owner: str, request_id: str) -> str:
+    # JSON: no owner/request-id pair can collide with another.
+    return P + "req:" + json.dumps([owner, request_id], ensure_ascii=False)
 
 
 def lease_key(node: str) -> str:
@@ -130,9 +134,10 @@ if ARGV[6] ~= '' then
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+if redis.call('SISMEMBER', KEYS[8], ARGV[2]) == 1 then return {'exists'} end
 local n = redis.call('INCR', KEYS[6])
 redis.call('HSET', KEYS[1], 'record', ARGV[3], 'state', 'running', 'seq', 0,
-           'node', ARGV[5], 'owner', ARGV[4], 'order', n, 'rid', ARGV[6])
+           'node', ARGV[5], 'owner', ARGV[4], 'order', n, 'rid', ARGV[8])
 redis.call('ZADD', KEYS[2], n, ARGV[2])
 redis.call('ZADD', KEYS[3], n, ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
@@ -192,12 +197,13 @@ _REMOVE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(ids) do
   local h = redis.call('HMGET', ARGV[3] .. 'job:' .. id, 'owner', 'rid')
+  redis.call('SADD', ARGV[3] .. 'retired', id)
   redis.call('DEL', ARGV[3] .. 'job:' .. id, ARGV[3] .. 'events:' .. id)
   for i = 4, #ARGV do redis.call('DEL', ARGV[3] .. 'thoughts:' .. id .. ':' .. ARGV[i]) end
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   if h[1] then redis.call('ZREM', ARGV[3] .. 'owner:' .. h[1], id) end
-  if h[2] and h[2] ~= '' then redis.call('DEL', ARGV[3] .. 'req:' .. h[2]) end
+  if h[2] and h[2] ~= '' then redis.call('DEL', h[2]) end
 end
 return ids
 """
@@ -274,11 +280,12 @@ class RedisStore:
         for _ in range(2):
             keys = [
                 job_key(job.job_id), JOBS, owner_key(job.owner), RUNNING,
-                request_key(job.request_id) if job.request_id else P + "req:",
-                ORDER, EPOCH,
+                request_key(job.owner, job.request_id) if job.request_id else P + "req:",
+                ORDER, EPOCH, RETIRED,
             ]
             args = [self.epoch, job.job_id, job.to_json(), job.owner, self.node,
-                    job.request_id, P + "job:"]
+                    job.request_id, P + "job:",
+                    request_key(job.owner, job.request_id) if job.request_id else ""]
             async with _translated():
                 result = await self._create(keys=keys, args=args)
             verdict = _text(result[0])
@@ -293,7 +300,8 @@ class RedisStore:
                 return existing, False
             if verdict == "exists":
                 raise AlreadyExists(
-                    f"job_id {job.job_id!r} is already used; choose another or leave it empty"
+                    f"job_id {job.job_id!r} is not available (taken or used before); "
+                    "choose another or leave it empty"
                 )
             return job, True
         raise Unavailable("Redis keeps changing its epoch: try again")
