@@ -477,6 +477,9 @@ class WebSocketGateway:
                 "this installation (chimera/web)\n",
             )
         response = dataclasses.replace(connection.respond(http.HTTPStatus.OK, ""), body=body)
+        # Headers is a multi-dict: setting adds a second Content-Length (browsers refuse
+        # the response: ERR_RESPONSE_HEADERS_MULTIPLE_CONTENT_LENGTH).
+        del response.headers["Content-Length"]
         response.headers["Content-Length"] = str(len(body))
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = content_type
