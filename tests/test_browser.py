@@ -259,7 +259,10 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
 ) -> None:
     serve = sites.chimera
     console: list[str] = []
+    errors: list[str] = []  # a CSP violation, a failed request, an exception
     page.on("console", lambda message: console.append(message.text))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{serve.base}/")
     page.fill("form#submit textarea[name=brief]", GUIDE_BRIEF)
     page.click("form#submit button[type=submit]")
@@ -302,6 +305,8 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
     assert any("type: status_change, team: anthropic" in line for line in messages)
     assert any("type: thought_added, team: anthropic" in line for line in messages)
     assert console.index(f"[WebSocket] Connected to job {job_id}") < console.index(messages[0])
+
+    assert errors == []
 
     shots = screenshot_dir(tmp_path)
     page.screenshot(path=str(shots / "job-page.png"), full_page=True)
@@ -351,6 +356,53 @@ def test_markup_in_a_brief_is_text_and_runs_no_script(page: Page, sites: Sites) 
     page.wait_for_selector("#jobs li[data-state=succeeded]")
     assert page.evaluate("() => window.__pwned") is None
     assert page.locator("main img, main script, main b").count() == 0
+
+
+FOLDING = """async () => {
+  const { emptyJob, applyEvent, applySnapshot } = await import("/static/chimera.js");
+  const at = "2025-12-01T10:00:00.000Z";
+  const thought = (n) => ({ id: `t${n}`, text: `thought ${n}`, timestamp: at });
+  const event = (seq, n) => (
+    { type: "thought_added", team: "google", seq, data: { ...thought(n), team: "google" } });
+  const snap = (seq, ns, count) => ({
+    job_id: "j", brief: "b", state: "running", last_sequence: seq,
+    teams: [{ team: "google", status: "thinking", thoughts: ns.map(thought),
+              thought_count: count }],
+  });
+  const ids = (job) => job.teams.google.thoughts.map((t) => t.id).join(" ");
+  const job = emptyJob("j");
+  const out = {};
+  out.events = [1, 2, 2].map((n) => applyEvent(job, event(n, n)));
+  out.afterEvents = ids(job);
+  out.older = applySnapshot(job, snap(1, [1], 1));
+  out.latest = applySnapshot(job, snap(4, [2, 3, 4], 4));  // the latest 3 of 4
+  out.afterLatest = ids(job);
+  out.gap = applySnapshot(job, snap(9, [7, 8, 9], 9));  // 5 and 6 missing here
+  out.afterGap = ids(job);
+  out.full = applySnapshot(job, snap(9, [1, 2, 3, 4, 5, 6, 7, 8, 9], 9));
+  out.afterFull = ids(job);
+  out.replayed = applyEvent(job, event(3, 3));
+  return out;
+}"""
+
+
+def test_events_and_snapshots_fold_into_one_model_each_thought_once(
+    page: Page, sites: Sites
+) -> None:
+    """chimera.js's folding, run in the browser on the module the server serves."""
+    page.goto(f"{sites.chimera.base}/")
+    assert page.evaluate(FOLDING) == {
+        "events": [True, True, False],  # a seq seen before changes nothing
+        "afterEvents": "t1 t2",
+        "older": False,
+        "latest": True,
+        "afterLatest": "t1 t2 t3 t4",
+        "gap": "partial",  # left as it was: ask for view=full
+        "afterGap": "t1 t2 t3 t4",
+        "full": True,
+        "afterFull": "t1 t2 t3 t4 t5 t6 t7 t8 t9",
+        "replayed": False,
+    }
 
 
 # -- when the WebSocket is not there ------------------------------------------------------------
@@ -572,8 +624,14 @@ def test_expired_or_wrong_token_says_so_on_the_page(page: Page, secured: Serve) 
 def test_viewer_link_streams_the_job_read_only_with_auth_on(page: Page, secured: Serve) -> None:
     owner = token("alice")
     create_job(secured, "viewed", tok=owner)
-    viewer = token("viewer", scope="read", job="viewed")
-    page.goto(f"{secured.base}/jobs/viewed#token={viewer}")
+    link = subprocess.run(
+        [sys.executable, "-m", "chimera", "token", "--sub", "viewer", "--scope", "read",
+         "--job", "viewed", "--link", "--url", secured.base],
+        env={**os.environ, "CHIMERA_JWT_SECRET": SECRET}, capture_output=True, text=True,
+        check=True,
+    ).stdout.strip()
+    assert link.startswith(f"{secured.base}/jobs/viewed#token=")
+    page.goto(link)
     wait_attr(page, "#connection", "data-connection-state", "connected")
     assert page.url == f"{secured.base}/jobs/viewed"  # the token left the address bar
     assert page.locator("#cancel").is_hidden()  # read only

@@ -97,9 +97,10 @@ async function getJson(path, { baseUrl, token, signal } = {}) {
   return body;
 }
 
-/** GET /api/jobs/{jobId}: the job's snapshot (throws ChimeraHttpError). */
-export function getJob(jobId, options = {}) {
-  return getJson(`/api/jobs/${encodeURIComponent(jobId)}`, options);
+/** GET /api/jobs/{jobId}: the job's snapshot (throws ChimeraHttpError); view: basic | full. */
+export function getJob(jobId, { view = "", ...options } = {}) {
+  const query = view ? `?view=${encodeURIComponent(view)}` : "";
+  return getJson(`/api/jobs/${encodeURIComponent(jobId)}${query}`, options);
 }
 
 /** GET /api/jobs: `{jobs: [...], next_page_token}`, newest first. */
@@ -176,27 +177,39 @@ export function applyEvent(job, msg) {
   return true;
 }
 
-/** Replaces `job`'s content with a newer snapshot; false if the snapshot was not newer. */
+/**
+ * Folds a newer snapshot into `job`: true if it changed it, false if it was not newer,
+ * "partial" if the snapshot leaves out thoughts `job` does not have (the server's default
+ * view carries the latest 100 of each team): then ask again with `view: "full"`.
+ */
 export function applySnapshot(job, snap) {
   if (!job.brief && snap.brief) job.brief = snap.brief;
   const seq = snap.last_sequence || 0;
   if (seq < job.last_sequence || (seq === job.last_sequence && !JOB_FINAL.has(snap.state))) {
     return false;
   }
-  job.brief = snap.brief ?? job.brief;
-  job.state = snap.state || job.state;
-  job.last_sequence = snap.last_sequence || 0;
   const teams = {};
   for (const t of snap.teams || []) {
-    const run = { ...emptyTeam(t.team), ...t };
-    run.thoughts = (t.thoughts || []).map((value, i) => thoughtOf(value, t.team, i, ""));
-    // Keep the times the events gave, for snapshots that carry none.
     const before = job.teams[t.team]?.thoughts || [];
-    for (const thought of run.thoughts) {
+    const latest = (t.thoughts || []).map((value, i) => thoughtOf(value, t.team, i, ""));
+    const count = typeof t.thought_count === "number" ? t.thought_count : latest.length;
+    let thoughts = latest;
+    if (latest.length < count) {
+      // Only the latest: the earlier ones must be the ones already here.
+      const at = latest.length ? before.findIndex((b) => b.id === latest[0].id) : before.length;
+      if (at < 0) return "partial";
+      thoughts = before.slice(0, at).concat(latest);
+      if (thoughts.length !== count) return "partial";
+    }
+    // Keep the times the events gave, for snapshots that carry none.
+    for (const thought of thoughts) {
       if (!thought.timestamp) thought.timestamp = before.find((b) => b.id === thought.id)?.timestamp || "";
     }
-    teams[t.team] = run;
+    teams[t.team] = { ...emptyTeam(t.team), ...t, thoughts };
   }
+  job.brief = snap.brief ?? job.brief;
+  job.state = snap.state || job.state;
+  job.last_sequence = seq;
   job.teams = teams;
   return true;
 }
@@ -272,9 +285,13 @@ class JobFollower {
   /** Loads the snapshot; true when the server answered. */
   async loadSnapshot() {
     try {
-      const snap = await getJob(this.jobId, { baseUrl: this.baseUrl, token: this.token });
+      const where = { baseUrl: this.baseUrl, token: this.token };
+      let applied = applySnapshot(this.job, await getJob(this.jobId, where));
+      if (applied === "partial" && !this.stopped) {
+        applied = applySnapshot(this.job, await getJob(this.jobId, { ...where, view: "full" }));
+      }
       if (this.stopped) return true;
-      if (applySnapshot(this.job, snap)) this.emit("onUpdate", this.job);
+      if (applied === true) this.emit("onUpdate", this.job);
       if (isFinal(this.job.state)) this.finish();
       return true;
     } catch (err) {
