@@ -130,6 +130,7 @@ class ChimeraServer:
             tls=_read_tls(config),
             count_deliveries=config.metrics_port is not None,
             reuse_port=config.reuse_port,
+            connection_limits=config.grpc_connection_limits,
         )
         self.ws = WebSocketGateway(
             self.jobs,
