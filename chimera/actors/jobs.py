@@ -168,10 +168,6 @@ class JobManager:
         """Refuses new jobs from now on and interrupts the running ones."""
         self._stop.set()
 
-    @property
-    def running(self) -> int:
-        return len(self._supervisors)
-
     def cancel_local(self, job_id: str) -> None:
         """Cancels ``job_id`` if it runs in this process (a relayed CancelJob)."""
         supervisor = self._supervisors.get(job_id)
