@@ -31,7 +31,7 @@ class ClusterNode:
     ) -> None:
         self.store = store
         self.fanout = RedisFanout(
-            store, broadcaster.receive, broadcaster.forget, jobs.cancel_local
+            store, broadcaster.receive, broadcaster.fail_removed_jobs, jobs.cancel_local
         )
         broadcaster.remote = self.fanout
         jobs.relay = self.fanout
@@ -41,7 +41,7 @@ class ClusterNode:
             await grpc.set_serving(ready)
 
         def data_lost() -> None:
-            broadcaster.forget(broadcaster.job_ids())
+            broadcaster.fail_removed_jobs(broadcaster.job_ids())
 
         async def recover() -> None:
             await jobs.recover(NODE_LOST)
