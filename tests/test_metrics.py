@@ -261,7 +261,7 @@ async def test_fast_path_deliveries_are_timed_when_written_not_when_flushed() ->
     """The fast path counts runs of one event; the last run is closed at the end of
     the loop step that wrote it, so its latency is not stretched to the next flush."""
     deliveries = Deliveries()
-    event = Event.number(Draft.thought("timed", TeamName.ANTHROPIC, "x"), 1)
+    event = Event.from_draft(Draft.thought("timed", TeamName.ANTHROPIC, "x"), 1)
     for _ in range(Deliveries.RUN + 5):  # one full run and a partial one
         deliveries.live(event, 100)
     assert sum(deliveries.buckets) == Deliveries.RUN
