@@ -32,7 +32,7 @@ def render_event(console: Console, event: pb.JobEvent) -> None:
             line.append(f" (model: {event.status_change.model})", style="dim")
     elif kind == "thought_added":
         line.append("thinks: ", style="italic")
-        line.append(event.thought_added.thought)
+        line.append(event.thought_added.text)
     elif kind == "code_generated":
         code = event.code_generated
         line.append(

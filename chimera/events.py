@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,7 +89,16 @@ class Draft:
 
     @staticmethod
     def thought(job_id: str, team: TeamName, text: str) -> Draft:
-        return Draft(job_id, EventType.THOUGHT_ADDED, team, {"thought": text})
+        """The guide's ``thought_added``: the id is made here, once, and stored with
+        the event, so every replay, snapshot and restart shows the same id."""
+        now = utc_now()
+        data = {
+            "id": str(uuid.uuid4()),
+            "text": text,
+            "timestamp": iso_timestamp(now),
+            "team": team.value,
+        }
+        return Draft(job_id, EventType.THOUGHT_ADDED, team, data, now)
 
     @staticmethod
     def code(job_id: str, team: TeamName, code: str, language: str, token_count: int) -> Draft:
@@ -176,6 +186,31 @@ def dumps(message: Mapping[str, Any]) -> str:
         return orjson.dumps(message).decode()
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+# Thoughts recorded before they had ids (``{"thought": text}``) get one derived from
+# where they are in the log, so an old database serves the same id every time.
+_LEGACY_THOUGHT_NAMESPACE = uuid.UUID("5d6f1f0e-8f3c-4c1e-9a59-6a1f3c9b7e21")
+
+
+def legacy_thought_id(job_id: str, seq: int) -> str:
+    return str(uuid.uuid5(_LEGACY_THOUGHT_NAMESPACE, f"{job_id}/{seq}"))
+
+
+def upgrade_frame(frame: str) -> str:
+    """A stored frame in today's shape: an old ``thought_added`` (``{"thought": text}``)
+    becomes ``{"id", "text", "timestamp", "team"}``; anything else is returned as it is."""
+    obj = json.loads(frame)
+    data = obj.get("data")
+    if obj.get("type") != EventType.THOUGHT_ADDED.value or "id" in data:
+        return frame
+    obj["data"] = {
+        "id": legacy_thought_id(obj["job_id"], obj["seq"]),
+        "text": data.get("thought", ""),
+        "timestamp": obj["timestamp"],
+        "team": obj.get("team", ""),
+    }
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def control_message(type_: str, **fields: Any) -> str:

@@ -28,6 +28,22 @@ from chimera.events import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """One thought as the guide shows it: a stable id, its text, and when it came."""
+
+    id: str
+    text: str
+    timestamp: str  # ISO 8601 UTC with milliseconds and Z, as in the event
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "text": self.text, "timestamp": self.timestamp}
+
+    @staticmethod
+    def from_dict(obj: dict[str, str]) -> Thought:
+        return Thought(id=obj["id"], text=obj["text"], timestamp=obj["timestamp"])
+
+
 class JobView(Enum):
     """How much of a job's thoughts a read returns (AIP-157 style)."""
 
@@ -51,9 +67,9 @@ def thought_limit(view: JobView) -> int | None:
     return None
 
 
-def thought_of(data: Mapping[str, Any]) -> str:
+def thought_of(data: Mapping[str, Any]) -> Thought:
     """The thought a ``thought_added`` event's ``data`` carries, as the snapshot keeps it."""
-    return str(data["thought"])
+    return Thought(str(data["id"]), str(data["text"]), str(data["timestamp"]))
 
 
 @dataclass(slots=True)
@@ -61,7 +77,7 @@ class TeamRun:
     team: TeamName
     status: TeamStatus = TeamStatus.IDLE
     model: str = ""
-    thoughts: list[str] = field(default_factory=list)
+    thoughts: list[Thought] = field(default_factory=list)
     code: str = ""
     language: str = ""
     token_count: int = 0
@@ -74,7 +90,7 @@ class TeamRun:
             "team": self.team.value,
             "status": self.status.value,
             "model": self.model,
-            "thoughts": list(self.thoughts),
+            "thoughts": [t.to_dict() for t in self.thoughts],
             "code": self.code,
             "language": self.language,
             "token_count": self.token_count,
@@ -88,7 +104,9 @@ class TeamRun:
             team=TeamName(obj["team"]),
             status=TeamStatus(obj["status"]),
             model=obj["model"],
-            thoughts=list(obj["thoughts"]),
+            # Schema-1 snapshots kept thoughts as bare text; a store reads them from
+            # their events instead (which carry their ids), so they are skipped here.
+            thoughts=[Thought.from_dict(t) for t in obj["thoughts"] if isinstance(t, dict)],
             code=obj["code"],
             language=obj["language"],
             token_count=obj["token_count"],

@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from array import array
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -138,9 +139,12 @@ async def _bare_ws_server(conn: Connection) -> None:
     async def publish(job_id: str, m: int) -> None:
         clients = channels.setdefault(f"/ws/orchestrate/{job_id}", set())
         for i in range(m):
+            now = iso_timestamp(utc_now())
+            data = {"id": str(uuid.uuid4()), "text": fan.thought(i), "timestamp": now,
+                    "team": "anthropic"}  # the shape Chimera's thought_added has
             frame = json.dumps(
-                {"type": "thought_added", "team": "anthropic", "data": {"thought": fan.thought(i)},
-                 "timestamp": iso_timestamp(utc_now()), "job_id": job_id, "seq": i + 3},
+                {"type": "thought_added", "team": "anthropic", "data": data,
+                 "timestamp": now, "job_id": job_id, "seq": i + 3},
                 ensure_ascii=False, separators=(",", ":"),
             )
             broadcast(clients, frame)

@@ -26,7 +26,7 @@ def by_team(messages: list[dict[str, Any]], team: str) -> list[tuple[str, Any]]:
         if m.get("team") != team:
             continue
         data = m["data"]
-        value = data.get("error") or data.get("status") or data.get("thought")
+        value = data.get("error") or data.get("status") or data.get("text")
         out.append((m["type"], value if m["type"] != "code_generated" else "code"))
     return out
 
@@ -61,7 +61,7 @@ async def test_one_team_failing_never_stops_the_other(start_server: StartServer)
     runs = {r.team: r for r in job.teams}
     assert runs[pb.TEAM_ANTHROPIC].status == pb.TEAM_STATUS_ERROR
     assert runs[pb.TEAM_ANTHROPIC].error == "API rate limit exceeded"
-    assert list(runs[pb.TEAM_ANTHROPIC].thoughts) == ["t1 (a login form)"]  # kept
+    assert [t.text for t in runs[pb.TEAM_ANTHROPIC].thoughts] == ["t1 (a login form)"]  # kept
     assert runs[pb.TEAM_GOOGLE].status == pb.TEAM_STATUS_COMPLETE
 
 

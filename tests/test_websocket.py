@@ -69,7 +69,7 @@ async def test_subscribers_before_during_after_get_the_same_complete_sequence(
     assert got_before[0]["type"] == "status_change"
     assert got_before[0]["data"] == {"status": "running"}
     assert got_before[-1]["data"] == {"status": "succeeded"} and "team" not in got_before[-1]
-    thoughts = [m["data"]["thought"] for m in got_before if m["type"] == "thought_added"]
+    thoughts = [m["data"]["text"] for m in got_before if m["type"] == "thought_added"]
     assert sorted(t.split(" ")[0] for t in thoughts) == ["a1", "a2", "a3", "g1", "g2"]
     team_statuses = {
         team: [m["data"]["status"] for m in got_before

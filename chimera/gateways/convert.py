@@ -7,8 +7,8 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chimera.errors import InvalidArgument
-from chimera.events import Event, EventType, JobState, TeamName, TeamStatus
-from chimera.job import Job, JobView
+from chimera.events import Event, EventType, JobState, TeamName, TeamStatus, parse_timestamp
+from chimera.job import Job, JobView, Thought, thought_of
 from chimera.v1 import jobs_pb2 as pb
 
 TEAM_TO_PB = {TeamName.ANTHROPIC: pb.TEAM_ANTHROPIC, TeamName.GOOGLE: pb.TEAM_GOOGLE}
@@ -54,6 +54,12 @@ def timestamp(moment: datetime | None) -> Timestamp | None:
     return ts
 
 
+def thought_to_pb(thought: Thought) -> pb.Thought:
+    return pb.Thought(
+        id=thought.id, text=thought.text, timestamp=timestamp(parse_timestamp(thought.timestamp))
+    )
+
+
 def teams_from_pb(values: list[pb.Team.ValueType]) -> list[TeamName]:
     teams = []
     for value in values:
@@ -76,7 +82,7 @@ def job_to_pb(job: Job) -> pb.Job:
                 team=TEAM_TO_PB[run.team],
                 status=STATUS_TO_PB[run.status],
                 model=run.model,
-                thoughts=run.thoughts,
+                thoughts=[thought_to_pb(t) for t in run.thoughts],
                 code=run.code,
                 token_count=run.token_count,
                 error=run.error,
@@ -104,7 +110,7 @@ def event_to_pb(event: Event) -> pb.JobEvent:
         message.status_change.status = data["status"]
         message.status_change.model = data.get("model", "")
     elif event.type is EventType.THOUGHT_ADDED:
-        message.thought_added.thought = data["thought"]
+        message.thought_added.CopyFrom(thought_to_pb(thought_of(data)))
     elif event.type is EventType.CODE_GENERATED:
         message.code_generated.code = data["code"]
         message.code_generated.language = data.get("language", "")

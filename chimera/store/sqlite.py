@@ -41,6 +41,7 @@ from chimera.events import (
     TeamStatus,
     iso_timestamp,
     parse_timestamp,
+    upgrade_frame,
 )
 from chimera.job import LATEST_THOUGHTS, Job, TeamRun, changes, thought_of
 
@@ -52,7 +53,9 @@ T = TypeVar("T")
 # events (``events.thought`` names their team, so the latest ones are one index
 # range). Schema 1 kept the whole job as JSON in ``jobs.snapshot``, rewritten
 # on every batch: :func:`_migrate` converts such a file when it is opened.
-SCHEMA_VERSION = 2
+# Schema 3: every ``thought_added`` frame has the guide's ``{id, text, timestamp,
+# team}``; older frames (``{"thought": text}``) are rewritten with a derived id.
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- creation order, the ListJobs cursor
@@ -447,8 +450,8 @@ def _read_job(conn: sqlite3.Connection, row: Sequence[Any], thoughts: int | None
 def _migrate(conn: sqlite3.Connection) -> None:
     """Brings a file written by an older Chimera to :data:`SCHEMA_VERSION`, in one
     transaction: adds the columns it lacks, splits each schema-1 snapshot into the
-    job's row and its teams' rows (its thoughts are already its events) and marks
-    the thought events."""
+    job's row and its teams' rows (its thoughts are already its events), marks
+    the thought events and gives old thoughts their ids (schema 3)."""
     with conn:
         conn.execute("BEGIN")
         for table, added in (("jobs", _JOB_COLUMNS), ("events", {"thought": "TEXT"})):
@@ -456,7 +459,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
             for column, kind in added.items():
                 if column not in have:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < 2:
             for job_id, snapshot in conn.execute(
                 "SELECT job_id, snapshot FROM jobs WHERE snapshot != ''"
             ).fetchall():
@@ -473,6 +477,15 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 "UPDATE events SET thought = json_extract(frame, '$.team')"
                 " WHERE thought IS NULL AND json_extract(frame, '$.type') = 'thought_added'"
             )
+        if version < 3:
+            # Thoughts from before they had ids get one derived from their job id
+            # and seq: the same on every read, in every replay and snapshot.
+            conn.create_function("chimera_upgrade_frame", 1, upgrade_frame, deterministic=True)
+            conn.execute(
+                "UPDATE events SET frame = chimera_upgrade_frame(frame)"
+                " WHERE thought IS NOT NULL AND json_extract(frame, '$.data.id') IS NULL"
+            )
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, id)")
         # The latest thoughts of a team: one range of this index.

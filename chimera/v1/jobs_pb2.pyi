@@ -120,6 +120,35 @@ JOB_VIEW_FULL: JobView.ValueType  # 2
 Global___JobView: _TypeAlias = JobView  # noqa: Y015
 
 @_typing.final
+class Thought(_message.Message):
+    """One thought of a team, as the WebSocket's thought_added carries it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable: the same thought has the same id in every replay, snapshot and restart."""
+    text: _builtins.str
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timestamp", b"timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "text", b"text", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Thought: _TypeAlias = Thought  # noqa: Y015
+
+@_typing.final
 class TeamRun(_message.Message):
     """One team's work on a job."""
 
@@ -149,14 +178,14 @@ class TeamRun(_message.Message):
     (all, some or none, as the request's JobView asks).
     """
     @_builtins.property
-    def thoughts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def thoughts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Thought]: ...
     def __init__(
         self,
         *,
         team: Global___Team.ValueType = ...,
         status: Global___TeamStatus.ValueType = ...,
         model: _builtins.str = ...,
-        thoughts: _abc.Iterable[_builtins.str] | None = ...,
+        thoughts: _abc.Iterable[Global___Thought] | None = ...,
         code: _builtins.str = ...,
         token_count: _builtins.int = ...,
         error: _builtins.str = ...,
@@ -474,25 +503,6 @@ class StatusChange(_message.Message):
 Global___StatusChange: _TypeAlias = StatusChange  # noqa: Y015
 
 @_typing.final
-class ThoughtAdded(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    THOUGHT_FIELD_NUMBER: _builtins.int
-    thought: _builtins.str
-    def __init__(
-        self,
-        *,
-        thought: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["thought", b"thought"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ThoughtAdded: _TypeAlias = ThoughtAdded  # noqa: Y015
-
-@_typing.final
 class CodeGenerated(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -550,9 +560,9 @@ class JobEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     TEAM_FIELD_NUMBER: _builtins.int
     STATUS_CHANGE_FIELD_NUMBER: _builtins.int
-    THOUGHT_ADDED_FIELD_NUMBER: _builtins.int
     CODE_GENERATED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    THOUGHT_ADDED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     job_id: _builtins.str
     team: Global___Team.ValueType
@@ -562,11 +572,11 @@ class JobEvent(_message.Message):
     @_builtins.property
     def status_change(self) -> Global___StatusChange: ...
     @_builtins.property
-    def thought_added(self) -> Global___ThoughtAdded: ...
-    @_builtins.property
     def code_generated(self) -> Global___CodeGenerated: ...
     @_builtins.property
     def error(self) -> Global___ErrorOccurred: ...
+    @_builtins.property
+    def thought_added(self) -> Global___Thought: ...
     def __init__(
         self,
         *,
@@ -575,15 +585,15 @@ class JobEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         team: Global___Team.ValueType = ...,
         status_change: Global___StatusChange | None = ...,
-        thought_added: Global___ThoughtAdded | None = ...,
         code_generated: Global___CodeGenerated | None = ...,
         error: Global___ErrorOccurred | None = ...,
+        thought_added: Global___Thought | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["code_generated", b"code_generated", "error", b"error", "kind", b"kind", "status_change", b"status_change", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["code_generated", b"code_generated", "error", b"error", "job_id", b"job_id", "kind", b"kind", "sequence", b"sequence", "status_change", b"status_change", "team", b"team", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status_change", "thought_added", "code_generated", "error"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status_change", "code_generated", "error", "thought_added"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
