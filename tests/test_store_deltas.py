@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from websockets.asyncio.client import ClientConnection
 
-from chimera.events import Event, TeamName
+from chimera.events import Event, TeamName, upgrade_frame
 from chimera.gateways.convert import TEAM_FROM_PB, job_to_pb
 from chimera.job import LATEST_THOUGHTS, Job, TeamRun
 from chimera.providers.base import Provider
@@ -138,11 +138,21 @@ async def test_a_schema_1_database_opens_and_serves_its_jobs(
             for job_id in ("old-done", "old-killed")
         }
     conn.close()
+    # Its events, as served since thoughts have ids: old thoughts get a derived one.
+    upgraded = {job_id: [upgrade_frame(f) for f in history] for job_id, history in stored.items()}
     server = await start_server(db=str(db))
     async with server.client() as client:
         before = json.loads((FIXTURES / "old-done.json").read_text())
+        thoughts: dict[str, list[dict[str, str]]] = {"anthropic": [], "google": []}
+        for event in map(json.loads, upgraded["old-done"]):
+            if event["type"] == "thought_added":
+                data = event["data"]
+                thoughts[data.pop("team")].append(data)
         for team in before["teams"]:
-            team["thoughtCount"] = str(len(team["thoughts"]))
+            ours = thoughts[team["team"].removeprefix("TEAM_").lower()]
+            assert [t["text"] for t in ours] == team["thoughts"]  # the same texts as before
+            team["thoughts"] = ours
+            team["thoughtCount"] = str(len(ours))
         for view in (pb.JOB_VIEW_UNSPECIFIED, pb.JOB_VIEW_FULL):
             assert MessageToDict(await client.get("old-done", view)) == before
         # Its request_id still finds it.
@@ -152,18 +162,18 @@ async def test_a_schema_1_database_opens_and_serves_its_jobs(
         [e.sequence async for e in client.events("old-killed")]
         killed = await client.get("old-killed", pb.JOB_VIEW_FULL)
         assert killed.state == pb.JOB_STATE_FAILED
-        thoughts: dict[str, list[str]] = {"anthropic": [], "google": []}
+        texts: dict[str, list[str]] = {"anthropic": [], "google": []}
         for event in map(json.loads, stored["old-killed"]):
             if event["type"] == "thought_added":
-                thoughts[event["team"]].append(event["data"]["thought"])
-        assert any(thoughts.values())
-        assert {TEAM_FROM_PB[run.team].value: list(run.thoughts) for run in killed.teams} == (
-            thoughts
-        )
-    # Their histories are the stored frames, unchanged; old-killed's goes on after them.
-    assert await frames(await ws_connect(server.ws_url("old-done"))) == stored["old-done"]
+                texts[event["team"]].append(event["data"]["thought"])
+        assert any(texts.values())
+        assert {
+            TEAM_FROM_PB[run.team].value: [t.text for t in run.thoughts] for run in killed.teams
+        } == texts
+    # Their histories are the stored events (thoughts given ids); old-killed's goes on.
+    assert await frames(await ws_connect(server.ws_url("old-done"))) == upgraded["old-done"]
     delivered = await frames(await ws_connect(server.ws_url("old-killed")))
-    assert delivered[: len(stored["old-killed"])] == stored["old-killed"]
+    assert delivered[: len(stored["old-killed"])] == upgraded["old-killed"]
     assert len(delivered) > len(stored["old-killed"])
     assert [json.loads(f)["seq"] for f in delivered] == list(range(1, len(delivered) + 1))
     # New jobs are written next to the old ones.
