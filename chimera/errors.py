@@ -4,6 +4,7 @@ Hierarchy::
 
     ChimeraError
     ├── InvalidArgument        bad input from a client; nothing was changed
+    │   └── SinceTooLarge      resuming after a seq the job has not reached
     ├── NotFound               no such job
     ├── AlreadyExists          job id (or request id for another request) taken
     ├── FailedPrecondition     the job is in a state where this is not allowed
@@ -33,6 +34,19 @@ class ChimeraError(Exception):
 
 class InvalidArgument(ChimeraError):
     """The client sent something malformed; the message says what to fix."""
+
+
+class SinceTooLarge(InvalidArgument):
+    """A subscriber asked to resume after a ``seq`` past the job's last one."""
+
+    def __init__(self, job_id: str, since: int, last_seq: int) -> None:
+        super().__init__(
+            f"resuming after seq {since} is past the last seq of job {job_id!r} "
+            f"({last_seq}): resume from the last seq you received"
+        )
+        self.job_id = job_id
+        self.since = since
+        self.last_seq = last_seq
 
 
 class NotFound(ChimeraError):
@@ -117,3 +131,27 @@ class HistoryGone(SubscriptionError):
         )
         self.job_id = job_id
         self.after_seq = after_seq
+
+
+# The gRPC status code (by name) each error is reported with, on every plane: gRPC
+# statuses, and the ``code`` of a WebSocket ``error`` message. First match wins.
+_CODE_NAMES: list[tuple[type[ChimeraError], str]] = [
+    (InvalidArgument, "INVALID_ARGUMENT"),
+    (NotFound, "NOT_FOUND"),
+    (AlreadyExists, "ALREADY_EXISTS"),
+    (FailedPrecondition, "FAILED_PRECONDITION"),
+    (Unavailable, "UNAVAILABLE"),
+    (SubscriberTooSlow, "RESOURCE_EXHAUSTED"),
+    (ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (Unauthenticated, "UNAUTHENTICATED"),
+    (PermissionDenied, "PERMISSION_DENIED"),
+    (HistoryGone, "OUT_OF_RANGE"),
+]
+
+
+def code_name(error: ChimeraError) -> str:
+    """``"INVALID_ARGUMENT"``, ``"NOT_FOUND"``, …; ``"INTERNAL"`` for anything else."""
+    for kind, name in _CODE_NAMES:
+        if isinstance(error, kind):
+            return name
+    return "INTERNAL"

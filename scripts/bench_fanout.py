@@ -88,7 +88,7 @@ async def _commands(conn: Connection) -> AsyncIterator[tuple[Any, ...]]:
 
 async def _chimera_server(conn: Connection, db: str) -> None:
     from chimera.actors.jobs import JobRequest
-    from chimera.auth.principal import ANONYMOUS
+    from chimera.auth.principal import SYSTEM
     from chimera.config import ServerConfig
     from chimera.events import TeamName
     from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent
@@ -128,7 +128,7 @@ async def _chimera_server(conn: Connection, db: str) -> None:
                 started = time.time()
                 await server.jobs.create(
                     JobRequest(brief="bench", teams=[TeamName.ANTHROPIC], job_id=JOB_ID),
-                    principal=ANONYMOUS,
+                    principal=SYSTEM,
                 )
                 conn.send(("started", started))
             elif command[0] == "rss":

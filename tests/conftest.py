@@ -120,6 +120,16 @@ async def wait_for_sequence(client: JobsClient, job_id: str, sequence: int) -> N
     raise AssertionError(f"job {job_id} ended before event {sequence}")
 
 
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Returns once ``condition()`` holds (a state the server reports); fails after ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {within} s")
+        await asyncio.sleep(0.01)
+
+
 async def read_until_closed(ws: ClientConnection) -> list[dict[str, Any]]:
     """Every message until the server closes the connection."""
     messages = []

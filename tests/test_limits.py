@@ -41,7 +41,7 @@ def test_defaults() -> None:
     config = ServerConfig()
     assert config.max_brief_chars == 10_000
     assert config.max_request_bytes == 1 << 20
-    assert config.max_frame_bytes == MAX_CLIENT_FRAME == 16 * 1024
+    assert config.max_frame_bytes == MAX_CLIENT_FRAME == 64 * 1024
     assert config.max_subscribers_per_job == DEFAULT_MAX_SUBSCRIBERS_PER_JOB
     assert config.max_subscribers_per_address == DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS
     assert config.max_jobs_per_caller == DEFAULT_MAX_JOBS_PER_CALLER

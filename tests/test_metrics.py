@@ -16,7 +16,7 @@ import pytest
 from chimera.errors import ConfigError
 from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import Running, StartServer, ws_connect
+from tests.conftest import Running, StartServer, until, ws_connect
 from tests.doubles import ScriptedProvider, factory
 from tests.metrics_scrape import delta, fetch, scrape, scrape_until, value
 from tests.security import SECRET
@@ -119,11 +119,15 @@ async def test_a_shed_subscriber_is_counted_as_too_slow(start_server: StartServe
     stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
     fast = await ws_connect(server.ws_url("flood"), max_queue=None)
     async with server.client() as client:
+        reading = asyncio.create_task(read_raw(fast))
         await client.create("a counter", job_id="flood")
-        await asyncio.wait_for(read_raw(fast), 60)
-    _, code, _ = await asyncio.wait_for(read_frames(stuck_reader), 30)
-    assert code == 4008
-    stuck_writer.close()
+        # Shed: the stuck one leaves the job's subscribers (read it now: the
+        # server gives up on the close handshake after 5 s).
+        await until(lambda: server.server.broadcaster.subscriber_count("flood") == 1, 60)
+        _, code, _ = await asyncio.wait_for(read_frames(stuck_reader), 30)
+        assert code == 4008
+        stuck_writer.close()
+        await asyncio.wait_for(reading, 60)
     after = await scrape_until(port, lambda s: value(s, CONNECTIONS) == 0)
     assert delta(after, before, "chimera_ws_disconnects_total", reason="too_slow") == 1
     assert delta(after, before, "chimera_ws_disconnects_total", reason="finished") == 1

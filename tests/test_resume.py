@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -15,12 +16,14 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from chimera.actors.jobs import ProviderFactory
 from chimera.events import TeamName
+from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     Running,
     StartServer,
     job_events,
     read_until_closed,
     run_job,
+    until,
     ws_connect,
 )
 from tests.doubles import ScriptedProvider, factory
@@ -132,6 +135,22 @@ async def test_resuming_an_unknown_job_is_history_gone_not_a_silent_wait(
             [e async for e in client.events("never-here", 7)]
         assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
         assert "history gone" in (info.value.details() or "")
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            [e async for e in client.events("never-here", 0)]
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_unknown_job_at_since_0_is_waited_for_on_both_planes(server: Running) -> None:
+    """One rule (JobManager.watch): a job that does not exist yet is waited for."""
+    ws = await ws_connect(server.ws_url("not-yet"))
+    async with server.client() as client:
+        streamed = asyncio.create_task(_sequences(client.events("not-yet")))
+        # Both subscribers are registered (and neither was refused) before the job exists.
+        await until(lambda: server.server.broadcaster.subscriber_count("not-yet") == 2)
+        assert not streamed.done()
+        await client.create("a counter", job_id="not-yet")
+        over_grpc = await asyncio.wait_for(streamed, 10)
+    over_ws = [m["seq"] for m in job_events(await read_until_closed(ws))]
+    assert over_grpc == over_ws == list(range(1, len(over_ws) + 1))
+    assert len(over_ws) > 3
+
+
+async def _sequences(events: AsyncIterator[pb.JobEvent]) -> list[int]:
+    return [event.sequence async for event in events]

@@ -17,7 +17,14 @@ from websockets.exceptions import ConnectionClosedError
 
 from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import Running, StartServer, job_events, read_until_closed, ws_connect
+from tests.conftest import (
+    Running,
+    StartServer,
+    job_events,
+    read_until_closed,
+    until,
+    ws_connect,
+)
 from tests.doubles import ScriptedProvider, factory
 
 QUEUE_LIMIT = 64 * 1024
@@ -66,22 +73,24 @@ async def test_a_subscriber_that_never_reads_is_shed_and_the_others_do_not_wait(
     stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
     fast = await ws_connect(server.ws_url("flood"), max_queue=None)
     async with server.client() as client:
+        reading = asyncio.create_task(read_until_closed(fast))
         await client.create("a counter", job_id="flood")
-        # The reading subscriber gets everything, to the final event, while the
-        # stuck one has not read a byte: the stuck one never holds it up.
-        got = job_events(await asyncio.wait_for(read_until_closed(fast), 60))
+        # The stuck one, which has not read a byte, is shed: it leaves the job's
+        # subscribers while the reading one is still reading.
+        await until(lambda: server.server.broadcaster.subscriber_count("flood") == 1, 60)
+        assert not reading.done()
+        # Reading now (the server gives up on a close handshake after 5 s), it
+        # finds what was already on the wire, then close 4008 with the seq to
+        # resume from, which is the last one it received.
+        messages, code, reason = await asyncio.wait_for(read_frames(stuck_reader), 30)
+        stuck_writer.close()
+        # The reading subscriber gets everything, to the final event: the stuck
+        # one never held it up.
+        got = job_events(await asyncio.wait_for(reading, 60))
     last = got[-1]["seq"]
     assert [m["seq"] for m in got] == list(range(1, last + 1))
     assert fast.close_code == 1000 and got[-1]["data"] == {"status": "succeeded"}
-    # Reading now, it finds what was already on the wire, then close 4008 with
-    # the seq to resume from, which is the last one it received.
-    messages, code, reason = await asyncio.wait_for(read_frames(stuck_reader), 30)
-    stuck_writer.close()
-    for _ in range(100):  # and the server lets go of it (the close handshake may lag)
-        if server.server.broadcaster.subscriber_count("flood") == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert server.server.broadcaster.subscriber_count("flood") == 0
+    await until(lambda: server.server.broadcaster.subscriber_count("flood") == 0)
     seen = [m["seq"] for m in job_events(messages)]
     assert code == 4008
     assert f"since={seen[-1]}" in reason

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chimera.events import TeamName
+from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
 from tests.conftest import (
     Running,
     StartServer,
@@ -138,7 +139,7 @@ async def test_unknown_messages_get_an_error_and_the_connection_stays(server: Ru
 async def test_oversized_frame_is_refused(server: Running) -> None:
     async with connect(server.ws_url("j2"), max_size=None) as ws:
         await ws.recv()
-        await ws.send("x" * (64 * 1024))
+        await ws.send("x" * (MAX_CLIENT_FRAME + 1))
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1009

@@ -112,6 +112,10 @@ class Subscription:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unregisters this subscriber (what leaving the ``async with`` does)."""
         self._broadcaster._unsubscribe(self)
 
     def _wake(self) -> None:
@@ -145,7 +149,12 @@ class Subscription:
             self._wake()
 
     def _fail(self, error: ChimeraError) -> None:
-        """Ends the subscription at once, dropping what is queued (subscriber shed)."""
+        """Ends the subscription at once, dropping what is queued (subscriber shed).
+
+        It leaves its job's channel now (no more events are offered to it),
+        not when its consumer gets round to closing it.
+        """
+        self._broadcaster._ended.append(self)
         self._error = error
         self._parked = False
         self._pending = None
@@ -225,6 +234,8 @@ class Broadcaster:
         self.subscriber_max_bytes = subscriber_max_bytes
         self._inbox: asyncio.Queue[Draft | None] = asyncio.Queue(INBOX_SIZE)
         self._channels: dict[str, _Channel] = {}
+        # Subscriptions failed while their channel was being iterated; unregistered after.
+        self._ended: list[Subscription] = []
         self._stopped = False
 
     # -- called by the job manager and the actors ---------------------------------
@@ -262,6 +273,12 @@ class Broadcaster:
                 continue
             for sub in channel.subscribers:
                 sub._fail(HistoryGone(job_id, sub.last_seq))
+            self._unsubscribe_ended()
+
+    def _unsubscribe_ended(self) -> None:
+        for sub in self._ended:
+            self._unsubscribe(sub)
+        self._ended.clear()
 
     def subscriber_count(self, job_id: str) -> int:
         channel = self._channels.get(job_id)
@@ -362,6 +379,8 @@ class Broadcaster:
             payload = event.frame.encode()
             for sub in channel.subscribers:
                 sub._push(event, payload, final)
+            if self._ended:
+                self._unsubscribe_ended()
         for job_id in finished:
             channel = self._channels.get(job_id)
             if channel is not None and not channel.subscribers:

@@ -15,15 +15,17 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from chimera.actors.broadcaster import Broadcaster
+from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
 from chimera.auth.principal import Principal, Scope
 from chimera.errors import (
     FailedPrecondition,
+    HistoryGone,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    SinceTooLarge,
     Unavailable,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
@@ -279,15 +281,54 @@ class JobManager:
     async def authorize_watch(self, job_id: str, *, principal: Principal) -> None:
         """Raises unless ``principal`` may subscribe to ``job_id``'s events.
 
-        A token for all jobs, or for exactly this job, may wait for a job that
-        does not exist yet; a token for its own jobs needs the job to exist and
-        be its own.
+        A token for all jobs (or no auth: anonymous), or for exactly this job,
+        may wait for a job that does not exist yet; a token for its own jobs
+        needs the job to exist and be its own (a job that does not exist is
+        nobody's yet), so it gets :class:`NotFound`.
         """
         principal.require(Scope.READ)
         check_job_id(job_id)
         principal.check_job_id(job_id)
         if principal.job is None and not principal.all_jobs:
             await self._load(job_id, principal)
+
+    async def watch(self, job_id: str, since: int, *, principal: Principal) -> Subscription:
+        """The one subscribe/resume rule, for every gateway: a registered
+        subscription to ``job_id``'s events after ``since``.
+
+        - ``since`` = 0: the whole history, then live events. A job that does not
+          exist yet is waited for (on both planes), if the caller may wait for
+          it (:meth:`authorize_watch`).
+        - ``since`` > 0 resumes: :class:`HistoryGone` if this server keeps no
+          such job (retention removed it, or it never existed here);
+          :class:`SinceTooLarge` if ``since`` is past the job's last ``seq``.
+        - :class:`Unavailable` while shutting down.
+
+        Checked after registering, so a job removed in between still ends the
+        subscription (with :class:`HistoryGone`) rather than leaving a silent
+        wait. The caller owns the subscription: use it as a context manager.
+        """
+        await self.authorize_watch(job_id, principal=principal)
+        if since < 0:
+            raise InvalidArgument("since must be 0 or more (the last seq you received)")
+        subscription = self._broadcaster.subscribe(job_id, since)
+        try:
+            await self._check_resume(job_id, since)
+        except BaseException:
+            subscription.close()
+            raise
+        return subscription
+
+    async def _check_resume(self, job_id: str, since: int) -> None:
+        """Raises if resuming ``job_id`` after ``since`` cannot work."""
+        if since == 0:
+            return  # a new subscriber; an unknown job is waited for
+        # The caller's right to the job was checked by watch.
+        job = await self._store.get_job(job_id, thought_limit(JobView.BASIC))
+        if job is None:
+            raise HistoryGone(job_id, since)
+        if since > job.last_sequence:
+            raise SinceTooLarge(job_id, since, job.last_sequence)
 
     async def list(
         self, page_size: int, page_token: str, *, principal: Principal,

@@ -33,21 +33,11 @@ from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metada
 from chimera.auth.principal import Principal
 from chimera.auth.tokens import Authenticator
 from chimera.errors import (
-    AlreadyExists,
     ChimeraError,
-    FailedPrecondition,
-    HistoryGone,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    SubscriberTooSlow,
-    Unauthenticated,
-    Unavailable,
+    code_name,
 )
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.limits import SubscriberLimits, peer_host
-from chimera.job import JobView
 from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
@@ -58,25 +48,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
 MAX_MESSAGE_BYTES = 1 << 20
 
-_CODES: list[tuple[type[ChimeraError], grpc.StatusCode]] = [
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (SubscriberTooSlow, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (HistoryGone, grpc.StatusCode.OUT_OF_RANGE),
-]
-
-
 def status_code(error: ChimeraError) -> grpc.StatusCode:
-    for kind, code in _CODES:
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode[code_name(error)]
 
 
 @contextlib.asynccontextmanager
@@ -232,31 +205,18 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> AsyncIterator[pb.StreamJobEventsResponse]:
         """History after ``after_sequence``, then live events; ends after the final event.
 
-        Resuming (``after_sequence`` > 0) a job this server does not keep is
-        OUT_OF_RANGE (history gone), not NOT_FOUND, so a client can tell a gap
-        it cannot fill from a typo.
+        The rule is :meth:`JobManager.watch`'s, shared with the WebSocket: an
+        unknown job at 0 is waited for; resuming one this server does not keep
+        is OUT_OF_RANGE (history gone), not NOT_FOUND, so a client can tell a
+        gap it cannot fill from a typo.
         """
         async with aborting_on_error(context):
             principal = self._principal(context)
-            if request.after_sequence < 0:
-                raise InvalidArgument("after_sequence must be 0 or more")
-            try:
-                job = await self._jobs.get(
-                    request.job_id, principal=principal, view=JobView.BASIC
-                )
-            except NotFound:
-                if request.after_sequence > 0:
-                    raise HistoryGone(request.job_id, request.after_sequence) from None
-                raise
-            if request.after_sequence > job.last_sequence:
-                raise InvalidArgument(
-                    f"after_sequence {request.after_sequence} is beyond the job's last "
-                    f"sequence {job.last_sequence}"
-                )
-            with self._limits.hold(request.job_id, peer_host(context.peer())):
-                async with self._broadcaster.subscribe(
-                    request.job_id, request.after_sequence
-                ) as subscription:
+            subscription = await self._jobs.watch(
+                request.job_id, request.after_sequence, principal=principal
+            )
+            async with subscription:
+                with self._limits.hold(request.job_id, peer_host(context.peer())):
                     async for event in subscription:
                         yield pb.StreamJobEventsResponse(event=event_to_pb(event))
                         if self._deliveries is not None:

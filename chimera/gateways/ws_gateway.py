@@ -4,7 +4,17 @@
 ``connected``, then every event after ``since`` (default 0, the whole history),
 then live events, each exactly once and in order, and closes with 1000 after
 the job's final event. The client may send ``ping`` or ``{"type":"ping"}`` and
-gets ``pong``; anything else gets an ``error`` message and the connection stays.
+gets ``pong``; ``create_job`` and ``cancel_job`` (:mod:`chimera.gateways.ws_commands`)
+submit and cancel the socket's job through the same JobManager, scopes and limits
+as CreateJob/CancelJob, with the token the handshake accepted; anything else gets
+an ``error`` message and the connection stays.
+
+A socket opened to submit: a well-formed id of a job that does not exist yet is
+accepted and waits for it. A token that may only watch its own jobs cannot wait
+for an unknown one; if it may submit and read, its socket is accepted for the
+one job it may create there: it gets ``connected``, then nothing until its
+``create_job`` succeeds (``job_created``), then the job's whole history and
+live events.
 
 Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
 ``GET /api/jobs/{job_id}[?view=basic|full]`` (the job's JSON snapshot, for clients
@@ -60,8 +70,8 @@ from websockets.protocol import Protocol, State
 from websockets.typing import Subprotocol
 
 from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
-from chimera.actors.jobs import JobManager
-from chimera.auth.principal import SYSTEM, Principal
+from chimera.actors.jobs import JobManager, JobRequest
+from chimera.auth.principal import Principal, Scope
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import (
@@ -71,6 +81,7 @@ from chimera.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    SinceTooLarge,
     SubscriberTooSlow,
     Unauthenticated,
     Unavailable,
@@ -79,6 +90,15 @@ from chimera.events import Event, control_message
 from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
+from chimera.gateways.ws_commands import (
+    BadCommand,
+    CancelJob,
+    CreateJob,
+    Ping,
+    error_message,
+    job_created,
+    parse_command,
+)
 from chimera.ids import is_ascii_number, is_valid_job_id
 from chimera.job import JobView
 from chimera.observability.logs import log_context
@@ -92,14 +112,16 @@ from chimera.observability.metrics import (
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENT_FRAME = 16 * 1024
+# A create_job message carries a brief of up to 10,000 characters: 40 KB of UTF-8,
+# and JSON.stringify escapes control characters as 6 bytes each (60 KB), plus the
+# other fields. Anything larger is refused with close code 1009.
+MAX_CLIENT_FRAME = 64 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
 CLOSE_TRY_LATER = 1013
 BEARER_PROTOCOL = "chimera.bearer"
 CLOSE_HISTORY_GONE = 4410
 CLOSE_SINCE_TOO_LARGE = 4416
-PING_HELP = 'send "ping" or {"type":"ping"}'
 # GET /api/jobs/{id}?view=…: the thoughts the snapshot carries (as GetJob's JobView).
 SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
@@ -126,6 +148,9 @@ class _Admitted:
     job_id: str
     since: int
     principal: Principal
+    # False: admitted only to create the job (see the module docstring); no
+    # events until it has.
+    watching: bool = True
 
 
 class WebSocketGateway:
@@ -271,11 +296,17 @@ class WebSocketGateway:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
         try:
             principal = self._principal(request, target)
-            await self._jobs.authorize_watch(job_id, principal=principal)
+            watching = True
+            try:
+                await self._jobs.authorize_watch(job_id, principal=principal)
+            except NotFound:
+                if since or not {Scope.SUBMIT, Scope.READ} <= principal.scopes:
+                    raise
+                watching = False  # may create it here, then watch it as its owner
             self._limits.check(job_id, _address(connection))
         except ChimeraError as exc:
             return _refusal(connection, exc)
-        self._admitted[connection] = _Admitted(job_id, since, principal)
+        self._admitted[connection] = _Admitted(job_id, since, principal, watching)
         return None
 
     def _principal(self, request: Request, target: Target) -> Principal:
@@ -339,38 +370,11 @@ class WebSocketGateway:
         the connection's life): an idle subscriber must stay small.
         """
         admitted = self._admitted.pop(ws)
-        job_id, since = admitted.job_id, admitted.since
-        address = _address(ws)
-        _count_connection(ws)
-        log_context(job_id=job_id, peer=address)
-        try:
-            # Checked again here, counted for good: others may have connected
-            # since this one passed the handshake.
-            self._limits.acquire(job_id, address)
-        except ResourceExhausted as exc:
-            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
-            return
-        try:
-            subscription = self._broadcaster.subscribe(job_id, since)
-        except Unavailable:
-            self._limits.release(job_id, address)
-            await ws.close(1001, "server shutting down")
+        subscription = await self._open(ws, admitted)
+        if subscription is None:
             return
         try:
             async with subscription:
-                await ws.send(
-                    self._counted(control_message(
-                        "connected",
-                        job_id=job_id,
-                        data={"message": f"Connected to job {job_id}", "since": since},
-                    ))
-                )
-                refused = await self._check_since(job_id, since)
-                if refused is not None:
-                    error = control_message("error", job_id=job_id, data={"error": str(refused)})
-                    await ws.send(self._counted(error))
-                    await ws.close(*_close_for(refused))
-                    return
                 subscription.attach(_sink(ws, self._frames, self._deliveries))
                 # Reading happens here, in the handler's own task; writing in
                 # one child task. (Not three tasks, nor helper coroutines that
@@ -395,12 +399,64 @@ class WebSocketGateway:
                     try:
                         with contextlib.suppress(ConnectionClosed):
                             while True:
-                                await ws.send(self._counted(_answer(await ws.recv())))
+                                reply, _ = await self._reply(
+                                    admitted, _address(ws), await ws.recv()
+                                )
+                                if reply is not None:
+                                    await ws.send(self._counted(reply))
                     finally:
                         shed.remove_done_callback(on_shed)
                         writer.cancel()
         finally:
-            self._limits.release(job_id, address)
+            self._limits.release(admitted.job_id, _address(ws))
+
+    async def _reply(
+        self, admitted: _Admitted, address: str, message: str | bytes
+    ) -> tuple[str | None, bool]:
+        """Carries out a client message; returns the answer to send, if any, and
+        whether it created the job.
+
+        ``job_created`` is sent before any of the job's events: nothing awaits
+        between the job being opened in the broadcaster and this return, and
+        the caller writes it at once. A cancel has no answer of its own: the
+        job's ``cancelled`` events and the close after them are the answer.
+        """
+        job_id, request_id = admitted.job_id, ""
+        try:
+            command = parse_command(message, job_id)
+            if isinstance(command, Ping):
+                return control_message("pong"), False
+            if isinstance(command, CreateJob):
+                request_id = command.request_id
+                await self._jobs.create(
+                    JobRequest(command.brief, command.teams, job_id, request_id),
+                    principal=admitted.principal,
+                    caller=address,
+                )
+                return job_created(job_id, request_id), True
+            assert isinstance(command, CancelJob)
+            await self._jobs.cancel(job_id, principal=admitted.principal)
+            return None, False
+        except BadCommand as exc:
+            return error_message(job_id, exc, exc.request_id), False
+        except ChimeraError as exc:
+            return error_message(job_id, exc, request_id), False
+
+    async def _until_created(
+        self, ws: ServerConnection, admitted: _Admitted, address: str
+    ) -> bool:
+        """Answers a create-only socket's messages until its job is created (True),
+        or the client leaves (False)."""
+        while True:
+            try:
+                message = await ws.recv()
+            except ConnectionClosed:
+                return False
+            reply, created = await self._reply(admitted, address, message)
+            if reply is not None:
+                await ws.send(self._counted(reply))
+            if created:
+                return True
 
     def _counted(self, message: str) -> str:
         """``message``, counted as sent (a control message, not an event)."""
@@ -408,25 +464,62 @@ class WebSocketGateway:
             self._deliveries.sent(message_size(message))
         return message
 
-    async def _check_since(self, job_id: str, since: int) -> ChimeraError | None:
-        """Why resuming ``job_id`` after ``since`` cannot work, or ``None`` if it can.
+    async def _open(self, ws: ServerConnection, admitted: _Admitted) -> Subscription | None:
+        """The connection's set-up: counts it against the limits, subscribes by
+        :meth:`JobManager.watch`'s rule and sends ``connected``; or closes the
+        connection saying why and returns ``None``.
 
-        Called after subscribing, so a job removed in between is still caught
-        (then by the subscription, with :class:`HistoryGone`).
+        A plain coroutine that has returned before the connection idles, so it
+        costs an idle subscriber nothing. On success the caller releases the
+        limits.
         """
-        if since == 0:
-            return None  # a new subscriber; an unknown job is waited for
+        job_id, since, address = admitted.job_id, admitted.since, _address(ws)
+        _count_connection(ws)
+        log_context(job_id=job_id, peer=address)
         try:
-            # The caller's right to the job was checked at the handshake.
-            job = await self._jobs.get(job_id, principal=SYSTEM)
-        except NotFound:
-            return HistoryGone(job_id, since)
-        if since > job.last_sequence:
-            return InvalidArgument(
-                f"since={since} is past the last seq of job {job_id!r} "
-                f"({job.last_sequence}): resume from the last seq you received"
-            )
-        return None
+            # Checked again here, counted for good: others may have connected
+            # since this one passed the handshake.
+            self._limits.acquire(job_id, address)
+        except ResourceExhausted as exc:
+            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
+            return None
+        connected = control_message(
+            "connected",
+            job_id=job_id,
+            data={"message": f"Connected to job {job_id}", "since": since},
+        )
+        try:
+            if not admitted.watching:
+                await ws.send(self._counted(connected))
+                if not await self._until_created(ws, admitted, address):
+                    self._limits.release(job_id, address)
+                    return None
+            subscription = await self._jobs.watch(job_id, since, principal=admitted.principal)
+        except ConnectionClosed:
+            self._limits.release(job_id, address)
+            return None
+        except Unavailable:
+            self._limits.release(job_id, address)
+            await ws.close(1001, "server shutting down")
+            return None
+        except ChimeraError as exc:
+            self._limits.release(job_id, address)
+            # Accepted, then refused: say why in a message, then in the close.
+            with contextlib.suppress(ConnectionClosed):
+                if admitted.watching:
+                    await ws.send(self._counted(connected))
+                error = control_message("error", job_id=job_id, data={"error": str(exc)})
+                await ws.send(self._counted(error))
+                await ws.close(*_close_for(exc))
+            return None
+        try:
+            if admitted.watching:
+                await ws.send(self._counted(connected))
+        except BaseException:
+            subscription.close()
+            self._limits.release(job_id, address)
+            raise
+        return subscription
 
     async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
         """Sends the subscription's events, then closes the connection with why it ended."""
@@ -481,28 +574,6 @@ def _refusal(
     if status == http.HTTPStatus.UNAUTHORIZED:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
-
-
-def _answer(message: str | bytes) -> str:
-    """The reply to a client message: ``pong`` to a ping, an ``error`` to anything else."""
-    if _is_ping(message):
-        return control_message("pong")
-    return control_message("error", data={"error": f"unknown message: {PING_HELP}"})
-
-
-def _is_ping(message: str | bytes) -> bool:
-    if not isinstance(message, str):
-        return False
-    text = message.strip()
-    if text == "ping":
-        return True
-    if not text.startswith("{"):
-        return False
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
-        return False
-    return isinstance(obj, dict) and obj.get("type") == "ping"
 
 
 class _FrameCache:
@@ -574,7 +645,7 @@ def _close_for(error: ChimeraError) -> tuple[int, str]:
         return CLOSE_TOO_SLOW, _reason(str(error))
     if isinstance(error, HistoryGone):
         return CLOSE_HISTORY_GONE, "history gone"
-    if isinstance(error, InvalidArgument):
+    if isinstance(error, SinceTooLarge):
         return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
     if isinstance(error, Unavailable):
         return 1001, "server shutting down"
