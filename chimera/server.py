@@ -202,6 +202,7 @@ class ChimeraServer:
                 await self.grpc.enter_shutdown()  # 1
                 if self.retention is not None:
                     self.retention.stop()  # 2
+                self.broadcaster.stop_retrying()  # a full disk must not hold the shutdown
                 self.jobs.stop()
                 await jobs
                 if self.owned_providers is not None:

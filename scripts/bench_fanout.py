@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_fanout.py              # N = 1, 100, 1000 and memory at 10,000
     .venv/bin/python scripts/bench_fanout.py -n 100 --memory 0
+    .venv/bin/python scripts/bench_fanout.py -n 1000 --memory 0 --metrics   # metrics on vs off
 
 For each N, each server runs in a process of its own and N WebSocket clients
 in another. The Chimera server is the real thing (job manager, supervisor, team
@@ -20,6 +21,10 @@ receive), publish-to-receive latency p50/p99, and order errors (gaps or
 duplicates seen by clients, which must be 0); then the Chimera/bare ratio.
 The memory phase connects ``--memory`` idle subscribers and prints the server
 process's RSS growth per subscriber.
+
+``--metrics`` also runs Chimera with its metrics on (``chimera+m``: the
+/metrics listener, per-delivery counting), alternating with the plain runs,
+and prints on/off.
 
 Limits: M is chosen so that one subscriber's share (M x ~300 B) stays within
 Chimera's default 1 MiB per-subscriber bound, as a real stream does; the
@@ -86,7 +91,7 @@ async def _commands(conn: Connection) -> AsyncIterator[tuple[Any, ...]]:
             return
 
 
-async def _chimera_server(conn: Connection, db: str) -> None:
+async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
     from chimera.actors.jobs import JobRequest
     from chimera.auth.principal import SYSTEM
     from chimera.config import ServerConfig
@@ -115,6 +120,7 @@ async def _chimera_server(conn: Connection, db: str) -> None:
     config = ServerConfig(
         grpc_port=0, ws_port=0, db=db, sim_delay=0, shutdown_grace=1.0,
         max_subscribers_per_address=1_000_000, max_subscribers_per_job=1_000_000,
+        metrics_port=0 if metrics else None,
     )
     server = ChimeraServer(config, providers=providers)
     async with asyncio.TaskGroup() as tg:
@@ -193,8 +199,8 @@ def server_main(kind: str, conn: Connection, db: str) -> None:
 
 
 def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
-    if kind == "chimera":
-        asyncio.run(_chimera_server(conn, db))
+    if kind.startswith("chimera"):
+        asyncio.run(_chimera_server(conn, db, metrics=kind == "chimera+m"))
     else:
         asyncio.run(_bare_server(conn))
 
@@ -366,7 +372,7 @@ def start_server(ctx: Any, kind: str, db: str) -> tuple[Any, Connection, int, in
 
 
 def path_for(kind: str) -> str:
-    return f"/ws/orchestrate/{JOB_ID}" if kind == "chimera" else "/"
+    return f"/ws/orchestrate/{JOB_ID}" if kind.startswith("chimera") else "/"
 
 
 def stop_all(control: Connection, clients: Any, server: Any) -> None:
@@ -426,6 +432,8 @@ def main() -> int:
     parser.add_argument("-m", type=int, default=3000, help="events per run (default 3000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median kept")
     parser.add_argument("--memory", type=int, default=10_000, help="idle subscribers; 0 = skip")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also run Chimera with metrics on (chimera+m), alternating")
     args = parser.parse_args()
     sizes = args.n or [1, 100, 1000]
     ctx = mp.get_context("spawn")
@@ -438,17 +446,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         for n in sizes:
             rates: dict[str, float] = {}
-            for kind in ("bare", "chimera"):
-                results = sorted(
-                    (run_fanout(ctx, kind, n, args.m, tmp) for _ in range(args.repeat)),
-                    key=lambda r: r.rate,
-                )
+            kinds = ("bare", "chimera", "chimera+m") if args.metrics else ("bare", "chimera")
+            runs: dict[str, list[Result]] = {kind: [] for kind in kinds}
+            for _ in range(args.repeat):  # alternating, so load from others hits each alike
+                for kind in kinds:
+                    runs[kind].append(run_fanout(ctx, kind, n, args.m, tmp))
+            for kind in kinds:
+                results = sorted(runs[kind], key=lambda r: r.rate)
                 r = results[len(results) // 2]
                 rates[kind] = r.rate
                 errors = sum(x.order_errors for x in results)
                 print(f"{n:>6} {kind:<8} {r.rate:>10,.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
                       f"{r.delivered:>5}/{r.expected:<5} {errors:>10}", flush=True)
             print(f"{n:>6} ratio    {rates['chimera'] / rates['bare']:>10.0%}", flush=True)
+            if args.metrics:
+                print(f"{n:>6} on/off   {rates['chimera+m'] / rates['chimera']:>10.1%}", flush=True)
         if args.memory:
             for kind in ("bare", "chimera"):
                 per = run_memory(ctx, kind, args.memory, tmp)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import urllib.error
 from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,8 +18,12 @@ import pytest
 
 from chimera.errors import ConfigError
 from chimera.events import TeamName
+from chimera.observability.listener import DEFAULT_METRICS_PORT
+from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
+from chimera.providers.faults import RetryableError
+from chimera.providers.retry import RetryPolicy, with_retries
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import Running, StartServer, until, ws_connect
+from tests.conftest import Running, StartServer, run_job, until, ws_connect
 from tests.doubles import ScriptedProvider, factory
 from tests.metrics_scrape import delta, fetch, scrape, scrape_until, value
 from tests.security import SECRET
@@ -175,3 +182,75 @@ async def test_a_taken_metrics_port(start_server: StartServer) -> None:
         async with server.client() as client:
             job = await client.create("a counter")
             assert job.state == pb.JOB_STATE_RUNNING
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+METRIC_NAME = re.compile(r"\b(?:chimera|grpc|process|python)_[a-zA-Z0-9_]+")
+LABEL_LISTS = re.compile(r"\b(?:by|without)\s*\([^)]*\)|\{[^}]*\}")
+
+
+def dashboard_queries(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["expr"]] if isinstance(node.get("expr"), str) else []
+        return found + [q for child in node.values() for q in dashboard_queries(child)]
+    if isinstance(node, list):
+        return [q for child in node for q in dashboard_queries(child)]
+    return []
+
+
+async def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(
+    start_server: StartServer,
+) -> None:
+    queries = dashboard_queries(json.loads((DEPLOY / "grafana" / "chimera.json").read_text()))
+    wanted = {
+        name for query in queries for name in METRIC_NAME.findall(LABEL_LISTS.sub("", query))
+    }
+    assert len(queries) >= 20 and len(wanted) >= 20
+    server = await start_server(metrics_port=0)
+    async with server.client() as client:
+        await client.create("a counter")  # so the gRPC series exist
+    scraped = {name for name, _ in await scrape(metrics_port(server))}
+    assert wanted - scraped == set()
+    # The scrape config points at the default listener.
+    config = (DEPLOY / "prometheus.yml").read_text()
+    assert f'targets: ["127.0.0.1:{DEFAULT_METRICS_PORT}"]' in config
+    assert "metrics_path: /metrics" in config
+
+
+class FlakyProvider:
+    """Fails its first attempt with ``status`` (retryable), then answers; through the
+    real retry loop of the providers."""
+
+    model = "flaky"
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+        self.attempts = 0
+
+    async def attempt(self) -> AsyncGenerator[ProviderEvent, None]:
+        self.attempts += 1
+        yield Thought("thinking")
+        if self.attempts == 1:
+            raise RetryableError("try again", status=self.status)
+        yield AnswerStarted()
+        yield CodeResult("export const x = 1;", "tsx", 7)
+
+    def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
+        return with_retries(self.attempt, RetryPolicy(backoff_base=0.001), provider="anthropic")
+
+
+async def test_provider_retries_are_counted_by_reason(start_server: StartServer) -> None:
+    server = await start_server(
+        factory({TeamName.ANTHROPIC: lambda: FlakyProvider(429)}), metrics_port=0
+    )
+    port = metrics_port(server)
+    before = await scrape(port)
+    job = await run_job(server, "flaky")
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    after = await scrape(port)
+    retries = "chimera_provider_retries_total"
+    assert delta(after, before, retries, team="anthropic", reason="rate_limited") == 1
+    assert delta(after, before, retries, team="google", reason="rate_limited") == 0
+    assert delta(after, before, "chimera_provider_tokens_total", team="anthropic") == 7
+    real = {"team": "anthropic", "provider": "real", "status": "complete"}
+    assert delta(after, before, "chimera_team_runs_total", **real) == 1

@@ -47,6 +47,8 @@ MAX_BATCH = 64
 PIPELINE_DEPTH = 2
 MAX_COMMIT = 256
 HISTORY_PAGE = 512
+RETRY_FIRST = 0.05  # seconds before retrying a failed write; doubles up to RETRY_MAX
+RETRY_MAX = 1.0
 
 Sink = Callable[[Event, bytes], bool]
 """Writes an event (with its frame already UTF-8 encoded, once for every subscriber)
@@ -56,6 +58,10 @@ cannot take it now."""
 
 def _no_sink(event: Event, payload: bytes) -> bool:
     return False
+
+
+def _ignore(job_ids: list[str], error: ChimeraError) -> None:
+    pass
 
 
 @dataclass(slots=True)
@@ -179,6 +185,14 @@ class Subscription:
         """Returns the error once the subscription is shed."""
         return await self.failed()
 
+    def _current_error(self) -> ChimeraError:
+        """Why the subscription ended; a shed one names the last event this consumer
+        was actually given (it may have been given more since it was shed)."""
+        assert self._error is not None
+        if isinstance(self._error, SubscriberTooSlow):
+            return SubscriberTooSlow(self.last_seq)
+        return self._error
+
     async def __aiter__(self) -> AsyncIterator[Event]:
         store = self._broadcaster.store
         # History first. We registered before reading, and events reach the
@@ -191,6 +205,8 @@ class Subscription:
                 yield event
                 if event.is_final:
                     return
+                if self._failed is not None and self._failed.done():
+                    raise self._current_error()  # shed while replaying history
             if len(page) < HISTORY_PAGE:
                 break
         # A subscriber resuming after a finished job's last event has nothing to
@@ -211,7 +227,7 @@ class Subscription:
                     return
                 pending = self._pending  # _fail may have dropped the queue meanwhile
             if self._error is not None:
-                raise self._error
+                raise self._current_error()
             self._waiter = asyncio.get_running_loop().create_future()
             self._parked = self._sink is not _no_sink
             try:
@@ -237,6 +253,13 @@ class Broadcaster:
         # Subscriptions failed while their channel was being iterated; unregistered after.
         self._ended: list[Subscription] = []
         self._stopped = False
+        # Storage failures (disk full): the error while writes fail, None otherwise;
+        # who is told which jobs' events could not be recorded; whether to keep
+        # retrying; jobs whose events were dropped (at shutdown: no gap after them).
+        self.storage_error: ChimeraError | None = None
+        self.on_storage_failure: Callable[[list[str], ChimeraError], None] = _ignore
+        self._retrying = True
+        self._dropped: set[str] = set()
 
     # -- called by the job manager and the actors ---------------------------------
 
@@ -251,6 +274,11 @@ class Broadcaster:
     async def stop(self) -> None:
         """Asks :meth:`run` to finish once everything published so far is out."""
         await self._inbox.put(None)
+
+    def stop_retrying(self) -> None:
+        """At shutdown: events the store cannot write are dropped instead of retried
+        (their jobs stay ``running`` in the store; the next start-up closes them)."""
+        self._retrying = False
 
     # -- called by the gateways ----------------------------------------------------
 
@@ -360,11 +388,50 @@ class Broadcaster:
                     break
                 events += more
             started = time.perf_counter()
-            await self.store.append(events)
+            events = await self._record(events)
             events_recorded(events, time.perf_counter() - started)
             self._fan_out(events)
             if last:
                 return
+
+    async def _record(self, events: list[Event]) -> list[Event]:
+        """Writes the events, retrying while the store fails (disk full): an event
+        is never shown before it is durable, and none is lost while the server runs.
+
+        On the first failure the jobs in the batch are reported to
+        :attr:`on_storage_failure` (the job manager stops them: they fail, saying
+        why, once their events can be written), and :attr:`storage_error` is set
+        until a write succeeds. Returns the events written: at shutdown those that
+        cannot be are dropped, with every later event of their jobs (no gap).
+        """
+        delay = RETRY_FIRST
+        while True:
+            if self._dropped:
+                events = [e for e in events if e.job_id not in self._dropped]
+                if not events:
+                    return events
+            try:
+                await self.store.append(events)
+            except ChimeraError as exc:
+                job_ids = list(dict.fromkeys(e.job_id for e in events))
+                if self.storage_error is None:
+                    log.error("cannot record events, retrying until it works: %s", exc)
+                    self.storage_error = exc
+                    self.on_storage_failure(job_ids, exc)
+                if not self._retrying:
+                    log.error(
+                        "dropped %d event(s) of %d job(s) that could not be recorded; "
+                        "start-up will close those jobs as failed", len(events), len(job_ids),
+                    )
+                    self._dropped.update(job_ids)
+                    return []
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if self.storage_error is not None:
+                log.warning("events are recorded again")
+                self.storage_error = None
+            return events
 
     def _fan_out(self, events: list[Event]) -> None:
         finished: list[str] = []

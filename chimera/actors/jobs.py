@@ -20,6 +20,7 @@ from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import TeamActor
 from chimera.auth.principal import Principal, Scope
 from chimera.errors import (
+    ChimeraError,
     FailedPrecondition,
     HistoryGone,
     InvalidArgument,
@@ -98,6 +99,7 @@ class JobManager:
         self._in_flight: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
+        broadcaster.on_storage_failure = self._storage_failed
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -124,6 +126,14 @@ class JobManager:
             self._tg = None
             for supervisor in self._supervisors.values():
                 supervisor.interrupt()
+
+    def _storage_failed(self, job_ids: list[str], error: ChimeraError) -> None:
+        """The broadcaster cannot record these jobs' events: they stop and fail, saying
+        why, once the store takes writes again."""
+        for job_id in job_ids:
+            supervisor = self._supervisors.get(job_id)
+            if supervisor is not None:
+                supervisor.interrupt(f"stopped: its events could not be recorded ({error})")
 
     def stop(self) -> None:
         """Refuses new jobs from now on and interrupts the running ones."""
@@ -170,6 +180,8 @@ class JobManager:
         job_id, teams = self._validate(request)
         if self._tg is None or self._stop.is_set():
             raise Unavailable("the server is shutting down and takes no new jobs")
+        if self._broadcaster.storage_error is not None:
+            raise self._broadcaster.storage_error  # its events could not be recorded
         key = principal.sub if principal.authenticated else caller
         running = self._in_flight.get(key, 0)
         if running >= self._max_jobs_per_caller:

@@ -20,6 +20,7 @@ import logging
 from datetime import timedelta
 
 from chimera.actors.broadcaster import Broadcaster
+from chimera.errors import ChimeraError
 from chimera.events import utc_now
 from chimera.store.base import Store
 
@@ -60,6 +61,9 @@ class Retention:
 
     async def run(self) -> None:
         while not self._stop.is_set():
-            await self.sweep()
+            try:
+                await self.sweep()
+            except ChimeraError as exc:  # e.g. the disk is full: try again next time
+                log.warning("retention sweep failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self._interval)

@@ -38,6 +38,7 @@ class JobSupervisor:
         self._deadline = deadline
         self._stop = asyncio.Event()
         self._outcome: JobState | None = None  # set by cancel() / interrupt()
+        self._reason = INTERRUPTED
 
     def cancel(self) -> None:
         """Stops the teams promptly; the job ends ``cancelled``."""
@@ -45,10 +46,12 @@ class JobSupervisor:
             self._outcome = JobState.CANCELLED
         self._stop.set()
 
-    def interrupt(self) -> None:
-        """Stops the teams promptly because the server is stopping; the job ends ``failed``."""
+    def interrupt(self, reason: str = INTERRUPTED) -> None:
+        """Stops the teams promptly (the server is stopping, or the job's events cannot
+        be recorded); the job ends ``failed``, each unfinished team with ``reason``."""
         if self._outcome is None:
             self._outcome = JobState.FAILED
+            self._reason = reason
         self._stop.set()
 
     async def run(self) -> JobState:
@@ -71,7 +74,7 @@ class JobSupervisor:
             if self._outcome is JobState.CANCELLED:
                 await team.set_status(TeamStatus.CANCELLED)
             elif self._outcome is JobState.FAILED:
-                await team.fail(INTERRUPTED)
+                await team.fail(self._reason)
             elif timed_out:
                 await team.fail(f"deadline exceeded: the job may run {self._deadline:g} s")
         if self._outcome is not None:

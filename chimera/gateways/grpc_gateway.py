@@ -56,11 +56,17 @@ def status_code(error: ChimeraError) -> grpc.StatusCode:
 async def aborting_on_error(
     context: grpc.aio.ServicerContext[object, object],
 ) -> AsyncIterator[None]:
-    """Ends the call with the status and message of a :class:`ChimeraError` raised inside."""
+    """Ends the call with the status and message of a :class:`ChimeraError` raised inside;
+    anything else is a bug: logged, and INTERNAL (never grpc's UNKNOWN "Unexpected …")."""
     try:
         yield
     except ChimeraError as exc:
         await context.abort(status_code(exc), str(exc))
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        log.exception("internal error in a gRPC call")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error: see the server's log")
 
 
 class _Undecodable:

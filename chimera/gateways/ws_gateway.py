@@ -118,6 +118,7 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_FRAME = 64 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
+SHED_CLOSE_TIMEOUT = 60.0  # seconds a shed (slow) reader has to read up to its 4008
 CLOSE_TRY_LATER = 1013
 BEARER_PROTOCOL = "chimera.bearer"
 CLOSE_HISTORY_GONE = 4410
@@ -232,6 +233,9 @@ class WebSocketGateway:
         except TimeoutError:
             stuck = [c for c in server.connections]
             log.warning("closing %d WebSocket connection(s) still open", len(stuck))
+            for c in stuck:
+                if c.state is State.CLOSING:  # e.g. a shed reader given time to read its 4008
+                    c.transport.abort()
             await asyncio.gather(
                 *(c.close(1001, "server shutting down") for c in stuck), return_exceptions=True
             )
@@ -392,7 +396,7 @@ class WebSocketGateway:
                     def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
                         # A writer that is not stuck ends by itself, and closes with 4008.
                         if not writer.done():
-                            tg.create_task(ws.close(*_close_for(failed.result())))
+                            tg.create_task(_close_shed(ws, subscription, failed.result()))
 
                     shed = subscription.failed()
                     shed.add_done_callback(on_shed)
@@ -533,7 +537,25 @@ class WebSocketGateway:
             code, reason = _close_for(exc)
         except ConnectionClosed:
             return
-        await ws.close(code, reason)
+        await _close(ws, code, reason)
+
+
+async def _close_shed(
+    ws: ServerConnection, subscription: Subscription, error: ChimeraError
+) -> None:
+    """Closes a shed subscriber's connection, naming the last event written to it
+    (read now, when the close frame follows it, not when it was shed)."""
+    if isinstance(error, SubscriberTooSlow):
+        error = SubscriberTooSlow(subscription.last_seq)
+    await _close(ws, *_close_for(error))
+
+
+async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+    if code == CLOSE_TOO_SLOW:
+        # The close frame waits behind what the kernel already holds for this slow
+        # reader: give it time to read up to it and learn why (4008, not a bare 1006).
+        ws.close_timeout = SHED_CLOSE_TIMEOUT
+    await ws.close(code, reason)
 
 
 def _select_subprotocol(
@@ -618,13 +640,15 @@ def _sink(ws: ServerConnection, frames: _FrameCache, deliveries: Deliveries | No
 
     if deliveries is None:
         return write
-    delivered = deliveries.ws_delivered
+    live = deliveries.live
 
+    # ``write`` again, with the count inline: one call less per delivery (the hot path).
     def counted(event: Event, payload: bytes) -> bool:
-        if write(event, payload):
-            delivered(event, len(payload))
-            return True
-        return False
+        if protocol.state is not State.OPEN or transport.get_write_buffer_size() > limit:
+            return False
+        transport.write(frames.frame_for(event, payload))
+        live(event, len(payload))
+        return True
 
     return counted
 

@@ -32,6 +32,7 @@ from chimera.errors import (
     ConfigError,
     StorageFull,
     StorageUnavailable,
+    Unavailable,
 )
 from chimera.events import (
     Event,
@@ -127,6 +128,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chimera-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._closed = False
         # create_job calls waiting for the next group commit, and whether one is running.
         self._creates: list[tuple[Job, asyncio.Future[tuple[Job, bool]]]] = []
         self._creating = False
@@ -140,6 +142,8 @@ class SQLiteStore:
             raise storage_error(exc) from exc
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:  # a call racing the shutdown
+            raise Unavailable("the server is shutting down")
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._run, fn
         )
@@ -182,6 +186,8 @@ class SQLiteStore:
             self._lock_fd = None
 
     async def close(self) -> None:
+        self._closed = True
+
         def disconnect() -> None:
             if self._conn is not None:
                 self._conn.close()
@@ -192,6 +198,8 @@ class SQLiteStore:
         self._executor.shutdown(wait=True)
 
     async def create_job(self, job: Job) -> tuple[Job, bool]:
+        if self._closed:  # a call racing the shutdown
+            raise Unavailable("the server is shutting down")
         created: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
         self._creates.append((job, created))
         if not self._creating:

@@ -1,0 +1,93 @@
+"""A shed subscriber is told to resume from the last event it actually received,
+on both planes and in every phase, and a slow reader learns why it was closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Callable
+
+import grpc
+import pytest
+from websockets.exceptions import ConnectionClosedError
+
+from chimera.client import JobsClient
+from chimera.events import TeamName
+from chimera.providers.base import Provider
+from chimera.v1 import jobs_pb2 as pb
+from tests.conftest import StartServer, job_events, read_until_closed, ws_connect
+from tests.doubles import ScriptedProvider, factory
+from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
+
+
+def flood(thoughts: int, size: int = 2000) -> Callable[[TeamName], Provider]:
+    text = "x" * size
+    return factory({team: (lambda: ScriptedProvider([text] * thoughts)) for team in TeamName})
+
+
+async def poll_job(client: JobsClient, done: Callable[[pb.Job], bool]) -> None:
+    """Waits for the flood job to reach a state (GetJob: a stream could be shed)."""
+    for _ in range(1200):
+        if done(await client.get("flood")):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the flood job never got there")
+
+
+@pytest.mark.parametrize("plane", ["grpc", "ws"])
+async def test_shed_during_history_replay_names_the_last_event_received(
+    start_server: StartServer, plane: str
+) -> None:
+    # Still flooding while the history is replayed.
+    server = await start_server(flood(20_000, 400), subscriber_max_bytes=QUEUE_LIMIT)
+    received: list[int] = []
+    async with server.client() as client:
+        await client.create("a flood", job_id="flood")
+        await poll_job(client, lambda job: job.last_sequence >= 1500)  # a long history
+        # A reader slow while the history is replayed, live events piling up.
+        if plane == "grpc":
+            with pytest.raises(grpc.aio.AioRpcError) as shed:
+                async for event in client.events("flood"):
+                    received.append(event.sequence)
+                    await asyncio.sleep(0.002)
+            assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            told = shed.value.details() or ""
+        else:
+            ws = await ws_connect(server.ws_url("flood"), max_queue=1)
+            with pytest.raises(ConnectionClosedError) as closed:
+                async for raw in ws:
+                    message = json.loads(raw)
+                    if "seq" in message:
+                        received.append(message["seq"])
+                    if len(received) < 300:  # slow long enough to be shed, then drain
+                        await asyncio.sleep(0.002)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+            told = closed.value.rcvd.reason
+        assert received == list(range(1, received[-1] + 1))
+        assert "since=" in told, told
+        since = int(re.findall(r"since=(\d+)", told)[0])
+        assert since == received[-1], (since, received[-1])
+        # Resuming there re-delivers nothing and skips nothing.
+        async with contextlib.aclosing(client.events("flood", since)) as resumed:
+            assert (await anext(resumed)).sequence == since + 1
+
+
+async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT)
+    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
+    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
+    async with server.client() as client:
+        await client.create("a flood", job_id="flood")
+        await asyncio.wait_for(read_until_closed(fast), 60)
+    # Slow for longer than a close handshake may take (5 s): the close frame sits
+    # behind what the kernel holds, and must still arrive with its reason.
+    await asyncio.sleep(6)
+    messages, code, reason = await asyncio.wait_for(read_frames(stuck_reader), 30)
+    stuck_writer.close()
+    seen = [m["seq"] for m in job_events(messages)]
+    assert code == 4008, (code, reason)
+    assert f"since={seen[-1]}" in reason
