@@ -125,6 +125,7 @@ class ChimeraServer:
             authenticator=auth,
             limits=limits,
             allowed_origins=config.allowed_origins,
+            web_root=config.web_root,
             allowed_hosts=HostAllowList(config.host, config.allowed_hosts),
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),

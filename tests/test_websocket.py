@@ -204,7 +204,7 @@ async def test_snapshot_and_health_over_http(server: Running) -> None:
     ("method", "path", "status", "allow"),
     [
         ("DELETE", "/healthz", 405, "GET"),
-        ("POST", "/api/jobs/snap", 405, "GET"),
+        ("POST", "/api/jobs/snap", 405, "GET, OPTIONS"),  # OPTIONS: the CORS preflight
         ("PUT", "/ws/orchestrate/ok", 405, "GET"),
         ("DELETE", "/nowhere", 404, None),
         ("GET", "/api/jobsx", 404, None),

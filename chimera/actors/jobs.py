@@ -12,12 +12,12 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
-from chimera.actors.team import TeamActor
+from chimera.actors.team import Publish, TeamActor
 from chimera.auth.principal import Principal, Scope
 from chimera.errors import (
     ChimeraError,
@@ -77,6 +77,17 @@ def decode_page_token(token: str) -> int:
     return int(number)
 
 
+async def close_as_failed(
+    publish: Publish, job_id: str, unfinished: Iterable[TeamName], reason: str
+) -> None:
+    """Ends a job that cannot run on: each unfinished team gets an ``error`` event
+    with ``reason`` and ends in ``error``, then the job's final ``failed`` event."""
+    for team in unfinished:
+        await publish(Draft.error(job_id, team, reason))
+        await publish(Draft.status(job_id, team, TeamStatus.ERROR.value))
+    await publish(Draft.status(job_id, None, JobState.FAILED.value))
+
+
 class JobManager:
     def __init__(
         self,
@@ -108,12 +119,8 @@ class JobManager:
         recovered = []
         for job in await self._store.unfinished_jobs():
             self._broadcaster.open_job(job)
-            publish = self._broadcaster.publish
-            for run in job.teams.values():
-                if run.status not in TEAM_FINAL:
-                    await publish(Draft.error(job.job_id, run.team, INTERRUPTED))
-                    await publish(Draft.status(job.job_id, run.team, TeamStatus.ERROR.value))
-            await publish(Draft.status(job.job_id, None, JobState.FAILED.value))
+            unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
+            await close_as_failed(self._broadcaster.publish, job.job_id, unfinished, INTERRUPTED)
             recovered.append(job.job_id)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))
@@ -232,6 +239,7 @@ class JobManager:
                 stored.owner != principal.sub
                 or stored.brief != request.brief
                 or tuple(stored.teams) != teams
+                or (request.job_id and stored.job_id != request.job_id)
             ):
                 raise FailedPrecondition(
                     f"request_id {request.request_id!r} was already used for a different "
@@ -260,9 +268,19 @@ class JobManager:
         down the other jobs sharing the TaskGroup.
         """
         try:
-            await supervisor.run()
-        except Exception:
-            log.exception("supervisor of job %s crashed", supervisor.job_id)
+            try:
+                await supervisor.run()
+            except Exception as exc:
+                log.exception("supervisor of job %s crashed", supervisor.job_id)
+                if not supervisor.announced_final:
+                    # Whatever happened, the job ends with its final event: the
+                    # path start-up recovery takes for jobs a crash left running.
+                    supervisor.state = JobState.FAILED
+                    await close_as_failed(
+                        self._broadcaster.publish, supervisor.job_id,
+                        supervisor.unfinished_teams(),
+                        f"internal error: the job's supervisor failed ({type(exc).__name__})",
+                    )
         finally:
             del self._supervisors[supervisor.job_id]
             self._release(caller_key)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from chimera.actors.team import Publish, TeamActor
-from chimera.events import TEAM_FINAL, Draft, JobState, TeamStatus
+from chimera.events import TEAM_FINAL, Draft, JobState, TeamName, TeamStatus
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class JobSupervisor:
         self._stop = asyncio.Event()
         self._outcome: JobState | None = None  # set by cancel() / interrupt()
         self._reason = INTERRUPTED
+        self.announced_final = False  # the job's final event has been published
 
     def cancel(self) -> None:
         """Stops the teams promptly; the job ends ``cancelled``."""
@@ -84,7 +85,11 @@ class JobSupervisor:
         else:
             self.state = JobState.FAILED
         await self._publish(Draft.status(self.job_id, None, self.state.value))
+        self.announced_final = True
         return self.state
+
+    def unfinished_teams(self) -> list[TeamName]:
+        return [team.team for team in self._teams if team.status not in TEAM_FINAL]
 
     async def _run_teams(self) -> None:
         async with asyncio.TaskGroup() as tg:

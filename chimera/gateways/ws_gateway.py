@@ -20,7 +20,11 @@ Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
 ``GET /api/jobs/{job_id}[?view=basic|full]`` (the job's JSON snapshot, for clients
 that poll; the latest 100 thoughts of each team unless ``view`` says otherwise). The
 endpoints are one table (:mod:`chimera.gateways.routes`): an unknown path is 404,
-a known path with another method 405 (with ``Allow``).
+a known path with another method 405 (with ``Allow``). ``GET /api/jobs`` lists jobs
+like ListJobs (``page_size``, ``page_token``, ``view``; basic by default). The
+Command Center: ``GET /``, ``GET /jobs/{job_id}`` and ``/static/{name}``, a fixed
+set of files (:mod:`chimera.gateways.web`). The snapshot, the list and the static
+files answer CORS for ``--allowed-origin`` origins (:mod:`chimera.gateways.cors`).
 
 Every request first has its ``Host`` checked (421 unless the server answers to
 that name: :mod:`chimera.gateways.hosts`, the DNS rebinding guard). Every request
@@ -52,12 +56,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import json
 import logging
 import ssl
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from urllib.parse import urlsplit
@@ -87,9 +92,18 @@ from chimera.errors import (
     Unavailable,
 )
 from chimera.events import Event, control_message
+from chimera.gateways.cors import Cors
 from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
+from chimera.gateways.web import (
+    INDEX,
+    JOB_PAGE,
+    PAGE_TYPE,
+    STATIC,
+    WebFiles,
+    content_security_policy,
+)
 from chimera.gateways.ws_commands import (
     BadCommand,
     CancelJob,
@@ -174,14 +188,18 @@ class WebSocketGateway:
         max_frame_bytes: int = MAX_CLIENT_FRAME,
         tls: ssl.SSLContext | None = None,
         count_deliveries: bool = False,
+        web_root: str = "",
     ) -> None:
         """``count_deliveries``: count messages, bytes and delivery latencies for the
-        metrics (the hot path; connections are always counted)."""
+        metrics (the hot path; connections are always counted). ``web_root``: the
+        Command Center's files (default: the package's ``chimera/web``)."""
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._auth = authenticator or Authenticator(None)
         self._limits = limits or SubscriberLimits()
         self._allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins)
+        self._cors = Cors(self._allowed_origins)
+        self._web = WebFiles(web_root)
         self._allowed_hosts = allowed_hosts or HostAllowList("127.0.0.1")
         self._max_frame_bytes = max_frame_bytes
         self._tls = tls
@@ -191,6 +209,13 @@ class WebSocketGateway:
             [
                 Route("GET", "/healthz", self._healthz, check_origin=False),
                 Route("GET", "/api/jobs/{job_id}", self._snapshot),
+                Route("OPTIONS", "/api/jobs/{job_id}", self._preflight, check_origin=False),
+                Route("GET", "/api/jobs", self._list_jobs),
+                Route("OPTIONS", "/api/jobs", self._preflight, check_origin=False),
+                # Pages and files anyone may load; what they do is checked where it happens.
+                Route("GET", "/", self._index, check_origin=False),
+                Route("GET", "/jobs/{job_id}", self._job_page, check_origin=False),
+                Route("GET", "/static/{name}", self._static, check_origin=False),
                 Route("GET", "/ws/orchestrate/{job_id}", self._admit),
             ]
         )
@@ -246,6 +271,14 @@ class WebSocketGateway:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Reply:
+        reply = self._route(connection, request)
+        if isinstance(reply, Response):
+            return _nosniff(reply)
+        if reply is None:
+            return None
+        return _nosniff_later(reply)
+
+    def _route(self, connection: ServerConnection, request: Request) -> Reply:
         # Before anything else, on every request (DNS rebinding guard).
         hosts = request.headers.get_all("Host")
         if not self._allowed_hosts.allows(hosts):
@@ -361,8 +394,81 @@ class WebSocketGateway:
                 job_id, principal=self._principal(request, target), view=view
             )
         except ChimeraError as exc:
-            return _refusal(connection, exc, as_json=True)
-        return _json(connection, http.HTTPStatus.OK, job.to_dict())
+            return self._cors.apply(request, _refusal(connection, exc, as_json=True))
+        return self._cors.apply(request, _json(connection, http.HTTPStatus.OK, job.to_dict()))
+
+    async def _list_jobs(
+        self, connection: ServerConnection, request: Request, target: Target
+    ) -> Response:
+        """``GET /api/jobs[?page_size=N&page_token=T&view=basic|default|full]``:
+        ``{"jobs": [...], "next_page_token": "..."}``, newest first, the jobs the
+        caller may read (as ListJobs); thoughts left out unless ``view`` asks."""
+        try:
+            page_size = _one_number(target, "page_size")
+            page_tokens = target.query.get("page_token", [""])
+            views = target.query.get("view", ["basic"])
+            view = SNAPSHOT_VIEWS.get(views[0]) if len(views) == 1 else None
+            if len(page_tokens) != 1:
+                raise InvalidArgument("give one page_token, not several")
+            if view is None:
+                raise InvalidArgument("view must be basic, default or full")
+            jobs, next_token = await self._jobs.list(
+                page_size, page_tokens[0], principal=self._principal(request, target),
+                view=view,
+            )
+        except ChimeraError as exc:
+            return self._cors.apply(request, _refusal(connection, exc, as_json=True))
+        body = {"jobs": [job.to_dict() for job in jobs], "next_page_token": next_token}
+        return self._cors.apply(request, _json(connection, http.HTTPStatus.OK, body))
+
+    def _preflight(
+        self, connection: ServerConnection, request: Request, target: Target
+    ) -> Response:
+        return self._cors.preflight(connection, request)
+
+    def _index(self, connection: ServerConnection, request: Request, target: Target) -> Response:
+        return self._page(connection, request, INDEX)
+
+    def _job_page(
+        self, connection: ServerConnection, request: Request, target: Target
+    ) -> Response:
+        job_id = target.params["job_id"]
+        if not is_valid_job_id(job_id):
+            return not_found(connection, target.path)
+        return self._page(connection, request, JOB_PAGE)
+
+    def _page(self, connection: ServerConnection, request: Request, name: str) -> Response:
+        response = self._file(connection, name, PAGE_TYPE)
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            request.headers.get("Host", "")
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def _static(
+        self, connection: ServerConnection, request: Request, target: Target
+    ) -> Response:
+        name = target.params["name"]
+        content_type = STATIC.get(name)
+        if content_type is None:
+            return not_found(connection, target.path)
+        return self._cors.apply(request, self._file(connection, name, content_type))
+
+    def _file(self, connection: ServerConnection, name: str, content_type: str) -> Response:
+        body = self._web.read(name)
+        if body is None:
+            return connection.respond(
+                http.HTTPStatus.NOT_FOUND,
+                f"{name} is not installed: the Command Center's files are missing from "
+                "this installation (chimera/web)\n",
+            )
+        response = dataclasses.replace(connection.respond(http.HTTPStatus.OK, ""), body=body)
+        response.headers["Content-Length"] = str(len(body))
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = content_type
+        # Revalidate each time: a new version of Chimera brings new files.
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     # -- WebSocket ----------------------------------------------------------------------
 
@@ -680,6 +786,25 @@ def _reason(text: str) -> str:
     """A close reason must fit in 123 bytes."""
     encoded = text.encode()[:123]
     return encoded.decode(errors="ignore")
+
+
+def _one_number(target: Target, name: str) -> int:
+    """A query parameter that is one whole number (0 when absent)."""
+    values = target.query.get(name, ["0"])
+    if len(values) != 1 or not is_ascii_number(values[0]) or len(values[0]) > 9:
+        raise InvalidArgument(f"{name} must be one whole number")
+    return int(values[0])
+
+
+def _nosniff(response: Response) -> Response:
+    """Every answer's type is the one it says (no MIME sniffing a JSON error into a script)."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+async def _nosniff_later(reply: Awaitable[Response | None]) -> Response | None:
+    response = await reply
+    return _nosniff(response) if response is not None else None
 
 
 def _json(connection: ServerConnection, status: http.HTTPStatus, body: object) -> Response:

@@ -33,9 +33,12 @@ class Store(Protocol):
     async def create_job(self, job: Job) -> tuple[Job, bool]:
         """Inserts ``job`` (no events yet), durably before returning; returns ``(job, True)``.
 
-        If ``job.request_id`` was already used, returns ``(existing, False)``, the
-        existing job read as ``get_job(id, LATEST_THOUGHTS)`` does.
-        Raises :class:`chimera.errors.AlreadyExists` if the job id is taken.
+        If ``job.request_id`` was already used by the same ``job.owner`` (request ids
+        are scoped to their owner), returns ``(existing, False)``, the existing job
+        read as ``get_job(id, LATEST_THOUGHTS)`` does.
+        Raises :class:`chimera.errors.AlreadyExists` if the job id is taken, or was
+        used by a job retention removed (ids are never reused), with the same
+        message either way.
         """
         ...
 

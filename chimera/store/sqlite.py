@@ -17,6 +17,7 @@ missing. Every sqlite error is translated here, at the one boundary
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -86,6 +87,9 @@ CREATE TABLE IF NOT EXISTS teams (
     thought_count INTEGER NOT NULL,
     PRIMARY KEY (job_id, team)
 ) WITHOUT ROWID;
+-- Ids of jobs retention removed: never given again, so a client resuming the
+-- old job cannot be streamed a new, different one under the same id.
+CREATE TABLE IF NOT EXISTS retired_ids (job_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -356,9 +360,28 @@ class SQLiteStore:
                 conn.executemany("DELETE FROM events WHERE job_id = ?", ids)
                 conn.executemany("DELETE FROM teams WHERE job_id = ?", ids)
                 conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
+                conn.executemany("INSERT OR IGNORE INTO retired_ids (job_id) VALUES (?)", ids)
             return [i for (i,) in ids]
 
         return await self._call(delete)
+
+
+def request_key(owner: str, request_id: str) -> str:
+    """``jobs.request_id``: the client's request id scoped to its caller, so one
+    caller's id never answers (or reveals anything to) another."""
+    return json.dumps([owner, request_id], ensure_ascii=False, separators=(",", ":"))
+
+
+def request_id_of(key: str | None) -> str:
+    """The client's request id from :func:`request_key` (or a bare one from before)."""
+    if not key:
+        return ""
+    if key.startswith("["):
+        with contextlib.suppress(ValueError):
+            value = json.loads(key)
+            if isinstance(value, list) and len(value) == 2:
+                return str(value[1])
+    return key
 
 
 def _insert_jobs(
@@ -370,29 +393,43 @@ def _insert_jobs(
         conn.execute("BEGIN")
         for job in jobs:
             if job.request_id:
+                # Scoped to its caller (stored as request_key()); files from before
+                # that hold the bare id, matched with the owner.
                 row = conn.execute(
-                    f"SELECT {_JOB_FIELDS} FROM jobs WHERE request_id = ?", (job.request_id,)
+                    f"SELECT {_JOB_FIELDS} FROM jobs WHERE request_id = ?"
+                    " OR (request_id = ? AND owner = ?)",
+                    (request_key(job.owner, job.request_id), job.request_id, job.owner),
                 ).fetchone()
                 if row is not None:
                     results.append((_read_job(conn, row, LATEST_THOUGHTS), False))
                     continue
+            taken = AlreadyExists(
+                f"job_id {job.job_id!r} is not available (taken or used before); "
+                "choose another or leave it empty"
+            )
+            if conn.execute(
+                "SELECT 1 FROM retired_ids WHERE job_id = ?", (job.job_id,)
+            ).fetchone():
+                results.append(taken)
+                continue
             try:
                 # A failed INSERT undoes only itself, not the others in the transaction.
                 conn.execute(
                     "INSERT INTO jobs (job_id, request_id, state, end_time, snapshot, owner,"
                     " brief, create_time, update_time, last_sequence)"
                     " VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
-                    (job.job_id, job.request_id or None, job.state.value,
+                    (job.job_id,
+                     request_key(job.owner, job.request_id) if job.request_id else None,
+                     job.state.value,
                      end_time_key(job.end_time), job.owner, job.brief,
                      iso_timestamp(job.create_time), iso_timestamp(job.update_time),
                      job.last_sequence),
                 )
             except sqlite3.IntegrityError as exc:
-                error = AlreadyExists(
-                    f"job_id {job.job_id!r} is already used; choose another or leave it empty"
-                )
-                error.__cause__ = exc
-                results.append(error)
+                # The same answer whoever holds the id, and for a retired one: a
+                # caller learns only that this id is not available.
+                taken.__cause__ = exc
+                results.append(taken)
                 continue
             _insert_teams(conn, job)
             results.append((job, True))
@@ -414,7 +451,8 @@ def _insert_teams(conn: sqlite3.Connection, job: Job) -> None:
 def _read_job(conn: sqlite3.Connection, row: Sequence[Any], thoughts: int | None) -> Job:
     """The job of a ``jobs`` row (``_JOB_FIELDS``), with its teams and at most
     ``thoughts`` of each team's latest thoughts (all when ``None``)."""
-    _, job_id, request_id, state, end_time, owner, brief, created, updated, last_seq = row
+    _, job_id, key, state, end_time, owner, brief, created, updated, last_seq = row
+    request_id = request_id_of(key)
     teams = {}
     for team, status, model, code, language, tokens, error, count in conn.execute(
         f"SELECT {_TEAM_FIELDS} FROM teams WHERE job_id = ? ORDER BY position", (job_id,)

@@ -1,0 +1,95 @@
+"""Job ids and request ids: never reused, scoped to their caller, no existence oracle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from websockets.exceptions import ConnectionClosedError
+
+from chimera.client import JobsClient
+from chimera.v1 import jobs_pb2 as pb
+from tests.conftest import Running, StartServer, run_job, ws_connect
+from tests.security import SECRET, token
+
+
+async def refusal(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    return info.value
+
+
+async def sweep_until_removed(server: Running, job_id: str) -> None:
+    """Retention (max age 0.01 s, swept only here) removes the finished ``job_id``."""
+    retention = server.server.retention
+    assert retention is not None
+    for _ in range(100):
+        if job_id in await retention.sweep():
+            return
+        await asyncio.sleep(0.02)  # its end time is not yet 0.01 s in the past
+    raise AssertionError(f"retention never removed {job_id}")
+
+
+async def test_a_request_id_reused_with_another_job_id_is_failed_precondition(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    async with server.client() as client:
+        first = await client.create("a counter", job_id="one", request_id="r")
+        again = await client.create("a counter", job_id="one", request_id="r")
+        assert again.job_id == first.job_id == "one"
+        other = await refusal(client.create("a counter", job_id="two", request_id="r"))
+        assert other.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "request_id 'r' was already used" in (other.details() or "")
+        missing = await refusal(client.get("two"))
+        assert missing.code() == grpc.StatusCode.NOT_FOUND  # nothing was created
+
+
+async def test_an_id_removed_by_retention_is_never_reused(start_server: StartServer) -> None:
+    server = await start_server(retention=0.01, retention_interval=3600.0)
+    await run_job(server, "reused")
+    await sweep_until_removed(server, "reused")
+    async with server.client() as client:
+        taken = await refusal(client.create("a different job", job_id="reused"))
+        assert taken.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "not available" in (taken.details() or "")
+        # Resuming the old job is history gone, never events of another job.
+        gone = await refusal(anext(client.events("reused", 5)))
+        assert gone.code() == grpc.StatusCode.OUT_OF_RANGE
+    ws = await ws_connect(server.ws_url("reused", "since=5"))
+    with pytest.raises(ConnectionClosedError) as closed:
+        while True:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4410
+
+
+async def test_request_ids_are_per_caller_and_a_taken_id_reveals_nothing_more(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(
+        jwt_secret=SECRET, retention=0.01, retention_interval=3600.0
+    )
+    alice = JobsClient(server.grpc_target, token=token("alice"))
+    bob = JobsClient(server.grpc_target, token=token("bob"))
+    async with alice, bob:
+        await bob.create("a counter", job_id="bobs-old")
+        async for _ in bob.events("bobs-old"):
+            pass
+        await sweep_until_removed(server, "bobs-old")
+        await alice.create("a counter", job_id="alices", request_id="shared")
+        # Bob's request id is his own: a new job of his, not Alice's, no refusal.
+        mine = await bob.create("a counter", request_id="shared")
+        assert mine.job_id != "alices"
+        assert (await bob.create("a counter", request_id="shared")).job_id == mine.job_id
+        assert (await bob.get(mine.job_id)).job_id == mine.job_id
+        # Alice's id, Bob's own retired id and Bob's running id: one answer.
+        answers = set()
+        for job_id in ("alices", "bobs-old", mine.job_id):
+            refused = await refusal(bob.create("anything", job_id=job_id))
+            assert refused.code() == grpc.StatusCode.ALREADY_EXISTS
+            answers.add((refused.details() or "").replace(job_id, "ID"))
+        assert len(answers) == 1, answers
+        # And Alice's job reads like a missing one for Bob.
+        assert (await refusal(bob.get("alices"))).code() == grpc.StatusCode.NOT_FOUND
+        assert (await alice.get("alices")).state in (pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED)
