@@ -58,6 +58,7 @@ from chimera.server import ChimeraServer
 from chimera.v1 import jobs_pb2 as pb
 
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+DEFAULT_WEB_URL = f"http://127.0.0.1:{DEFAULT_WS_PORT}"
 MIN_SUBSCRIBER_MAX_BYTES = 64 * 1024
 DEFAULT_BRIEF = "Create a login form with email and password"
 SECRET_ENV = "CHIMERA_JWT_SECRET"
@@ -373,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PEM private key instead of a secret (RSA → RS256, P-256 → ES256)")
     p.add_argument("--jwt-audience", default=DEFAULT_AUDIENCE)
     p.add_argument("--jwt-issuer", default=DEFAULT_ISSUER)
+    p.add_argument(
+        "--link", action="store_true",
+        help="print a link to the job's page with the token in its #fragment (needs --job)",
+    )
+    p.add_argument(
+        "--url", default=DEFAULT_WEB_URL, metavar="URL",
+        help=f"the Command Center's address, for --link (default {DEFAULT_WEB_URL})",
+    )
 
     p = sub.add_parser("demo", help="one process: start a server, run a brief end to end")
     p.add_argument("brief", nargs="?", default=DEFAULT_BRIEF)
@@ -443,6 +452,13 @@ def _token(args: argparse.Namespace) -> int:
     if args.job is not None and not is_valid_job_id(args.job):
         print(f"error: malformed --job {args.job!r}", file=sys.stderr)
         return 2
+    if args.link and args.job is None:
+        print("error: --link needs --job ID: a link opens one job's page", file=sys.stderr)
+        return 2
+    if args.link and not args.url.startswith(("http://", "https://")):
+        print(f"error: --url must start with http:// or https://, not {args.url!r}",
+              file=sys.stderr)
+        return 2
     key: object
     if args.jwt_private_key:
         from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -463,13 +479,16 @@ def _token(args: argparse.Namespace) -> int:
             raise ConfigError(f"give --jwt-secret (or set {SECRET_ENV}) or --jwt-private-key")
         check_secret(args.jwt_secret)
         key, algorithm = args.jwt_secret, "HS256"
-    print(
-        mint(
-            key, sub=args.sub, scopes=scopes, algorithm=algorithm, job=args.job,
-            all_jobs=args.all_jobs, ttl=args.ttl, audience=args.jwt_audience,
-            issuer=args.jwt_issuer,
-        )
+    token = mint(
+        key, sub=args.sub, scopes=scopes, algorithm=algorithm, job=args.job,
+        all_jobs=args.all_jobs, ttl=args.ttl, audience=args.jwt_audience,
+        issuer=args.jwt_issuer,
     )
+    if args.link:
+        # In the fragment, the token never reaches a server (nor its logs).
+        print(f"{args.url.rstrip('/')}/jobs/{args.job}#token={token}")
+    else:
+        print(token)
     return 0
 
 

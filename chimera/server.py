@@ -151,6 +151,17 @@ class ChimeraServer:
     def ws_port(self) -> int:
         return self.ws.port
 
+    @property
+    def command_center_url(self) -> str:
+        """The page to open: this server's WebSocket port, by a name it answers to."""
+        host = self.config.host
+        if host in ("", "0.0.0.0", "::"):  # every interface: loopback is one of them
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host.strip('[]')}]"
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{host}:{self.ws_port}/"
+
     def stop(self) -> None:
         """Starts the shutdown; :meth:`serve` returns when it is complete. Idempotent."""
         self._stop.set()
@@ -194,6 +205,7 @@ class ChimeraServer:
                     "serving gRPC on %s:%d and WebSocket on %s:%d",
                     self.config.host, self.grpc_port, self.config.host, self.ws_port,
                 )
+                log.info("Command Center: %s", self.command_center_url)
                 if self.owned_providers is not None:
                     for team, text in self.owned_providers.descriptions.items():
                         log.info("team %s: %s", team.value, text)
