@@ -176,9 +176,17 @@ async def test_a_schema_1_database_opens_and_serves_its_jobs(
     assert delivered[: len(stored["old-killed"])] == upgraded["old-killed"]
     assert len(delivered) > len(stored["old-killed"])
     assert [json.loads(f)["seq"] for f in delivered] == list(range(1, len(delivered) + 1))
-    # New jobs are written next to the old ones.
+    # New jobs are written next to the old ones, and read back as their events fold.
     new = await run_job(server, "new-job")
-    assert new.state == pb.JOB_STATE_SUCCEEDED and new.teams[0].thoughts
+    assert new.state == pb.JOB_STATE_SUCCEEDED and new.teams[0].code
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    folded = fold(
+        Job("new-job", "a counter", {t: TeamRun(t) for t in TeamName}, epoch, epoch),
+        await frames(await ws_connect(server.ws_url("new-job"))),
+    )
+    want = job_to_pb(folded)
+    want.create_time.CopyFrom(new.create_time)
+    assert new == want
     async with server.client() as client:
         assert [j.job_id for j in (await client.list()).jobs] == [
             "new-job", "old-killed", "old-done"
