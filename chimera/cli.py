@@ -54,6 +54,7 @@ from chimera.observability import logs
 from chimera.observability.listener import DEFAULT_METRICS_PORT
 from chimera.providers.registry import Mode, Providers, ProviderSettings
 from chimera.providers.simulated import DEFAULT_DELAY
+from chimera.providers.table import PROVIDERS
 from chimera.server import ChimeraServer
 from chimera.v1 import jobs_pb2 as pb
 
@@ -100,11 +101,6 @@ def _team_modes(value: str) -> dict[TeamName, Mode]:
     return modes
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value.isdigit() else None
-
-
 def _add_provider_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "teams",
@@ -116,38 +112,35 @@ def _add_provider_flags(p: argparse.ArgumentParser) -> None:
         "--teams", type=_team_modes, default={}, metavar="TEAM=MODE[,…]",
         help="auto (default), real (refuse to start without the key) or simulated per team",
     )
-    env = os.environ.get
-    g.add_argument("--anthropic-model", default=env("CHIMERA_ANTHROPIC_MODEL"),
-                   help="default $CHIMERA_ANTHROPIC_MODEL or claude-sonnet-4-6")
-    g.add_argument("--anthropic-base-url", default=None)
-    g.add_argument("--anthropic-thinking-budget", type=int,
-                   default=_env_int("CHIMERA_ANTHROPIC_THINKING_BUDGET"),
-                   help="thinking tokens (>= 1024; default 2048)")
-    g.add_argument("--anthropic-max-tokens", type=int,
-                   default=_env_int("CHIMERA_ANTHROPIC_MAX_TOKENS"),
-                   help="answer + thinking tokens (default 8192)")
-    g.add_argument("--google-model", default=env("CHIMERA_GOOGLE_MODEL"),
-                   help="default $CHIMERA_GOOGLE_MODEL or gemini-2.5-flash")
-    g.add_argument("--google-base-url", default=None)
-    g.add_argument("--google-thinking-budget", type=int,
-                   default=_env_int("CHIMERA_GOOGLE_THINKING_BUDGET"),
-                   help="thinking tokens (default 2048)")
-    g.add_argument("--google-max-output-tokens", type=int,
-                   default=_env_int("CHIMERA_GOOGLE_MAX_OUTPUT_TOKENS"),
-                   help="answer + thinking tokens (default 8192)")
+    for spec in PROVIDERS:
+        for setting in spec.settings:
+            default: str | int | None = None
+            if setting.from_env:
+                default = _from_env(spec.env_name(setting), setting.kind)
+            g.add_argument(
+                spec.flag(setting), type=setting.kind, default=default, help=setting.help
+            )
+
+
+def _from_env(name: str, kind: type[str] | type[int]) -> str | int | None:
+    value = os.environ.get(name)
+    if kind is int:
+        value = (value or "").strip()
+        return int(value) if value.isdigit() else None
+    return value
 
 
 def _provider_settings(args: argparse.Namespace) -> ProviderSettings:
+    """The teams' flags, by the provider table (``--anthropic-model`` → ``model``)."""
     return ProviderSettings(
         modes=args.teams,
-        anthropic_model=args.anthropic_model,
-        anthropic_base_url=args.anthropic_base_url,
-        anthropic_thinking_budget=args.anthropic_thinking_budget,
-        anthropic_max_tokens=args.anthropic_max_tokens,
-        google_model=args.google_model,
-        google_base_url=args.google_base_url,
-        google_thinking_budget=args.google_thinking_budget,
-        google_max_output_tokens=args.google_max_output_tokens,
+        options={
+            spec.team: {
+                setting.name: getattr(args, spec.flag(setting)[2:].replace("-", "_"))
+                for setting in spec.settings
+            }
+            for spec in PROVIDERS
+        },
     )
 
 
@@ -605,8 +598,13 @@ async def _demo(args: argparse.Namespace) -> int:
             settings = replace(
                 config.providers,
                 modes=dict.fromkeys(TeamName, Mode.REAL),
-                anthropic_base_url=fakes.anthropic_url,
-                google_base_url=fakes.gemini_url,
+                options={
+                    team: {**config.providers.options.get(team, {}), "base_url": url}
+                    for team, url in (
+                        (TeamName.ANTHROPIC, fakes.anthropic_url),
+                        (TeamName.GOOGLE, fakes.gemini_url),
+                    )
+                },
             )
             providers = Providers(
                 settings, environ={"ANTHROPIC_API_KEY": fakes.key, "GEMINI_API_KEY": fakes.key}

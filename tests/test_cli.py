@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from chimera.client import JobsClient
 from chimera.events import TeamName
 from tests.conftest import (
@@ -101,3 +103,27 @@ async def test_serve_shuts_down_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert ws.close_code == 1000
     _, err = await proc.communicate()
     assert "Traceback" not in err.decode()
+
+
+def test_team_flags_and_their_environment_defaults_reach_the_providers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every provider flag, from the provider table, lands in that team's options."""
+    from chimera.cli import _config, build_parser
+
+    monkeypatch.setenv("CHIMERA_ANTHROPIC_MODEL", "claude-from-env")
+    monkeypatch.setenv("CHIMERA_GOOGLE_MAX_OUTPUT_TOKENS", "4096")
+    args = build_parser().parse_args(
+        ["serve", "--anthropic-thinking-budget", "1500", "--anthropic-max-tokens", "5000",
+         "--anthropic-base-url", "http://a", "--google-model", "gemini-x",
+         "--google-base-url", "http://g", "--google-thinking-budget", "0"]
+    )
+    options = _config(args).providers.options
+    assert options[TeamName.ANTHROPIC] == {
+        "model": "claude-from-env", "base_url": "http://a",
+        "thinking_budget": 1500, "max_tokens": 5000,
+    }
+    assert options[TeamName.GOOGLE] == {
+        "model": "gemini-x", "base_url": "http://g",
+        "thinking_budget": 0, "max_output_tokens": 4096,
+    }

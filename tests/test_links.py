@@ -83,6 +83,6 @@ async def test_serve_prints_the_command_center_url(tmp_path: Path) -> None:
         assert found, log
         assert int(found[2]) == serve.ws_port
         reply = await http_request(serve.ws_port, "GET", "/")
-        # The Command Center's route answers (the page, or a clear "not installed").
-        assert b"no such endpoint" not in reply.body
-        assert reply.status == 200 or b"not installed" in reply.body
+        # The installed Command Center page, with its policy.
+        assert reply.status == 200 and reply.body.lower().startswith(b"<!doctype html")
+        assert reply.header("Content-Security-Policy")

@@ -41,8 +41,10 @@ def real_providers(
 ) -> Providers:
     settings = ProviderSettings(
         modes=dict.fromkeys(TeamName, Mode.REAL),
-        anthropic_base_url=anthropic.url,
-        google_base_url=gemini.url,
+        options={
+            TeamName.ANTHROPIC: {"base_url": anthropic.url},
+            TeamName.GOOGLE: {"base_url": gemini.url},
+        },
     )
     return Providers(settings, environ={"ANTHROPIC_API_KEY": SECRET, "GEMINI_API_KEY": SECRET})
 
@@ -97,7 +99,10 @@ async def test_rate_limited_team_errors_and_the_other_completes(
     )
     settings = ProviderSettings(
         modes=dict.fromkeys(TeamName, Mode.REAL),
-        anthropic_base_url=anthropic.url, google_base_url=gemini.url,
+        options={
+            TeamName.ANTHROPIC: {"base_url": anthropic.url},
+            TeamName.GOOGLE: {"base_url": gemini.url},
+        },
     )
     providers = Providers(
         settings, environ={"ANTHROPIC_API_KEY": SECRET, "GEMINI_API_KEY": SECRET}

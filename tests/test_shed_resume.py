@@ -17,7 +17,7 @@ from chimera.client import JobsClient
 from chimera.events import TeamName
 from chimera.providers.base import Provider
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import StartServer, job_events, read_until_closed, ws_connect
+from tests.conftest import Running, StartServer, job_events, read_until_closed, ws_connect
 from tests.doubles import ScriptedProvider, factory
 from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
 
@@ -36,24 +36,35 @@ async def poll_job(client: JobsClient, done: Callable[[pb.Job], bool]) -> None:
     raise AssertionError("the flood job never got there")
 
 
+async def shed(server: Running) -> None:
+    """Waits until the flood job's one subscriber has been shed (it leaves the channel)."""
+    for _ in range(600):
+        if server.server.broadcaster.subscriber_count("flood") == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the reader was never shed")
+
+
 @pytest.mark.parametrize("plane", ["grpc", "ws"])
 async def test_shed_during_history_replay_names_the_last_event_received(
     start_server: StartServer, plane: str
 ) -> None:
-    # Still flooding while the history is replayed.
-    server = await start_server(flood(20_000, 400), subscriber_max_bytes=QUEUE_LIMIT)
+    # Still flooding while the history (8 MB: more than socket buffers) is replayed.
+    server = await start_server(flood(20_000), subscriber_max_bytes=QUEUE_LIMIT)
     received: list[int] = []
     async with server.client() as client:
         await client.create("a flood", job_id="flood")
-        await poll_job(client, lambda job: job.last_sequence >= 1500)  # a long history
-        # A reader slow while the history is replayed, live events piling up.
+        await poll_job(client, lambda job: job.last_sequence >= 4000)
+        # A reader that stops reading early in the history, live events piling up,
+        # until it is shed; then it reads what reached it.
         if plane == "grpc":
-            with pytest.raises(grpc.aio.AioRpcError) as shed:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
                 async for event in client.events("flood"):
                     received.append(event.sequence)
-                    await asyncio.sleep(0.002)
-            assert shed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            told = shed.value.details() or ""
+                    if len(received) == 10:
+                        await shed(server)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            told = refused.value.details() or ""
         else:
             ws = await ws_connect(server.ws_url("flood"), max_queue=1)
             with pytest.raises(ConnectionClosedError) as closed:
@@ -61,11 +72,12 @@ async def test_shed_during_history_replay_names_the_last_event_received(
                     message = json.loads(raw)
                     if "seq" in message:
                         received.append(message["seq"])
-                    if len(received) < 300:  # slow long enough to be shed, then drain
-                        await asyncio.sleep(0.002)
+                    if len(received) == 10:
+                        await shed(server)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
             told = closed.value.rcvd.reason
         assert received == list(range(1, received[-1] + 1))
+        assert received[-1] < 4000  # shed during the history
         assert "since=" in told, told
         since = int(re.findall(r"since=(\d+)", told)[0])
         assert since == received[-1], (since, received[-1])

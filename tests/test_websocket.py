@@ -159,7 +159,7 @@ async def test_oversized_frame_is_refused(server: Running) -> None:
         ("/ws/orchestrate/ok?since=abc", 400),
         ("/ws/orchestrate/ok?since=1&since=2", 400),
         ("/ws/elsewhere/ok", 404),
-        ("/", 404),
+        ("/nowhere", 404),  # ("/" is the Command Center's page)
     ],
 )
 async def test_malformed_paths_are_refused_at_the_handshake(

@@ -12,13 +12,14 @@ Subscribers never block the broadcaster: each :class:`Subscription` has its own
 queue, bounded in bytes; one that falls behind past the bound is shed with
 :class:`chimera.errors.SubscriberTooSlow` and can resume from its last ``seq``.
 
-Fast path: a gateway may :meth:`Subscription.attach` a :data:`Sink`, a
-non-blocking write straight to its connection. While the subscriber has caught
-up (history read, queue empty, its consumer parked waiting), the broadcaster
-hands each live event to the sink instead of queueing it and waking a task —
-the same work as ``websockets.broadcast()``. When the sink refuses (its buffer
-is full) the event is queued and the consumer takes over until it catches up
-again, so order and exactly-once hold either way.
+Listeners: a consumer may give its subscription a :class:`Listener`, which is
+offered each live event that would otherwise wait in the queue with nothing
+ahead of it; if the listener takes it (e.g. a gateway writing it straight to a
+connection that has caught up and has room), no task is woken for it. What
+"caught up" means and how to write is the listener's business; the
+subscription only keeps order and exactly-once: an event is offered only when
+nothing is queued before it, never twice, and never the final event (which
+ends the consumer's iteration).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from chimera.errors import ChimeraError, HistoryGone, SubscriberTooSlow, Unavailable
 from chimera.events import Draft, Event
@@ -50,14 +52,14 @@ HISTORY_PAGE = 512
 RETRY_FIRST = 0.05  # seconds before retrying a failed write; doubles up to RETRY_MAX
 RETRY_MAX = 1.0
 
-Sink = Callable[[Event, bytes], bool]
-"""Writes an event (with its frame already UTF-8 encoded, once for every subscriber)
-to a connection without blocking; returns False, having written nothing, if it
-cannot take it now."""
+class Listener(Protocol):
+    """Takes live events without blocking; transport-neutral (see the module docstring)."""
 
-
-def _no_sink(event: Event, payload: bytes) -> bool:
-    return False
+    def offer(self, event: Event, payload: bytes) -> bool:
+        """``event`` (``payload`` is its frame UTF-8 encoded, once for every
+        subscriber) if it can be delivered now; ``False``, having done nothing,
+        to have it queued for the consumer instead."""
+        ...
 
 
 def _ignore(job_ids: list[str], error: ChimeraError) -> None:
@@ -88,8 +90,8 @@ class Subscription:
     # Idle subscribers are the common case (10,000 of them must fit in 200 MB with
     # their connections), so the queue and the futures are made only when needed.
     __slots__ = (
-        "_broadcaster", "_error", "_failed", "_max_bytes", "_parked", "_pending",
-        "_pending_bytes", "_sink", "_waiter", "job_id", "last_seq",
+        "_broadcaster", "_error", "_failed", "_max_bytes", "_pending",
+        "_pending_bytes", "_waiter", "done", "job_id", "last_seq", "listener",
     )
 
     def __init__(
@@ -104,15 +106,10 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None  # the consumer waiting for events
         self._failed: asyncio.Future[ChimeraError] | None = None
         self._error: ChimeraError | None = None
-        self._sink: Sink = _no_sink
-        # True while the consumer waits for live events with nothing queued:
-        # only then may the broadcaster write through the sink itself.
-        self._parked = False
-
-    def attach(self, sink: Sink) -> None:
-        """Lets the broadcaster write live events straight through ``sink`` while
-        this subscriber has caught up (see the module docstring)."""
-        self._sink = sink
+        self.listener: Listener | None = None
+        # True once the job's final event was delivered (or resuming found
+        # nothing left to wait for): nothing more will come.
+        self.done = False
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -130,14 +127,17 @@ class Subscription:
 
     def _push(self, event: Event, payload: bytes, final: bool) -> None:
         """Called by the broadcaster, never blocks. ``final`` is ``event.is_final``."""
-        if self._parked:
-            # Caught up: write through the sink. The final event goes through
-            # the consumer instead, which then ends the subscription.
-            if not final and event.seq > self.last_seq and self._sink(event, payload):
-                self.last_seq = event.seq
-                return
-            self._parked = False
         if self._error is not None:
+            return
+        listener = self.listener
+        if (
+            listener is not None
+            and not final
+            and not self._pending
+            and event.seq > self.last_seq
+            and listener.offer(event, payload)
+        ):
+            self.last_seq = event.seq
             return
         if self._pending_bytes + event.size > self._max_bytes:
             self._fail(SubscriberTooSlow(self.last_seq))
@@ -162,7 +162,6 @@ class Subscription:
         """
         self._broadcaster._ended.append(self)
         self._error = error
-        self._parked = False
         self._pending = None
         self._pending_bytes = 0
         self._wake()
@@ -181,9 +180,56 @@ class Subscription:
             self._failed = asyncio.get_running_loop().create_future()
         return self._failed
 
-    async def wait_failed(self) -> ChimeraError:
-        """Returns the error once the subscription is shed."""
-        return await self.failed()
+    async def history(self) -> AsyncIterator[Event]:
+        """The stored events after ``last_seq``; then :meth:`next_nowait` and
+        :meth:`wait` give the live ones (or iterate the subscription for both).
+
+        We registered before reading, and events reach the store before
+        subscribers, so every event is in the store or queued (or both:
+        duplicates are dropped by seq).
+        """
+        store = self._broadcaster.store
+        while True:
+            page = await store.read_events(self.job_id, self.last_seq, HISTORY_PAGE)
+            for event in page:
+                self.last_seq = event.seq
+                self.done = event.is_final
+                yield event
+                if self.done:
+                    return
+                if self._failed is not None and self._failed.done():
+                    raise self._current_error()  # shed while replaying history
+            if len(page) < HISTORY_PAGE:
+                break
+        # A subscriber resuming after a finished job's last event has nothing to
+        # wait for; without this it would wait forever.
+        job = await store.get_job(self.job_id, thoughts=0)
+        if job is not None and job.finished and job.last_sequence <= self.last_seq:
+            self.done = True
+
+    def next_nowait(self) -> Event | None:
+        """The next queued live event, ``None`` if there is none yet; raises why
+        the subscription ended once nothing is left to take."""
+        pending = self._pending
+        while pending:
+            event = pending.popleft()
+            self._pending_bytes -= event.size
+            if event.seq <= self.last_seq:
+                continue
+            self.last_seq = event.seq
+            self.done = event.is_final
+            return event
+        if self._error is not None:
+            raise self._current_error()
+        return None
+
+    async def wait(self) -> None:
+        """Returns once an event is queued or the subscription ended."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def _current_error(self) -> ChimeraError:
         """Why the subscription ended; a shed one names the last event this consumer
@@ -194,47 +240,14 @@ class Subscription:
         return self._error
 
     async def __aiter__(self) -> AsyncIterator[Event]:
-        store = self._broadcaster.store
-        # History first. We registered before reading, and events reach the
-        # store before subscribers, so every event is in the store or in
-        # _pending (or both: duplicates are dropped by seq).
-        while True:
-            page = await store.read_events(self.job_id, self.last_seq, HISTORY_PAGE)
-            for event in page:
-                self.last_seq = event.seq
-                yield event
-                if event.is_final:
-                    return
-                if self._failed is not None and self._failed.done():
-                    raise self._current_error()  # shed while replaying history
-            if len(page) < HISTORY_PAGE:
-                break
-        # A subscriber resuming after a finished job's last event has nothing to
-        # wait for; without this it would wait forever.
-        job = await store.get_job(self.job_id, thoughts=0)
-        if job is not None and job.finished and job.last_sequence <= self.last_seq:
-            return
-        while True:
-            pending = self._pending
-            while pending:
-                event = pending.popleft()
-                self._pending_bytes -= event.size
-                if event.seq <= self.last_seq:
-                    continue
-                self.last_seq = event.seq
-                yield event
-                if event.is_final:
-                    return
-                pending = self._pending  # _fail may have dropped the queue meanwhile
-            if self._error is not None:
-                raise self._current_error()
-            self._waiter = asyncio.get_running_loop().create_future()
-            self._parked = self._sink is not _no_sink
-            try:
-                await self._waiter
-            finally:
-                self._parked = False
-                self._waiter = None
+        async for event in self.history():
+            yield event
+        while not self.done:
+            live = self.next_nowait()
+            if live is None:
+                await self.wait()
+            else:
+                yield live
 
 
 class Broadcaster:

@@ -198,10 +198,34 @@ class JobManager:
             )
         # Reserved before the first await, so concurrent calls cannot pass the limit.
         self._in_flight[key] = running + 1
+        # Recording and starting run in a task of the jobs' group, shielded: once
+        # the row is written the job is started (and, if the server is stopping,
+        # interrupted: it ends with its final event), even if this caller is
+        # cancelled meanwhile; and the group does not end before it has. A
+        # refused job is never recorded.
+        tg = self._tg
+        creation = tg.create_task(self._create(request, job_id, teams, principal, key, tg))
+        result = await asyncio.shield(creation)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _create(
+        self,
+        request: JobRequest,
+        job_id: str,
+        teams: tuple[TeamName, ...],
+        principal: Principal,
+        key: str,
+        tg: asyncio.TaskGroup,
+    ) -> Job | Exception:
+        """The job, or why not (returned, not raised: raising would end the group)."""
         started = False
         try:
-            job, started = await self._start(request, job_id, teams, principal, key)
+            job, started = await self._start(request, job_id, teams, principal, key, tg)
             return job
+        except Exception as exc:
+            return exc
         finally:
             if not started:  # otherwise the job's supervisor task releases it
                 self._release(key)
@@ -220,6 +244,7 @@ class JobManager:
         teams: tuple[TeamName, ...],
         principal: Principal,
         caller_key: str,
+        tg: asyncio.TaskGroup,
     ) -> tuple[Job, bool]:
         """Records and starts the job; ``(job, True)``, or ``(existing, False)`` for a
         repeated ``request_id``."""
@@ -246,8 +271,6 @@ class JobManager:
                     "request: use a new request_id"
                 )
             return stored, False
-        if self._tg is None:  # stopped while we were writing
-            raise Unavailable("the server is shutting down and takes no new jobs")
         self._broadcaster.open_job(Job.from_json(job.to_json()))
         publish = self._broadcaster.publish
         actors = [
@@ -256,7 +279,9 @@ class JobManager:
         ]
         supervisor = JobSupervisor(job_id, actors, publish, deadline=self._job_deadline)
         self._supervisors[job_id] = supervisor
-        self._tg.create_task(self._supervise(supervisor, caller_key), context=job_context(job_id))
+        if self._stop.is_set():  # stopping while we were writing: it ends at once
+            supervisor.interrupt()
+        tg.create_task(self._supervise(supervisor, caller_key), context=job_context(job_id))
         metrics.job_started()
         log.info("job %s started: teams %s", job_id, ", ".join(teams), extra={"job_id": job_id})
         return job, True

@@ -74,7 +74,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
 from websockets.typing import Subprotocol
 
-from chimera.actors.broadcaster import Broadcaster, Sink, Subscription
+from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.jobs import JobManager, JobRequest
 from chimera.auth.principal import Principal, Scope
 from chimera.auth.redact import redacting_logger
@@ -463,6 +463,9 @@ class WebSocketGateway:
                 "this installation (chimera/web)\n",
             )
         response = dataclasses.replace(connection.respond(http.HTTPStatus.OK, ""), body=body)
+        # Headers is a multi-dict: setting adds a second Content-Length (browsers refuse
+        # the response: ERR_RESPONSE_HEADERS_MULTIPLE_CONTENT_LENGTH).
+        del response.headers["Content-Length"]
         response.headers["Content-Length"] = str(len(body))
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = content_type
@@ -484,39 +487,37 @@ class WebSocketGateway:
         if subscription is None:
             return
         try:
-            async with subscription:
-                subscription.attach(_sink(ws, self._frames, self._deliveries))
-                # Reading happens here, in the handler's own task; writing in
-                # one child task. (Not three tasks, nor helper coroutines that
-                # stay suspended: idle subscribers are most of them, and each
-                # frame costs memory.) Whoever ends first closes the connection,
-                # which ends the other: the writer closes it when the
-                # subscription ends (1000 after the final event, 1001 at
-                # shutdown); the reader stops when the client leaves, and the
-                # writer is cancelled. A shed subscription closes it with 4008
-                # from a task started then, since the writer may be stuck
-                # sending to a client that stopped reading.
-                async with asyncio.TaskGroup() as tg:
-                    writer = tg.create_task(self._write(ws, subscription))
+            # Reading happens here, in the handler's own task; writing in
+            # one child task. (Not three tasks, nor helper coroutines that
+            # stay suspended: idle subscribers are most of them, and each
+            # frame costs memory.) Whoever ends first closes the connection,
+            # which ends the other: the writer closes it when the
+            # subscription ends (1000 after the final event, 1001 at
+            # shutdown); the reader stops when the client leaves, and the
+            # writer is cancelled. A shed subscription closes it with 4008
+            # from a task started then, since the writer may be stuck
+            # sending to a client that stopped reading.
+            async with subscription, asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self._write(ws, subscription))
 
-                    def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
-                        # A writer that is not stuck ends by itself, and closes with 4008.
-                        if not writer.done():
-                            tg.create_task(_close_shed(ws, subscription, failed.result()))
+                def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
+                    # A writer that is not stuck ends by itself, and closes with 4008.
+                    if not writer.done():
+                        tg.create_task(_close_shed(ws, subscription, failed.result()))
 
-                    shed = subscription.failed()
-                    shed.add_done_callback(on_shed)
-                    try:
-                        with contextlib.suppress(ConnectionClosed):
-                            while True:
-                                reply, _ = await self._reply(
-                                    admitted, _address(ws), await ws.recv()
-                                )
-                                if reply is not None:
-                                    await ws.send(self._counted(reply))
-                    finally:
-                        shed.remove_done_callback(on_shed)
-                        writer.cancel()
+                shed = subscription.failed()
+                shed.add_done_callback(on_shed)
+                try:
+                    with contextlib.suppress(ConnectionClosed):
+                        while True:
+                            reply, _ = await self._reply(
+                                admitted, _address(ws), await ws.recv()
+                            )
+                            if reply is not None:
+                                await ws.send(self._counted(reply))
+                finally:
+                    shed.remove_done_callback(on_shed)
+                    writer.cancel()
         finally:
             self._limits.release(admitted.job_id, _address(ws))
 
@@ -632,18 +633,37 @@ class WebSocketGateway:
         return subscription
 
     async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
-        """Sends the subscription's events, then closes the connection with why it ended."""
+        """Sends the subscription's events, then closes the connection with why it ended.
+
+        While it waits for live events with nothing queued, the connection has
+        caught up, and the broadcaster may write to it directly (:class:`_DirectWriter`).
+        """
+        direct = _DirectWriter(ws, self._frames, self._deliveries)
+        subscription.listener = direct
         try:
-            async for event in subscription:
-                await ws.send(event.frame)
-                if self._deliveries is not None:
-                    self._deliveries.ws_delivered(event, message_size(event.frame))
+            async for event in subscription.history():
+                await self._send_event(ws, event)
+            while not subscription.done:
+                live = subscription.next_nowait()
+                if live is None:
+                    direct.caught_up = True
+                    try:
+                        await subscription.wait()
+                    finally:
+                        direct.caught_up = False
+                else:
+                    await self._send_event(ws, live)
             code, reason = 1000, "job finished"
         except ChimeraError as exc:
             code, reason = _close_for(exc)
         except ConnectionClosed:
             return
         await _close(ws, code, reason)
+
+    async def _send_event(self, ws: ServerConnection, event: Event) -> None:
+        await ws.send(event.frame)
+        if self._deliveries is not None:
+            self._deliveries.ws_delivered(event, message_size(event.frame))
 
 
 async def _close_shed(
@@ -705,11 +725,11 @@ def _refusal(
 
 
 class _FrameCache:
-    """The last event's WebSocket frame, shared by every connection's sink.
+    """The last event's WebSocket frame, shared by every connection's direct writer.
 
     A server's frames are not masked and we use no extension, so one event's
     frame is the same bytes on every connection: the broadcaster hands an event
-    to all its subscribers in a row, and only the first sink serializes it.
+    to all its subscribers in a row, and only the first writer serializes it.
     """
 
     __slots__ = ("event", "frame")
@@ -725,38 +745,45 @@ class _FrameCache:
         return self.frame
 
 
-def _sink(ws: ServerConnection, frames: _FrameCache, deliveries: Deliveries | None) -> Sink:
-    """The fast path's write to ``ws``: what ``websockets.broadcast()`` does for one
-    connection, with the frame serialized once for all of them, and refusing (so
-    the event is queued) rather than buffering past the high-water mark.
+class _DirectWriter:
+    """The fast path of one connection, as the broadcaster's :class:`Listener`:
+    writes a live event straight to the connection while its writer task has
+    caught up (history sent, waiting for live events: ``caught_up``, kept by
+    :meth:`WebSocketGateway._write`) and the transport is under its high-water
+    mark; otherwise refuses, and the event is queued for the writer task.
 
-    Writing a whole frame to the transport is what ``protocol.send_text`` plus
-    ``send_data`` do; it is only ever called between whole frames (the loop is
-    single-threaded and every other write is a whole frame too).
+    What ``websockets.broadcast()`` does for one connection, with the frame
+    serialized once for all of them, and refusing rather than buffering past
+    the high-water mark. Writing a whole frame to the transport is what
+    ``protocol.send_text`` plus ``send_data`` do; it only happens between whole
+    frames (the loop is single-threaded and every other write is a whole frame
+    too). ``protocol.state``, ``transport`` and ``write_limit_high`` are not all
+    documented API, hence websockets is pinned to the major version tested (17).
     """
-    protocol = ws.protocol
-    transport = ws.transport
-    limit = ws.write_limit_high
 
-    def write(event: Event, payload: bytes) -> bool:
-        if protocol.state is not State.OPEN or transport.get_write_buffer_size() > limit:
+    __slots__ = ("_frames", "_limit", "_live", "_protocol", "_transport", "caught_up")
+
+    def __init__(
+        self, ws: ServerConnection, frames: _FrameCache, deliveries: Deliveries | None
+    ) -> None:
+        self.caught_up = False
+        self._protocol = ws.protocol
+        self._transport = ws.transport
+        self._limit = ws.write_limit_high
+        self._frames = frames
+        self._live = deliveries.live if deliveries is not None else None
+
+    def offer(self, event: Event, payload: bytes) -> bool:
+        if (
+            not self.caught_up
+            or self._protocol.state is not State.OPEN
+            or self._transport.get_write_buffer_size() > self._limit
+        ):
             return False
-        transport.write(frames.frame_for(event, payload))
+        self._transport.write(self._frames.frame_for(event, payload))
+        if self._live is not None:
+            self._live(event, len(payload))
         return True
-
-    if deliveries is None:
-        return write
-    live = deliveries.live
-
-    # ``write`` again, with the count inline: one call less per delivery (the hot path).
-    def counted(event: Event, payload: bytes) -> bool:
-        if protocol.state is not State.OPEN or transport.get_write_buffer_size() > limit:
-            return False
-        transport.write(frames.frame_for(event, payload))
-        live(event, len(payload))
-        return True
-
-    return counted
 
 
 def _count_connection(ws: ServerConnection) -> None:

@@ -29,11 +29,9 @@ response at once; ``CancelledError`` is never caught.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import anthropic
 import httpx2
@@ -52,22 +50,18 @@ from anthropic.types import (
 
 from chimera.errors import ProviderError
 from chimera.providers import env
-from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
-from chimera.providers.codeblock import extract_code
+from chimera.providers.assembler import AnswerAssembler
+from chimera.providers.base import ProviderEvent
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
 from chimera.providers.prompt import SYSTEM_PROMPT, user_message
-from chimera.providers.retry import RetryPolicy, with_retries
-from chimera.providers.thoughts import ThoughtGrouper
+from chimera.providers.retry import RetryingProvider, RetryPolicy
+from chimera.providers.table import RealConfig
 
 API_KEY_ENV = env.ANTHROPIC_API_KEY_ENV
 BASE_URL_ENV = env.ANTHROPIC_BASE_URL_ENV  # read by the SDK itself when base_url is None
 DEFAULT_MODEL = "claude-sonnet-4-6"
 DEFAULT_THINKING_BUDGET = 2048
 DEFAULT_MAX_TOKENS = 8192
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 3
-DEFAULT_BACKOFF_BASE = 1.0
-
 _SOURCE = "Anthropic"
 
 # In-stream ``error`` events arrive on a 200 response; their ``error.type``
@@ -87,65 +81,36 @@ _ERROR_TYPE_STATUS: Mapping[str, int] = {
 
 
 @dataclass(frozen=True, slots=True)
-class AnthropicConfig:
-    """Settings of :class:`AnthropicProvider`.
+class AnthropicConfig(RealConfig):
+    """Settings of :class:`AnthropicProvider` (and those of every provider:
+    :class:`~chimera.providers.table.RealConfig`).
 
     ``base_url`` None leaves the SDK's default in place, which honours the
-    ``ANTHROPIC_BASE_URL`` environment variable. ``timeout`` (seconds) bounds
-    connecting and each read, not the whole answer. ``max_retries`` is the
-    number of retries after the first attempt; the n-th waits about
-    ``backoff_base * 2**(n-1)`` seconds unless the API sends ``retry-after``.
-    ``thinking_display`` is sent as ``thinking.display`` ("summarized" makes
-    models that hide their thinking by default show it); None leaves it out.
-    The API key is left out of ``repr``.
+    ``ANTHROPIC_BASE_URL`` environment variable. ``thinking_display`` is sent
+    as ``thinking.display`` ("summarized" makes models that hide their
+    thinking by default show it); None leaves it out.
     """
 
-    api_key: str = field(repr=False)
+    SOURCE: ClassVar[str] = _SOURCE
+    KEY_ENVS: ClassVar[tuple[str, ...]] = (API_KEY_ENV,)
+
     model: str = DEFAULT_MODEL
     thinking_budget: int = DEFAULT_THINKING_BUDGET
     max_tokens: int = DEFAULT_MAX_TOKENS
     base_url: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    backoff_base: float = DEFAULT_BACKOFF_BASE
     thinking_display: Literal["summarized", "omitted"] | None = "summarized"
 
-    def __post_init__(self) -> None:
-        if not self.api_key:
-            raise ValueError("the Anthropic API key is empty")
+    def _check(self) -> None:
         if self.thinking_budget < 1024:
             raise ValueError("thinking_budget must be at least 1024 tokens")
         if self.max_tokens <= self.thinking_budget:
             raise ValueError("max_tokens must be greater than thinking_budget")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if self.max_retries < 0:
-            raise ValueError("max_retries must not be negative")
-
-    @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **settings: Any
-    ) -> AnthropicConfig | None:
-        """A config with the key from ``ANTHROPIC_API_KEY``, or None if it is unset or empty.
-
-        ``settings`` are passed on as fields; those that are None are left at
-        their defaults, so unset command-line flags can be passed straight
-        through (and an unset ``base_url`` keeps ``ANTHROPIC_BASE_URL`` working).
-        """
-        key = env.api_key(os.environ if environ is None else environ, (API_KEY_ENV,))
-        if not key:
-            return None
-        given = {name: value for name, value in settings.items() if value is not None}
-        return cls(api_key=key, **given)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The policy :func:`with_retries` applies for this config."""
-        return RetryPolicy(max_attempts=self.max_retries + 1, backoff_base=self.backoff_base)
 
 
-class AnthropicProvider:
+class AnthropicProvider(RetryingProvider):
     """A :class:`~chimera.providers.base.Provider` backed by the Anthropic Messages API."""
+
+    TEAM = "anthropic"
 
     def __init__(self, config: AnthropicConfig) -> None:
         self._config = config
@@ -169,15 +134,9 @@ class AnthropicProvider:
         """Close the client's connection pool. Streams still open are closed with it."""
         await self._client.close()
 
-    def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
-        """Stream thoughts, then the answer's start, then the code for ``brief``.
-
-        Raises :class:`ProviderError` once retries are exhausted or for a
-        failure that retrying cannot fix.
-        """
-        return with_retries(
-            partial(self._attempt, brief), self._config.retry_policy, provider="anthropic"
-        )
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._config.retry_policy
 
     async def _attempt(self, brief: str) -> AsyncGenerator[ProviderEvent, None]:
         """One request, from sending it to ``message_stop``."""
@@ -188,8 +147,7 @@ class AnthropicProvider:
         }
         if config.thinking_display is not None:
             thinking["display"] = config.thinking_display
-        grouper = ThoughtGrouper()
-        answer: list[str] = []
+        assembler = AnswerAssembler(_SOURCE, missing_end="before message_stop")
         output_tokens = 0
         stop_reason: str | None = None
         stopped = False
@@ -204,29 +162,27 @@ class AnthropicProvider:
             )
             async with stream:
                 async for event in stream:
+                    events: list[ProviderEvent] = []
                     if isinstance(event, RawMessageStartEvent):
                         output_tokens = event.message.usage.output_tokens or 0
                     elif isinstance(event, RawContentBlockStartEvent):
                         if isinstance(event.content_block, TextBlock):
-                            for text in grouper.flush():
-                                yield Thought(text)
-                            yield AnswerStarted()
-                            answer.append(event.content_block.text or "")
+                            events = assembler.answer(event.content_block.text or "")
                     elif isinstance(event, RawContentBlockDeltaEvent):
                         delta = event.delta
                         if isinstance(delta, ThinkingDelta):
-                            for text in grouper.feed(delta.thinking):
-                                yield Thought(text)
+                            events = assembler.thinking(delta.thinking)
                         elif isinstance(delta, TextDelta):
-                            answer.append(delta.text)
+                            events = assembler.answer(delta.text)
                     elif isinstance(event, RawContentBlockStopEvent):
-                        for text in grouper.flush():
-                            yield Thought(text)
+                        events = assembler.thinking_ended()
                     elif isinstance(event, RawMessageDeltaEvent):
                         output_tokens = event.usage.output_tokens or output_tokens
                         stop_reason = event.delta.stop_reason or stop_reason
                     elif isinstance(event, RawMessageStopEvent):
                         stopped = True
+                    for item in events:
+                        yield item
         except (
             anthropic.APIError,
             httpx2.HTTPError,
@@ -234,14 +190,11 @@ class AnthropicProvider:
             UnicodeDecodeError,
         ) as exc:
             raise self._translate(exc) from exc
-        if not stopped:
-            raise RetryableError("Anthropic stream ended before message_stop")
-        for text in grouper.flush():
-            yield Thought(text)
+        for item in assembler.end(complete=stopped):
+            yield item
         if stop_reason == "refusal":
             raise ProviderError("Anthropic model declined the brief (stop_reason refusal)")
-        block = extract_code("".join(answer), source=_SOURCE, stop_reason=stop_reason)
-        yield CodeResult(code=block.code, language=block.language, token_count=output_tokens)
+        yield assembler.result(token_count=output_tokens, stop_reason=stop_reason)
 
     def _translate(self, exc: Exception) -> ProviderError:
         """The one place SDK and transport exceptions become Chimera's."""
@@ -268,3 +221,8 @@ class AnthropicProvider:
         if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
             return RetryableError("Anthropic API sent a malformed stream event")
         return ProviderError(f"Anthropic request failed ({type(exc).__name__})")
+
+
+# What chimera.providers.table loads for this team.
+Config = AnthropicConfig
+Provider = AnthropicProvider

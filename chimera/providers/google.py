@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 import httpx2
 import pydantic
@@ -49,12 +47,12 @@ from google.genai import types as genai_types
 
 from chimera.errors import ProviderError
 from chimera.providers import env
-from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
-from chimera.providers.codeblock import extract_code
+from chimera.providers.assembler import AnswerAssembler
+from chimera.providers.base import ProviderEvent
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
 from chimera.providers.prompt import SYSTEM_PROMPT, user_message
-from chimera.providers.retry import RetryPolicy, with_retries
-from chimera.providers.thoughts import ThoughtGrouper
+from chimera.providers.retry import RetryingProvider, RetryPolicy
+from chimera.providers.table import RealConfig
 
 API_KEY_ENVS = env.GOOGLE_API_KEY_ENVS  # the SDK's order: GOOGLE_API_KEY wins
 BASE_URL_ENV = env.GOOGLE_BASE_URL_ENV  # read by the SDK itself when base_url is None
@@ -62,75 +60,43 @@ DEFAULT_MODEL = "gemini-2.5-flash"
 DEFAULT_API_VERSION = "v1beta"
 DEFAULT_THINKING_BUDGET = 2048
 DEFAULT_MAX_OUTPUT_TOKENS = 8192
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 3
-DEFAULT_BACKOFF_BASE = 1.0
-
 _SOURCE = "Gemini"
 _T = TypeVar("_T")
 _RETRY_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 @dataclass(frozen=True, slots=True)
-class GoogleConfig:
-    """Settings of :class:`GoogleProvider`.
+class GoogleConfig(RealConfig):
+    """Settings of :class:`GoogleProvider` (and those of every provider:
+    :class:`~chimera.providers.table.RealConfig`).
 
     ``base_url`` None leaves the SDK's default in place, which honours the
     ``GOOGLE_GEMINI_BASE_URL`` environment variable. ``api_version`` is the
     path prefix (``/v1beta/models/...``). ``thinking_budget`` None lets the
-    model choose. ``timeout`` (seconds) bounds connecting and each read.
-    ``max_retries`` is the number of retries after the first attempt; the
-    n-th waits about ``backoff_base * 2**(n-1)`` seconds unless the API says
-    how long (``Retry-After`` or a ``RetryInfo`` detail). The API key is left
-    out of ``repr``.
+    model choose. The API may say how long to wait before a retry with
+    ``Retry-After`` or a ``RetryInfo`` detail.
     """
 
-    api_key: str = field(repr=False)
+    SOURCE: ClassVar[str] = _SOURCE
+    KEY_ENVS: ClassVar[tuple[str, ...]] = API_KEY_ENVS
+
     model: str = DEFAULT_MODEL
     thinking_budget: int | None = DEFAULT_THINKING_BUDGET
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     base_url: str | None = None
     api_version: str = DEFAULT_API_VERSION
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    backoff_base: float = DEFAULT_BACKOFF_BASE
 
-    def __post_init__(self) -> None:
-        if not self.api_key:
-            raise ValueError("the Gemini API key is empty")
+    def _check(self) -> None:
         if self.thinking_budget is not None and self.thinking_budget < 0:
             raise ValueError("thinking_budget must not be negative")
         if self.max_output_tokens < 1:
             raise ValueError("max_output_tokens must be positive")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if self.max_retries < 0:
-            raise ValueError("max_retries must not be negative")
-
-    @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **settings: Any
-    ) -> GoogleConfig | None:
-        """A config with the key from ``GOOGLE_API_KEY`` or ``GEMINI_API_KEY``, or None.
-
-        ``settings`` are passed on as fields; those that are None are left at
-        their defaults, so unset command-line flags can be passed straight
-        through (and an unset ``base_url`` keeps ``GOOGLE_GEMINI_BASE_URL`` working).
-        """
-        key = env.api_key(os.environ if environ is None else environ, API_KEY_ENVS)
-        if not key:
-            return None
-        given = {name: value for name, value in settings.items() if value is not None}
-        return cls(api_key=key, **given)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The policy :func:`with_retries` applies for this config."""
-        return RetryPolicy(max_attempts=self.max_retries + 1, backoff_base=self.backoff_base)
 
 
-class GoogleProvider:
+class GoogleProvider(RetryingProvider):
     """A :class:`~chimera.providers.base.Provider` backed by the Gemini API."""
+
+    TEAM = "google"
 
     def __init__(self, config: GoogleConfig) -> None:
         self._config = config
@@ -162,21 +128,13 @@ class GoogleProvider:
         await self._client.aio.aclose()
         self._client.close()
 
-    def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
-        """Stream thoughts, then the answer's start, then the code for ``brief``.
-
-        Raises :class:`ProviderError` once retries are exhausted or for a
-        failure that retrying cannot fix.
-        """
-        return with_retries(
-            partial(self._attempt, brief), self._config.retry_policy, provider="google"
-        )
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._config.retry_policy
 
     async def _attempt(self, brief: str) -> AsyncGenerator[ProviderEvent, None]:
         """One request, from sending it to the chunk with ``finishReason``."""
-        grouper = ThoughtGrouper()
-        answer: list[str] = []
-        answering = False
+        assembler = AnswerAssembler(_SOURCE, missing_end="without a finishReason")
         usage: genai_types.GenerateContentResponseUsageMetadata | None = None
         finish: genai_types.FinishReason | None = None
         try:
@@ -196,18 +154,10 @@ class GoogleProvider:
                     candidate = chunk.candidates[0]
                     parts = candidate.content.parts if candidate.content else None
                     for part in parts or ():
-                        if not part.text:
-                            continue
-                        if part.thought:
-                            for text in grouper.feed(part.text):
-                                yield Thought(text)
-                            continue
-                        if not answering:
-                            answering = True
-                            for text in grouper.flush():
-                                yield Thought(text)
-                            yield AnswerStarted()
-                        answer.append(part.text)
+                        if part.text:
+                            add = assembler.thinking if part.thought else assembler.answer
+                            for item in add(part.text):
+                                yield item
                     finish = candidate.finish_reason or finish
         except (
             genai_errors.APIError,
@@ -218,15 +168,12 @@ class GoogleProvider:
             pydantic.ValidationError,
         ) as exc:
             raise self._translate(exc) from exc
-        if finish is None:
-            raise RetryableError("Gemini stream ended without a finishReason")
-        for text in grouper.flush():
-            yield Thought(text)
+        for item in assembler.end(complete=finish is not None):
+            yield item
         if finish not in (genai_types.FinishReason.STOP, genai_types.FinishReason.MAX_TOKENS):
             raise ProviderError(f"Gemini stopped without finishing the answer ({_name(finish)})")
         stop_reason = "max_tokens" if finish == genai_types.FinishReason.MAX_TOKENS else None
-        block = extract_code("".join(answer), source=_SOURCE, stop_reason=stop_reason)
-        yield CodeResult(code=block.code, language=block.language, token_count=_tokens(usage))
+        yield assembler.result(token_count=_tokens(usage), stop_reason=stop_reason)
 
     def _translate(self, exc: Exception) -> ProviderError:
         """The one place SDK and transport exceptions become Chimera's."""
@@ -317,3 +264,8 @@ def _retry_info_delay(details: object) -> float | None:
 def _name(value: object) -> str:
     """An enum member's API name (``SAFETY``), or the value as text."""
     return str(getattr(value, "value", value))
+
+
+# What chimera.providers.table loads for this team.
+Config = GoogleConfig
+Provider = GoogleProvider

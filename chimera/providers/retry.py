@@ -31,6 +31,8 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar
 
 from chimera.errors import ProviderError
 from chimera.observability.metrics import PROVIDER_RETRIES, retry_reason
@@ -112,3 +114,26 @@ async def with_retries(
                 delay,
             )
         await asyncio.sleep(delay)
+
+
+class RetryingProvider:
+    """Base of the real providers: :meth:`stream` runs :meth:`_attempt` under
+    :func:`with_retries`, the one retry loop."""
+
+    TEAM: ClassVar[str] = ""  # names the provider in logs and metrics
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        raise NotImplementedError
+
+    def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
+        """Stream thoughts, then the answer's start, then the code for ``brief``.
+
+        Raises :class:`ProviderError` once retries are exhausted or for a
+        failure that retrying cannot fix.
+        """
+        return with_retries(partial(self._attempt, brief), self.retry_policy, provider=self.TEAM)
+
+    def _attempt(self, brief: str) -> AsyncGenerator[ProviderEvent, None]:
+        """One request, from sending it to the stream's final event."""
+        raise NotImplementedError
