@@ -10,7 +10,7 @@ from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
 from chimera.auth.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 from chimera.errors import ConfigError
 from chimera.events import TeamName
-from chimera.gateways.grpc_gateway import MAX_MESSAGE_BYTES
+from chimera.gateways.grpc_gateway import MAX_MESSAGE_BYTES, ConnectionLimits
 from chimera.gateways.limits import (
     DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
     DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
@@ -66,6 +66,8 @@ class ServerConfig:
     tls_key: str = ""
     # Limits.
     max_request_bytes: int = MAX_MESSAGE_BYTES
+    # gRPC handshake and keepalive limits (half-open connections are closed).
+    grpc_connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     max_frame_bytes: int = MAX_CLIENT_FRAME
     max_subscribers_per_job: int = DEFAULT_MAX_SUBSCRIBERS_PER_JOB
     max_subscribers_per_address: int = DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS

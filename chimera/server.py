@@ -118,6 +118,7 @@ class ChimeraServer:
             max_request_bytes=config.max_request_bytes,
             tls=_read_tls(config),
             count_deliveries=config.metrics_port is not None,
+            connection_limits=config.grpc_connection_limits,
         )
         self.ws = WebSocketGateway(
             self.jobs,

@@ -35,7 +35,15 @@ def web_root(tmp_path: Path) -> Path:
 
 
 async def get(server: Running, path: str, **headers: str) -> HttpReply:
-    return await http_request(server.server.ws_port, "GET", path, headers)
+    return once_each(await http_request(server.server.ws_port, "GET", path, headers))
+
+
+def once_each(reply: HttpReply) -> HttpReply:
+    """No header twice: browsers refuse a response with two Content-Length headers
+    (ERR_RESPONSE_HEADERS_MULTIPLE_CONTENT_LENGTH), and two CORS headers."""
+    twice = {name: values for name, values in reply.headers.items() if len(values) > 1}
+    assert not twice, twice
+    return reply
 
 
 async def test_pages_and_static_files_are_a_fixed_set(
@@ -154,10 +162,10 @@ async def test_cors_for_allowed_origins_only(start_server: StartServer, web_root
 
     # Preflight, as an Authorization header makes the browser send.
     for path in ("/api/jobs/shared", "/api/jobs"):
-        reply = await http_request(server.server.ws_port, "OPTIONS", path, {
+        reply = once_each(await http_request(server.server.ws_port, "OPTIONS", path, {
             "Origin": OTHER, "Access-Control-Request-Method": "GET",
             "Access-Control-Request-Headers": "authorization",
-        })
+        }))
         assert reply.status == 204, path
         assert reply.header("Access-Control-Allow-Origin") == OTHER
         assert reply.header("Access-Control-Allow-Methods") == "GET, OPTIONS"

@@ -254,3 +254,17 @@ async def test_a_foreign_origin_or_host_cannot_submit(start_server: StartServer)
         await next_message(ws)
         assert (await submit(ws, create()))["type"] == "job_created", origin
         await read_until_closed(ws)
+
+
+async def test_a_socket_waiting_to_create_is_closed_at_shutdown(start_server: StartServer) -> None:
+    """No subscription ends it, so the gateway closes it itself (1001), not after the grace."""
+    server = await start_server(jwt_secret=SECRET, shutdown_grace=60.0)
+    ws = await ws_connect(server.ws_url("never-made"), subprotocols=protocols(token("alice")))
+    assert (await next_message(ws))["type"] == "connected"
+    await ws.send("ping")
+    assert (await next_message(ws))["type"] == "pong"  # it is waiting for its create_job
+    server.server.stop()
+    await asyncio.wait_for(server.task, 20)  # well inside the 60 s grace
+    with pytest.raises(ConnectionClosed):
+        await ws.recv()
+    assert ws.close_code == 1001

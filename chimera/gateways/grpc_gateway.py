@@ -19,6 +19,7 @@ import inspect
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -230,6 +231,17 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                             self._deliveries.delivered(event)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Seconds: to finish the handshake; between keepalive pings (while calls are
+    open); to answer one; a connection with no call open is closed after ``idle``."""
+
+    handshake: float = 10.0
+    keepalive: float = 30.0
+    keepalive_timeout: float = 10.0
+    idle: float = 300.0
+
+
 class GrpcGateway:
     """The grpc.aio server with JobService, reflection and health.
 
@@ -248,10 +260,12 @@ class GrpcGateway:
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         tls: tuple[bytes, bytes] | None = None,
         count_deliveries: bool = False,
+        connection_limits: ConnectionLimits | None = None,
     ) -> None:
         """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
         ``count_deliveries``: observe each streamed event's delivery latency."""
         authenticator = authenticator or Authenticator(None)
+        timing = connection_limits or ConnectionLimits()
         self._server = grpc.aio.server(
             # Metrics first: it counts what the others refuse too.
             interceptors=[
@@ -265,6 +279,14 @@ class GrpcGateway:
                 # reason (about 5% of 1,500 CreateJob on one channel).
                 ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+                # Half-open connections: one that has not finished its HTTP/2 (and TLS)
+                # handshake in time is closed; one with calls open is pinged and
+                # closed if the ping is not answered; one with none, after `idle`.
+                ("grpc.server_handshake_timeout_ms", int(timing.handshake * 1000)),
+                ("grpc.keepalive_time_ms", int(timing.keepalive * 1000)),
+                ("grpc.keepalive_timeout_ms", int(timing.keepalive_timeout * 1000)),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.max_connection_idle_ms", int(timing.idle * 1000)),
             ],
         )
         self._tls = tls

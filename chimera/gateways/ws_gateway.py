@@ -225,6 +225,9 @@ class WebSocketGateway:
             weakref.WeakKeyDictionary()
         )
         self._server: Server | None = None
+        # Create-only sockets still waiting for their create_job: no subscription
+        # ends them at shutdown, so stop() closes them.
+        self._awaiting_create: set[ServerConnection] = set()
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
@@ -253,6 +256,10 @@ class WebSocketGateway:
             return
         server = self._server
         server.close(close_connections=False)
+        await asyncio.gather(
+            *(ws.close(1001, "server shutting down") for ws in list(self._awaiting_create)),
+            return_exceptions=True,
+        )
         try:
             await asyncio.wait_for(asyncio.shield(server.wait_closed()), grace)
         except TimeoutError:
@@ -557,17 +564,21 @@ class WebSocketGateway:
         self, ws: ServerConnection, admitted: _Admitted, address: str
     ) -> bool:
         """Answers a create-only socket's messages until its job is created (True),
-        or the client leaves (False)."""
-        while True:
-            try:
-                message = await ws.recv()
-            except ConnectionClosed:
-                return False
-            reply, created = await self._reply(admitted, address, message)
-            if reply is not None:
-                await ws.send(self._counted(reply))
-            if created:
-                return True
+        or the client leaves or the server stops (False)."""
+        self._awaiting_create.add(ws)
+        try:
+            while True:
+                try:
+                    message = await ws.recv()
+                except ConnectionClosed:
+                    return False
+                reply, created = await self._reply(admitted, address, message)
+                if reply is not None:
+                    await ws.send(self._counted(reply))
+                if created:
+                    return True
+        finally:
+            self._awaiting_create.discard(ws)
 
     def _counted(self, message: str) -> str:
         """``message``, counted as sent (a control message, not an event)."""
