@@ -125,7 +125,7 @@ class Event:
     taken: float = field(default_factory=time.monotonic, compare=False, repr=False)
 
     @staticmethod
-    def number(draft: Draft, seq: int) -> Event:
+    def from_draft(draft: Draft, seq: int) -> Event:
         return Event(
             draft.job_id, seq, draft.type, draft.team, draft.data, draft.timestamp,
             encode(draft, seq),

@@ -11,6 +11,7 @@ must receive their job's complete event sequence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -25,6 +26,7 @@ from websockets.asyncio.client import ClientConnection
 
 from chimera.client import JobsClient
 from chimera.events import TeamName
+from chimera.ids import is_valid_job_id
 from chimera.providers.base import Provider
 from chimera.providers.simulated import SimulatedProvider
 from chimera.v1 import jobs_pb2 as pb
@@ -247,6 +249,7 @@ async def expect_clear(call: Awaitable[Any]) -> None:
     teams=st.lists(int32, max_size=4),
 )
 @example(method="stream", text="0", other="", number=1, teams=[])  # history gone
+@example(method="stream", text="not-yet", other="", number=0, teams=[])  # waited for
 async def test_fuzzed_grpc_requests_get_clear_statuses(
     target: Target, method: str, text: str, other: str, number: int, teams: list[int]
 ) -> None:
@@ -261,7 +264,20 @@ async def test_fuzzed_grpc_requests_get_clear_statuses(
         elif method == "cancel" and text != BYSTANDER:
             await expect_clear(client.cancel(text))
         elif method == "stream":
-            await expect_clear(_drain(client.events(text, number)))
+            broadcaster = target.server.server.broadcaster
+            before = broadcaster.subscriber_count(text)
+            streaming = asyncio.create_task(expect_clear(_drain(client.events(text, number))))
+            done, _ = await asyncio.wait({streaming}, timeout=2)
+            if not done:
+                # The one rule (JobManager.watch): a valid id from 0, or a running job, is
+                # waited for; then the caller is one more subscriber of that job.
+                assert is_valid_job_id(text), text
+                assert broadcaster.subscriber_count(text) > before
+                streaming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await streaming
+            else:
+                streaming.result()
 
 
 async def _drain(events: AsyncIterator[pb.JobEvent]) -> None:

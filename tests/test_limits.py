@@ -20,7 +20,7 @@ from chimera.gateways.limits import (
     DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
 )
 from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
-from tests.conftest import StartServer, ws_connect
+from tests.conftest import StartServer, until, ws_connect
 from tests.doubles import ScriptedProvider, factory
 from tests.security import SECRET, token
 
@@ -94,7 +94,8 @@ async def test_subscribers_per_job(start_server: StartServer) -> None:
     other = await ws_connect(server.ws_url("quiet"))
     assert json.loads(await other.recv())["type"] == "connected"
     await first.close()
-    third = await eventually(lambda: ws_connect(server.ws_url("popular")), InvalidStatus)
+    await until(lambda: server.server.broadcaster.subscriber_count("popular") == 1)
+    third = await ws_connect(server.ws_url("popular"))
     assert json.loads(await third.recv())["type"] == "connected"
     for ws in (second, third, other):
         await ws.close()

@@ -18,11 +18,9 @@ from chimera.fakes.anthropic_api import (
     error_event,
     error_reply,
     first,
-    malformed_event,
     message_events,
     sent_api_key,
     stream_reply,
-    without_stop,
 )
 from chimera.fakes.server import Pause
 from chimera.providers.anthropic import AnthropicConfig, AnthropicProvider
@@ -259,6 +257,8 @@ async def test_api_key_never_appears_in_errors_or_logs(
 
 
 # -- faults inside the stream ------------------------------------------------------
+# (A stream cut before its final event and a malformed frame: test_provider_contract.py,
+# run against both wire formats.)
 
 
 async def test_connection_dropped_mid_stream_is_retried_keeping_earlier_thoughts(
@@ -332,31 +332,6 @@ async def test_rate_limit_error_event_gives_the_guide_message(
 
     assert str(error) == RATE_LIMIT_MESSAGE
     assert error.status == 429
-
-
-async def test_stream_ending_without_message_stop_is_retried_then_reported(
-    api: FakeAnthropicAPI, make_provider: MakeProvider
-) -> None:
-    api.script(stream_reply(without_stop(message_events())))
-    assert_complete(await collect(make_provider()))
-    assert len(api.requests) == 2
-
-    api.default = stream_reply(without_stop(message_events()))
-    events, error = await collect_failure(make_provider(max_retries=1))
-    assert str(error) == "Anthropic stream ended before message_stop"
-    assert not any(isinstance(event, CodeResult) for event in events)
-
-
-async def test_malformed_json_in_a_frame_is_retried_then_reported(
-    api: FakeAnthropicAPI, make_provider: MakeProvider
-) -> None:
-    events = message_events()
-    api.script(stream_reply([*events[:3], malformed_event(), *events[3:]]))
-    assert_complete(await collect(make_provider()))
-
-    api.default = stream_reply([*events[:3], malformed_event()])
-    _, error = await collect_failure(make_provider(max_retries=1))
-    assert str(error) == "Anthropic API sent a malformed stream event"
 
 
 async def test_slow_response_times_out_and_is_retried(

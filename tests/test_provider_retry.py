@@ -20,6 +20,7 @@ from chimera.providers.faults import (
     redact,
 )
 from chimera.providers.retry import RetryPolicy, with_retries
+from tests.conftest import until
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.001)
 RESULT = CodeResult(code="x", language="ts", token_count=1)
@@ -100,7 +101,8 @@ async def test_retry_after_is_honoured_and_a_too_long_one_gives_up() -> None:
 async def test_cancellation_during_backoff_propagates() -> None:
     attempts = Attempts(RetryableError("dropped"))
     task = asyncio.create_task(run(attempts, RetryPolicy(backoff_base=30)))
-    await asyncio.sleep(0.05)
+    await until(lambda: attempts.closed == 1)  # the first attempt failed: in backoff now
+    assert not task.done()
     task.cancel()
 
     with pytest.raises(asyncio.CancelledError):

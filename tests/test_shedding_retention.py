@@ -23,6 +23,7 @@ from tests.conftest import (
     job_events,
     read_until_closed,
     until,
+    wait_for_sequence,
     ws_connect,
 )
 from tests.doubles import ScriptedProvider, factory
@@ -151,7 +152,7 @@ async def test_a_job_removed_while_being_read_ends_with_history_gone(
     await asyncio.wait_for(read_until_closed(watcher), 60)
     # A reader that takes its time: its writer waits on the socket mid-history.
     reader, writer = await open_stuck_subscriber(server.server.ws_port, "big-history")
-    await asyncio.sleep(0.5)
+    await until(lambda: server.server.broadcaster.subscriber_count("big-history") == 1)
     retention = server.server.retention
     assert retention is not None
     assert await retention.sweep() == ["big-history"]
@@ -187,7 +188,7 @@ async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) ->
                 async for _ in client.events("poll"):
                     pass
             else:
-                await asyncio.sleep(0.3)
+                await wait_for_sequence(client, "poll", 4)  # mid-run: the teams have started
             job = MessageToDict(await client.get("poll"), preserving_proto_field_name=True)
             status, snapshot, size = await asyncio.to_thread(fetch, url)
             assert status == 200

@@ -25,16 +25,38 @@ from tests.conftest import (
 from tests.doubles import ScriptedProvider, factory
 
 TIMESTAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+# /work/shared/streaming-guide.md, "Message types".
+GUIDE_DATA_KEYS = {
+    "status_change": {"status"},
+    "thought_added": {"id", "text", "timestamp", "team"},
+    "code_generated": {"code", "token_count"},
+    "error": {"error", "status"},
+}
+GUIDE_EXTRA_KEYS: dict[str, set[str]] = {
+    "status_change": {"model"},
+    "thought_added": set(),
+    "code_generated": {"language"},
+    "error": set(),
+}
 
 
 def check_guide_shape(message: dict[str, Any]) -> None:
     import re
 
-    assert message["type"] in ("status_change", "thought_added", "code_generated", "error")
     assert re.match(TIMESTAMP, message["timestamp"])
-    assert isinstance(message["data"], dict)
     if "team" in message:
         assert message["team"] in ("anthropic", "google")
+    # The guide's data keys per type (status_change may add "model",
+    # code_generated "language"); a thought is exactly {id, text, timestamp, team}.
+    data = message["data"]
+    required = GUIDE_DATA_KEYS[message["type"]]
+    assert required <= data.keys(), (message["type"], data)
+    assert data.keys() - required <= GUIDE_EXTRA_KEYS[message["type"]], data
+    if message["type"] == "thought_added":
+        assert data["team"] == message["team"] and data["text"] and data["id"]
+        assert re.match(TIMESTAMP, data["timestamp"])
+    if message["type"] == "code_generated":
+        assert isinstance(data["token_count"], int)
 
 
 async def test_subscribers_before_during_after_get_the_same_complete_sequence(
@@ -103,7 +125,10 @@ async def test_many_subscribers_each_get_every_event_once(server: Running) -> No
     results = await asyncio.gather(*(read_until_closed(ws) for ws in clients))
     sequences = [[m["seq"] for m in job_events(r)] for r in results]
     assert all(s == sequences[0] for s in sequences)
+    # Not vacuous: a gateway that sent nothing would give [] == list(range(1, 1)).
+    assert len(sequences[0]) > 3
     assert sequences[0] == list(range(1, len(sequences[0]) + 1))
+    assert job_events(results[0])[-1]["data"]["status"] == "succeeded"
 
 
 async def test_unknown_job_waits_and_answers_ping(server: Running) -> None:

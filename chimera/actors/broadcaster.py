@@ -305,7 +305,7 @@ class Broadcaster:
         self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
         return sub
 
-    def forget(self, job_ids: list[str]) -> None:
+    def fail_removed_jobs(self, job_ids: list[str]) -> None:
         """Ends the subscriptions of jobs retention removed (:class:`HistoryGone`):
         their history is gone, so waiting on would be a silent gap."""
         for job_id in job_ids:
@@ -380,7 +380,7 @@ class Broadcaster:
                 log.error("dropping an event for job %s, which was never opened", draft.job_id)
                 continue
             job = channel.job
-            event = Event.number(draft, job.last_sequence + 1)
+            event = Event.from_draft(draft, job.last_sequence + 1)
             # Only what numbering needs (sequence, state): the store keeps the rest.
             job.advance(event)
             events.append(event)

@@ -146,10 +146,6 @@ class JobManager:
         """Refuses new jobs from now on and interrupts the running ones."""
         self._stop.set()
 
-    @property
-    def running(self) -> int:
-        return len(self._supervisors)
-
     # -- operations ----------------------------------------------------------------------
 
     def _validate(self, request: JobRequest) -> tuple[str, tuple[TeamName, ...]]:

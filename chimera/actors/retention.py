@@ -51,7 +51,7 @@ class Retention:
         removed: list[str] = []
         while True:
             batch = await self._store.remove_finished_before(cutoff, BATCH)
-            self._broadcaster.forget(batch)
+            self._broadcaster.fail_removed_jobs(batch)
             removed += batch
             if len(batch) < BATCH:
                 break

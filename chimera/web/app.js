@@ -429,7 +429,7 @@ class JobView {
     this.root.dataset.jobStatus = job.state;
     this.state.textContent = job.state;
     this.state.dataset.state = job.state;
-    this.brief.textContent = job.brief || "…";
+    this.brief.textContent = job.brief || (job.state === "pending" ? "Waiting for this job to start…" : "…");
     document.title = `Chimera · ${job.state} · ${job.brief || this.jobId}`;
     const names = Object.keys(job.teams);
     for (const name of names.length ? names : TEAMS) {
