@@ -17,8 +17,9 @@ import grpc
 import pytest
 
 from chimera.errors import ConfigError
-from chimera.events import TeamName
+from chimera.events import Draft, Event, TeamName
 from chimera.observability.listener import DEFAULT_METRICS_PORT
+from chimera.observability.metrics import Deliveries
 from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
 from chimera.providers.faults import RetryableError
 from chimera.providers.retry import RetryPolicy, with_retries
@@ -254,3 +255,18 @@ async def test_provider_retries_are_counted_by_reason(start_server: StartServer)
     assert delta(after, before, "chimera_provider_tokens_total", team="anthropic") == 7
     real = {"team": "anthropic", "provider": "real", "status": "complete"}
     assert delta(after, before, "chimera_team_runs_total", **real) == 1
+
+
+async def test_fast_path_deliveries_are_timed_when_written_not_when_flushed() -> None:
+    """The fast path counts runs of one event; the last run is closed at the end of
+    the loop step that wrote it, so its latency is not stretched to the next flush."""
+    deliveries = Deliveries()
+    event = Event.from_draft(Draft.thought("timed", TeamName.ANTHROPIC, "x"), 1)
+    for _ in range(Deliveries.RUN + 5):  # one full run and a partial one
+        deliveries.live(event, 100)
+    assert sum(deliveries.buckets) == Deliveries.RUN
+    await asyncio.sleep(0)  # the end of the step that wrote them
+    assert sum(deliveries.buckets) == Deliveries.RUN + 5
+    assert deliveries.messages == Deliveries.RUN + 5
+    assert deliveries.bytes == 100 * (Deliveries.RUN + 5)
+    assert deliveries.seconds < 1.0

@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.exposition import choose_encoder
@@ -44,6 +46,33 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
+
+
+@contextlib.contextmanager
+def worker_metrics() -> Iterator[None]:
+    """For a process that starts the server's worker processes: while open, the
+    processes it starts share one ``PROMETHEUS_MULTIPROC_DIR`` (the operator's, or
+    a fresh temporary one, removed at the end), so one scrape shows them all.
+
+    The variable must be set before a worker imports prometheus-client, which
+    is why the parent sets it rather than the workers.
+    """
+    if multiprocess_mode():
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="chimera-metrics-") as path:
+        os.environ[MULTIPROC_ENV] = path
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
+
+
+def worker_exited(pid: int) -> None:
+    """A worker process ended without stopping (crashed, killed): its live gauges
+    (connections, running jobs) stop counting. Its counters stay in the sums."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _registry() -> CollectorRegistry:
