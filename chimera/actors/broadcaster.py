@@ -49,9 +49,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
 INBOX_SIZE = 64
 MAX_BATCH = 64
-# Batches numbered ahead of the one being written; one commit takes up to
-# MAX_COMMIT events of those that are ready.
-PIPELINE_DEPTH = 4
+# Batches numbered ahead of the one being written (at most PIPELINE_DEPTH x
+# MAX_BATCH events); the next commit takes up to MAX_COMMIT events of them at once,
+# so under load a commit grows instead of the queue.
+PIPELINE_DEPTH = 2
 MAX_COMMIT = 256
 HISTORY_PAGE = 512
 RETRY_FIRST = 0.05  # seconds before retrying a failed write; doubles up to RETRY_MAX
