@@ -37,6 +37,7 @@ from chimera.auth.tokens import (
     mint,
 )
 from chimera.client import JobsClient
+from chimera.cluster.workers import supervise
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig
 from chimera.console import render_code, render_event, render_job, render_jobs
 from chimera.errors import ConfigError
@@ -64,6 +65,7 @@ MIN_SUBSCRIBER_MAX_BYTES = 64 * 1024
 DEFAULT_BRIEF = "Create a login form with email and password"
 SECRET_ENV = "CHIMERA_JWT_SECRET"
 TOKEN_ENV = "CHIMERA_TOKEN"
+REDIS_ENV = "CHIMERA_REDIS_URL"
 
 log = logging.getLogger("chimera")
 
@@ -217,6 +219,16 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ws-port", type=int, default=DEFAULT_WS_PORT)
     p.add_argument("--db", default=DEFAULT_DB, help="SQLite file, or :memory: (default chimera.db)")
     p.add_argument(
+        "--redis", default=os.environ.get(REDIS_ENV, ""), metavar="URL",
+        help="share jobs, events and fan-out with other processes through Redis "
+        f"(redis://HOST:PORT/DB, rediss:// for TLS; default ${REDIS_ENV}); replaces --db",
+    )
+    p.add_argument(
+        "--redis-write-timeout", type=_non_negative, default=10.0, metavar="SECONDS",
+        help="with --redis: stop a job whose events Redis has not taken for this long "
+        "(default 10)",
+    )
+    p.add_argument(
         "--sim-delay", type=_non_negative, default=DEFAULT_DELAY, metavar="SECONDS",
         help=f"simulated teams: pause between steps (default {DEFAULT_DELAY}; 0 = no pause)",
     )
@@ -270,6 +282,9 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
         "grpc_port": args.grpc_port,
         "ws_port": args.ws_port,
         "db": args.db,
+        "redis_url": args.redis,
+        "redis_write_timeout": args.redis_write_timeout,
+        "reuse_port": getattr(args, "reuse_port", False),
         "sim_delay": args.sim_delay,
         "sim_fail": frozenset(args.sim_fail),
         "job_deadline": args.job_deadline or 600.0,
@@ -318,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the server (gRPC + WebSocket)")
     _add_server_flags(p)
+    p.add_argument(
+        "--workers", type=_positive, default=1, metavar="N",
+        help="run N server processes on the same ports, supervised (needs --redis "
+        "and fixed ports; default 1)",
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     _add_provider_flags(p)
     _add_security_flags(p)
     _add_metrics_flags(p)
@@ -391,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.raw_argv = list(argv) if argv is not None else sys.argv[1:]
     logs.configure(getattr(args, "log_format", None), verbose=args.verbose)
     command = {
         "serve": _serve,
@@ -419,6 +441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        if not args.redis:
+            raise ConfigError("--workers needs --redis: the workers share jobs through it")
+        if args.grpc_port == 0 or args.ws_port == 0:
+            raise ConfigError("--workers needs fixed --grpc-port and --ws-port (not 0)")
+        _config(args).check()
+        return await supervise(args.raw_argv, args.workers)
     server = ChimeraServer(_config(args))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -61,15 +61,20 @@ class JobsClient:
         )
         return response.job
 
-    async def get(self, job_id: str) -> pb.Job:
+    async def get(
+        self, job_id: str, view: pb.JobView.ValueType = pb.JOB_VIEW_UNSPECIFIED
+    ) -> pb.Job:
         response: pb.GetJobResponse = await self._stub.GetJob(
-            pb.GetJobRequest(job_id=job_id), metadata=self._metadata
+            pb.GetJobRequest(job_id=job_id, view=view), metadata=self._metadata
         )
         return response.job
 
-    async def list(self, page_size: int = 0, page_token: str = "") -> pb.ListJobsResponse:
+    async def list(
+        self, page_size: int = 0, page_token: str = "",
+        view: pb.JobView.ValueType = pb.JOB_VIEW_UNSPECIFIED,
+    ) -> pb.ListJobsResponse:
         response: pb.ListJobsResponse = await self._stub.ListJobs(
-            pb.ListJobsRequest(page_size=page_size, page_token=page_token),
+            pb.ListJobsRequest(page_size=page_size, page_token=page_token, view=view),
             metadata=self._metadata,
         )
         return response

@@ -31,6 +31,14 @@ class ServerConfig:
     grpc_port: int = DEFAULT_GRPC_PORT
     ws_port: int = DEFAULT_WS_PORT
     db: str = DEFAULT_DB
+    # Scale-out: a redis:// or rediss:// URL shared by every process ("" = SQLite, one
+    # process). It may hold a password, so it stays out of repr.
+    redis_url: str = field(default="", repr=False)
+    # A job whose events Redis does not take for this long is stopped (and closed
+    # as failed once Redis answers again) rather than held or dropped silently.
+    redis_write_timeout: float = 10.0
+    # SO_REUSEPORT on both listeners: set in the worker processes of --workers.
+    reuse_port: bool = False
     # The simulated teams: seconds between steps, and teams made to fail (for trying clients).
     sim_delay: float = DEFAULT_DELAY
     sim_fail: frozenset[TeamName] = field(default_factory=frozenset)

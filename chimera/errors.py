@@ -16,6 +16,8 @@ Hierarchy::
     │   └── StorageFull        the store's disk is full; try later
     ├── ConfigError            the server's configuration is unsafe or inconsistent
     ├── ProviderError          a team's provider failed (after its own retries)
+    ├── EventsRejected         the store refused a job's events (another process runs
+    │                          it now, the store lost its data, or stayed unreachable)
     └── SubscriptionError      a subscription ended abnormally
         ├── SubscriberTooSlow  the subscriber fell too far behind and was shed
         └── HistoryGone        the events to resume from are no longer kept
@@ -62,7 +64,7 @@ class FailedPrecondition(ChimeraError):
 
 
 class Unavailable(ChimeraError):
-    """The server is shutting down and takes no new work."""
+    """The server is shutting down, or its store is unreachable; try again later."""
 
 
 class Unauthenticated(ChimeraError):
@@ -99,6 +101,17 @@ class ProviderError(ChimeraError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class EventsRejected(ChimeraError):
+    """The store recorded none of these jobs' events; ``reasons`` maps job id to why.
+
+    The other jobs of the same write were recorded.
+    """
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        super().__init__(f"events of {len(reasons)} job(s) not recorded: {reasons}")
+        self.reasons = reasons
 
 
 class SubscriptionError(ChimeraError):

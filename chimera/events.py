@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 
 class TeamName(StrEnum):
     ANTHROPIC = "anthropic"
@@ -60,8 +62,11 @@ def utc_now() -> datetime:
 
 def iso_timestamp(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``: ``2025-12-01T10:00:01.000Z``."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat (C) truncates to milliseconds like the strftime it replaces, at a
+    # tenth of its cost; "+00:00" becomes "Z".
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -129,7 +134,7 @@ class Event:
     @staticmethod
     def from_frame(frame: str) -> Event:
         """Rebuilds an event from its stored frame (the frame is the record)."""
-        obj = json.loads(frame)
+        obj = orjson.loads(frame)
         team = obj.get("team")
         return Event(
             job_id=obj["job_id"],
@@ -168,7 +173,19 @@ def encode(draft: Draft, seq: int) -> str:
     message["timestamp"] = iso_timestamp(draft.timestamp)
     message["job_id"] = draft.job_id
     message["seq"] = seq
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return dumps(message)
+
+
+def dumps(message: Mapping[str, Any]) -> str:
+    """Compact JSON, UTF-8 kept as is: what ``json.dumps(message, ensure_ascii=False,
+    separators=(",", ":"))`` writes, through orjson (a frame is encoded once per
+    event, so this is most of the per-event work that does not depend on
+    subscribers). What orjson refuses (a lone surrogate, an int past 64 bits)
+    goes through the standard library."""
+    try:
+        return orjson.dumps(message).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
 # Thoughts recorded before they had ids (``{"thought": text}``) get one derived from
@@ -198,8 +215,4 @@ def upgrade_frame(frame: str) -> str:
 
 def control_message(type_: str, **fields: Any) -> str:
     """A message that is not a job event (``connected``, ``pong``, client ``error``)."""
-    return json.dumps(
-        {"type": type_, **fields, "timestamp": iso_timestamp(utc_now())},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    return dumps({"type": type_, **fields, "timestamp": iso_timestamp(utc_now())})

@@ -14,6 +14,10 @@
    in-flight calls ``shutdown_grace`` seconds. Then the metrics listener
    closes, after a last flush of the gateways' counts.
 5. The store closes, last, since nothing writes to it any more.
+
+With ``--redis`` (:mod:`chimera.cluster`) the process joins the cluster (takes
+its lease) right after the store opens; its fan-out and membership stop after
+step 3, and it drops its lease just before step 5.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import ssl
 from pathlib import Path
 
 from chimera.actors.broadcaster import Broadcaster
-from chimera.actors.jobs import JobManager, ProviderFactory
+from chimera.actors.jobs import NODE_LOST, JobManager, ProviderFactory
 from chimera.actors.retention import Retention
 from chimera.auth.tokens import Authenticator, TokenVerifier
 from chimera.config import ServerConfig
@@ -36,6 +40,7 @@ from chimera.gateways.ws_gateway import WebSocketGateway
 from chimera.observability.listener import MetricsListener
 from chimera.providers.registry import Providers
 from chimera.store.base import Store
+from chimera.store.redis import RedisStore
 from chimera.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -98,7 +103,13 @@ class ChimeraServer:
             self.owned_providers = providers = Providers(
                 config.providers, sim_delay=config.sim_delay, sim_fail=config.sim_fail
             )
-        self.store: Store = store if store is not None else SQLiteStore(config.db)
+        if store is None:
+            store = (
+                RedisStore(config.redis_url, write_timeout=config.redis_write_timeout)
+                if config.redis_url
+                else SQLiteStore(config.db)
+            )
+        self.store: Store = store
         self.broadcaster = Broadcaster(
             self.store, subscriber_max_bytes=config.subscriber_max_bytes
         )
@@ -118,6 +129,7 @@ class ChimeraServer:
             max_request_bytes=config.max_request_bytes,
             tls=_read_tls(config),
             count_deliveries=config.metrics_port is not None,
+            reuse_port=config.reuse_port,
             connection_limits=config.grpc_connection_limits,
         )
         self.ws = WebSocketGateway(
@@ -131,6 +143,15 @@ class ChimeraServer:
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),
             count_deliveries=config.metrics_port is not None,
+        )
+        self.ws.reuse_port = config.reuse_port
+        # Imported here: chimera.cluster depends on the actors and gateways.
+        from chimera.cluster.node import ClusterNode
+
+        self.cluster = (
+            ClusterNode(store, self.broadcaster, self.jobs, self.grpc, self.ws)
+            if isinstance(store, RedisStore)
+            else None
         )
         self.retention = (
             Retention(
@@ -197,7 +218,13 @@ class ChimeraServer:
                 if self.metrics is not None:
                     tg.create_task(self.metrics.run(), name="metrics")
                 broadcaster = tg.create_task(self.broadcaster.run(), name="broadcaster")
-                await self.jobs.recover()
+                cluster = None
+                if self.cluster is not None:
+                    await self.cluster.join()
+                    cluster = tg.create_task(self.cluster.run(), name="cluster")
+                    await self.jobs.recover(NODE_LOST)
+                else:
+                    await self.jobs.recover()
                 jobs = tg.create_task(self.jobs.run(), name="jobs")
                 if self.retention is not None:
                     tg.create_task(self.retention.run(), name="retention")
@@ -223,6 +250,9 @@ class ChimeraServer:
                     await self.owned_providers.aclose()
                 await self.broadcaster.stop()  # 3
                 await broadcaster
+                if self.cluster is not None and cluster is not None:
+                    self.cluster.stop()
+                    await cluster
                 await self.ws.stop(self.config.shutdown_grace)  # 4
                 await self.grpc.stop(self.config.shutdown_grace)
                 if self.metrics is not None:
@@ -235,6 +265,8 @@ class ChimeraServer:
                 raise refusals[0] from None
             raise
         finally:
+            if self.cluster is not None:
+                await self.cluster.leave()
             await self.store.close()  # 5
 
     async def _listen(self) -> None:

@@ -194,6 +194,18 @@ async def _bare_grpc_server(conn: Connection) -> None:
 
 def server_main(kind: str, conn: Connection, db: str) -> None:
     fan.raise_fd_limit()
+    profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each server into it
+    if profile:
+        import cProfile
+
+        with cProfile.Profile() as profiler:
+            server_main_unprofiled(kind, conn, db)
+        profiler.dump_stats(f"{profile}/{kind}-{os.getpid()}.prof")
+    else:
+        server_main_unprofiled(kind, conn, db)
+
+
+def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
     if kind == "chimera":
         asyncio.run(_chimera_server(conn, db))
     elif kind == "bare":
@@ -367,10 +379,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, help="runs per figure; the median is kept")
     parser.add_argument("--only", default="one-job,many-jobs,create,fanout,memory",
                         help="comma-separated sections")
+    parser.add_argument("--events", type=int, action="append",
+                        help="one-job sizes instead of the defaults (repeatable)")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
-    sizes = [1000, 5000] if args.quick else [1000, 5000, 20_000, 50_000]
+    sizes = args.events or ([1000, 5000] if args.quick else [1000, 5000, 20_000, 50_000])
     many = [50] if args.quick else [50, 200]
     creates = [(1, 300), (16, 600)] if args.quick else [(1, 1000), (16, 2000), (64, 3000)]
     fanout = ([1, 100], 1000) if args.quick else ([1, 100, 1000], 3000)

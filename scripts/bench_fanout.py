@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench_fanout.py              # N = 1, 100, 1000 and memory at 10,000
     .venv/bin/python scripts/bench_fanout.py -n 100 --memory 0
+    .venv/bin/python scripts/bench_fanout.py --redis     # SQLite vs Redis vs 2 processes
     .venv/bin/python scripts/bench_fanout.py -n 1000 --memory 0 --metrics   # metrics on vs off
 
 For each N, each server runs in a process of its own and N WebSocket clients
@@ -22,6 +23,13 @@ duplicates seen by clients, which must be 0); then the Chimera/bare ratio.
 The memory phase connects ``--memory`` idle subscribers and prints the server
 process's RSS growth per subscriber.
 
+``--redis`` compares, in the same run and at N = 100 and 1000 (or ``-n``): one
+Chimera process on SQLite, one on Redis (a redis-server the benchmark starts on
+a free port in a temporary directory, append-only file on), and two processes
+on that Redis (as ``--workers 2`` runs them) with the subscribers spread half
+and half over them, the job running in the first. Each at saturation
+(delivered msgs/s) and at a fixed rate below it (``--rate`` events/s:
+publish-to-receive p50/p99).
 ``--metrics`` also runs Chimera with its metrics on (``chimera+m``: the
 /metrics listener, per-delivery counting), alternating with the plain runs,
 and prints on/off.
@@ -45,7 +53,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -58,6 +66,7 @@ JOB_ID = "bench"
 PAD = "The component needs a controlled email field, a password field with a toggle, " \
     "inline validation messages and a disabled submit button while the request is "[:150]
 STAMP = len("1764099999.123456")
+PACED_SECONDS = 5.0  # length of a --redis latency run
 
 
 def raise_fd_limit() -> None:
@@ -92,6 +101,7 @@ async def _commands(conn: Connection) -> AsyncIterator[tuple[Any, ...]]:
 
 
 async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
+    """``db``: a SQLite file, or a ``redis://`` URL (the Redis store)."""
     from chimera.actors.jobs import JobRequest
     from chimera.auth.principal import SYSTEM
     from chimera.config import ServerConfig
@@ -101,6 +111,7 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
     from chimera.server import ChimeraServer
 
     count = {"m": 0}
+    pace = {"delay": 0.0}
 
     class BenchProvider:
         model = "bench"
@@ -108,7 +119,7 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
         async def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
             for i in range(count["m"]):
                 yield ThoughtEvent(thought(i))
-                await asyncio.sleep(0)  # as the bare publisher does
+                await asyncio.sleep(pace["delay"])  # 0: as the bare publisher does
             yield AnswerStarted()
             yield CodeResult("export const x = 1;", "tsx", 1)
 
@@ -117,9 +128,11 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
 
     # Every client connects from 127.0.0.1: lift the per-address and per-job
     # subscriber limits (100 and 1000 by default) above the largest N measured.
+    redis_url = db if db.startswith("redis://") else ""
     config = ServerConfig(
         grpc_port=0, ws_port=0, db=db, sim_delay=0, shutdown_grace=1.0,
         max_subscribers_per_address=1_000_000, max_subscribers_per_job=1_000_000,
+        redis_url=redis_url,
         metrics_port=0 if metrics else None,
     )
     server = ChimeraServer(config, providers=providers)
@@ -131,6 +144,8 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
         async for command in _commands(conn):
             if command[0] == "publish":
                 count["m"] = command[1]
+                rate = command[2] if len(command) > 2 else 0
+                pace["delay"] = 1 / rate if rate else 0.0
                 started = time.time()
                 await server.jobs.create(
                     JobRequest(brief="bench", teams=[TeamName.ANTHROPIC], job_id=JOB_ID),
@@ -308,14 +323,20 @@ class Client(asyncio.Protocol):
             self.transport.abort()
 
 
-async def _clients(port: int, path: str, n: int, m: int, conn: Connection) -> None:
+async def _clients(
+    port: int | list[int], path: str, n: int, m: int, conn: Connection
+) -> None:
+    """N clients; with several ports, spread over them in turn."""
     loop = asyncio.get_running_loop()
     latencies: array[float] = array("d")
     clients: list[Client] = []
     gate = asyncio.Semaphore(200)  # under the listen backlog
+    ports = port if isinstance(port, list) else [port]
+    turn = iter(range(n))
 
     async def open_one() -> None:
         async with gate:
+            port = ports[next(turn) % len(ports)]
             client = Client(path, port, m, latencies)
             await loop.create_connection(lambda: client, "127.0.0.1", port)
             await asyncio.wait_for(client.greeted, 60)
@@ -336,7 +357,7 @@ async def _clients(port: int, path: str, n: int, m: int, conn: Connection) -> No
     ))
 
 
-def clients_main(port: int, path: str, n: int, m: int, conn: Connection) -> None:
+def clients_main(port: int | list[int], path: str, n: int, m: int, conn: Connection) -> None:
     raise_fd_limit()
     asyncio.run(_clients(port, path, n, m, conn))
 
@@ -408,6 +429,122 @@ def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str) -> Result:
     )
 
 
+def run_scaled(
+    ctx: Any, stores: list[str], n: int, m: int, rate: float
+) -> Result:
+    """One Chimera server process per entry of ``stores`` (a SQLite file or a Redis
+    URL); N clients spread over them; the job runs in the first, publishing
+    ``rate`` events/s (0: as fast as the pipeline takes them)."""
+    for url in {store for store in stores if store.startswith("redis://")}:
+        import redis
+
+        with redis.Redis.from_url(url) as client:  # a fresh data set for every run
+            client.flushall()
+    servers = [start_server(ctx, "chimera", store) for store in stores]
+    ports = [port for _, _, port, _ in servers]
+    ours, theirs = ctx.Pipe()
+    clients = ctx.Process(target=clients_main, args=(ports, path_for("chimera"), n, m, theirs))
+    clients.start()
+    control = servers[0][1]
+    try:
+        _expect(ours, "ready")
+        control.send(("publish", m, rate))
+        _, started = _expect(control, "started")
+        _, received, last, order_errors, raw = _expect(ours, "result")
+    finally:
+        clients.join(60)
+        for process, conn, _, _ in servers:
+            conn.send(("stop",))
+            process.join(60)
+        for process in (clients, *(p for p, _, _, _ in servers)):
+            if process.is_alive():
+                process.kill()
+    latencies = array("d")
+    latencies.frombytes(raw)
+    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return Result(
+        rate=received / max(last - started, 1e-9),
+        p50_ms=cuts[49] * 1000, p99_ms=cuts[98] * 1000,
+        delivered=received, expected=n * m, order_errors=order_errors,
+    )
+
+
+def start_redis(directory: str) -> tuple[Any, str]:
+    """A redis-server on a free port in ``directory`` (append-only file on)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+         "--appendonly", "yes", "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.025)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def _median_run(
+    ctx: Any, stores: Callable[[], list[str]], n: int, m: int, rate: float, repeat: int
+) -> tuple[Result, int]:
+    """The median of ``repeat`` runs (by throughput at saturation, by p99 when paced)
+    and the order errors of them all."""
+    runs = sorted(
+        (run_scaled(ctx, stores(), n, m, rate) for _ in range(repeat)),
+        key=lambda r: r.rate if rate == 0 else r.p99_ms,
+    )
+    return runs[len(runs) // 2], sum(r.order_errors for r in runs)
+
+
+def main_redis(args: argparse.Namespace) -> int:
+    """SQLite vs Redis vs two processes on Redis, same run (see the module docstring)."""
+    import subprocess
+
+    sizes = args.n or [100, 1000]
+    ctx = mp.get_context("spawn")
+    print(f"scale-out: {args.m} events of ~300 B per run, median of {args.repeat} runs, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; fixed rate "
+          f"{args.rate:g} events/s for latency")
+    print(f"{'N':>6} {'setup':<16} {'msgs/s':>10} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'delivered':>11} {'order errs':>10}")
+    with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
+        redis, url = start_redis(tmp)
+        try:
+            for n in sizes:
+                setups: dict[str, Callable[[], list[str]]] = {
+                    "1 proc sqlite": lambda: [f"{tmp}/{time.monotonic_ns()}.db"],
+                    "1 proc redis": lambda: [url],
+                    "2 procs redis": lambda: [url, url],
+                }
+                anchor = 0.0
+                for name, stores in setups.items():
+                    saturated, errors = _median_run(ctx, stores, n, args.m, 0, args.repeat)
+                    paced, more = _median_run(
+                        ctx, stores, n, max(int(args.rate * PACED_SECONDS), 1), args.rate,
+                        args.repeat,
+                    )
+                    anchor = anchor or saturated.rate
+                    print(f"{n:>6} {name:<16} {saturated.rate:>10,.0f} "
+                          f"{saturated.rate / anchor:>6.0%} {paced.p50_ms:>8.1f} "
+                          f"{paced.p99_ms:>8.1f} {saturated.delivered:>5}/{saturated.expected:<5} "
+                          f"{errors + more:>10}", flush=True)
+        finally:
+            redis.terminate()
+            try:
+                redis.wait(10)
+            except subprocess.TimeoutExpired:
+                redis.kill()
+    return 0
+
+
 def run_memory(ctx: Any, kind: str, n: int, tmp: str) -> float:
     server, control, port, _ = start_server(ctx, kind, f"{tmp}/{kind}-memory.db")
     control.send(("rss",))
@@ -432,9 +569,16 @@ def main() -> int:
     parser.add_argument("-m", type=int, default=3000, help="events per run (default 3000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median kept")
     parser.add_argument("--memory", type=int, default=10_000, help="idle subscribers; 0 = skip")
+    parser.add_argument("--redis", action="store_true",
+                        help="SQLite vs Redis vs two processes on Redis (needs redis-server)")
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="with --redis: events/s of the latency runs, well below "
+                        "saturation (default 20; each run lasts 5 s)")
     parser.add_argument("--metrics", action="store_true",
                         help="also run Chimera with metrics on (chimera+m), alternating")
     args = parser.parse_args()
+    if args.redis:
+        return main_redis(args)
     sizes = args.n or [1, 100, 1000]
     ctx = mp.get_context("spawn")
     raise_fd_limit()

@@ -30,6 +30,12 @@ async def test_a_rebound_name_is_refused_on_every_endpoint(server: Running) -> N
         get("/ws/orchestrate/secret", rebound, origin, HANDSHAKE.rstrip("\r\n")),
         get("/healthz", rebound),
         get("/no/such/path", rebound),
+        # The browser endpoints: the page, its files, the job list, a CORS preflight.
+        get("/", rebound),
+        get("/jobs/secret", rebound),
+        get("/static/chimera.js", rebound),
+        get("/api/jobs", rebound, origin),
+        get("/api/jobs", rebound).replace("GET", "OPTIONS", 1),
         get("/api/jobs/secret", f"127.0.0.1:{port}\r\nHost: {rebound}"),  # two Host headers
         "GET /api/jobs/secret HTTP/1.1\r\n\r\n",  # none
     ):

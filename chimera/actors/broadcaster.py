@@ -28,11 +28,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chimera.errors import ChimeraError, HistoryGone, SubscriberTooSlow, Unavailable
+from chimera.errors import (
+    ChimeraError,
+    EventsRejected,
+    HistoryGone,
+    SubscriberTooSlow,
+    Unavailable,
+)
 from chimera.events import Draft, Event
 from chimera.job import Job
 from chimera.observability.metrics import events_recorded
@@ -43,9 +49,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
 INBOX_SIZE = 64
 MAX_BATCH = 64
-# Batches numbered ahead of the one being written; one commit takes up to
-# MAX_COMMIT events of those that are ready.
-PIPELINE_DEPTH = 4
+# Batches numbered ahead of the one being written (at most PIPELINE_DEPTH x
+# MAX_BATCH events); the next commit takes up to MAX_COMMIT events of them at once,
+# so under load a commit grows instead of the queue.
+PIPELINE_DEPTH = 2
 MAX_COMMIT = 256
 HISTORY_PAGE = 512
 RETRY_FIRST = 0.05  # seconds before retrying a failed write; doubles up to RETRY_MAX
@@ -58,6 +65,22 @@ class Listener(Protocol):
         """``event`` (``payload`` is its frame UTF-8 encoded, once for every
         subscriber) if it can be delivered now; ``False``, having done nothing,
         to have it queued for the consumer instead."""
+        ...
+
+
+class RemoteFeed(Protocol):
+    """Events of jobs that run in other processes (scale-out; none in one process).
+
+    The feed hands them to :meth:`Broadcaster.receive`, in order and gap-free.
+    """
+
+    async def follow(self, job_id: str) -> None:
+        """Starts receiving ``job_id``'s events; returns once every event recorded
+        from then on will be received. Idempotent."""
+        ...
+
+    def unfollow(self, job_id: str) -> None:
+        """Stops receiving ``job_id``'s events (no local subscriber is left)."""
         ...
 
 
@@ -188,6 +211,9 @@ class Subscription:
         duplicates are dropped by seq).
         """
         store = self._broadcaster.store
+        # A job running in another process: its live events come from the feed,
+        # which must be listening before the history is read (no event between).
+        await self._broadcaster._follow(self.job_id)
         while True:
             page = await store.read_events(self.job_id, self.last_seq, HISTORY_PAGE)
             for event in page:
@@ -272,12 +298,23 @@ class Broadcaster:
         self.on_storage_failure: Callable[[list[str], ChimeraError], None] = _ignore
         self._retrying = True
         self._dropped: set[str] = set()
+        # Set when several processes share the store (see chimera.cluster).
+        self.remote: RemoteFeed | None = None
+        # Called with (job_id, reason) when the store refuses a job's events.
+        self.on_rejected: Callable[[str, str], None] = lambda job_id, reason: None
+        self._rejected: set[str] = set()
 
     # -- called by the job manager and the actors ---------------------------------
 
     def open_job(self, job: Job) -> None:
         """Starts numbering ``job``'s events after ``job.last_sequence``."""
-        self._channels.setdefault(job.job_id, _Channel()).job = job
+        self._rejected.discard(job.job_id)
+        channel = self._channels.setdefault(job.job_id, _Channel())
+        if channel.job is None and channel.subscribers and self.remote is not None:
+            # Followed while it ran elsewhere (or before it existed): from now on
+            # its events are recorded here and reach subscribers from here.
+            self.remote.unfollow(job.job_id)
+        channel.job = job
 
     async def publish(self, draft: Draft) -> None:
         """Queues ``draft``; waits while the inbox is full (backpressure)."""
@@ -320,6 +357,35 @@ class Broadcaster:
             self._unsubscribe(sub)
         self._ended.clear()
 
+    def receive(self, events: Sequence[Event]) -> None:
+        """Hands events recorded by another process (in order, gap-free) to this
+        process's subscribers; each is encoded once. Subscribers drop any they
+        already have, by seq."""
+        for event in events:
+            channel = self._channels.get(event.job_id)
+            if channel is None or not channel.subscribers:
+                continue
+            payload = event.frame.encode()
+            final = event.is_final
+            for sub in list(channel.subscribers):
+                sub._push(event, payload, final)
+        if self._ended:
+            self._unsubscribe_ended()
+
+    def job_ids(self) -> list[str]:
+        """Jobs this process has subscribers for or runs."""
+        return list(self._channels)
+
+    async def _follow(self, job_id: str) -> None:
+        channel = self._channels.get(job_id)
+        if self.remote is not None and channel is not None and channel.job is None:
+            await self.remote.follow(job_id)
+
+    def _drop_channel(self, job_id: str) -> None:
+        del self._channels[job_id]
+        if self.remote is not None:
+            self.remote.unfollow(job_id)
+
     def subscriber_count(self, job_id: str) -> int:
         channel = self._channels.get(job_id)
         return len(channel.subscribers) if channel else 0
@@ -330,7 +396,7 @@ class Broadcaster:
             return
         channel.subscribers.discard(sub)
         if not channel.subscribers and (channel.job is None or channel.job.finished):
-            del self._channels[sub.job_id]
+            self._drop_channel(sub.job_id)
 
     # -- the actor -------------------------------------------------------------------
 
@@ -376,7 +442,9 @@ class Broadcaster:
         for draft in batch:
             channel = self._channels.get(draft.job_id)
             if channel is None or channel.job is None:
-                log.error("dropping an event for job %s, which was never opened", draft.job_id)
+                if draft.job_id not in self._rejected:
+                    log.error("dropping an event for job %s, which was never opened",
+                              draft.job_id)
                 continue
             job = channel.job
             event = Event.from_draft(draft, job.last_sequence + 1)
@@ -418,12 +486,16 @@ class Broadcaster:
         """
         delay = RETRY_FIRST
         while True:
-            if self._dropped:
-                events = [e for e in events if e.job_id not in self._dropped]
+            if self._dropped or self._rejected:
+                events = [e for e in events
+                          if e.job_id not in self._dropped and e.job_id not in self._rejected]
                 if not events:
                     return events
             try:
                 await self.store.append(events)
+            except EventsRejected as exc:  # the others were recorded
+                self._reject(exc.reasons)
+                return [e for e in events if e.job_id not in exc.reasons]
             except ChimeraError as exc:
                 job_ids = list(dict.fromkeys(e.job_id for e in events))
                 if self.storage_error is None:
@@ -463,4 +535,19 @@ class Broadcaster:
         for job_id in finished:
             channel = self._channels.get(job_id)
             if channel is not None and not channel.subscribers:
-                del self._channels[job_id]
+                self._drop_channel(job_id)
+
+    def _reject(self, reasons: dict[str, str]) -> None:
+        """The store refused these jobs' events (another process took the job over,
+        the store lost its data, or stayed unreachable): nothing more of them is
+        recorded here; their subscribers here are ended (they may resume anywhere),
+        and the job manager is told, so it stops the job."""
+        for job_id, reason in reasons.items():
+            log.error("job %s: events not recorded (%s); stopping it here", job_id, reason)
+            self._rejected.add(job_id)
+            channel = self._channels.get(job_id)
+            if channel is not None:
+                channel.job = None
+                for sub in list(channel.subscribers):
+                    sub._fail(Unavailable(f"job {job_id!r}: events not recorded ({reason})"))
+            self.on_rejected(job_id, reason)

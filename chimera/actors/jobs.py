@@ -4,6 +4,11 @@ Lifecycle: :meth:`JobManager.recover` once at start-up (jobs a crash left
 ``running`` are closed as failed), then :meth:`JobManager.run` owns every
 supervisor in one ``TaskGroup`` until :meth:`JobManager.stop`, which interrupts
 the running jobs; ``run`` returns once each has published its final event.
+
+Scaled out (several processes on one Redis), ``recover`` runs periodically
+and closes only jobs whose process is gone (``interrupted: node lost``), each
+in exactly one survivor; a cancel for a job running elsewhere is relayed to
+its process (:class:`CancelRelay`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import binascii
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
@@ -46,6 +52,17 @@ MAX_PAGE_SIZE = 100
 DEFAULT_MAX_JOBS_PER_CALLER = 16
 
 ProviderFactory = Callable[[TeamName], Provider]
+NODE_LOST = "interrupted: node lost"
+CANCEL_RELAY_INTERVAL = 1.0
+
+
+class CancelRelay(Protocol):
+    """Reaches the process that runs a job (scale-out)."""
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Asks whichever process runs ``job_id`` to cancel it (at most once
+        delivered; the caller repeats until the job has ended)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +127,22 @@ class JobManager:
         self._in_flight: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
+        self.relay: CancelRelay | None = None
+        broadcaster.on_rejected = self._rejected
         broadcaster.on_storage_failure = self._storage_failed
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def recover(self) -> list[str]:
-        """Closes jobs a crash left ``running``: teams end in ``error``, the job ``failed``."""
+    async def recover(self, reason: str = INTERRUPTED) -> list[str]:
+        """Closes jobs a crash left ``running``: teams end in ``error`` (``reason``),
+        the job ``failed``."""
         recovered = []
         for job in await self._store.unfinished_jobs():
+            if job.job_id in self._supervisors:
+                continue
             self._broadcaster.open_job(job)
             unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
-            await close_as_failed(self._broadcaster.publish, job.job_id, unfinished, INTERRUPTED)
+            await close_as_failed(self._broadcaster.publish, job.job_id, unfinished, reason)
             recovered.append(job.job_id)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))
@@ -145,6 +167,19 @@ class JobManager:
     def stop(self) -> None:
         """Refuses new jobs from now on and interrupts the running ones."""
         self._stop.set()
+
+    def cancel_local(self, job_id: str) -> None:
+        """Cancels ``job_id`` if it runs in this process (a relayed CancelJob)."""
+        supervisor = self._supervisors.get(job_id)
+        if supervisor is not None:
+            supervisor.cancel()
+
+    def _rejected(self, job_id: str, reason: str) -> None:
+        """The store refused the job's events: stop its teams (nothing they
+        produce can be recorded any more)."""
+        supervisor = self._supervisors.get(job_id)
+        if supervisor is not None:
+            supervisor.interrupt()
 
     # -- operations ----------------------------------------------------------------------
 
@@ -410,19 +445,43 @@ class JobManager:
         otherwise cannot be cancelled.
         """
         principal.require(Scope.CANCEL)
-        await self._load(job_id, principal)
+        job = await self._load(job_id, principal)
         supervisor = self._supervisors.get(job_id)
+        relayed = False
         if supervisor is not None:
             async with self._broadcaster.subscribe(job_id) as subscription:
                 supervisor.cancel()
                 async for _ in subscription:
                     pass  # ends after the job's final event, which is then stored
+        elif self.relay is not None and job.state is JobState.RUNNING:
+            relayed = True
+            await self._cancel_elsewhere(job)
         job = await self._load(job_id, principal, JobView.DEFAULT)
         if job.state is JobState.RUNNING:
             raise FailedPrecondition(f"job {job_id!r} is still stopping: try again")
-        if job.state is not JobState.CANCELLED and supervisor is None:
+        if job.state is not JobState.CANCELLED and supervisor is None and not relayed:
             raise FailedPrecondition(
                 f"job {job_id!r} already finished as {job.state.value}; only running jobs "
                 "can be cancelled"
             )
         return job
+
+    async def _cancel_elsewhere(self, job: Job) -> None:
+        """Relays the cancel to the job's process, repeated until the job's final
+        event arrives (a relayed message may be lost; cancelling twice is harmless)."""
+        assert self.relay is not None
+        relay = self.relay
+
+        async def nag() -> None:
+            while True:
+                await relay.request_cancel(job.job_id)
+                await asyncio.sleep(CANCEL_RELAY_INTERVAL)
+
+        subscription = self._broadcaster.subscribe(job.job_id, job.last_sequence)
+        async with subscription, asyncio.TaskGroup() as tg:
+            nagging = tg.create_task(nag())
+            try:
+                async for _ in subscription:
+                    pass  # ends after the job's final event
+            finally:
+                nagging.cancel()

@@ -260,10 +260,12 @@ class GrpcGateway:
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         tls: tuple[bytes, bytes] | None = None,
         count_deliveries: bool = False,
+        reuse_port: bool = False,
         connection_limits: ConnectionLimits | None = None,
     ) -> None:
         """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
-        ``count_deliveries``: observe each streamed event's delivery latency."""
+        ``count_deliveries``: observe each streamed event's delivery latency.
+        ``reuse_port``: SO_REUSEPORT, so several worker processes share the port."""
         authenticator = authenticator or Authenticator(None)
         timing = connection_limits or ConnectionLimits()
         self._server = grpc.aio.server(
@@ -273,7 +275,7 @@ class GrpcGateway:
             ],
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 # Calls grpc's core holds before this server takes them: at its
                 # default (1,000) a burst of concurrent calls got CANCELLED with no
                 # reason (about 5% of 1,500 CreateJob on one channel).
@@ -290,6 +292,7 @@ class GrpcGateway:
             ],
         )
         self._tls = tls
+        self._reuse_port = reuse_port
         servicer = JobService(
             jobs, broadcaster, authenticator, limits or SubscriberLimits(),
             DELIVERIES if count_deliveries else None,
@@ -308,7 +311,7 @@ class GrpcGateway:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if port:
             # grpc only says "Failed to bind" (and logs a C-core line): find out why first.
-            socket.create_server((host.strip("[]"), port)).close()
+            socket.create_server((host.strip("[]"), port), reuse_port=self._reuse_port).close()
         try:
             if self._tls is not None:
                 credentials = grpc.ssl_server_credentials([self._tls])
@@ -323,6 +326,13 @@ class GrpcGateway:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
+
+    async def set_serving(self, serving: bool) -> None:
+        """Health SERVING or NOT_SERVING (e.g. while the shared store is unreachable)."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
 
     async def enter_shutdown(self) -> None:
         """Health NOT_SERVING, so balancers stop sending new calls."""

@@ -208,6 +208,7 @@ class WebSocketGateway:
         self._routes = Routes(
             [
                 Route("GET", "/healthz", self._healthz, check_origin=False),
+                Route("GET", "/readyz", self._readyz, check_origin=False),
                 Route("GET", "/api/jobs/{job_id}", self._snapshot),
                 Route("OPTIONS", "/api/jobs/{job_id}", self._preflight, check_origin=False),
                 Route("GET", "/api/jobs", self._list_jobs),
@@ -229,6 +230,9 @@ class WebSocketGateway:
         # ends them at shutdown, so stop() closes them.
         self._awaiting_create: set[ServerConnection] = set()
         self.port = 0
+        # False while the server cannot do its work (the shared store is unreachable).
+        self.ready = True
+        self.reuse_port = False
 
     async def start(self, host: str, port: int) -> int:
         self._server = await serve(
@@ -245,6 +249,7 @@ class WebSocketGateway:
             ping_timeout=20,
             close_timeout=5,
             compression=None,  # frames are encoded once and sent as they are
+            reuse_port=self.reuse_port,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -311,6 +316,15 @@ class WebSocketGateway:
         self, connection: ServerConnection, request: Request, target: Target
     ) -> Response:
         return connection.respond(http.HTTPStatus.OK, "ok\n")
+
+    def _readyz(
+        self, connection: ServerConnection, request: Request, target: Target
+    ) -> Response:
+        if self.ready:
+            return connection.respond(http.HTTPStatus.OK, "ready\n")
+        return connection.respond(
+            http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready: the store (Redis) is unreachable\n"
+        )
 
     def _origin_allowed(self, request: Request) -> bool:
         """Cross-site WebSocket hijacking guard: a browser always sends ``Origin``."""

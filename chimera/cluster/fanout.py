@@ -1,0 +1,192 @@
+"""Fan-out between processes: Redis pub/sub, one connection per process.
+
+The process subscribes to ``chimera:ch:{job}`` for each job it has local
+subscribers for but does not run (at most one subscription per job), and to
+``chimera:control`` (cancels). The Lua script that records an event also
+publishes its frame, so a process receives each event once and hands it to its
+broadcaster, which encodes it once for all its subscribers.
+
+Pub/sub may lose a message (a dropped connection, a slow consumer killed by
+Redis). Nothing is lost for subscribers: the last seq received per job is kept;
+a message whose seq jumps makes the gap be read from the job's stream first, and
+every (re)subscription confirmation reads whatever was recorded since. So
+events reach subscribers in order, without gaps or duplicates.
+
+Lifecycle: :meth:`RedisFanout.run` (owned by the server's TaskGroup) reads
+messages until cancelled; the connection re-connects and re-subscribes by
+itself after an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio.client import PubSub
+
+from chimera.errors import ChimeraError
+from chimera.events import Event
+from chimera.store.redis import CONTROL_CHANNEL, UNREACHABLE, P, RedisStore, channel
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = P + "ch:"
+RETRY_DELAY = 0.5
+GAP_PAGE = 512
+
+
+@dataclass(slots=True)
+class _Followed:
+    last: int | None = None  # the last seq handed on; None until subscribed
+    ready: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class RedisFanout:
+    """:class:`chimera.actors.broadcaster.RemoteFeed` and
+    :class:`chimera.actors.jobs.CancelRelay` over Redis pub/sub."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        deliver: Callable[[Sequence[Event]], None],
+        gone: Callable[[list[str]], None],
+        cancel: Callable[[str], None],
+    ) -> None:
+        self._store = store
+        self._deliver = deliver
+        self._gone = gone
+        self._cancel = cancel
+        self._followed: dict[str, _Followed] = {}
+        self._pubsub: PubSub = store.client.pubsub()
+        self._commands: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
+
+    # -- RemoteFeed ----------------------------------------------------------------------
+
+    async def follow(self, job_id: str) -> None:
+        followed = self._followed.get(job_id)
+        if followed is None:
+            followed = self._followed[job_id] = _Followed()
+            self._commands.put_nowait((True, channel(job_id)))
+        await asyncio.shield(followed.ready)
+
+    def unfollow(self, job_id: str) -> None:
+        followed = self._followed.pop(job_id, None)
+        if followed is not None:
+            if not followed.ready.done():
+                followed.ready.set_result(None)
+            self._commands.put_nowait((False, channel(job_id)))
+
+    # -- CancelRelay -----------------------------------------------------------------------
+
+    async def request_cancel(self, job_id: str) -> None:
+        await self._store.client.publish(CONTROL_CHANNEL, f"cancel {job_id}")
+
+    # -- the actor -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sends (un)subscriptions and reads messages until cancelled."""
+        await self._retrying(self._pubsub.subscribe, CONTROL_CHANNEL)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._send_commands())
+            await self._read()
+
+    async def _send_commands(self) -> None:
+        while True:
+            subscribe, name = await self._commands.get()
+            if subscribe:
+                await self._retrying(self._pubsub.subscribe, name)
+            else:
+                await self._retrying(self._pubsub.unsubscribe, name)
+
+    async def _retrying(self, command: Callable[[str], Awaitable[Any]], name: str) -> None:
+        while True:
+            try:
+                await command(name)
+                return
+            except UNREACHABLE as exc:
+                log.warning("Redis pub/sub: %s; retrying", exc)
+            await asyncio.sleep(RETRY_DELAY)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except UNREACHABLE as exc:
+                log.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if message is None:
+                continue
+            # Reading the stream (a gap, a catch-up) is retried until Redis answers:
+            # nothing after it may be delivered before it, and nothing else can be
+            # read meanwhile anyway.
+            while True:
+                try:
+                    await self._handle(message)
+                    break
+                except ChimeraError as exc:
+                    log.warning("Redis fan-out: %s; retrying", exc)
+                    await asyncio.sleep(RETRY_DELAY)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        name = message["channel"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        kind = message["type"]
+        if name == CONTROL_CHANNEL:
+            if kind == "message":
+                verb, _, job_id = bytes(message["data"]).decode().partition(" ")
+                if verb == "cancel":
+                    self._cancel(job_id)
+            return
+        if not name.startswith(CHANNEL_PREFIX):
+            return
+        job_id = name[len(CHANNEL_PREFIX):]
+        followed = self._followed.get(job_id)
+        if followed is None:
+            return
+        if kind == "subscribe":
+            # Subscribed (again): anything recorded while we were not is read now.
+            if followed.last is None:
+                followed.last = await self._store.last_seq(job_id)
+                if not followed.ready.done():
+                    followed.ready.set_result(None)
+            else:
+                await self._catch_up(job_id, followed, None)
+        elif kind == "message" and followed.last is not None:
+            event = Event.from_frame(bytes(message["data"]).decode())
+            if event.seq <= followed.last:
+                return
+            if event.seq > followed.last + 1:
+                await self._catch_up(job_id, followed, event.seq - 1)
+                if event.seq != followed.last + 1:
+                    return
+            followed.last = event.seq
+            self._deliver([event])
+
+    async def _catch_up(self, job_id: str, followed: _Followed, until: int | None) -> None:
+        """Reads the job's events after ``followed.last`` from its stream (up to
+        ``until``, if given) and hands them on: the pub/sub messages that were lost."""
+        assert followed.last is not None
+        while until is None or followed.last < until:
+            read = await self._store.read_events(job_id, followed.last, GAP_PAGE)
+            if self._followed.get(job_id) is not followed:
+                return  # unfollowed meanwhile
+            page = [e for e in read if until is None or e.seq <= until]
+            if (page and page[0].seq != followed.last + 1) or (not page and until is not None):
+                # The stream lost them too (Redis lost its data): never a silent gap.
+                log.error("job %s: events after seq %d are missing from its stream",
+                          job_id, followed.last)
+                self._gone([job_id])
+                return
+            if page:
+                log.info("job %s: %d event(s) missed on pub/sub, read from the stream (%d..%d)",
+                         job_id, len(page), page[0].seq, page[-1].seq)
+                followed.last = page[-1].seq
+                self._deliver(page)
+            if len(read) < GAP_PAGE:
+                return

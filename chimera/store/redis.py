@@ -1,0 +1,521 @@
+"""The shared store: jobs and their event logs in Redis, for several Chimera processes.
+
+Keys (``chimera:`` prefix)::
+
+    epoch             a random value made when the data set is new; each process
+                      reads it at start and every write checks it, so a flushed or
+                      lost data set is noticed instead of being silently refilled
+    job:{id}          hash: record (the Job as created, JSON), state, seq (last seq),
+                      update, end, node (the process running it), owner (token
+                      sub), order, rid, and per team {team}:status, :model,
+                      :error, :code, :thoughts (count): what events change
+    thoughts:{id}:{team}  list of the team's thoughts (their events' data, JSON), so
+                      the latest N are one
+                      LRANGE (a stream has no index by team)
+    events:{id}       stream, entry id ``<seq>-0``, field ``f`` = the WebSocket frame:
+                      Redis itself refuses a duplicate or out-of-order seq
+    jobs              zset order -> job id (ListJobs, newest first)
+    owner:{sub}       the same per token sub (ListJobs for an own-jobs token)
+    running           set of running job ids (node-loss watchdog)
+    ended             zset end time (ms) -> job id (retention)
+    req:{owner}:{request_id}  job id: request-id idempotency, cluster-wide,
+                      scoped to the caller (token sub)
+    retired           set of job ids retention removed: never used again
+    order             counter behind ``jobs``
+    node:{node}       a process's lease (PX), renewed while it lives
+    retention         the retention sweeper's lock (one sweeper at a time)
+
+Channels: ``chimera:ch:{id}`` carries each event's frame as it is recorded (the
+same Lua call records and publishes it); ``chimera:control`` carries cancels.
+
+Every job write is one Lua script (atomic; one round trip), and a batch of
+jobs' writes is one pipeline: the group commit. An append writes the events and
+the few fields they change (:func:`chimera.job.changes`), never the whole job.
+An append is refused unless the epoch still matches, the job still exists,
+this process still runs it, and its first seq follows the recorded one;
+refused jobs are reported with :class:`chimera.errors.EventsRejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chimera.errors import AlreadyExists, ConfigError, EventsRejected, Unavailable
+from chimera.events import (
+    Event,
+    EventType,
+    JobState,
+    TeamName,
+    TeamStatus,
+    iso_timestamp,
+    parse_timestamp,
+)
+from chimera.job import LATEST_THOUGHTS, Job, changes, thought_of
+
+log = logging.getLogger(__name__)
+
+P = "chimera:"
+EPOCH = P + "epoch"
+JOBS = P + "jobs"
+RUNNING = P + "running"
+ENDED = P + "ended"
+ORDER = P + "order"
+RETIRED = P + "retired"
+RETENTION_LOCK = P + "retention"
+CONTROL_CHANNEL = P + "control"
+DEFAULT_WRITE_TIMEOUT = 10.0
+PASSWORD_ENV = "REDISCLI_AUTH"
+MAX_CONNECTIONS = 32  # per process (pub/sub takes one more)
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def job_key(job_id: str) -> str:
+    return f"{P}job:{job_id}"
+
+
+def stream_key(job_id: str) -> str:
+    return f"{P}events:{job_id}"
+
+
+def owner_key(owner: str) -> str:
+    return f"{P}owner:{owner}"
+
+
+def request_key(owner: str, request_id: str) -> str:
+    # JSON: no owner/request-id pair can collide with another.
+    return P + "req:" + json.dumps([owner, request_id], ensure_ascii=False)
+
+
+def lease_key(node: str) -> str:
+    return f"{P}node:{node}"
+
+
+def thoughts_key(job_id: str, team: TeamName) -> str:
+    return f"{P}thoughts:{job_id}:{team.value}"
+
+
+def channel(job_id: str) -> str:
+    return f"{P}ch:{job_id}"
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+_CREATE = """
+if redis.call('GET', KEYS[7]) ~= ARGV[1] then return {'epoch'} end
+if ARGV[6] ~= '' then
+  local existing = redis.call('GET', KEYS[5])
+  if existing and redis.call('EXISTS', ARGV[7] .. existing) == 1 then
+    return {'repeat', existing}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+if redis.call('SISMEMBER', KEYS[8], ARGV[2]) == 1 then return {'exists'} end
+local n = redis.call('INCR', KEYS[6])
+redis.call('HSET', KEYS[1], 'record', ARGV[3], 'state', 'running', 'seq', 0,
+           'node', ARGV[5], 'owner', ARGV[4], 'order', n, 'rid', ARGV[8])
+redis.call('ZADD', KEYS[2], n, ARGV[2])
+redis.call('ZADD', KEYS[3], n, ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[2])
+if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[2]) end
+return {'created'}
+"""
+
+# ARGV: epoch, node, first seq, changed fields (JSON object), counts to add (JSON
+# object), thoughts (JSON object team -> list), end score ('' unless it ended),
+# channel, job id, thoughts key prefix, then the frames.
+_APPEND = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'epoch' end
+local h = redis.call('HMGET', KEYS[1], 'node', 'seq')
+if not h[1] then return 'gone' end
+if h[1] ~= ARGV[2] then return 'owner' end
+local first = tonumber(ARGV[3])
+if tonumber(h[2]) ~= first - 1 then
+  -- A retry of a write that did reach Redis (the connection dropped before the
+  -- answer came back): already recorded, so it succeeded.
+  if tonumber(h[2]) == first + #ARGV - 11 then
+    local e = redis.call('XRANGE', KEYS[2], first .. '-0', first .. '-0')
+    if e[1] and e[1][2][2] == ARGV[11] then return 'ok' end
+  end
+  return 'seq'
+end
+for i = 11, #ARGV do
+  redis.call('XADD', KEYS[2], (first + i - 11) .. '-0', 'f', ARGV[i])
+end
+for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, v) end
+for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HINCRBY', KEYS[1], k, v) end
+for team, list in pairs(cjson.decode(ARGV[6])) do
+  for _, t in ipairs(list) do redis.call('RPUSH', ARGV[10] .. team, t) end
+end
+if ARGV[7] ~= '' then
+  redis.call('SREM', KEYS[4], ARGV[9])
+  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[9])
+end
+for i = 11, #ARGV do redis.call('PUBLISH', ARGV[8], ARGV[i]) end
+return 'ok'
+"""
+
+# Takes over a running job whose process's lease has expired: exactly one
+# survivor gets 1 (the others see the job already taken).
+_CLAIM = """
+local h = redis.call('HMGET', KEYS[1], 'node', 'state')
+if not h[1] or h[2] ~= 'running' then
+  redis.call('SREM', KEYS[2], ARGV[3])
+  return 0
+end
+if h[1] == ARGV[2] then return 0 end
+if redis.call('EXISTS', ARGV[1] .. h[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'node', ARGV[2])
+return 1
+"""
+
+_REMOVE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  local h = redis.call('HMGET', ARGV[3] .. 'job:' .. id, 'owner', 'rid')
+  redis.call('SADD', ARGV[3] .. 'retired', id)
+  redis.call('DEL', ARGV[3] .. 'job:' .. id, ARGV[3] .. 'events:' .. id)
+  for i = 4, #ARGV do redis.call('DEL', ARGV[3] .. 'thoughts:' .. id .. ':' .. ARGV[i]) end
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  if h[1] then redis.call('ZREM', ARGV[3] .. 'owner:' .. h[1], id) end
+  if h[2] and h[2] ~= '' then redis.call('DEL', h[2]) end
+end
+return ids
+"""
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    """:class:`chimera.store.base.Store` on Redis, shared by every process of a cluster.
+
+    ``node`` names this process: the jobs it creates are recorded as running
+    here, and it may append only to those (and to jobs it takes over).
+    """
+
+    def __init__(
+        self, url: str, *, node: str | None = None, write_timeout: float = DEFAULT_WRITE_TIMEOUT
+    ) -> None:
+        self.url = url
+        self.node = node or secrets.token_hex(6)
+        self.write_timeout = write_timeout
+        extra: dict[str, Any] = {}
+        if urlsplit(url).password is None and os.environ.get(PASSWORD_ENV):
+            extra["password"] = os.environ[PASSWORD_ENV]  # as redis-cli reads it
+        try:
+            # Blocking: a burst of reads (1,000 subscribers reading history at once)
+            # waits for a free connection instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=MAX_CONNECTIONS, timeout=None,
+                socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+                **extra,
+            )
+            self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        except ValueError as exc:
+            raise ConfigError(f"--redis {safe_url(url)!r} is not a Redis URL: {exc}") from exc
+        self.epoch = ""
+        # Jobs of this process whose events could not be written (Redis unreachable
+        # past write_timeout): closed as failed once Redis answers again.
+        self._stranded: set[str] = set()
+        self._create = self.client.register_script(_CREATE)
+        self._append = self.client.register_script(_APPEND)
+        self._claim = self.client.register_script(_CLAIM)
+        self._remove = self.client.register_script(_REMOVE)
+
+    async def open(self) -> None:
+        try:
+            await self.client.ping()
+            await self.refresh_epoch()
+        except UNREACHABLE as exc:
+            raise ConfigError(
+                f"cannot reach Redis at {safe_url(self.url)}: {exc}. Start it, or fix "
+                "--redis / CHIMERA_REDIS_URL"
+            ) from exc
+        except RedisError as exc:  # e.g. a wrong password
+            raise ConfigError(f"Redis at {safe_url(self.url)} refused us: {exc}") from exc
+
+    async def refresh_epoch(self) -> str:
+        """Reads the data set's epoch, making one if the data set is new (or was lost)."""
+        await self.client.set(EPOCH, secrets.token_hex(8), nx=True)
+        self.epoch = _text(await self.client.get(EPOCH))
+        return self.epoch
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def create_job(self, job: Job) -> tuple[Job, bool]:
+        for _ in range(2):
+            keys = [
+                job_key(job.job_id), JOBS, owner_key(job.owner), RUNNING,
+                request_key(job.owner, job.request_id) if job.request_id else P + "req:",
+                ORDER, EPOCH, RETIRED,
+            ]
+            args = [self.epoch, job.job_id, job.to_json(), job.owner, self.node,
+                    job.request_id, P + "job:",
+                    request_key(job.owner, job.request_id) if job.request_id else ""]
+            async with _translated():
+                result = await self._create(keys=keys, args=args)
+            verdict = _text(result[0])
+            if verdict == "epoch":  # the data set was lost: new jobs start a new epoch
+                log.error("Redis lost its data (epoch changed); starting a new epoch")
+                await self.refresh_epoch()
+                continue
+            if verdict == "repeat":
+                existing = await self.get_job(_text(result[1]), LATEST_THOUGHTS)
+                if existing is None:  # removed in between: try again, as new
+                    continue
+                return existing, False
+            if verdict == "exists":
+                raise AlreadyExists(
+                    f"job_id {job.job_id!r} is not available (taken or used before); "
+                    "choose another or leave it empty"
+                )
+            return job, True
+        raise Unavailable("Redis keeps changing its epoch: try again")
+
+    async def get_job(self, job_id: str, thoughts: int | None = None) -> Job | None:
+        async with _translated():
+            fields: dict[bytes, bytes] = await self.client.hgetall(
+                job_key(job_id)
+            )  # type: ignore[assignment]
+            if not fields:
+                return None
+            return await self._job(job_id, fields, thoughts)
+
+    async def _job(
+        self, job_id: str, fields: dict[bytes, bytes], thoughts: int | None
+    ) -> Job | None:
+        """The job from its hash (``fields``), with the latest ``thoughts`` thoughts of
+        each team (all when ``None``)."""
+        if b"record" not in fields:
+            return None
+        job = Job.from_json(_text(fields[b"record"]))
+        job.state = JobState(_text(fields[b"state"]))
+        job.last_sequence = int(fields[b"seq"])
+        if b"update" in fields:
+            job.update_time = parse_timestamp(_text(fields[b"update"]))
+        if fields.get(b"end"):
+            job.end_time = parse_timestamp(_text(fields[b"end"]))
+        for name, run in job.teams.items():
+            get = fields.get
+            team = name.value
+            if (status := get(f"{team}:status".encode())) is not None:
+                run.status = TeamStatus(_text(status))
+            if (model := get(f"{team}:model".encode())) is not None:
+                run.model = _text(model)
+            if (error := get(f"{team}:error".encode())) is not None:
+                run.error = _text(error)
+            if (code := get(f"{team}:code".encode())) is not None:
+                run.code, run.language, run.token_count = json.loads(code)
+            run.thought_count = int(get(f"{team}:thoughts".encode(), 0))
+            if thoughts != 0:
+                start = 0 if thoughts is None else -thoughts
+                texts = await self.client.lrange(thoughts_key(job_id, name), start, -1)
+                run.thoughts = [thought_of(json.loads(t)) for t in texts]
+        return job
+
+    async def list_jobs(
+        self, limit: int, before: int | None, owner: str | None = None,
+        thoughts: int | None = None,
+    ) -> tuple[list[Job], int | None]:
+        key = JOBS if owner is None else owner_key(owner)
+        top = f"({before}" if before is not None else "+inf"
+        async with _translated():
+            rows: list[tuple[bytes, float]] = await self.client.zrevrangebyscore(
+                key, top, "-inf", start=0, num=limit + 1, withscores=True
+            )  # type: ignore[assignment]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for job_id, _ in rows:
+                    pipe.hgetall(job_key(_text(job_id)))
+                hashes = await pipe.execute()
+            jobs = []
+            for (job_id, _), fields in zip(rows, hashes, strict=True):
+                job = await self._job(_text(job_id), fields, thoughts) if fields else None
+                if job is not None:
+                    jobs.append(job)
+        cursor = int(rows[-1][1]) if more and rows else None
+        return jobs, cursor
+
+    async def append(self, events: Sequence[Event]) -> None:
+        by_job: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            by_job[event.job_id].append(event)
+        calls = []
+        for change in changes(events):
+            batch = by_job[change.job_id]
+            fields: dict[str, str | int] = {
+                "seq": change.last_sequence, "update": iso_timestamp(change.update_time),
+            }
+            counts: dict[str, int] = {}
+            end = ""
+            if change.state is not None:
+                fields["state"] = change.state.value
+                if change.end_time is not None:
+                    fields["end"] = iso_timestamp(change.end_time)
+                    end = str(_ms(change.end_time))
+            for name, team in change.teams.items():
+                if team.status is not None:
+                    fields[f"{name.value}:status"] = team.status.value
+                if team.model is not None:
+                    fields[f"{name.value}:model"] = team.model
+                if team.error is not None:
+                    fields[f"{name.value}:error"] = team.error
+                if team.code is not None:
+                    fields[f"{name.value}:code"] = json.dumps(list(team.code))
+                if team.thoughts_added:
+                    counts[f"{name.value}:thoughts"] = team.thoughts_added
+            thoughts: dict[str, list[str]] = defaultdict(list)
+            for event in batch:
+                if event.type is EventType.THOUGHT_ADDED and event.team is not None:
+                    thoughts[event.team.value].append(json.dumps(dict(event.data)))
+            calls.append((change.job_id, [
+                job_key(change.job_id), stream_key(change.job_id), EPOCH, RUNNING, ENDED,
+            ], [
+                self.epoch, self.node, batch[0].seq, json.dumps(fields), json.dumps(counts),
+                json.dumps(thoughts), end, channel(change.job_id), change.job_id,
+                f"{P}thoughts:{change.job_id}:", *(e.frame for e in batch),
+            ]))
+        if not calls:
+            return
+        results = await self._write(calls)
+        refused = {job_id: _text(r) for (job_id, _, _), r in zip(calls, results, strict=True)
+                   if _text(r) != "ok"}
+        if refused:
+            if "epoch" in refused.values():
+                log.error("Redis lost its data (epoch changed): running jobs cannot go on")
+                await self.refresh_epoch()
+            raise EventsRejected(refused)
+
+    async def _write(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """One pipeline of append scripts; retried while Redis is unreachable, for at
+        most ``write_timeout`` seconds (then every job in it is refused)."""
+        deadline = time.monotonic() + self.write_timeout
+        delay = 0.05
+        while True:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for _, keys, args in calls:
+                        await self._append(keys=keys, args=args, client=pipe)
+                    return list(await pipe.execute(raise_on_error=False))
+            except UNREACHABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    reason = (f"events could not be recorded: Redis unreachable for "
+                              f"{self.write_timeout:g} s ({exc})")
+                    self._stranded.update(job_id for job_id, _, _ in calls)
+                    raise EventsRejected({job_id: reason for job_id, _, _ in calls}) from exc
+                log.warning("Redis unreachable while recording events; retrying: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def read_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
+        async with _translated():
+            rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.client.xrange(
+                stream_key(job_id), f"{after_seq + 1}-0", "+", limit
+            )  # type: ignore[assignment]
+        return [Event.from_frame(_text(fields[b"f"])) for _, fields in rows]
+
+    async def last_seq(self, job_id: str) -> int:
+        """The job's last recorded seq (0 for none, or no such job)."""
+        async with _translated():
+            seq = await self.client.hget(job_key(job_id), "seq")
+        return int(seq) if seq is not None else 0
+
+    async def unfinished_jobs(self) -> list[Job]:
+        """Running jobs whose process is gone (its lease expired), each taken over
+        by this process: exactly one process gets each such job. Also this
+        process's own jobs whose events it could not write (they were stopped)."""
+        async with _translated():
+            running = [_text(j) for j in await self.client.smembers(RUNNING)]
+            claimed = []
+            for job_id in list(self._stranded):
+                self._stranded.discard(job_id)
+                node = await self.client.hget(job_key(job_id), "node")
+                job = await self.get_job(job_id, 0)
+                if node is not None and _text(node) == self.node and job and not job.finished:
+                    claimed.append(job)
+            for job_id in running:
+                if await self._claim(
+                    keys=[job_key(job_id), RUNNING], args=[P + "node:", self.node, job_id]
+                ):
+                    job = await self.get_job(job_id, 0)
+                    if job is not None:
+                        claimed.append(job)
+        return claimed
+
+    async def remove_finished_before(self, cutoff: datetime, limit: int) -> list[str]:
+        """Removes old finished jobs, if this process holds the retention lock (one
+        sweeper in the cluster at a time; the lock lapses if its holder dies)."""
+        async with _translated():
+            if (
+                not await self.client.set(RETENTION_LOCK, self.node, nx=True, px=30_000)
+                and _text(await self.client.get(RETENTION_LOCK)) != self.node
+            ):
+                return []
+            ids = await self._remove(
+                keys=[ENDED, JOBS], args=[_ms(cutoff), limit, P, *(t.value for t in TeamName)]
+            )
+        return [_text(i) for i in ids]
+
+    # -- the cluster's bookkeeping --------------------------------------------------------
+
+    async def renew_lease(self, ttl: float) -> None:
+        async with _translated():
+            await self.client.set(lease_key(self.node), "1", px=int(ttl * 1000))
+
+    async def drop_lease(self) -> None:
+        async with _translated():
+            await self.client.delete(lease_key(self.node))
+
+    async def running_state(self, job_id: str) -> JobState | None:
+        async with _translated():
+            state = await self.client.hget(job_key(job_id), "state")
+        return JobState(_text(state)) if state is not None else None
+
+
+class _translated:
+    """Redis being unreachable reaches callers as :class:`Unavailable`."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        if exc is not None and isinstance(exc, UNREACHABLE):
+            raise Unavailable("the store (Redis) is unreachable: try again shortly") from exc
+        if exc is not None and isinstance(exc, RedisError):
+            raise Unavailable(f"the store (Redis) failed: {exc}") from exc

@@ -1,0 +1,444 @@
+"""Scale-out: real ``chimera serve --redis`` processes sharing one real redis-server.
+
+Each test starts its own redis-server (free port, temporary directory, append-only
+file on) and its own nodes; nothing is mocked. Jobs are the simulated teams with
+short pauses, so each test takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from chimera.v1 import jobs_pb2 as pb
+from tests.conftest import StartServer, job_events, read_until_closed, run_job, ws_connect
+from tests.redis_fixture import (
+    Node,
+    RedisServer,
+    chimera_nodes,
+    free_port,
+    needs_redis,
+    read_text,
+    redis_server,
+    spawn,
+    start_node,
+)
+from tests.test_resume import fast_job, read_until_refused
+
+pytestmark = needs_redis
+
+NODE_LOST_BOUND = 10.0  # seconds, as the README promises
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    async with redis_server(tmp_path / "redis") as server:
+        yield server
+
+
+async def watch_ws(node: Node, job_id: str, since: int = 0) -> list[dict[str, Any]]:
+    ws = await ws_connect(node.ws_url(job_id, since))
+    return job_events(await asyncio.wait_for(read_until_closed(ws), 30))
+
+
+async def watch_grpc(node: Node, job_id: str, after: int = 0) -> list[int]:
+    async with node.client() as client:
+        return [e.sequence async for e in client.events(job_id, after)]
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_a_job_on_a_is_watched_read_listed_and_resumed_on_b_and_c(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 3) as (a, b, c):
+        # Subscribers on B and C are connected (waiting) before A creates the job.
+        ws_b = await ws_connect(b.ws_url("shared"))
+        ws_c = await ws_connect(c.ws_url("shared"))
+        for ws in (ws_b, ws_c):
+            assert json.loads(await ws.recv())["type"] == "connected"
+        async with a.client() as client:
+            await client.create("a login form", job_id="shared", request_id="r-1")
+        on_c_grpc = asyncio.create_task(watch_grpc(c, "shared"))
+        seen_b, seen_c, seen_c_grpc = await asyncio.gather(
+            read_until_closed(ws_b), read_until_closed(ws_c), on_c_grpc
+        )
+        seen_b, seen_c = job_events(seen_b), job_events(seen_c)
+        seqs = [m["seq"] for m in seen_b]
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 5  # gap-free
+        assert seen_b == seen_c  # identical frames
+        assert seen_c_grpc == seqs
+        assert seen_b[-1]["data"]["status"] == "succeeded"
+
+        jobs = {}
+        for node in (a, b, c):
+            async with node.client() as client:
+                jobs[node.name] = await client.get("shared")
+                listed = await client.list()
+                assert [j.job_id for j in listed.jobs] == ["shared"]
+        assert jobs["a"] == jobs["b"] == jobs["c"]
+        assert jobs["c"].state == pb.JOB_STATE_SUCCEEDED
+        assert jobs["c"].last_sequence == len(seqs)
+        # The stored job is the fold of its events: thoughts (ids, texts) and code.
+        for team in jobs["c"].teams:
+            name = pb.Team.Name(team.team).removeprefix("TEAM_").lower()
+            mine = [m for m in seen_b if m.get("team") == name]
+            thoughts = [m["data"] for m in mine if m["type"] == "thought_added"]
+            assert [(t.id, t.text) for t in team.thoughts] == [
+                (d["id"], d["text"]) for d in thoughts
+            ]
+            assert team.thought_count == len(thoughts) > 0
+            assert team.code == next(m["data"]["code"] for m in mine
+                                     if m["type"] == "code_generated")
+
+        # ?since=k on another node gives exactly the rest.
+        k = len(seqs) // 2
+        rest = await watch_ws(c, "shared", since=k)
+        assert rest == seen_b[k:]
+
+        # The same request_id on another node is the same job, not a new one.
+        async with b.client() as client:
+            again = await client.create("a login form", request_id="r-1")
+            assert again.job_id == "shared"
+            assert len((await client.list()).jobs) == 1
+
+
+async def test_cancel_on_c_cancels_the_job_running_on_a(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 3, "--sim-delay", "0.5") as (a, b, c):
+        async with a.client() as client:
+            await client.create("a counter", job_id="long")
+        watcher = asyncio.create_task(watch_ws(b, "long"))
+        async with c.client() as client:
+            async with contextlib.aclosing(client.events("long")) as events:
+                async for event in events:
+                    if event.sequence >= 2:
+                        break  # running on A
+            cancelled = await asyncio.wait_for(client.cancel("long"), 10)
+        assert cancelled.state == pb.JOB_STATE_CANCELLED
+        seen = await watcher
+        assert seen[-1]["data"]["status"] == "cancelled"
+        assert [m["seq"] for m in seen] == list(range(1, len(seen) + 1))
+        assert "job long finished: cancelled" in a.read_log()  # it ran, and ended, on A
+
+
+async def test_owner_killed_mid_job_is_failed_node_lost_once_and_b_sees_the_end(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 2) as (b, c):
+        a = await start_node(redis, tmp_path, "owner", "--sim-delay", "0.5")
+        try:
+            async with a.client() as client:
+                await client.create("a counter", job_id="orphan")
+            ws = await ws_connect(b.ws_url("orphan"))
+            seen: list[dict[str, Any]] = []
+            async for raw in ws:
+                message = json.loads(raw)
+                if "seq" in message:
+                    seen.append(message)
+                if len(seen) >= 3:
+                    break  # the job is under way on A
+            a.kill()
+            killed = time.monotonic()
+            seen += job_events(await asyncio.wait_for(read_until_closed(ws), NODE_LOST_BOUND))
+            elapsed = time.monotonic() - killed
+        finally:
+            a.kill()
+            await a.process.wait()
+        assert elapsed < NODE_LOST_BOUND
+        seqs = [m["seq"] for m in seen]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert seen[-1]["type"] == "status_change" and seen[-1]["data"]["status"] == "failed"
+        errors = [m["data"]["error"] for m in seen if m["type"] == "error"]
+        assert errors and set(errors) == {"interrupted: node lost"}
+        async with c.client() as client:
+            job = await client.get("orphan")
+        assert job.state == pb.JOB_STATE_FAILED
+        assert all(t.error == "interrupted: node lost" for t in job.teams if t.status ==
+                   pb.TEAM_STATUS_ERROR)
+        # Exactly once, though B and C both watch for lost nodes: one final event.
+        async with redis.client() as r:
+            rows: list[Any] = await r.xrange("chimera:events:orphan")  # type: ignore[assignment]
+            frames = [json.loads(f[b"f"]) for _, f in rows]
+        finals = [f for f in frames if f["type"] == "status_change" and "team" not in f
+                  and f["data"]["status"] != "running"]
+        assert len(finals) == 1
+        assert [f["seq"] for f in frames] == seqs
+
+
+async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 2) as (a, b):
+        async with a.client() as client:
+            await client.create("a counter", job_id="kept")
+        before = await watch_ws(b, "kept")
+        await redis.restart()  # SIGTERM, then the same --dir: the append-only file replays
+        after = await watch_ws(b, "kept")
+        assert after == before  # history intact
+        # The nodes recover: a new job runs and is watched across nodes again.
+        for _ in range(100):
+            try:
+                async with b.client() as client:
+                    await client.create("a counter", job_id="after-restart")
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                await asyncio.sleep(0.1)
+        seen = await watch_ws(a, "after-restart")
+        assert seen[-1]["data"]["status"] == "succeeded"
+
+        async with redis.client() as r:
+            await r.flushall()
+        ws = await ws_connect(a.ws_url("kept", since=3))
+        messages = await asyncio.wait_for(read_until_refused(ws), 10)
+        assert ws.close_code == 4410
+        assert "history gone" in messages[-1]["data"]["error"]
+        async with b.client() as client:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                [e async for e in client.events("kept", 3)]
+        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_a_lost_pubsub_message_is_filled_from_the_stream(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 1) as (b,):
+        a = await start_node(redis, tmp_path, "owner", "--sim-delay", "0.1")
+        try:
+            async with a.client() as client:
+                await client.create("a counter", job_id="lossy")
+            ws = await ws_connect(b.ws_url("lossy"))
+            seen: list[dict[str, Any]] = []
+            async for raw in ws:
+                message = json.loads(raw)
+                if "seq" in message:
+                    seen.append(message)
+                if len(seen) >= 2:
+                    break
+            # A real fault: Redis drops every pub/sub connection; what A publishes
+            # until B has reconnected never reaches B over pub/sub.
+            async with redis.client() as r:
+                killed = await r.client_kill_filter(_type="pubsub")
+            assert killed >= 1
+            seen += job_events(await asyncio.wait_for(read_until_closed(ws), 30))
+        finally:
+            await a.stop()
+        # The fault did cost B pub/sub messages, and B read them from the stream.
+        assert "missed on pub/sub, read from the stream" in b.read_log()
+        seqs = [m["seq"] for m in seen]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert seen[-1]["data"]["status"] == "succeeded"
+
+
+async def test_redis_down_means_not_ready_and_unavailable_then_catch_up(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 1) as (b,):
+        a = await start_node(redis, tmp_path, "owner", "--sim-delay", "0.3")
+        try:
+            ready = f"http://127.0.0.1:{b.ws_port}/readyz"
+            assert await asyncio.to_thread(http_status, ready) == 200
+            async with a.client() as client:
+                await client.create("a counter", job_id="through")
+            ws = await ws_connect(b.ws_url("through"))
+            first = json.loads(await ws.recv())
+            assert first["type"] == "connected"
+            await redis.stop()
+            for _ in range(100):  # until B's next lease renewal notices
+                if await asyncio.to_thread(http_status, ready) == 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert await asyncio.to_thread(http_status, ready) == 503
+            async with b.client() as client:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await client.create("a counter")
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            await redis.start()
+            # The subscriber stayed connected and gets everything, in order, to the end.
+            seen = job_events(await asyncio.wait_for(read_until_closed(ws), 30))
+            for _ in range(100):
+                if await asyncio.to_thread(http_status, ready) == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert await asyncio.to_thread(http_status, ready) == 200
+        finally:
+            await a.stop()
+        seqs = [m["seq"] for m in seen]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert seen[-1]["data"]["status"] == "succeeded"
+
+
+async def test_unreachable_redis_refuses_to_start_without_showing_the_password(
+    tmp_path: Path,
+) -> None:
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    with pytest.raises(AssertionError) as caught:
+        await spawn("x", tmp_path / "x.log", ["serve", "--redis", url, "--grpc-port", "0",
+                                              "--ws-port", "0", "--no-metrics"])
+    text = str(caught.value)
+    assert "cannot reach Redis at redis://:***@127.0.0.1" in text
+    assert "hunter2" not in text
+
+
+async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    grpc_port, ws_port = free_port(), free_port()
+    log = tmp_path / "workers.log"
+    parent, _, _ = await spawn("workers", log, [
+        "serve", "--redis", redis.url, "--workers", "2", "--grpc-port", str(grpc_port),
+        "--ws-port", str(ws_port), "--sim-delay", "0", "--no-metrics",
+    ])
+    try:
+        node = Node("w", parent, log, grpc_port, ws_port)
+        await _serving_lines(log, 2)  # both workers listen
+        owners = await _job_owners(node, redis, "first", 30)
+        assert len(owners) == 2  # both workers accepted jobs on the one port
+        pids = [int(p) for p in _worker_pids(read_text(log))]
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        for _ in range(200):
+            if len(_worker_pids(read_text(log))) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert len(_worker_pids(read_text(log))) == 3  # started again
+        assert "exited with -9; starting it again" in read_text(log)
+        await _serving_lines(log, 3)  # the new worker listens too
+        owners = await _job_owners(node, redis, "second", 30)
+        assert len(owners) == 2
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(parent.wait(), 30) == 0
+    assert "all workers stopped" in read_text(log)
+
+
+async def _serving_lines(log: Path, count: int) -> None:
+    for _ in range(400):
+        if read_text(log).count("serving gRPC on") >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} workers serving:\n{read_text(log)}")
+
+
+def _worker_pids(text: str) -> list[str]:
+    return re.findall(r"worker \d started \(pid (\d+)\)", text)
+
+
+async def _job_owners(node: Node, redis: RedisServer, prefix: str, count: int) -> set[str]:
+    """Creates ``count`` jobs, each on a new connection (the kernel spreads those
+    over the workers); returns the set of processes that ran them."""
+    for i in range(count):
+        async with node.client() as client:
+            await client.create("a counter", job_id=f"{prefix}-{i}")
+    async with redis.client() as r:
+        return {str(await r.hget(f"chimera:job:{prefix}-{i}", "node")) for i in range(count)}
+
+
+async def test_200_random_reconnects_to_random_nodes_lose_and_repeat_nothing(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # Three servers in this process, sharing nothing but the real Redis (each its own
+    # store connection, fan-out subscription and lease): a long scripted job on the first.
+    nodes = [await start_server(fast_job(400), redis_url=redis.url) for _ in range(3)]
+    rng = random.Random(12)
+    received: list[int] = []
+    async with nodes[0].client() as client:
+        await client.create("a counter", job_id="hopping")
+    for cycle in range(200):
+        since = received[-1] if received else 0
+        node = rng.choice(nodes)
+        ws = await ws_connect(node.ws_url("hopping", f"since={since}"), max_queue=None)
+        assert json.loads(await ws.recv())["data"]["since"] == since
+        try:
+            for _ in range(rng.randint(0, 8)):
+                message = json.loads(await ws.recv())
+                if "seq" in message:
+                    received.append(message["seq"])
+        except ConnectionClosed:
+            assert ws.close_code == 1000  # the job finished meanwhile
+        if cycle % 2:
+            await ws.close()
+        else:
+            assert ws.transport is not None
+            ws.transport.abort()  # a dropped connection, no closing handshake
+    final = await ws_connect(rng.choice(nodes).ws_url("hopping", f"since={received[-1]}"))
+    received += [m["seq"] for m in job_events(await read_until_closed(final))]
+    async with nodes[2].client() as client:
+        job = await client.get("hopping")
+    assert received == list(range(1, job.last_sequence + 1))  # no gap, no duplicate
+    assert job.last_sequence > 400
+
+
+async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_gone(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    keeper = await start_server(redis_url=redis.url, retention=0.5, retention_interval=0.2)
+    other = await start_server(redis_url=redis.url)
+    await run_job(other, "old")
+    async with redis.client() as r:
+        for _ in range(100):  # until a sweep has run after the job ended 0.5 s ago
+            if not await r.exists("chimera:job:old"):
+                break
+            await asyncio.sleep(0.1)
+        assert not await r.exists("chimera:job:old", "chimera:events:old")
+        assert await r.zcard("chimera:jobs") == 0
+    for node in (keeper, other):
+        ws = await ws_connect(node.ws_url("old", "since=2"))
+        await read_until_refused(ws)
+        assert ws.close_code == 4410
+
+
+async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    async with chimera_nodes(redis, tmp_path, 1) as (b,):
+        a = await start_node(
+            redis, tmp_path, "owner", "--sim-delay", "0.2", "--redis-write-timeout", "1"
+        )
+        try:
+            async with a.client() as client:
+                await client.create("a counter", job_id="stranded")
+            ws = await ws_connect(a.ws_url("stranded"))
+            seen = [json.loads(await ws.recv()) for _ in range(3)]
+            await redis.stop()
+            # A's subscriber is told, not left waiting: its job's events are not recorded.
+            seen += job_events(await asyncio.wait_for(read_until_refused(ws), 30))
+            assert ws.close_code == 1001
+            assert "events not recorded" in a.read_log()
+            await redis.start()
+            # Once Redis answers again the job is closed as failed, with its final event.
+            async with b.client() as client:
+                for _ in range(200):
+                    job = await client.get("stranded")
+                    if job.state != pb.JOB_STATE_RUNNING:
+                        break
+                    await asyncio.sleep(0.05)
+            assert job.state == pb.JOB_STATE_FAILED
+            tail = await watch_ws(b, "stranded")
+        finally:
+            await a.stop()
+        assert [m["seq"] for m in tail] == list(range(1, len(tail) + 1))
+        assert tail[-1]["data"]["status"] == "failed"
