@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import StartServer, job_events, read_until_closed, run_job, ws_connect
+from tests.metrics_scrape import scrape, value
 from tests.redis_fixture import (
     Node,
     RedisServer,
@@ -306,11 +307,11 @@ async def test_unreachable_redis_refuses_to_start_without_showing_the_password(
 async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
     redis: RedisServer, tmp_path: Path
 ) -> None:
-    grpc_port, ws_port = free_port(), free_port()
+    grpc_port, ws_port, metrics_port = free_port(), free_port(), free_port()
     log = tmp_path / "workers.log"
     parent, _, _ = await spawn("workers", log, [
         "serve", "--redis", redis.url, "--workers", "2", "--grpc-port", str(grpc_port),
-        "--ws-port", str(ws_port), "--sim-delay", "0", "--no-metrics",
+        "--ws-port", str(ws_port), "--sim-delay", "0", "--metrics-port", str(metrics_port),
     ])
     try:
         node = Node("w", parent, log, grpc_port, ws_port)
@@ -329,6 +330,10 @@ async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
         await _serving_lines(log, 3)  # the new worker listens too
         owners = await _job_owners(node, redis, "second", 30)
         assert len(owners) == 2
+        # One scrape shows every worker, the killed one's jobs included.
+        for _ in range(4):
+            samples = await scrape(metrics_port)
+            assert value(samples, "chimera_jobs_created_total") == 60
     finally:
         parent.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(parent.wait(), 30) == 0

@@ -20,6 +20,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from chimera.observability.listener import worker_exited, worker_metrics
+
 log = logging.getLogger(__name__)
 
 RESTART_PAUSE = 0.5
@@ -66,10 +68,13 @@ async def supervise(argv: Sequence[str], workers: int) -> int:
             stop.cancel()
             log.warning("worker %d (pid %d) exited with %s; starting it again",
                         index, process.pid, process.returncode)
+            worker_exited(process.pid)
             await asyncio.sleep(RESTART_PAUSE)
 
-    async with asyncio.TaskGroup() as tg:
-        for index in range(workers):
-            tg.create_task(keep(index))
+    # One PROMETHEUS_MULTIPROC_DIR for the workers: one scrape of the shared port shows all.
+    with worker_metrics():
+        async with asyncio.TaskGroup() as tg:
+            for index in range(workers):
+                tg.create_task(keep(index))
     log.info("all workers stopped")
     return 0
