@@ -193,16 +193,7 @@ async def _bare_grpc_server(conn: Connection) -> None:
 
 
 def server_main(kind: str, conn: Connection, db: str) -> None:
-    fan.raise_fd_limit()
-    profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each server into it
-    if profile:
-        import cProfile
-
-        with cProfile.Profile() as profiler:
-            server_main_unprofiled(kind, conn, db)
-        profiler.dump_stats(f"{profile}/{kind}-{os.getpid()}.prof")
-    else:
-        server_main_unprofiled(kind, conn, db)
+    fan.run_profiled(server_main_unprofiled, kind, conn, db)
 
 
 def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:

@@ -201,16 +201,23 @@ async def _bare_server(conn: Connection) -> None:
 
 
 def server_main(kind: str, conn: Connection, db: str) -> None:
+    run_profiled(server_main_unprofiled, kind, conn, db)
+
+
+def run_profiled(
+    serve: Callable[[str, Connection, str], None], kind: str, conn: Connection, db: str
+) -> None:
+    """Runs one benchmark server (also for scripts/bench.py), under cProfile when asked."""
     raise_fd_limit()
     profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each server into it
     if profile:
         import cProfile
 
         with cProfile.Profile() as profiler:
-            server_main_unprofiled(kind, conn, db)
+            serve(kind, conn, db)
         profiler.dump_stats(f"{profile}/{kind}-{os.getpid()}.prof")
     else:
-        server_main_unprofiled(kind, conn, db)
+        serve(kind, conn, db)
 
 
 def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
