@@ -349,9 +349,9 @@ async def test_stall_mid_stream_times_out_then_is_reported(
     api: FakeAnthropicAPI, make_provider: MakeProvider
 ) -> None:
     events = message_events()
-    api.default = stream_reply([*events[:5], Pause(1.0), *events[5:]])
+    api.default = stream_reply([*events[:5], Pause(2.0), *events[5:]])
 
-    _, error = await collect_failure(make_provider(timeout=0.2, max_retries=1))
+    _, error = await collect_failure(make_provider(timeout=0.5, max_retries=1))
 
     assert str(error) == "Anthropic API did not answer in time"
     assert len(api.requests) == 2
