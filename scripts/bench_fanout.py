@@ -5,6 +5,7 @@
     .venv/bin/python scripts/bench_fanout.py -n 100 --memory 0
     .venv/bin/python scripts/bench_fanout.py --redis     # SQLite vs Redis vs 2 processes
     .venv/bin/python scripts/bench_fanout.py -n 1000 --memory 0 --metrics   # metrics on vs off
+    .venv/bin/python scripts/bench_fanout.py --tree before=../chimera-old   # this tree vs another
 
 For each N, each server runs in a process of its own and N WebSocket clients
 in another. The Chimera server is the real thing (job manager, supervisor, team
@@ -33,6 +34,10 @@ publish-to-receive p50/p99).
 ``--metrics`` also runs Chimera with its metrics on (``chimera+m``: the
 /metrics listener, per-delivery counting), alternating with the plain runs,
 and prints on/off.
+``--tree LABEL=DIR`` (repeatable) also runs the Chimera of another checkout
+(``chimera@LABEL``: DIR's ``chimera`` package with this environment's
+dependencies, e.g. a ``git worktree`` of an older commit), alternating with
+the others, so a change is measured before and after against one anchor.
 
 Limits: M is chosen so that one subscriber's share (M x ~300 B) stays within
 Chimera's default 1 MiB per-subscriber bound, as a real stream does; the
@@ -128,12 +133,16 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
 
     # Every client connects from 127.0.0.1: lift the per-address and per-job
     # subscriber limits (100 and 1000 by default) above the largest N measured.
-    redis_url = db if db.startswith("redis://") else ""
+    # Options passed only when used: an older tree's ServerConfig (--tree) may lack them.
+    options: dict[str, Any] = {}
+    if db.startswith("redis://"):
+        options["redis_url"] = db
+    if metrics:
+        options["metrics_port"] = 0
     config = ServerConfig(
         grpc_port=0, ws_port=0, db=db, sim_delay=0, shutdown_grace=1.0,
         max_subscribers_per_address=1_000_000, max_subscribers_per_job=1_000_000,
-        redis_url=redis_url,
-        metrics_port=0 if metrics else None,
+        **options,
     )
     server = ChimeraServer(config, providers=providers)
     async with asyncio.TaskGroup() as tg:
@@ -200,7 +209,9 @@ async def _bare_server(conn: Connection) -> None:
                 conn.send(("rss", rss_bytes()))
 
 
-def server_main(kind: str, conn: Connection, db: str) -> None:
+def server_main(kind: str, conn: Connection, db: str, tree: str = "") -> None:
+    if tree:  # --tree: that checkout's chimera package, imported before this one's
+        sys.path.insert(0, tree)
     run_profiled(server_main_unprofiled, kind, conn, db)
 
 
@@ -391,9 +402,11 @@ def _expect(conn: Connection, kind: str) -> tuple[Any, ...]:
     return message
 
 
-def start_server(ctx: Any, kind: str, db: str) -> tuple[Any, Connection, int, int]:
+def start_server(
+    ctx: Any, kind: str, db: str, tree: str = ""
+) -> tuple[Any, Connection, int, int]:
     ours, theirs = ctx.Pipe()
-    process = ctx.Process(target=server_main, args=(kind, theirs, db))
+    process = ctx.Process(target=server_main, args=(kind, theirs, db, tree))
     process.start()
     _, port, rss = _expect(ours, "port")
     return process, ours, port, rss
@@ -413,9 +426,9 @@ def stop_all(control: Connection, clients: Any, server: Any) -> None:
             process.kill()
 
 
-def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str) -> Result:
+def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str, tree: str = "") -> Result:
     db = f"{tmp}/{kind}-{n}-{time.monotonic_ns()}.db"  # a fresh log for every run
-    server, control, port, _ = start_server(ctx, kind, db)
+    server, control, port, _ = start_server(ctx, kind, db, tree)
     ours, theirs = ctx.Pipe()
     clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, m, theirs))
     clients.start()
@@ -552,8 +565,8 @@ def main_redis(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_memory(ctx: Any, kind: str, n: int, tmp: str) -> float:
-    server, control, port, _ = start_server(ctx, kind, f"{tmp}/{kind}-memory.db")
+def run_memory(ctx: Any, kind: str, n: int, tmp: str, tree: str = "") -> float:
+    server, control, port, _ = start_server(ctx, kind, f"{tmp}/{kind}-memory.db", tree)
     control.send(("rss",))
     _, before = _expect(control, "rss")
     ours, theirs = ctx.Pipe()
@@ -583,7 +596,16 @@ def main() -> int:
                         "saturation (default 20; each run lasts 5 s)")
     parser.add_argument("--metrics", action="store_true",
                         help="also run Chimera with metrics on (chimera+m), alternating")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                        help="also run the Chimera in checkout DIR (chimera@LABEL), "
+                        "alternating (repeatable)")
     args = parser.parse_args()
+    trees = {"": ""}  # kind suffix -> checkout ("": this one)
+    for spec in args.tree:
+        label, _, directory = spec.partition("=")
+        if not label or not (Path(directory) / "chimera" / "__init__.py").is_file():
+            parser.error(f"--tree {spec!r}: give LABEL=DIR, DIR a checkout with chimera/")
+        trees[f"@{label}"] = str(Path(directory).resolve())
     if args.redis:
         return main_redis(args)
     sizes = args.n or [1, 100, 1000]
@@ -591,31 +613,37 @@ def main() -> int:
     raise_fd_limit()
     print(f"fan-out: {args.m} events of ~300 B per run, median of {args.repeat} runs, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    header = f"{'N':>6} {'server':<8} {'msgs/s':>10} {'p50 ms':>8} {'p99 ms':>8} " \
+    width = max(8, *(len(f"chimera{suffix}") for suffix in trees))
+    header = f"{'N':>6} {'server':<{width}} {'msgs/s':>10} {'p50 ms':>8} {'p99 ms':>8} " \
         f"{'delivered':>11} {'order errs':>10}"
     print(header)
+    chimeras = [f"chimera{suffix}" for suffix in trees]
+    tree_of = {f"chimera{suffix}": directory for suffix, directory in trees.items()}
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         for n in sizes:
             rates: dict[str, float] = {}
-            kinds = ("bare", "chimera", "chimera+m") if args.metrics else ("bare", "chimera")
+            kinds = ["bare", *chimeras, *(["chimera+m"] if args.metrics else [])]
             runs: dict[str, list[Result]] = {kind: [] for kind in kinds}
             for _ in range(args.repeat):  # alternating, so load from others hits each alike
                 for kind in kinds:
-                    runs[kind].append(run_fanout(ctx, kind, n, args.m, tmp))
+                    runs[kind].append(run_fanout(ctx, kind, n, args.m, tmp, tree_of.get(kind, "")))
             for kind in kinds:
                 results = sorted(runs[kind], key=lambda r: r.rate)
                 r = results[len(results) // 2]
                 rates[kind] = r.rate
                 errors = sum(x.order_errors for x in results)
-                print(f"{n:>6} {kind:<8} {r.rate:>10,.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
-                      f"{r.delivered:>5}/{r.expected:<5} {errors:>10}", flush=True)
-            print(f"{n:>6} ratio    {rates['chimera'] / rates['bare']:>10.0%}", flush=True)
+                print(f"{n:>6} {kind:<{width}} {r.rate:>10,.0f} {r.p50_ms:>8.1f} "
+                      f"{r.p99_ms:>8.1f} {r.delivered:>5}/{r.expected:<5} {errors:>10}", flush=True)
+            for kind in chimeras:
+                label = "ratio" + kind.removeprefix("chimera")
+                print(f"{n:>6} {label:<{width}} {rates[kind] / rates['bare']:>10.0%}", flush=True)
             if args.metrics:
-                print(f"{n:>6} on/off   {rates['chimera+m'] / rates['chimera']:>10.1%}", flush=True)
+                print(f"{n:>6} {'on/off':<{width}} {rates['chimera+m'] / rates['chimera']:>10.1%}",
+                      flush=True)
         if args.memory:
-            for kind in ("bare", "chimera"):
-                per = run_memory(ctx, kind, args.memory, tmp)
-                print(f"memory: {kind:<8} {args.memory} idle subscribers: "
+            for kind in ["bare", *chimeras]:
+                per = run_memory(ctx, kind, args.memory, tmp, tree_of.get(kind, ""))
+                print(f"memory: {kind:<{width}} {args.memory} idle subscribers: "
                       f"{per / 1024:.1f} KiB RSS each", flush=True)
     return 0
 
