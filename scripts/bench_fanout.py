@@ -19,8 +19,10 @@ asyncio WebSocket reader, so that the clients are not the bottleneck) record
 when they received it.
 
 Printed per server: delivered messages/s (N x M over first publish to last
-receive), publish-to-receive latency p50/p99, and order errors (gaps or
-duplicates seen by clients, which must be 0); then the Chimera/bare ratio.
+receive), publish-to-receive latency p50/p99, order errors (gaps or
+duplicates seen by clients, which must be 0), and the server process's CPU time
+per delivered message (medians of the runs); then the Chimera/bare ratio (for
+CPU, bare/Chimera: 100% means as cheap as the bare server).
 The memory phase connects ``--memory`` idle subscribers and prints the server
 process's RSS growth per subscriber.
 
@@ -117,6 +119,7 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
 
     count = {"m": 0}
     pace = {"delay": 0.0}
+    cpu = {"publish": 0.0}
 
     class BenchProvider:
         model = "bench"
@@ -155,6 +158,7 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
                 count["m"] = command[1]
                 rate = command[2] if len(command) > 2 else 0
                 pace["delay"] = 1 / rate if rate else 0.0
+                cpu["publish"] = time.process_time()
                 started = time.time()
                 await server.jobs.create(
                     JobRequest(brief="bench", teams=[TeamName.ANTHROPIC], job_id=JOB_ID),
@@ -164,6 +168,8 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
             elif command[0] == "rss":
                 gc.collect()
                 conn.send(("rss", rss_bytes()))
+            elif command[0] == "cpu":
+                conn.send(("cpu", time.process_time() - cpu["publish"]))
         server.stop()
         await serving
 
@@ -201,12 +207,15 @@ async def _bare_server(conn: Connection) -> None:
         conn.send(("port", server.sockets[0].getsockname()[1], rss_bytes()))
         async for command in _commands(conn):
             if command[0] == "publish":
+                published = time.process_time()
                 started = time.time()
                 tg.create_task(publish(command[1]))
                 conn.send(("started", started))
             elif command[0] == "rss":
                 gc.collect()
                 conn.send(("rss", rss_bytes()))
+            elif command[0] == "cpu":
+                conn.send(("cpu", time.process_time() - published))
 
 
 def server_main(kind: str, conn: Connection, db: str, tree: str = "") -> None:
@@ -391,6 +400,10 @@ class Result:
     delivered: int
     expected: int
     order_errors: int
+    # The server process's CPU time (all threads) per delivered message, publish to
+    # last receive: steadier than msgs/s on a shared machine (others' load slows
+    # every server alike but does not add to its CPU time).
+    cpu_us: float = 0.0
 
 
 def _expect(conn: Connection, kind: str) -> tuple[Any, ...]:
@@ -437,6 +450,8 @@ def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str, tree: str = "") ->
         control.send(("publish", m))
         _, started = _expect(control, "started")
         _, received, last, order_errors, raw = _expect(ours, "result")
+        control.send(("cpu",))
+        _, cpu_seconds = _expect(control, "cpu")
     finally:
         stop_all(control, clients, server)
     latencies = array("d")
@@ -446,6 +461,7 @@ def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str, tree: str = "") ->
         rate=received / max(last - started, 1e-9),
         p50_ms=cuts[49] * 1000, p99_ms=cuts[98] * 1000,
         delivered=received, expected=n * m, order_errors=order_errors,
+        cpu_us=cpu_seconds * 1e6 / max(received, 1),
     )
 
 
@@ -615,7 +631,7 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     width = max(8, *(len(f"chimera{suffix}") for suffix in trees))
     header = f"{'N':>6} {'server':<{width}} {'msgs/s':>10} {'p50 ms':>8} {'p99 ms':>8} " \
-        f"{'delivered':>11} {'order errs':>10}"
+        f"{'delivered':>11} {'order errs':>10} {'CPU us/msg':>10}"
     print(header)
     chimeras = [f"chimera{suffix}" for suffix in trees]
     tree_of = {f"chimera{suffix}": directory for suffix, directory in trees.items()}
@@ -627,16 +643,21 @@ def main() -> int:
             for _ in range(args.repeat):  # alternating, so load from others hits each alike
                 for kind in kinds:
                     runs[kind].append(run_fanout(ctx, kind, n, args.m, tmp, tree_of.get(kind, "")))
+            cpus: dict[str, float] = {}
             for kind in kinds:
                 results = sorted(runs[kind], key=lambda r: r.rate)
                 r = results[len(results) // 2]
                 rates[kind] = r.rate
+                cpus[kind] = statistics.median(x.cpu_us for x in results)
                 errors = sum(x.order_errors for x in results)
                 print(f"{n:>6} {kind:<{width}} {r.rate:>10,.0f} {r.p50_ms:>8.1f} "
-                      f"{r.p99_ms:>8.1f} {r.delivered:>5}/{r.expected:<5} {errors:>10}", flush=True)
-            for kind in chimeras:
+                      f"{r.p99_ms:>8.1f} {r.delivered:>5}/{r.expected:<5} {errors:>10} "
+                      f"{cpus[kind]:>10.2f}", flush=True)
+            for kind in chimeras:  # CPU: bare / chimera, so 100% means as cheap as bare
                 label = "ratio" + kind.removeprefix("chimera")
-                print(f"{n:>6} {label:<{width}} {rates[kind] / rates['bare']:>10.0%}", flush=True)
+                print(f"{n:>6} {label:<{width}} {rates[kind] / rates['bare']:>10.0%} "
+                      f"{'':>17} {'':>11} {'':>10} {cpus['bare'] / cpus[kind]:>10.0%}",
+                      flush=True)
             if args.metrics:
                 print(f"{n:>6} {'on/off':<{width}} {rates['chimera+m'] / rates['chimera']:>10.1%}",
                       flush=True)
