@@ -142,6 +142,7 @@ class JobManager:
             self._broadcaster.open_job(job)
             unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
             await close_as_failed(self._broadcaster.publish, job.job_id, unfinished, reason)
+            metrics.job_recovered()
             recovered.append(job.job_id)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))
