@@ -16,9 +16,9 @@ from typing import Any
 import grpc
 import pytest
 
+from chimera.defaults import DEFAULT_METRICS_PORT
 from chimera.errors import ConfigError
 from chimera.events import Draft, Event, TeamName
-from chimera.observability.listener import DEFAULT_METRICS_PORT
 from chimera.observability.metrics import Deliveries
 from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
 from chimera.providers.faults import RetryableError

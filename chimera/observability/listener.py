@@ -41,7 +41,6 @@ from chimera.observability.metrics import DELIVERIES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_PORT = 9464
 FLUSH_INTERVAL = 1.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
