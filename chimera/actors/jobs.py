@@ -316,6 +316,8 @@ class JobManager:
                     )
         finally:
             del self._supervisors[supervisor.job_id]
+            # No await since the final event was queued: the place is free before
+            # anyone can see the job end (test_jobs_in_flight_without_auth...).
             self._release(caller_key)
             log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
             metrics.job_finished(supervisor.state)
