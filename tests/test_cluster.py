@@ -14,6 +14,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,9 @@ from typing import Any
 
 import grpc
 import pytest
+import redis as sync_redis
 
+from chimera.cluster.membership import LEASE_TTL
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     StartServer,
@@ -373,6 +376,36 @@ async def test_200_random_reconnects_to_random_nodes_lose_and_repeat_nothing(
         job = await client.get("hopping")
     assert received == list(range(1, job.last_sequence + 1))  # no gap, no duplicate
     assert job.last_sequence > 400
+
+
+async def test_a_process_whose_loop_is_stalled_past_its_lease_keeps_it(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # A saturated process is alive: other nodes must not take its jobs over. The lease
+    # is renewed from a thread of its own, so a loop that does nothing for longer than
+    # the lease's ttl does not let it expire.
+    node = await start_server(redis_url=redis.url)
+    cluster = node.server.cluster
+    assert cluster is not None
+    await until(lambda: cluster.membership.lease.renewals > 0)
+    key = f"chimera:node:{cluster.store.node}"
+    seen: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with sync_redis.Redis.from_url(redis.url) as watcher:
+            while not stop.is_set():
+                seen.append(bool(watcher.exists(key)))
+                stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        time.sleep(LEASE_TTL + 1.5)  # noqa: ASYNC251 - the fault under test: the loop stalls
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(seen) > 20 and all(seen)
 
 
 async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_gone(
