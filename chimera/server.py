@@ -161,7 +161,11 @@ class ChimeraServer:
             if config.retention is not None
             else None
         )
-        self.metrics = MetricsListener() if config.metrics_port is not None else None
+        self.metrics = (
+            MetricsListener(HostAllowList(config.metrics_host, config.allowed_hosts))
+            if config.metrics_port is not None
+            else None
+        )
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from chimera.client import JobsClient
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import job_events, read_until_closed, ws_connect
+from tests.metrics_scrape import scrape, value
 
 SERVING = re.compile(r"serving gRPC on [\d.]+:(\d+) and WebSocket on [\d.]+:(\d+)")
 
@@ -34,6 +36,13 @@ class Serve:
 
     def client(self) -> JobsClient:
         return JobsClient(f"127.0.0.1:{self.grpc_port}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def read_log(log: Path) -> str:
@@ -89,7 +98,14 @@ async def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path: Path) -> Non
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
-    async with chimera_serve(db, tmp_path / "second.log") as second:
+    metrics = free_port()
+    async with chimera_serve(
+        db, tmp_path / "second.log", "--metrics-port", str(metrics)
+    ) as second:
+        # The job closed at start-up counts as a failed job; none is running.
+        samples = await scrape(metrics)
+        assert value(samples, "chimera_jobs_finished_total", state="failed") == 1
+        assert value(samples, "chimera_jobs_running") == 0
         # The subscriber resumes after the last seq it saw, on the new server.
         last_seen = seen[-1]["seq"]
         resumed = await ws_connect(second.ws_url("killed", last_seen))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from chimera.gateways.grpc_gateway import ConnectionLimits
+from chimera.defaults import ConnectionLimits
 from tests.conftest import StartServer
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

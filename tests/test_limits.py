@@ -11,15 +11,15 @@ import grpc
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER
 from chimera.client import JobsClient
 from chimera.config import ServerConfig
-from chimera.events import TeamName
-from chimera.gateways.limits import (
+from chimera.defaults import (
+    DEFAULT_MAX_JOBS_PER_CALLER,
     DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
     DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+    MAX_CLIENT_FRAME,
 )
-from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
+from chimera.events import TeamName
 from tests.conftest import StartServer, until, ws_connect
 from tests.doubles import ScriptedProvider, factory
 from tests.security import SECRET, token

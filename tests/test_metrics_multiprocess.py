@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,19 +16,12 @@ from chimera.client import JobsClient
 from chimera.observability.listener import MULTIPROC_ENV, worker_exited, worker_metrics
 from tests.conftest import ws_connect
 from tests.metrics_scrape import scrape, scrape_until, value
-from tests.test_durability import SERVING, read_log
+from tests.test_durability import SERVING, free_port, read_log
 
 
 def files(directory: str) -> list[str]:
     """The files in ``directory`` (none if it does not exist)."""
     return os.listdir(directory) if os.path.isdir(directory) else []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from chimera.defaults import MAX_CLIENT_FRAME
 from chimera.events import TeamName
-from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
 from tests.conftest import (
     Running,
     StartServer,

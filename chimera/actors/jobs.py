@@ -25,6 +25,7 @@ from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import Publish, TeamActor
 from chimera.auth.principal import Principal, Scope
+from chimera.defaults import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
 from chimera.errors import (
     ChimeraError,
     FailedPrecondition,
@@ -45,11 +46,9 @@ from chimera.store.base import Store
 
 log = logging.getLogger(__name__)
 
-MAX_BRIEF_CHARS = 10_000
 MAX_REQUEST_ID_CHARS = 128
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-DEFAULT_MAX_JOBS_PER_CALLER = 16
 
 ProviderFactory = Callable[[TeamName], Provider]
 NODE_LOST = "interrupted: node lost"
@@ -143,6 +142,7 @@ class JobManager:
             self._broadcaster.open_job(job)
             unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
             await close_as_failed(self._broadcaster.publish, job.job_id, unfinished, reason)
+            metrics.job_recovered()
             recovered.append(job.job_id)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))

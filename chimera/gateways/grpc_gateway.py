@@ -19,7 +19,6 @@ import inspect
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -33,6 +32,7 @@ from chimera.actors.jobs import JobManager, JobRequest
 from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metadata
 from chimera.auth.principal import Principal
 from chimera.auth.tokens import Authenticator
+from chimera.defaults import MAX_MESSAGE_BYTES, ConnectionLimits
 from chimera.errors import (
     ChimeraError,
     code_name,
@@ -47,7 +47,6 @@ from chimera.v1 import jobs_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
-MAX_MESSAGE_BYTES = 1 << 20
 MAX_PENDING_CALLS = 10_000
 
 def status_code(error: ChimeraError) -> grpc.StatusCode:
@@ -229,17 +228,6 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                         yield pb.StreamJobEventsResponse(event=event_to_pb(event))
                         if self._deliveries is not None:
                             self._deliveries.delivered(event)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """Seconds: to finish the handshake; between keepalive pings (while calls are
-    open); to answer one; a connection with no call open is closed after ``idle``."""
-
-    handshake: float = 10.0
-    keepalive: float = 30.0
-    keepalive_timeout: float = 10.0
-    idle: float = 300.0
 
 
 class GrpcGateway:

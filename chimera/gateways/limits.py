@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from chimera.defaults import DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS, DEFAULT_MAX_SUBSCRIBERS_PER_JOB
 from chimera.errors import ResourceExhausted
-
-DEFAULT_MAX_SUBSCRIBERS_PER_JOB = 1000
-DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS = 100
 
 
 class SubscriberLimits:

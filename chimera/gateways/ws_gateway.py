@@ -79,6 +79,7 @@ from chimera.actors.jobs import JobManager, JobRequest
 from chimera.auth.principal import Principal, Scope
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
+from chimera.defaults import MAX_CLIENT_FRAME
 from chimera.errors import (
     ChimeraError,
     HistoryGone,
@@ -126,10 +127,6 @@ from chimera.observability.metrics import (
 
 log = logging.getLogger(__name__)
 
-# A create_job message carries a brief of up to 10,000 characters: 40 KB of UTF-8,
-# and JSON.stringify escapes control characters as 6 bytes each (60 KB), plus the
-# other fields. Anything larger is refused with close code 1009.
-MAX_CLIENT_FRAME = 64 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
 SHED_CLOSE_TIMEOUT = 60.0  # seconds a shed (slow) reader has to read up to its 4008
