@@ -98,7 +98,12 @@ class Wire:
         raise NotImplementedError
 
     def answer_start(self, items: Sequence[Any]) -> int:
-        """The index of the first answer item: every thought is out once it is read."""
+        """The index of the first answer item."""
+        raise NotImplementedError
+
+    def thoughts_out(self, items: Sequence[Any]) -> int:
+        """How many items it takes for every thought to be out: Anthropic's are
+        flushed when the thinking block stops, Gemini's when the answer starts."""
         raise NotImplementedError
 
     def error(self, status: int, reason: str, message: str = "error from the fake") -> Reply:
@@ -158,7 +163,10 @@ class AnthropicWire(Wire):
         return anthropic_api.error_event("rate_limit_error", "slow down")
 
     def answer_start(self, items: Sequence[Any]) -> int:
-        return anthropic_api.first(items, "content_block_stop") + 1  # the thinking block's end
+        return self.thoughts_out(items)  # the text block starts as the thinking block stops
+
+    def thoughts_out(self, items: Sequence[Any]) -> int:
+        return anthropic_api.first(items, "content_block_stop") + 1
 
     def error(self, status: int, reason: str, message: str = "error from the fake") -> Reply:
         return anthropic_api.error_reply(status, reason, message)
@@ -223,6 +231,9 @@ class GeminiWire(Wire):
             if isinstance(item, dict)
             and not item["candidates"][0]["content"]["parts"][0].get("thought")
         )
+
+    def thoughts_out(self, items: Sequence[Any]) -> int:
+        return self.answer_start(items) + 1
 
     def error(self, status: int, reason: str, message: str = "error from the fake") -> Reply:
         return gemini_api.error_reply(status, reason, message)

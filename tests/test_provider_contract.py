@@ -156,7 +156,8 @@ async def test_bad_request_is_not_retried_and_says_why(contract: Contract) -> No
 
     _, error = await collect_failure(contract.provider())
 
-    assert str(error) == f"{wire.source} API rejected the request (400 {reason}): {explanation}"
+    expected = f"{wire.source} API rejected the request (400 {reason}): {explanation}"
+    assert str(error) == expected, wire
     assert error.status == 400, wire
     assert len(contract.api.requests) == 1, wire
 
@@ -164,7 +165,7 @@ async def test_bad_request_is_not_retried_and_says_why(contract: Contract) -> No
 async def test_wrong_key_is_refused_and_not_retried(contract: Contract) -> None:
     _, error = await collect_failure(contract.provider(api_key="wrong-key"))
 
-    assert str(error) == contract.wire.wrong_key_message
+    assert str(error) == contract.wire.wrong_key_message, contract.wire
     assert len(contract.api.requests) == 1, contract.wire
 
 
@@ -185,7 +186,7 @@ async def test_api_key_never_appears_in_errors_or_logs(
     assert str(error) == (
         f"{wire.source} API refused the credentials ({refused} {refusal}): "
         "key [redacted] may not use this model"
-    )
+    ), wire
     assert KEY not in repr(error), wire
     assert caplog.records, f"{wire}: expected the retry to be logged"
     assert KEY not in caplog.text, wire
@@ -204,7 +205,7 @@ async def test_a_stream_without_its_final_event_is_retried_then_reported(
 
     api.default = wire.reply(wire.cut(wire.items()))
     events, error = await collect_failure(contract.provider(max_retries=1))
-    assert str(error) == wire.cut_message
+    assert str(error) == wire.cut_message, wire
     assert not any(isinstance(event, CodeResult) for event in events), wire
 
 
@@ -217,7 +218,7 @@ async def test_a_malformed_frame_is_retried_then_reported(contract: Contract) ->
 
     api.default = wire.reply([*items[:3], wire.malformed()])
     _, error = await collect_failure(contract.provider(max_retries=1))
-    assert str(error) == wire.malformed_message
+    assert str(error) == wire.malformed_message, wire
 
 
 async def test_connection_dropped_mid_stream_is_retried_keeping_earlier_thoughts(
@@ -225,7 +226,7 @@ async def test_connection_dropped_mid_stream_is_retried_keeping_earlier_thoughts
 ) -> None:
     wire = contract.wire
     items = wire.items()
-    contract.api.script(wire.reply(items[: wire.answer_start(items) + 1], ending="drop"))
+    contract.api.script(wire.reply(items[: wire.thoughts_out(items)], ending="drop"))
 
     events = await collect(contract.provider())
 
@@ -252,7 +253,7 @@ async def test_dropped_connection_that_persists_is_reported(contract: Contract) 
 
     _, error = await collect_failure(contract.provider(max_retries=1))
 
-    assert str(error) == f"Lost the connection to the {wire.source} API"
+    assert str(error) == f"Lost the connection to the {wire.source} API", wire
     assert error.status is None, wire
     assert len(contract.api.requests) == 2, wire
 
@@ -267,7 +268,7 @@ async def test_error_event_mid_stream_is_retried_then_reported(contract: Contrac
     api.default = wire.reply([*items[:3], wire.error_event()])
     _, error = await collect_failure(contract.provider(max_retries=1))
     status, _, message = wire.overload
-    assert str(error) == message
+    assert str(error) == message, wire
     assert error.status == status, wire
 
 
@@ -296,7 +297,7 @@ async def test_stall_mid_stream_times_out_then_is_reported(contract: Contract) -
 
     _, error = await collect_failure(contract.provider(timeout=STALLED_TIMEOUT, max_retries=1))
 
-    assert str(error) == f"{wire.source} API did not answer in time"
+    assert str(error) == f"{wire.source} API did not answer in time", wire
     # The second request may be read by the fake after the client already gave up on it.
     await contract.api.wait_for_requests(2)
     assert len(contract.api.requests) == 2, wire
@@ -308,7 +309,7 @@ async def test_unreachable_api_is_reported_as_connection_loss(contract: Contract
         url = gone.url
     _, error = await collect_failure(contract.provider(base_url=url, max_retries=1))
 
-    assert str(error) == f"Lost the connection to the {wire.source} API"
+    assert str(error) == f"Lost the connection to the {wire.source} API", wire
 
 
 # -- answers without code ------------------------------------------------------------
@@ -320,7 +321,7 @@ async def test_answer_without_code_block_is_an_error_not_retried(contract: Contr
 
     events, error = await collect_failure(contract.provider())
 
-    assert str(error) == f"{wire.source} answer contained no fenced code block"
+    assert str(error) == f"{wire.source} answer contained no fenced code block", wire
     assert AnswerStarted() in events, wire
     assert len(contract.api.requests) == 1, wire
 
