@@ -52,13 +52,13 @@ from chimera.defaults import (
 from chimera.errors import ConfigError
 from chimera.events import TeamName
 from chimera.fakes.briefed import fake_apis
-from chimera.gateways.convert import TEAM_TO_PB
 from chimera.ids import is_valid_job_id
 from chimera.observability import logs
 from chimera.providers.registry import Mode, Providers, ProviderSettings
 from chimera.providers.table import PROVIDERS
 from chimera.server import ChimeraServer
 from chimera.v1 import jobs_pb2 as pb
+from chimera.wire import TEAM_TO_PB
 
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
 DEFAULT_WEB_URL = f"http://127.0.0.1:{DEFAULT_WS_PORT}"

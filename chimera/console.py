@@ -8,8 +8,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from chimera.gateways.convert import STATE_FROM_PB, STATUS_FROM_PB, TEAM_FROM_PB
 from chimera.v1 import jobs_pb2 as pb
+from chimera.wire import STATE_FROM_PB, STATUS_FROM_PB, TEAM_FROM_PB
 
 TEAM_STYLE = {"anthropic": "bold magenta", "google": "bold cyan", "job": "bold"}
 

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,10 +24,20 @@ from typing import Any
 
 import grpc
 import pytest
-from websockets.exceptions import ConnectionClosed
+import redis as sync_redis
 
+from chimera.cluster.membership import LEASE_TTL
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import StartServer, job_events, read_until_closed, run_job, ws_connect
+from tests.conftest import (
+    StartServer,
+    job_events,
+    logged,
+    read_until_closed,
+    reconnect_randomly,
+    run_job,
+    until,
+    ws_connect,
+)
 from tests.metrics_scrape import scrape, value
 from tests.redis_fixture import (
     Node,
@@ -368,33 +379,46 @@ async def test_200_random_reconnects_to_random_nodes_lose_and_repeat_nothing(
     # Three servers in this process, sharing nothing but the real Redis (each its own
     # store connection, fan-out subscription and lease): a long scripted job on the first.
     nodes = [await start_server(fast_job(400), redis_url=redis.url) for _ in range(3)]
-    rng = random.Random(12)
-    received: list[int] = []
     async with nodes[0].client() as client:
         await client.create("a counter", job_id="hopping")
-    for cycle in range(200):
-        since = received[-1] if received else 0
-        node = rng.choice(nodes)
-        ws = await ws_connect(node.ws_url("hopping", f"since={since}"), max_queue=None)
-        assert json.loads(await ws.recv())["data"]["since"] == since
-        try:
-            for _ in range(rng.randint(0, 8)):
-                message = json.loads(await ws.recv())
-                if "seq" in message:
-                    received.append(message["seq"])
-        except ConnectionClosed:
-            assert ws.close_code == 1000  # the job finished meanwhile
-        if cycle % 2:
-            await ws.close()
-        else:
-            assert ws.transport is not None
-            ws.transport.abort()  # a dropped connection, no closing handshake
-    final = await ws_connect(rng.choice(nodes).ws_url("hopping", f"since={received[-1]}"))
-    received += [m["seq"] for m in job_events(await read_until_closed(final))]
+    rng = random.Random(12)
+    received = await reconnect_randomly(
+        lambda since: rng.choice(nodes).ws_url("hopping", f"since={since}"), rng, 200, 8
+    )
     async with nodes[2].client() as client:
         job = await client.get("hopping")
     assert received == list(range(1, job.last_sequence + 1))  # no gap, no duplicate
     assert job.last_sequence > 400
+
+
+async def test_a_process_whose_loop_is_stalled_past_its_lease_keeps_it(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # A saturated process is alive: other nodes must not take its jobs over. The lease
+    # is renewed from a thread of its own, so a loop that does nothing for longer than
+    # the lease's ttl does not let it expire.
+    node = await start_server(redis_url=redis.url)
+    cluster = node.server.cluster
+    assert cluster is not None
+    await until(lambda: cluster.membership.lease.renewals > 0)
+    key = f"chimera:node:{cluster.store.node}"
+    seen: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with sync_redis.Redis.from_url(redis.url) as watcher:
+            while not stop.is_set():
+                seen.append(bool(watcher.exists(key)))
+                stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        time.sleep(LEASE_TTL + 1.5)  # noqa: ASYNC251 - the fault under test: the loop stalls
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(seen) > 20 and all(seen)
 
 
 async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_gone(
@@ -402,12 +426,11 @@ async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_
 ) -> None:
     keeper = await start_server(redis_url=redis.url, retention=0.5, retention_interval=0.2)
     other = await start_server(redis_url=redis.url)
-    await run_job(other, "old")
+    with logged("chimera.actors.retention", "retention removed") as swept:
+        await run_job(other, "old")
+        # The keeper's first sweep 0.5 s after the job ended removes it.
+        assert (await asyncio.wait_for(swept, 10)).args == (1,)
     async with redis.client() as r:
-        for _ in range(100):  # until a sweep has run after the job ended 0.5 s ago
-            if not await r.exists("chimera:job:old"):
-                break
-            await asyncio.sleep(0.1)
         assert not await r.exists("chimera:job:old", "chimera:events:old")
         assert await r.zcard("chimera:jobs") == 0
     for node in (keeper, other):

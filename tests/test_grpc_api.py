@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from typing import Any
 
 from tests.conftest import Running, grpcurl
 
 SERVICE = "chimera.v1.JobService"
+BAD_PAGE_TOKEN = (
+    "page_token is not one this server issued: pass next_page_token from the "
+    "previous ListJobs response unchanged, or leave it empty"
+)
+
+
+def page_token_text(token: str) -> str:
+    """What a page token carries: the wire format is unpadded base64url of "v1:N"."""
+    assert "=" not in token
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
 
 
 async def call(server: Running, method: str, data: Any) -> tuple[int, Any, str]:
@@ -110,6 +122,7 @@ async def test_list_jobs_newest_first_and_paginated(server: Running) -> None:
         token = page.get("next_page_token", "")
         if not token:
             break
+        assert re.fullmatch(r"v1:\d+", page_token_text(token)), token
     assert seen == list(reversed(ids))
     assert pages == 3
 
@@ -122,7 +135,7 @@ async def test_list_jobs_rejects_bad_page_size_and_token(server: Running) -> Non
     for token in ("garbage!", "djE6YWJj", "x" * 500):
         code, _, err = await call(server, "ListJobs", {"page_token": token})
         assert code != 0
-        assert "InvalidArgument" in err and "page_token" in err
+        assert "InvalidArgument" in err and BAD_PAGE_TOKEN in err
 
 
 async def test_create_job_errors(server: Running) -> None:

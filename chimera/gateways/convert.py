@@ -1,4 +1,5 @@
-"""Translation between Chimera's values and the chimera.v1 protobuf messages."""
+"""Translation between Chimera's values and the chimera.v1 protobuf messages (the gRPC
+gateway's; the enum maps the client side needs too are in ``chimera/wire.py``)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,11 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chimera.errors import InvalidArgument
-from chimera.events import Event, EventType, JobState, TeamName, TeamStatus, parse_timestamp
+from chimera.events import Event, EventType, TeamName, parse_timestamp
 from chimera.job import Job, JobView, Thought, thought_of
 from chimera.v1 import jobs_pb2 as pb
+from chimera.wire import STATE_TO_PB, STATUS_TO_PB, TEAM_FROM_PB, TEAM_TO_PB
 
-TEAM_TO_PB = {TeamName.ANTHROPIC: pb.TEAM_ANTHROPIC, TeamName.GOOGLE: pb.TEAM_GOOGLE}
-TEAM_FROM_PB = {v: k for k, v in TEAM_TO_PB.items()}
-STATE_TO_PB = {
-    JobState.RUNNING: pb.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: pb.JOB_STATE_FAILED,
-    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
-}
-STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
-STATUS_TO_PB = {
-    TeamStatus.IDLE: pb.TEAM_STATUS_IDLE,
-    TeamStatus.THINKING: pb.TEAM_STATUS_THINKING,
-    TeamStatus.GENERATING: pb.TEAM_STATUS_GENERATING,
-    TeamStatus.COMPLETE: pb.TEAM_STATUS_COMPLETE,
-    TeamStatus.ERROR: pb.TEAM_STATUS_ERROR,
-    TeamStatus.CANCELLED: pb.TEAM_STATUS_CANCELLED,
-}
-STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 VIEW_FROM_PB = {
     pb.JOB_VIEW_UNSPECIFIED: JobView.DEFAULT,
     pb.JOB_VIEW_BASIC: JobView.BASIC,

@@ -43,6 +43,7 @@ from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1 import jobs_pb2_grpc
+from chimera.wire import decode_page_token, encode_page_token
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +193,14 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
-            jobs, token = await self._jobs.list(
-                request.page_size, request.page_token, principal=self._principal(context),
-                view=view_from_pb(request.view),
+            principal, view = self._principal(context), view_from_pb(request.view)
+            jobs, cursor = await self._jobs.list(
+                request.page_size, decode_page_token(request.page_token),
+                principal=principal, view=view,
             )
-        return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
+        return pb.ListJobsResponse(
+            jobs=[job_to_pb(j) for j in jobs], next_page_token=encode_page_token(cursor)
+        )
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]

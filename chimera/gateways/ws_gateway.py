@@ -124,6 +124,7 @@ from chimera.observability.metrics import (
     message_size,
     ws_closed,
 )
+from chimera.wire import decode_page_token, encode_page_token
 
 log = logging.getLogger(__name__)
 
@@ -430,13 +431,15 @@ class WebSocketGateway:
                 raise InvalidArgument("give one page_token, not several")
             if view is None:
                 raise InvalidArgument("view must be basic, default or full")
-            jobs, next_token = await self._jobs.list(
-                page_size, page_tokens[0], principal=self._principal(request, target),
-                view=view,
+            principal = self._principal(request, target)  # authenticated before parsing
+            jobs, cursor = await self._jobs.list(
+                page_size, decode_page_token(page_tokens[0]), principal=principal, view=view
             )
         except ChimeraError as exc:
             return self._cors.apply(request, _refusal(connection, exc, as_json=True))
-        body = {"jobs": [job.to_dict() for job in jobs], "next_page_token": next_token}
+        body = {
+            "jobs": [job.to_dict() for job in jobs], "next_page_token": encode_page_token(cursor)
+        }
         return self._cors.apply(request, _json(connection, http.HTTPStatus.OK, body))
 
     def _preflight(
