@@ -27,6 +27,7 @@ import pytest
 import redis as sync_redis
 
 from chimera.cluster.membership import LEASE_TTL
+from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     StartServer,
@@ -38,6 +39,7 @@ from tests.conftest import (
     until,
     ws_connect,
 )
+from tests.doubles import ScriptedProvider, factory
 from tests.metrics_scrape import scrape, value
 from tests.processes import Node, free_port, read_text, spawn, wait_for_lines
 from tests.redis_fixture import (
@@ -235,6 +237,35 @@ async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 [e async for e in client.events("kept", 3)]
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_flushall_while_watching_tells_the_connected_subscribers_history_is_gone(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    hold = asyncio.Event()
+    node = await start_server(
+        factory({team: lambda: ScriptedProvider(["one", "two"], hold=hold) for team in TeamName}),
+        redis_url=redis.url,
+    )
+    async with node.client() as client:
+        await client.create("a counter", job_id="watched")
+        ws = await ws_connect(node.ws_url("watched"))
+        stream = client.events("watched")
+        first = await anext(stream)
+        assert first.sequence == 1
+        async with redis.client() as r:
+            await r.flushall()
+        # Both planes are told at the node's next check (every second), not left waiting
+        # on a job whose events no longer exist anywhere.
+        messages = job_events(await asyncio.wait_for(read_until_refused(ws), 10))
+        assert (ws.close_code, ws.close_reason) == (4410, "history gone")
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async with asyncio.timeout(10):
+                async for _ in stream:
+                    pass
+        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    hold.set()
 
 
 async def test_a_lost_pubsub_message_is_filled_from_the_stream(
