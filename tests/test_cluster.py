@@ -14,6 +14,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,10 @@ from typing import Any
 
 import grpc
 import pytest
+import redis as sync_redis
 
+from chimera.cluster.membership import LEASE_TTL
+from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     StartServer,
@@ -32,8 +36,10 @@ from tests.conftest import (
     read_until_closed,
     reconnect_randomly,
     run_job,
+    until,
     ws_connect,
 )
+from tests.doubles import ScriptedProvider, factory
 from tests.metrics_scrape import scrape, value
 from tests.redis_fixture import (
     Node,
@@ -230,6 +236,35 @@ async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
 
 
+async def test_flushall_while_watching_tells_the_connected_subscribers_history_is_gone(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    hold = asyncio.Event()
+    node = await start_server(
+        factory({team: lambda: ScriptedProvider(["one", "two"], hold=hold) for team in TeamName}),
+        redis_url=redis.url,
+    )
+    async with node.client() as client:
+        await client.create("a counter", job_id="watched")
+        ws = await ws_connect(node.ws_url("watched"))
+        stream = client.events("watched")
+        first = await anext(stream)
+        assert first.sequence == 1
+        async with redis.client() as r:
+            await r.flushall()
+        # Both planes are told at the node's next check (every second), not left waiting
+        # on a job whose events no longer exist anywhere.
+        messages = job_events(await asyncio.wait_for(read_until_refused(ws), 10))
+        assert (ws.close_code, ws.close_reason) == (4410, "history gone")
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async with asyncio.timeout(10):
+                async for _ in stream:
+                    pass
+        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    hold.set()
+
+
 async def test_a_lost_pubsub_message_is_filled_from_the_stream(
     redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -385,6 +420,36 @@ async def test_200_random_reconnects_to_random_nodes_lose_and_repeat_nothing(
         job = await client.get("hopping")
     assert received == list(range(1, job.last_sequence + 1))  # no gap, no duplicate
     assert job.last_sequence > 400
+
+
+async def test_a_process_whose_loop_is_stalled_past_its_lease_keeps_it(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # A saturated process is alive: other nodes must not take its jobs over. The lease
+    # is renewed from a thread of its own, so a loop that does nothing for longer than
+    # the lease's ttl does not let it expire.
+    node = await start_server(redis_url=redis.url)
+    cluster = node.server.cluster
+    assert cluster is not None
+    await until(lambda: cluster.membership.lease.renewals > 0)
+    key = f"chimera:node:{cluster.store.node}"
+    seen: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with sync_redis.Redis.from_url(redis.url) as watcher:
+            while not stop.is_set():
+                seen.append(bool(watcher.exists(key)))
+                stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        time.sleep(LEASE_TTL + 1.5)  # noqa: ASYNC251 - the fault under test: the loop stalls
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(seen) > 20 and all(seen)
 
 
 async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_gone(
