@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from tests.conftest import Running, grpcurl
+from tests.conftest import Running, grpcurl, wait_for_sequence
 
 SERVICE = "chimera.v1.JobService"
 BAD_PAGE_TOKEN = (
@@ -204,11 +204,16 @@ async def test_cancel_finished_job_is_failed_precondition(server: Running) -> No
 async def test_stream_after_sequence(server: Running) -> None:
     code, _, _ = await call(server, "CreateJob", {"brief": "a todo list", "job_id": "resume"})
     assert code == 0
-    code, out, _ = await call(server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 5})
+    async with server.client() as client:
+        # Event 5 exists (resuming after a seq the job has not reached is refused).
+        await wait_for_sequence(client, "resume", 5)
+        code, out, _ = await call(
+            server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 5}
+        )
+        job = await client.get("resume")
     assert code == 0
     sequences = [int(s) for s in _field_values(out, '"sequence": "')]
-    assert sequences[0] == 6
-    assert sequences == list(range(6, 6 + len(sequences)))
+    assert sequences == list(range(6, job.last_sequence + 1))  # to the final event
     code, _, err = await call(
         server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 10_000}
     )
