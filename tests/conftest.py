@@ -123,14 +123,21 @@ async def wait_for_sequence(client: JobsClient, job_id: str, sequence: int) -> N
     raise AssertionError(f"job {job_id} ended before event {sequence}")
 
 
-async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Returns once ``condition()`` holds (a state the server reports); fails after ``within`` s."""
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], within: float = 10.0, every: float = 0.01
+) -> None:
+    """Returns once ``condition()`` (or what it returns, awaited) holds: a state the
+    server reports when asked (a count, GetJob, /readyz), checked every ``every`` s
+    because nothing announces it; fails after ``within`` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while not condition():
+    while True:
+        held = condition()
+        if held if isinstance(held, bool) else await held:
+            return
         if loop.time() > deadline:
             raise AssertionError(f"not reached within {within} s")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
 
 
 @contextlib.contextmanager

@@ -48,7 +48,7 @@ class ScriptedProvider:
     async def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
         try:
             for text in self.thoughts:
-                await asyncio.sleep(self.pace)
+                await asyncio.sleep(self.pace)  # the fake's pace: behaviour, not a wait
                 yield Thought(f"{text} ({brief[:20]})")
             if self.hold is not None:
                 await self.hold.wait()

@@ -41,15 +41,12 @@ from tests.conftest import (
 )
 from tests.doubles import ScriptedProvider, factory
 from tests.metrics_scrape import scrape, value
+from tests.processes import Node, free_port, read_text, spawn, wait_for_lines
 from tests.redis_fixture import (
-    Node,
     RedisServer,
     chimera_nodes,
-    free_port,
     needs_redis,
-    read_text,
     redis_server,
-    spawn,
     start_node,
 )
 from tests.test_resume import fast_job, read_until_refused
@@ -81,6 +78,10 @@ def http_status(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+async def answers(url: str, status: int) -> bool:
+    return await asyncio.to_thread(http_status, url) == status
 
 
 async def test_a_job_on_a_is_watched_read_listed_and_resumed_on_b_and_c(
@@ -213,6 +214,8 @@ async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
         after = await watch_ws(b, "kept")
         assert after == before  # history intact
         # The nodes recover: a new job runs and is watched across nodes again.
+        # (Retried while B answers UNAVAILABLE, the state it reports until its own
+        # reconnect to Redis, which announces nothing a client can await.)
         for _ in range(100):
             try:
                 async with b.client() as client:
@@ -310,11 +313,7 @@ async def test_redis_down_means_not_ready_and_unavailable_then_catch_up(
             first = json.loads(await ws.recv())
             assert first["type"] == "connected"
             await redis.stop()
-            for _ in range(100):  # until B's next lease renewal notices
-                if await asyncio.to_thread(http_status, ready) == 503:
-                    break
-                await asyncio.sleep(0.1)
-            assert await asyncio.to_thread(http_status, ready) == 503
+            await until(lambda: answers(ready, 503), every=0.1)  # B's next lease renewal
             async with b.client() as client:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await client.create("a counter")
@@ -322,11 +321,7 @@ async def test_redis_down_means_not_ready_and_unavailable_then_catch_up(
             await redis.start()
             # The subscriber stayed connected and gets everything, in order, to the end.
             seen = job_events(await asyncio.wait_for(read_until_closed(ws), 30))
-            for _ in range(100):
-                if await asyncio.to_thread(http_status, ready) == 200:
-                    break
-                await asyncio.sleep(0.1)
-            assert await asyncio.to_thread(http_status, ready) == 200
+            await until(lambda: answers(ready, 200), every=0.1)
         finally:
             await a.stop()
         seqs = [m["seq"] for m in seen]
@@ -357,19 +352,15 @@ async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
     ])
     try:
         node = Node("w", parent, log, grpc_port, ws_port)
-        await _serving_lines(log, 2)  # both workers listen
+        await wait_for_lines(log, SERVING_LINE, parent, 2)  # both workers listen
         owners = await _job_owners(node, redis, "first", 30)
         assert len(owners) == 2  # both workers accepted jobs on the one port
         pids = [int(p) for p in _worker_pids(read_text(log))]
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)
-        for _ in range(200):
-            if len(_worker_pids(read_text(log))) == 3:
-                break
-            await asyncio.sleep(0.05)
-        assert len(_worker_pids(read_text(log))) == 3  # started again
+        await wait_for_lines(log, WORKER_STARTED, parent, 3)  # started again
         assert "exited with -9; starting it again" in read_text(log)
-        await _serving_lines(log, 3)  # the new worker listens too
+        await wait_for_lines(log, SERVING_LINE, parent, 3)  # the new worker listens too
         owners = await _job_owners(node, redis, "second", 30)
         assert len(owners) == 2
         # One scrape shows every worker, the killed one's jobs included.
@@ -382,16 +373,12 @@ async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
     assert "all workers stopped" in read_text(log)
 
 
-async def _serving_lines(log: Path, count: int) -> None:
-    for _ in range(400):
-        if read_text(log).count("serving gRPC on") >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {count} workers serving:\n{read_text(log)}")
+SERVING_LINE = re.compile("serving gRPC on")
+WORKER_STARTED = re.compile(r"worker \d started \(pid (\d+)\)")
 
 
 def _worker_pids(text: str) -> list[str]:
-    return re.findall(r"worker \d started \(pid (\d+)\)", text)
+    return WORKER_STARTED.findall(text)
 
 
 async def _job_owners(node: Node, redis: RedisServer, prefix: str, count: int) -> set[str]:
@@ -489,6 +476,8 @@ async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly
             assert "events not recorded" in a.read_log()
             await redis.start()
             # Once Redis answers again the job is closed as failed, with its final event.
+            # (GetJob polled: B answers UNAVAILABLE until it has reconnected, and a
+            # stream would have to be retried the same way.)
             async with b.client() as client:
                 job = pb.Job()
                 for _ in range(200):

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from tests.conftest import Running, grpcurl
+from tests.conftest import Running, grpcurl, wait_for_sequence
 
 SERVICE = "chimera.v1.JobService"
 BAD_PAGE_TOKEN = (
@@ -82,6 +82,7 @@ async def test_create_stream_get_list(server: Running) -> None:
     assert sequences == list(range(1, len(events) + 1))
     assert events[0]["status_change"]["status"] == "running"
     assert events[-1]["status_change"]["status"] == "succeeded"
+    assert events[-1]["status_change"]["job_state"] == "JOB_STATE_SUCCEEDED"
     assert "team" not in events[-1]  # job-level events carry no team
     codes = [e for e in events if "code_generated" in e]
     assert {e["team"] for e in codes} == {"TEAM_ANTHROPIC", "TEAM_GOOGLE"}
@@ -204,11 +205,16 @@ async def test_cancel_finished_job_is_failed_precondition(server: Running) -> No
 async def test_stream_after_sequence(server: Running) -> None:
     code, _, _ = await call(server, "CreateJob", {"brief": "a todo list", "job_id": "resume"})
     assert code == 0
-    code, out, _ = await call(server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 5})
+    async with server.client() as client:
+        # Event 5 exists (resuming after a seq the job has not reached is refused).
+        await wait_for_sequence(client, "resume", 5)
+        code, out, _ = await call(
+            server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 5}
+        )
+        job = await client.get("resume")
     assert code == 0
     sequences = [int(s) for s in _field_values(out, '"sequence": "')]
-    assert sequences[0] == 6
-    assert sequences == list(range(6, 6 + len(sequences)))
+    assert sequences == list(range(6, job.last_sequence + 1))  # to the final event
     code, _, err = await call(
         server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 10_000}
     )

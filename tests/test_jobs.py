@@ -14,6 +14,7 @@ from tests.conftest import (
     StartServer,
     job_events,
     read_until_closed,
+    run_job,
     wait_for_sequence,
     ws_connect,
 )
@@ -71,11 +72,7 @@ async def test_a_crashing_team_is_reported_and_the_other_completes(
     server = await start_server(
         factory({TeamName.GOOGLE: lambda: ScriptedProvider(["g"], crash=True)})
     )
-    async with server.client() as client:
-        await client.create("a counter", job_id="crash")
-        async for _ in client.events("crash"):
-            pass
-        job = await client.get("crash")
+    job = await run_job(server, "crash")
     runs = {r.team: r for r in job.teams}
     assert runs[pb.TEAM_GOOGLE].status == pb.TEAM_STATUS_ERROR
     assert runs[pb.TEAM_GOOGLE].error == "internal error in the google team"
@@ -85,11 +82,7 @@ async def test_a_crashing_team_is_reported_and_the_other_completes(
 
 async def test_job_fails_when_no_team_produces_code(start_server: StartServer) -> None:
     server = await start_server(sim_fail=frozenset(TeamName))
-    async with server.client() as client:
-        await client.create("a counter", job_id="nocode")
-        async for _ in client.events("nocode"):
-            pass
-        job = await client.get("nocode")
+    job = await run_job(server, "nocode")
     assert job.state == pb.JOB_STATE_FAILED
     assert all(r.status == pb.TEAM_STATUS_ERROR for r in job.teams)
     assert all("simulated failure" in r.error for r in job.teams)
@@ -150,11 +143,7 @@ async def test_deadline_fails_unfinished_teams(start_server: StartServer) -> Non
         factory({TeamName.GOOGLE: lambda: ScriptedProvider(["slow"], hold=hold)}),
         job_deadline=0.5,
     )
-    async with server.client() as client:
-        await client.create("a counter", job_id="late")
-        async for _ in client.events("late"):
-            pass
-        job = await client.get("late")
+    job = await run_job(server, "late")
     runs = {r.team: r for r in job.teams}
     assert runs[pb.TEAM_GOOGLE].status == pb.TEAM_STATUS_ERROR
     assert "deadline exceeded" in runs[pb.TEAM_GOOGLE].error
