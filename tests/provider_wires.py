@@ -12,7 +12,6 @@ pointed at it (the real SDK over HTTP), closing them afterwards.
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Unpack
@@ -23,7 +22,9 @@ from chimera.errors import ProviderError
 from chimera.events import TeamName
 from chimera.fakes import anthropic_api, gemini_api
 from chimera.fakes.server import Delivery, FakeHTTPServer, RecordedRequest, Reply
+from chimera.providers.anthropic import AnthropicConfig, AnthropicProvider
 from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
+from chimera.providers.google import GoogleConfig, GoogleProvider
 from chimera.providers.retry import RetryingProvider
 from chimera.providers.table import SPECS, ProviderSpec, RealConfig
 
@@ -47,6 +48,8 @@ class Wire:
 
     id: ClassVar[str]
     team: ClassVar[TeamName]
+    config_type: ClassVar[type[RealConfig]]
+    provider_type: ClassVar[type[RetryingProvider[Any]]]
     source: ClassVar[str]  # the API's name in the provider's messages
     token_count: ClassVar[int]  # what the fake's default stream costs
     cut_message: ClassVar[str]  # the stream ended without its final event
@@ -120,6 +123,8 @@ class Wire:
 class AnthropicWire(Wire):
     id = "anthropic-messages-sse"
     team = TeamName.ANTHROPIC
+    config_type = AnthropicConfig
+    provider_type = AnthropicProvider
     source = "Anthropic"
     token_count = anthropic_api.DEFAULT_OUTPUT_TOKENS
     cut_message = "Anthropic stream ended before message_stop"
@@ -181,6 +186,8 @@ class AnthropicWire(Wire):
 class GeminiWire(Wire):
     id = "gemini-streamGenerateContent-sse"
     team = TeamName.GOOGLE
+    config_type = GoogleConfig
+    provider_type = GoogleProvider
     source = "Gemini"
     token_count = gemini_api.DEFAULT_CANDIDATES_TOKENS + gemini_api.DEFAULT_THOUGHTS_TOKENS
     cut_message = "Gemini stream ended without a finishReason"
@@ -261,18 +268,14 @@ class Contract:
             "api_key": KEY, "base_url": self.api.url, "backoff_base": 0.001,
             "timeout": TIMEOUT, "max_retries": 2, **settings,
         }
-        return self.adopt(self.config_type()(**fields))
-
-    def config_type(self) -> type[RealConfig]:
-        config: type[RealConfig] = importlib.import_module(self.wire.spec.module).Config
-        return config
+        return self.adopt(self.wire.config_type(**fields))
 
     def adopt(self, config: RealConfig) -> RetryingProvider[Any]:
         """The provider for ``config``, closed after the test."""
-        module = importlib.import_module(self.wire.spec.module)
-        provider: RetryingProvider[Any] = module.Provider(config)
+        provider = self.wire.provider_type(config)
         self.providers.append(provider)
         return provider
+
 
 async def collect(provider: RetryingProvider[Any]) -> list[ProviderEvent]:
     return [event async for event in provider.stream(BRIEF)]
