@@ -82,6 +82,7 @@ async def test_create_stream_get_list(server: Running) -> None:
     assert sequences == list(range(1, len(events) + 1))
     assert events[0]["status_change"]["status"] == "running"
     assert events[-1]["status_change"]["status"] == "succeeded"
+    assert events[-1]["status_change"]["job_state"] == "JOB_STATE_SUCCEEDED"
     assert "team" not in events[-1]  # job-level events carry no team
     codes = [e for e in events if "code_generated" in e]
     assert {e["team"] for e in codes} == {"TEAM_ANTHROPIC", "TEAM_GOOGLE"}

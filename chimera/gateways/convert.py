@@ -91,8 +91,13 @@ def event_to_pb(event: Event) -> pb.JobEvent:
     )
     data = event.data
     if event.type is EventType.STATUS_CHANGE:
-        message.status_change.status = data["status"]
-        message.status_change.model = data.get("model", "")
+        change = message.status_change
+        change.status = data["status"]
+        change.model = data.get("model", "")
+        if event.team:
+            change.team_status = STATUS_TO_PB.get(data["status"], pb.TEAM_STATUS_UNSPECIFIED)
+        else:
+            change.job_state = STATE_TO_PB.get(data["status"], pb.JOB_STATE_UNSPECIFIED)
     elif event.type is EventType.THOUGHT_ADDED:
         message.thought_added.CopyFrom(thought_to_pb(thought_of(data)))
     elif event.type is EventType.CODE_GENERATED:
