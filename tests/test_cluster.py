@@ -497,3 +497,6 @@ async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly
             await a.stop()
         assert [m["seq"] for m in tail] == list(range(1, len(tail) + 1))
         assert tail[-1]["data"]["status"] == "failed"
+        # Its teams say why, not "node lost": this process was alive, Redis was not.
+        errors = {m["data"]["error"] for m in tail if m["type"] == "error"}
+        assert errors == {"events could not be recorded: Redis unreachable for 1 s"}

@@ -148,9 +148,11 @@ async def test_a_job_removed_while_being_read_ends_with_history_gone(
 ) -> None:
     big = "x" * 2000
     # Retention on, but sweeping only when the test says (the first sweep is at start).
+    # Any finished job is old enough: with 0.01 s, a sweep made within 10 ms of the
+    # job's end (a fast machine) found nothing to remove.
     server = await start_server(
         factory({team: (lambda: ScriptedProvider([big] * 3000)) for team in TeamName}),
-        retention=0.01, retention_interval=3600.0,
+        retention=1e-6, retention_interval=3600.0,
     )
     watcher = await ws_connect(server.ws_url("big-history"), max_queue=None)
     async with server.client() as client:

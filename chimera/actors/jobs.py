@@ -101,6 +101,8 @@ class JobManager:
         self._supervisors: dict[str, JobSupervisor] = {}
         # Running (or being created) jobs per caller, for the in-flight limit.
         self._in_flight: dict[str, int] = {}
+        # Why the store refused a job's events, until recover() closes the job.
+        self._rejected_reasons: dict[str, str] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self.relay: CancelRelay | None = None
@@ -118,7 +120,10 @@ class JobManager:
                 continue
             self._broadcaster.open_job(job)
             unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
-            await close_as_failed(self._broadcaster.publish, job.job_id, unfinished, reason)
+            await close_as_failed(
+                self._broadcaster.publish, job.job_id, unfinished,
+                self._rejected_reasons.pop(job.job_id, reason),
+            )
             metrics.job_recovered()
             recovered.append(job.job_id)
         if recovered:
@@ -157,6 +162,9 @@ class JobManager:
         supervisor = self._supervisors.get(job_id)
         if supervisor is not None:
             supervisor.interrupt()
+            # If the store gives the job back to recover() (Redis answers again), it
+            # is closed with this reason, not the generic one.
+            self._rejected_reasons[job_id] = reason
 
     # -- operations ----------------------------------------------------------------------
 
