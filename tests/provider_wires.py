@@ -318,3 +318,15 @@ async def open_contract(wire: Wire) -> AsyncIterator[Contract]:
         finally:
             for provider in contract.providers:
                 await provider.aclose()
+
+
+def contract_fixture(*wires: Wire) -> Any:
+    """A ``contract`` fixture: each test that takes it runs once per wire of ``wires``
+    (the test id names it), against that wire's fake (:func:`open_contract`)."""
+
+    @pytest.fixture(params=wires, ids=repr, name="contract")
+    async def fixture(request: pytest.FixtureRequest) -> AsyncIterator[Contract]:
+        async with open_contract(request.param) as contract:
+            yield contract
+
+    return fixture

@@ -136,7 +136,9 @@ async def test_list_jobs_rejects_bad_page_size_and_token(server: Running) -> Non
         code, _, err = await call(server, "ListJobs", data)
         assert code != 0
         assert "InvalidArgument" in err and "page_size" in err
-    for token in ("garbage!", "djE6YWJj", "x" * 500):
+    # Not base64; "v1:abc"; "v2:5" (another version); "v1:" and 19 digits; "v1:-5".
+    for token in ("garbage!", "djE6YWJj", "djI6NQ", "djE6MTExMTExMTExMTExMTExMTExMQ",
+                  "djE6LTU", "x" * 500):
         code, _, err = await call(server, "ListJobs", {"page_token": token})
         assert code != 0
         assert "InvalidArgument" in err and BAD_PAGE_TOKEN in err

@@ -5,8 +5,6 @@ The faults both providers handle alike are in ``test_provider_contract.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from chimera.fakes.anthropic_api import error_event, error_reply, sent_api_key, stream_reply
@@ -17,14 +15,10 @@ from tests.provider_wires import (
     Contract,
     collect,
     collect_failure,
-    open_contract,
+    contract_fixture,
 )
 
-
-@pytest.fixture
-async def contract() -> AsyncIterator[Contract]:
-    async with open_contract(ANTHROPIC) as contract:
-        yield contract
+contract = contract_fixture(ANTHROPIC)
 
 
 async def test_sends_key_model_stream_flag_thinking_and_prompt(contract: Contract) -> None:
@@ -57,6 +51,7 @@ async def test_should_retry_false_is_honoured(contract: Contract) -> None:
         ("api_error", "Anthropic API server error (500 api_error)", 500),
         ("unknown_error", "Anthropic API server error (500 unknown_error)", 500),
     ],
+    ids=["api_error", "unknown_error"],
 )
 async def test_error_event_type_gives_the_status_of_the_same_http_error(
     contract: Contract, error_type: str, message: str, status: int

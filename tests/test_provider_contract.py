@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -37,7 +37,7 @@ from tests.provider_wires import (
     assert_complete,
     collect,
     collect_failure,
-    open_contract,
+    contract_fixture,
     thoughts,
 )
 
@@ -48,10 +48,7 @@ RETRIED_TIMEOUT = 0.5
 STALLED_TIMEOUT = 0.25
 
 
-@pytest.fixture(params=WIRES, ids=repr)
-async def contract(request: pytest.FixtureRequest) -> AsyncIterator[Contract]:
-    async with open_contract(request.param) as contract:
-        yield contract
+contract = contract_fixture(*WIRES)
 
 
 def per_wire(cases: Callable[[Wire], Iterable[tuple[str, Any]]]) -> pytest.MarkDecorator:

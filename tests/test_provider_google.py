@@ -6,10 +6,7 @@ The faults both providers handle alike are in ``test_provider_contract.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from chimera.fakes.anthropic_api import DEFAULT_CODE
 from chimera.fakes.gemini_api import (
@@ -31,14 +28,10 @@ from tests.provider_wires import (
     assert_complete,
     collect,
     collect_failure,
-    open_contract,
+    contract_fixture,
 )
 
-
-@pytest.fixture
-async def contract() -> AsyncIterator[Contract]:
-    async with open_contract(GEMINI) as contract:
-        yield contract
+contract = contract_fixture(GEMINI)
 
 
 async def test_sends_key_model_and_thinking_config_to_the_sse_endpoint(
