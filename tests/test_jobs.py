@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -15,10 +16,16 @@ from tests.conftest import (
     job_events,
     read_until_closed,
     run_job,
+    until,
     wait_for_sequence,
     ws_connect,
 )
 from tests.doubles import ScriptedProvider, factory
+
+
+async def drain(events: AsyncIterator[pb.JobEvent]) -> None:
+    async for _ in events:
+        pass
 
 
 def by_team(messages: list[dict[str, Any]], team: str) -> list[tuple[str, Any]]:
@@ -166,7 +173,14 @@ async def test_shutdown_interrupts_running_jobs_and_closes_streams(
     async with server.client() as client:
         await client.create("a counter", job_id="inflight")
         await wait_for_sequence(client, "inflight", 5)
-    await server.stop()
+        idle_grpc = asyncio.create_task(drain(client.events("never-created")))
+        await until(lambda: server.server.broadcaster.subscriber_count("never-created") == 2)
+        await server.stop()
+        # The waiting gRPC stream is told why it ends (not cut off at the grace period).
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await idle_grpc
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in (ended.value.details() or ""), ended.value.details()
     messages = job_events(await read_until_closed(job_ws))
     await read_until_closed(idle_ws)
     assert messages[-1]["data"] == {"status": "failed"}
