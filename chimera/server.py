@@ -94,7 +94,7 @@ class ChimeraServer:
         config.check()
         self.config = config
         auth = authenticator(config)
-        limits = SubscriberLimits(
+        self.limits = limits = SubscriberLimits(
             config.max_subscribers_per_job, config.max_subscribers_per_address
         )
         # Providers built here are owned (and closed) here; a factory passed in is the caller's.

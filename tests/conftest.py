@@ -206,6 +206,17 @@ async def read_until_closed(ws: ClientConnection) -> list[dict[str, Any]]:
     return messages
 
 
+async def first_events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` job events on ``ws`` (control messages skipped): the job is
+    under way."""
+    events: list[dict[str, Any]] = []
+    while len(events) < count:
+        message = json.loads(await ws.recv())
+        if "seq" in message:
+            events.append(message)
+    return events
+
+
 def job_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in messages if "seq" in m]
 

@@ -65,6 +65,13 @@ class ScriptedProvider:
             self.closed.set()
 
 
+def flood(thoughts: int, size: int = 2000) -> Callable[[TeamName], Provider]:
+    """Both teams think ``thoughts`` thoughts of ``size`` characters at once, then answer:
+    more than socket buffers hold, for slow-subscriber tests."""
+    text = "x" * size
+    return factory({team: (lambda: ScriptedProvider([text] * thoughts)) for team in TeamName})
+
+
 def factory(
     providers: Mapping[TeamName, Callable[[], Provider]],
 ) -> Callable[[TeamName], Provider]:

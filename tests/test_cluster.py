@@ -31,6 +31,7 @@ from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     StartServer,
+    first_events,
     job_events,
     logged,
     read_until_closed,
@@ -168,13 +169,7 @@ async def test_owner_killed_mid_job_is_failed_node_lost_once_and_b_sees_the_end(
             async with a.client() as client:
                 await client.create("a counter", job_id="orphan")
             ws = await ws_connect(b.ws_url("orphan"))
-            seen: list[dict[str, Any]] = []
-            async for raw in ws:
-                message = json.loads(raw)
-                if "seq" in message:
-                    seen.append(message)
-                if len(seen) >= 3:
-                    break  # the job is under way on A
+            seen = await first_events(ws, 3)  # the job is under way on A
             a.kill()
             killed = time.monotonic()
             seen += job_events(await asyncio.wait_for(read_until_closed(ws), NODE_LOST_BOUND))
@@ -277,13 +272,7 @@ async def test_a_lost_pubsub_message_is_filled_from_the_stream(
             async with a.client() as client:
                 await client.create("a counter", job_id="lossy")
             ws = await ws_connect(b.ws_url("lossy"))
-            seen: list[dict[str, Any]] = []
-            async for raw in ws:
-                message = json.loads(raw)
-                if "seq" in message:
-                    seen.append(message)
-                if len(seen) >= 2:
-                    break
+            seen = await first_events(ws, 2)
             # A real fault: Redis drops every pub/sub connection; what A publishes
             # until B has reconnected never reaches B over pub/sub.
             async with redis.client() as r:

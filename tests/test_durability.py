@@ -12,7 +12,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import job_events, read_until_closed, ws_connect
+from tests.conftest import first_events, job_events, read_until_closed, ws_connect
 from tests.metrics_scrape import scrape, value
 from tests.processes import chimera_serve, free_port
 
@@ -25,8 +25,7 @@ async def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path: Path) -> Non
             await client.create("Create a login form", job_id="killed")
         ws = await ws_connect(first.ws_url("killed"))
         assert json.loads(await ws.recv())["type"] == "connected"
-        while len(seen) < 6:
-            seen.append(json.loads(await ws.recv()))
+        seen += await first_events(ws, 6)
         first.process.send_signal(signal.SIGKILL)
         await first.process.wait()
         # Whatever was already on its way is still delivered; then the connection drops.

@@ -22,6 +22,17 @@ def page_token_text(token: str) -> str:
     return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
 
 
+def streamed_events(out: str) -> list[dict[str, Any]]:
+    """The ``event`` of each StreamJobEvents response grpcurl printed (JSON objects in a row)."""
+    decoder, text, pos, events = json.JSONDecoder(), out.strip(), 0, []
+    while pos < len(text):
+        obj, pos = decoder.raw_decode(text, pos)
+        events.append(obj["event"])
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return events
+
+
 async def call(server: Running, method: str, data: Any) -> tuple[int, Any, str]:
     code, out, err = await grpcurl(server.grpc_target, f"{SERVICE}/{method}", data=data)
     body = json.loads(out) if code == 0 and out.strip() and method != "StreamJobEvents" else out
@@ -69,15 +80,7 @@ async def test_create_stream_get_list(server: Running) -> None:
 
     code, out, err = await call(server, "StreamJobEvents", {"job_id": job_id})
     assert code == 0, err
-    decoder = json.JSONDecoder()
-    events: list[dict[str, Any]] = []
-    pos = 0
-    text = out.strip()
-    while pos < len(text):
-        obj, pos = decoder.raw_decode(text, pos)
-        events.append(obj["event"])
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+    events = streamed_events(out)
     sequences = [int(e["sequence"]) for e in events]
     assert sequences == list(range(1, len(events) + 1))
     assert events[0]["status_change"]["status"] == "running"
@@ -133,7 +136,9 @@ async def test_list_jobs_rejects_bad_page_size_and_token(server: Running) -> Non
         code, _, err = await call(server, "ListJobs", data)
         assert code != 0
         assert "InvalidArgument" in err and "page_size" in err
-    for token in ("garbage!", "djE6YWJj", "x" * 500):
+    # Not base64; "v1:abc"; "v2:5" (another version); "v1:" and 19 digits; "v1:-5".
+    for token in ("garbage!", "djE6YWJj", "djI6NQ", "djE6MTExMTExMTExMTExMTExMTExMQ",
+                  "djE6LTU", "x" * 500):
         code, _, err = await call(server, "ListJobs", {"page_token": token})
         assert code != 0
         assert "InvalidArgument" in err and BAD_PAGE_TOKEN in err

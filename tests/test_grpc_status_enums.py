@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-from typing import Any
 
 from rich.console import Console
 
@@ -18,6 +16,7 @@ from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import StartServer, grpcurl
 from tests.doubles import ScriptedProvider, factory
+from tests.test_grpc_api import streamed_events
 
 # Every status either kind of change can take in these three jobs (team, status).
 EXPECTED = {
@@ -83,7 +82,7 @@ async def test_status_changes_carry_their_enum_live_and_replayed(
             server.grpc_target, "chimera.v1.JobService/StreamJobEvents", data={"job_id": job_id}
         )
         assert code == 0, err
-        shown = [e for e in stream_json(out) if "status_change" in e]
+        shown = [e for e in streamed_events(out) if "status_change" in e]
         assert len(shown) == len(changes(events))
         for e in shown:
             change = e["status_change"]
@@ -93,17 +92,6 @@ async def test_status_changes_carry_their_enum_live_and_replayed(
             else:
                 assert change["job_state"] == f"JOB_STATE_{change['status'].upper()}", e
                 assert "team_status" not in change, e
-
-
-def stream_json(out: str) -> list[dict[str, Any]]:
-    """The ``event`` of each response grpcurl printed (one JSON object after another)."""
-    decoder, text, pos, events = json.JSONDecoder(), out.strip(), 0, []
-    while pos < len(text):
-        obj, pos = decoder.raw_decode(text, pos)
-        events.append(obj["event"])
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return events
 
 
 def test_the_console_reads_the_typed_status() -> None:

@@ -25,7 +25,7 @@ from chimera.providers.faults import RetryableError
 from chimera.providers.retry import RetryPolicy, with_retries
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, run_job, until, ws_connect
-from tests.doubles import ScriptedProvider, factory
+from tests.doubles import factory, flood
 from tests.http_raw import http_request
 from tests.metrics_scrape import delta, fetch, scrape, scrape_until, value
 from tests.security import SECRET
@@ -118,11 +118,7 @@ async def test_a_job_watched_by_two_websockets_and_a_grpc_stream(
 
 
 async def test_a_shed_subscriber_is_counted_as_too_slow(start_server: StartServer) -> None:
-    big = "x" * 2000
-    server = await start_server(
-        factory({team: (lambda: ScriptedProvider([big] * 2000)) for team in TeamName}),
-        subscriber_max_bytes=QUEUE_LIMIT, metrics_port=0,
-    )
+    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT, metrics_port=0)
     port = metrics_port(server)
     before = await scrape(port)
     stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")

@@ -14,8 +14,6 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 
 from chimera.client import JobsClient
-from chimera.events import TeamName
-from chimera.providers.base import Provider
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     Running,
@@ -25,13 +23,8 @@ from tests.conftest import (
     until,
     ws_connect,
 )
-from tests.doubles import ScriptedProvider, factory
+from tests.doubles import flood
 from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
-
-
-def flood(thoughts: int, size: int = 2000) -> Callable[[TeamName], Provider]:
-    text = "x" * size
-    return factory({team: (lambda: ScriptedProvider([text] * thoughts)) for team in TeamName})
 
 
 async def poll_job(client: JobsClient, done: Callable[[pb.Job], bool]) -> None:

@@ -27,7 +27,7 @@ from tests.conftest import (
     wait_for_sequence,
     ws_connect,
 )
-from tests.doubles import ScriptedProvider, factory
+from tests.doubles import ScriptedProvider, factory, flood
 
 QUEUE_LIMIT = 64 * 1024
 
@@ -70,12 +70,8 @@ async def read_frames(reader: asyncio.StreamReader) -> tuple[list[dict[str, Any]
 async def test_a_subscriber_that_never_reads_is_shed_and_the_others_do_not_wait(
     start_server: StartServer,
 ) -> None:
-    big = "x" * 2000
     # About 8 MB in all, more than the kernel's socket buffers plus the queue bound.
-    server = await start_server(
-        factory({team: (lambda: ScriptedProvider([big] * 2000)) for team in TeamName}),
-        subscriber_max_bytes=QUEUE_LIMIT,
-    )
+    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT)
     stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
     fast = await ws_connect(server.ws_url("flood"), max_queue=None)
     async with server.client() as client:
@@ -146,14 +142,10 @@ async def test_retention_removes_finished_jobs_with_their_events(
 async def test_a_job_removed_while_being_read_ends_with_history_gone(
     start_server: StartServer,
 ) -> None:
-    big = "x" * 2000
     # Retention on, but sweeping only when the test says (the first sweep is at start).
     # Any finished job is old enough: with 0.01 s, a sweep made within 10 ms of the
     # job's end (a fast machine) found nothing to remove.
-    server = await start_server(
-        factory({team: (lambda: ScriptedProvider([big] * 3000)) for team in TeamName}),
-        retention=1e-6, retention_interval=3600.0,
-    )
+    server = await start_server(flood(3000), retention=1e-6, retention_interval=3600.0)
     watcher = await ws_connect(server.ws_url("big-history"), max_queue=None)
     async with server.client() as client:
         await client.create("a counter", job_id="big-history")

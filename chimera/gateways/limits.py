@@ -38,6 +38,10 @@ class SubscriberLimits:
                 f"job {job_id!r} has {self.per_job} subscribers, the limit: try again later"
             )
 
+    def subscribers(self, job_id: str) -> int:
+        """How many subscribers of ``job_id`` are counted now (past every check)."""
+        return self._jobs.get(job_id, 0)
+
     def acquire(self, job_id: str, address: str) -> None:
         """Checks, then counts one subscriber; each acquire needs one :meth:`release`."""
         self.check(job_id, address)
