@@ -101,12 +101,12 @@ async def test_model_property_and_key_kept_out_of_repr(contract: Contract) -> No
 
 
 async def test_rate_limit_is_retried_after_retry_after(contract: Contract) -> None:
-    contract.api.script(contract.wire.rate_limited(retry_after="0.3"))
+    contract.api.script(contract.wire.rate_limited(retry_after="0.2"))
 
     assert_complete(contract.wire, await collect(contract.provider()))
 
     first_try, second_try = contract.api.requests
-    assert second_try.received_at - first_try.received_at >= 0.3, contract.wire
+    assert second_try.received_at - first_try.received_at >= 0.2, contract.wire
 
 
 async def test_rate_limit_that_persists_fails_with_the_guide_message(contract: Contract) -> None:

@@ -70,12 +70,12 @@ async def test_thought_and_answer_parts_in_one_chunk(contract: Contract) -> None
 
 
 async def test_rate_limit_is_retried_after_the_retry_info_delay(contract: Contract) -> None:
-    contract.api.script(error_reply(429, "RESOURCE_EXHAUSTED", retry_delay="0.3s"))
+    contract.api.script(error_reply(429, "RESOURCE_EXHAUSTED", retry_delay="0.2s"))
 
     assert_complete(GEMINI, await collect(contract.provider()))
 
     first_try, second_try = contract.api.requests
-    assert second_try.received_at - first_try.received_at >= 0.3
+    assert second_try.received_at - first_try.received_at >= 0.2
 
 
 async def test_retry_delay_longer_than_the_limit_is_not_waited_for(contract: Contract) -> None:
