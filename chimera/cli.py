@@ -25,8 +25,6 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from chimera.actors.broadcaster import DEFAULT_SUBSCRIBER_MAX_BYTES
-from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
 from chimera.auth.principal import parse_scopes
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import (
@@ -40,24 +38,27 @@ from chimera.client import JobsClient
 from chimera.cluster.workers import supervise
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig
 from chimera.console import render_code, render_event, render_job, render_jobs
+from chimera.defaults import (
+    DEFAULT_MAX_JOBS_PER_CALLER,
+    DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
+    DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_SIM_DELAY,
+    DEFAULT_SUBSCRIBER_MAX_BYTES,
+    MAX_BRIEF_CHARS,
+    MAX_CLIENT_FRAME,
+    MAX_MESSAGE_BYTES,
+)
 from chimera.errors import ConfigError
 from chimera.events import TeamName
 from chimera.fakes.briefed import fake_apis
-from chimera.gateways.convert import TEAM_TO_PB
-from chimera.gateways.grpc_gateway import MAX_MESSAGE_BYTES
-from chimera.gateways.limits import (
-    DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
-    DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
-)
-from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
 from chimera.ids import is_valid_job_id
 from chimera.observability import logs
-from chimera.observability.listener import DEFAULT_METRICS_PORT
 from chimera.providers.registry import Mode, Providers, ProviderSettings
-from chimera.providers.simulated import DEFAULT_DELAY
 from chimera.providers.table import PROVIDERS
 from chimera.server import ChimeraServer
 from chimera.v1 import jobs_pb2 as pb
+from chimera.wire import TEAM_TO_PB
 
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
 DEFAULT_WEB_URL = f"http://127.0.0.1:{DEFAULT_WS_PORT}"
@@ -229,8 +230,8 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         "(default 10)",
     )
     p.add_argument(
-        "--sim-delay", type=_non_negative, default=DEFAULT_DELAY, metavar="SECONDS",
-        help=f"simulated teams: pause between steps (default {DEFAULT_DELAY}; 0 = no pause)",
+        "--sim-delay", type=_non_negative, default=DEFAULT_SIM_DELAY, metavar="SECONDS",
+        help=f"simulated teams: pause between steps (default {DEFAULT_SIM_DELAY}; 0 = no pause)",
     )
     p.add_argument(
         "--sim-fail", type=_team, action="append", default=[], metavar="TEAM",

@@ -5,19 +5,21 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from chimera.actors.broadcaster import DEFAULT_SUBSCRIBER_MAX_BYTES
-from chimera.actors.jobs import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
 from chimera.auth.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
-from chimera.errors import ConfigError
-from chimera.events import TeamName
-from chimera.gateways.grpc_gateway import MAX_MESSAGE_BYTES, ConnectionLimits
-from chimera.gateways.limits import (
+from chimera.defaults import (
+    DEFAULT_MAX_JOBS_PER_CALLER,
     DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
     DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+    DEFAULT_SIM_DELAY,
+    DEFAULT_SUBSCRIBER_MAX_BYTES,
+    MAX_BRIEF_CHARS,
+    MAX_CLIENT_FRAME,
+    MAX_MESSAGE_BYTES,
+    ConnectionLimits,
 )
-from chimera.gateways.ws_gateway import MAX_CLIENT_FRAME
+from chimera.errors import ConfigError
+from chimera.events import TeamName
 from chimera.providers.registry import ProviderSettings
-from chimera.providers.simulated import DEFAULT_DELAY
 
 DEFAULT_GRPC_PORT = 50051
 DEFAULT_WS_PORT = 8888
@@ -40,7 +42,7 @@ class ServerConfig:
     # SO_REUSEPORT on both listeners: set in the worker processes of --workers.
     reuse_port: bool = False
     # The simulated teams: seconds between steps, and teams made to fail (for trying clients).
-    sim_delay: float = DEFAULT_DELAY
+    sim_delay: float = DEFAULT_SIM_DELAY
     sim_fail: frozenset[TeamName] = field(default_factory=frozenset)
     # The real teams (models, base URLs, real/simulated per team).
     providers: ProviderSettings = field(default_factory=ProviderSettings)

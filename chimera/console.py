@@ -8,8 +8,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from chimera.gateways.convert import STATE_FROM_PB, STATUS_FROM_PB, TEAM_FROM_PB
 from chimera.v1 import jobs_pb2 as pb
+from chimera.wire import STATE_FROM_PB, STATUS_FROM_PB, TEAM_FROM_PB
 
 TEAM_STYLE = {"anthropic": "bold magenta", "google": "bold cyan", "job": "bold"}
 
@@ -19,6 +19,13 @@ def team_label(team: pb.Team.ValueType) -> str:
     return name.value if name is not None else "job"
 
 
+def status_of(change: pb.StatusChange) -> str:
+    """The status a change names by its typed field; the string from a server that
+    predates those fields."""
+    typed = STATUS_FROM_PB.get(change.team_status) or STATE_FROM_PB.get(change.job_state)
+    return typed.value if typed is not None else change.status
+
+
 def render_event(console: Console, event: pb.JobEvent) -> None:
     """One line per event, as it arrives."""
     who = team_label(event.team)
@@ -26,7 +33,7 @@ def render_event(console: Console, event: pb.JobEvent) -> None:
     line.append(f"[{who}] ", style=TEAM_STYLE.get(who, ""))
     kind = event.WhichOneof("kind")
     if kind == "status_change":
-        status = event.status_change.status
+        status = status_of(event.status_change)
         line.append(status, style="bold green" if status in ("complete", "succeeded") else "bold")
         if event.status_change.model:
             line.append(f" (model: {event.status_change.model})", style="dim")

@@ -57,7 +57,10 @@ class EventType(StrEnum):
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """Now, to the millisecond: the stored frame's precision (:func:`iso_timestamp`),
+    so an event, a job's times and their replay after a restart are the same."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
 
 
 def iso_timestamp(moment: datetime) -> str:

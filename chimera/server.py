@@ -94,7 +94,7 @@ class ChimeraServer:
         config.check()
         self.config = config
         auth = authenticator(config)
-        limits = SubscriberLimits(
+        self.limits = limits = SubscriberLimits(
             config.max_subscribers_per_job, config.max_subscribers_per_address
         )
         # Providers built here are owned (and closed) here; a factory passed in is the caller's.
@@ -161,7 +161,11 @@ class ChimeraServer:
             if config.retention is not None
             else None
         )
-        self.metrics = MetricsListener() if config.metrics_port is not None else None
+        self.metrics = (
+            MetricsListener(HostAllowList(config.metrics_host, config.allowed_hosts))
+            if config.metrics_port is not None
+            else None
+        )
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
 

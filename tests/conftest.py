@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
+import random
 import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from chimera.actors.jobs import ProviderFactory
 from chimera.client import JobsClient
@@ -120,14 +123,79 @@ async def wait_for_sequence(client: JobsClient, job_id: str, sequence: int) -> N
     raise AssertionError(f"job {job_id} ended before event {sequence}")
 
 
-async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Returns once ``condition()`` holds (a state the server reports); fails after ``within`` s."""
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], within: float = 10.0, every: float = 0.01
+) -> None:
+    """Returns once ``condition()`` (or what it returns, awaited) holds: a state the
+    server reports when asked (a count, GetJob, /readyz), checked every ``every`` s
+    because nothing announces it; fails after ``within`` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while not condition():
+    while True:
+        held = condition()
+        if held if isinstance(held, bool) else await held:
+            return
         if loop.time() > deadline:
             raise AssertionError(f"not reached within {within} s")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
+
+
+@contextlib.contextmanager
+def logged(logger: str, starts: str) -> Iterator[asyncio.Future[logging.LogRecord]]:
+    """A future that gets the first record ``logger`` logs (at INFO or above) whose
+    message starts with ``starts``: what a server in this process reports, awaited
+    as it happens instead of polled for."""
+    loop = asyncio.get_running_loop()
+    seen: asyncio.Future[logging.LogRecord] = loop.create_future()
+
+    def settle(record: logging.LogRecord) -> None:
+        if not seen.done():
+            seen.set_result(record)
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith(starts):
+                loop.call_soon_threadsafe(settle, record)
+
+    target, handler = logging.getLogger(logger), Catch(logging.INFO)
+    level = target.level
+    target.setLevel(min(level or logging.INFO, logging.INFO))
+    target.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(level)
+
+
+async def reconnect_randomly(
+    url: Callable[[int], str], rng: random.Random, cycles: int, most: int
+) -> list[int]:
+    """A subscriber that keeps leaving: ``cycles`` times it connects to ``url(since)``
+    (resuming after the last seq it received), reads up to ``most`` messages, then
+    closes (odd cycles) or drops the connection (even ones); then reads the rest to
+    the job's end. Returns every seq received, in order."""
+    received: list[int] = []
+    for cycle in range(cycles):
+        since = received[-1] if received else 0
+        # max_queue=None: the client keeps reading while it closes, as browsers do
+        # (websockets' flow control would otherwise hold our close until timeout).
+        ws = await ws_connect(url(since), max_queue=None)
+        assert json.loads(await ws.recv())["data"]["since"] == since
+        try:
+            for _ in range(rng.randint(0, most)):
+                message = json.loads(await ws.recv())
+                if "seq" in message:
+                    received.append(message["seq"])
+        except ConnectionClosed:
+            assert ws.close_code == 1000  # the job finished meanwhile
+        if cycle % 2:
+            await ws.close()
+        else:
+            assert ws.transport is not None
+            ws.transport.abort()  # a dropped connection, no closing handshake
+    final = await ws_connect(url(received[-1]))
+    return received + [m["seq"] for m in job_events(await read_until_closed(final))]
 
 
 async def read_until_closed(ws: ClientConnection) -> list[dict[str, Any]]:
@@ -136,6 +204,17 @@ async def read_until_closed(ws: ClientConnection) -> list[dict[str, Any]]:
     async for raw in ws:
         messages.append(json.loads(raw))
     return messages
+
+
+async def first_events(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` job events on ``ws`` (control messages skipped): the job is
+    under way."""
+    events: list[dict[str, Any]] = []
+    while len(events) < count:
+        message = json.loads(await ws.recv())
+        if "seq" in message:
+            events.append(message)
+    return events
 
 
 def job_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

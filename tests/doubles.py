@@ -48,7 +48,7 @@ class ScriptedProvider:
     async def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
         try:
             for text in self.thoughts:
-                await asyncio.sleep(self.pace)
+                await asyncio.sleep(self.pace)  # the fake's pace: behaviour, not a wait
                 yield Thought(f"{text} ({brief[:20]})")
             if self.hold is not None:
                 await self.hold.wait()
@@ -63,6 +63,13 @@ class ScriptedProvider:
             raise
         finally:
             self.closed.set()
+
+
+def flood(thoughts: int, size: int = 2000) -> Callable[[TeamName], Provider]:
+    """Both teams think ``thoughts`` thoughts of ``size`` characters at once, then answer:
+    more than socket buffers hold, for slow-subscriber tests."""
+    text = "x" * size
+    return factory({team: (lambda: ScriptedProvider([text] * thoughts)) for team in TeamName})
 
 
 def factory(

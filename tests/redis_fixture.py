@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from chimera.client import JobsClient
+from tests.processes import Node, free_port, spawn
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 needs_redis = pytest.mark.skipif(
@@ -30,23 +27,10 @@ needs_redis = pytest.mark.skipif(
     reason="redis-server is not installed (scripts/setup installs it as root: "
     "apt-get install -y redis-server)",
 )
-SERVING = re.compile(r"serving gRPC on [\d.]+:(\d+) and WebSocket on [\d.]+:(\d+)")
-
-
-def read_text(path: Path) -> str:
-    """A small log file's text (sync: a few lines)."""
-    return path.read_text()
 
 
 def _mkdir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -78,7 +62,7 @@ class RedisServer:
                         return
                 except (aioredis.ConnectionError, OSError):
                     assert self.process.returncode is None, "redis-server exited"
-                await asyncio.sleep(0.025)
+                await asyncio.sleep(0.025)  # polled: redis-server announces nothing
         raise AssertionError("redis-server did not start")
 
     async def stop(self) -> None:
@@ -102,61 +86,6 @@ async def redis_server(directory: Path) -> AsyncIterator[RedisServer]:
         yield server
     finally:
         await server.stop()
-
-
-@dataclass
-class Node:
-    """One real ``chimera serve --redis`` process."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    log: Path
-    grpc_port: int
-    ws_port: int
-
-    def ws_url(self, job_id: str, since: int = 0) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/ws/orchestrate/{job_id}?since={since}"
-
-    def client(self) -> JobsClient:
-        return JobsClient(f"127.0.0.1:{self.grpc_port}")
-
-    def read_log(self) -> str:
-        return self.log.read_text()
-
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), 20)
-            except TimeoutError:
-                self.process.kill()
-        await self.process.wait()
-
-
-async def spawn(
-    name: str, log: Path, argv: list[str], env: dict[str, str] | None = None
-) -> tuple[asyncio.subprocess.Process, int, int]:
-    """Starts ``python -m chimera ARGV`` and waits for its "serving" line."""
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chimera", *argv, stdout=out, stderr=out,
-            env={**os.environ, **(env or {})},
-        )
-    for _ in range(400):
-        found = SERVING.search(read_text(log))
-        if found:
-            return process, int(found[1]), int(found[2])
-        if process.returncode is not None:
-            break
-        await asyncio.sleep(0.05)
-    if process.returncode is None:
-        process.kill()
-    await process.wait()
-    raise AssertionError(f"{name} did not start:\n{read_text(log)}")
 
 
 @asynccontextmanager

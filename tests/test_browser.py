@@ -96,7 +96,7 @@ def start_serve(
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"chimera serve did not start:\n{log.read_text()}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # polled: the process reports in a file (sync: playwright's API)
     return Serve(process, int(found[1]), int(found[2]), log)
 
 
@@ -243,7 +243,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         deadline = time.monotonic() + 10
         while http_status(f"{other}/follow.html") != 200:
             assert time.monotonic() < deadline, "the other origin's http.server did not start"
-            time.sleep(0.05)
+            time.sleep(0.05)  # polled: http.server announces nothing
         # localhost and 127.0.0.1 are different origins: the same pages, not allowed.
         yield Sites(chimera, other, f"http://localhost:{port}")
     finally:

@@ -60,6 +60,7 @@ async def test_submit_status_jobs_watch_cancel(server: Running) -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["type"] == "connected"
     assert [m["seq"] for m in lines[1:]] == list(range(1, len(lines)))
+    assert lines[-1]["data"] == {"status": "succeeded"}  # (not just "connected")
     code, out, err = await run("cancel", "cli-1", "--server", target)
     assert code == 2 and "FAILED_PRECONDITION" in err
     code, out, err = await run("status", "nope", "--server", target)

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,20 +24,30 @@ from typing import Any
 
 import grpc
 import pytest
-from websockets.exceptions import ConnectionClosed
+import redis as sync_redis
 
+from chimera.cluster.membership import LEASE_TTL
+from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import StartServer, job_events, read_until_closed, run_job, ws_connect
+from tests.conftest import (
+    StartServer,
+    first_events,
+    job_events,
+    logged,
+    read_until_closed,
+    reconnect_randomly,
+    run_job,
+    until,
+    ws_connect,
+)
+from tests.doubles import ScriptedProvider, factory
 from tests.metrics_scrape import scrape, value
+from tests.processes import Node, free_port, read_text, spawn, wait_for_lines
 from tests.redis_fixture import (
-    Node,
     RedisServer,
     chimera_nodes,
-    free_port,
     needs_redis,
-    read_text,
     redis_server,
-    spawn,
     start_node,
 )
 from tests.test_resume import fast_job, read_until_refused
@@ -68,6 +79,10 @@ def http_status(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+async def answers(url: str, status: int) -> bool:
+    return await asyncio.to_thread(http_status, url) == status
 
 
 async def test_a_job_on_a_is_watched_read_listed_and_resumed_on_b_and_c(
@@ -154,13 +169,7 @@ async def test_owner_killed_mid_job_is_failed_node_lost_once_and_b_sees_the_end(
             async with a.client() as client:
                 await client.create("a counter", job_id="orphan")
             ws = await ws_connect(b.ws_url("orphan"))
-            seen: list[dict[str, Any]] = []
-            async for raw in ws:
-                message = json.loads(raw)
-                if "seq" in message:
-                    seen.append(message)
-                if len(seen) >= 3:
-                    break  # the job is under way on A
+            seen = await first_events(ws, 3)  # the job is under way on A
             a.kill()
             killed = time.monotonic()
             seen += job_events(await asyncio.wait_for(read_until_closed(ws), NODE_LOST_BOUND))
@@ -200,6 +209,8 @@ async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
         after = await watch_ws(b, "kept")
         assert after == before  # history intact
         # The nodes recover: a new job runs and is watched across nodes again.
+        # (Retried while B answers UNAVAILABLE, the state it reports until its own
+        # reconnect to Redis, which announces nothing a client can await.)
         for _ in range(100):
             try:
                 async with b.client() as client:
@@ -223,6 +234,35 @@ async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
 
 
+async def test_flushall_while_watching_tells_the_connected_subscribers_history_is_gone(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    hold = asyncio.Event()
+    node = await start_server(
+        factory({team: lambda: ScriptedProvider(["one", "two"], hold=hold) for team in TeamName}),
+        redis_url=redis.url,
+    )
+    async with node.client() as client:
+        await client.create("a counter", job_id="watched")
+        ws = await ws_connect(node.ws_url("watched"))
+        stream = client.events("watched")
+        first = await anext(stream)
+        assert first.sequence == 1
+        async with redis.client() as r:
+            await r.flushall()
+        # Both planes are told at the node's next check (every second), not left waiting
+        # on a job whose events no longer exist anywhere.
+        messages = job_events(await asyncio.wait_for(read_until_refused(ws), 10))
+        assert (ws.close_code, ws.close_reason) == (4410, "history gone")
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async with asyncio.timeout(10):
+                async for _ in stream:
+                    pass
+        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    hold.set()
+
+
 async def test_a_lost_pubsub_message_is_filled_from_the_stream(
     redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -232,13 +272,7 @@ async def test_a_lost_pubsub_message_is_filled_from_the_stream(
             async with a.client() as client:
                 await client.create("a counter", job_id="lossy")
             ws = await ws_connect(b.ws_url("lossy"))
-            seen: list[dict[str, Any]] = []
-            async for raw in ws:
-                message = json.loads(raw)
-                if "seq" in message:
-                    seen.append(message)
-                if len(seen) >= 2:
-                    break
+            seen = await first_events(ws, 2)
             # A real fault: Redis drops every pub/sub connection; what A publishes
             # until B has reconnected never reaches B over pub/sub.
             async with redis.client() as r:
@@ -268,11 +302,7 @@ async def test_redis_down_means_not_ready_and_unavailable_then_catch_up(
             first = json.loads(await ws.recv())
             assert first["type"] == "connected"
             await redis.stop()
-            for _ in range(100):  # until B's next lease renewal notices
-                if await asyncio.to_thread(http_status, ready) == 503:
-                    break
-                await asyncio.sleep(0.1)
-            assert await asyncio.to_thread(http_status, ready) == 503
+            await until(lambda: answers(ready, 503), every=0.1)  # B's next lease renewal
             async with b.client() as client:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await client.create("a counter")
@@ -280,11 +310,7 @@ async def test_redis_down_means_not_ready_and_unavailable_then_catch_up(
             await redis.start()
             # The subscriber stayed connected and gets everything, in order, to the end.
             seen = job_events(await asyncio.wait_for(read_until_closed(ws), 30))
-            for _ in range(100):
-                if await asyncio.to_thread(http_status, ready) == 200:
-                    break
-                await asyncio.sleep(0.1)
-            assert await asyncio.to_thread(http_status, ready) == 200
+            await until(lambda: answers(ready, 200), every=0.1)
         finally:
             await a.stop()
         seqs = [m["seq"] for m in seen]
@@ -315,19 +341,15 @@ async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
     ])
     try:
         node = Node("w", parent, log, grpc_port, ws_port)
-        await _serving_lines(log, 2)  # both workers listen
+        await wait_for_lines(log, SERVING_LINE, parent, 2)  # both workers listen
         owners = await _job_owners(node, redis, "first", 30)
         assert len(owners) == 2  # both workers accepted jobs on the one port
         pids = [int(p) for p in _worker_pids(read_text(log))]
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)
-        for _ in range(200):
-            if len(_worker_pids(read_text(log))) == 3:
-                break
-            await asyncio.sleep(0.05)
-        assert len(_worker_pids(read_text(log))) == 3  # started again
+        await wait_for_lines(log, WORKER_STARTED, parent, 3)  # started again
         assert "exited with -9; starting it again" in read_text(log)
-        await _serving_lines(log, 3)  # the new worker listens too
+        await wait_for_lines(log, SERVING_LINE, parent, 3)  # the new worker listens too
         owners = await _job_owners(node, redis, "second", 30)
         assert len(owners) == 2
         # One scrape shows every worker, the killed one's jobs included.
@@ -340,16 +362,12 @@ async def test_workers_share_the_ports_and_a_killed_worker_is_replaced(
     assert "all workers stopped" in read_text(log)
 
 
-async def _serving_lines(log: Path, count: int) -> None:
-    for _ in range(400):
-        if read_text(log).count("serving gRPC on") >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {count} workers serving:\n{read_text(log)}")
+SERVING_LINE = re.compile("serving gRPC on")
+WORKER_STARTED = re.compile(r"worker \d started \(pid (\d+)\)")
 
 
 def _worker_pids(text: str) -> list[str]:
-    return re.findall(r"worker \d started \(pid (\d+)\)", text)
+    return WORKER_STARTED.findall(text)
 
 
 async def _job_owners(node: Node, redis: RedisServer, prefix: str, count: int) -> set[str]:
@@ -368,33 +386,46 @@ async def test_200_random_reconnects_to_random_nodes_lose_and_repeat_nothing(
     # Three servers in this process, sharing nothing but the real Redis (each its own
     # store connection, fan-out subscription and lease): a long scripted job on the first.
     nodes = [await start_server(fast_job(400), redis_url=redis.url) for _ in range(3)]
-    rng = random.Random(12)
-    received: list[int] = []
     async with nodes[0].client() as client:
         await client.create("a counter", job_id="hopping")
-    for cycle in range(200):
-        since = received[-1] if received else 0
-        node = rng.choice(nodes)
-        ws = await ws_connect(node.ws_url("hopping", f"since={since}"), max_queue=None)
-        assert json.loads(await ws.recv())["data"]["since"] == since
-        try:
-            for _ in range(rng.randint(0, 8)):
-                message = json.loads(await ws.recv())
-                if "seq" in message:
-                    received.append(message["seq"])
-        except ConnectionClosed:
-            assert ws.close_code == 1000  # the job finished meanwhile
-        if cycle % 2:
-            await ws.close()
-        else:
-            assert ws.transport is not None
-            ws.transport.abort()  # a dropped connection, no closing handshake
-    final = await ws_connect(rng.choice(nodes).ws_url("hopping", f"since={received[-1]}"))
-    received += [m["seq"] for m in job_events(await read_until_closed(final))]
+    rng = random.Random(12)
+    received = await reconnect_randomly(
+        lambda since: rng.choice(nodes).ws_url("hopping", f"since={since}"), rng, 200, 8
+    )
     async with nodes[2].client() as client:
         job = await client.get("hopping")
     assert received == list(range(1, job.last_sequence + 1))  # no gap, no duplicate
     assert job.last_sequence > 400
+
+
+async def test_a_process_whose_loop_is_stalled_past_its_lease_keeps_it(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # A saturated process is alive: other nodes must not take its jobs over. The lease
+    # is renewed from a thread of its own, so a loop that does nothing for longer than
+    # the lease's ttl does not let it expire.
+    node = await start_server(redis_url=redis.url)
+    cluster = node.server.cluster
+    assert cluster is not None
+    await until(lambda: cluster.membership.lease.renewals > 0)
+    key = f"chimera:node:{cluster.store.node}"
+    seen: list[bool] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with sync_redis.Redis.from_url(redis.url) as watcher:
+            while not stop.is_set():
+                seen.append(bool(watcher.exists(key)))
+                stop.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        time.sleep(LEASE_TTL + 1.5)  # noqa: ASYNC251 - the fault under test: the loop stalls
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(seen) > 20 and all(seen)
 
 
 async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_gone(
@@ -402,12 +433,11 @@ async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_
 ) -> None:
     keeper = await start_server(redis_url=redis.url, retention=0.5, retention_interval=0.2)
     other = await start_server(redis_url=redis.url)
-    await run_job(other, "old")
+    with logged("chimera.actors.retention", "retention removed") as swept:
+        await run_job(other, "old")
+        # The keeper's first sweep 0.5 s after the job ended removes it.
+        assert (await asyncio.wait_for(swept, 10)).args == (1,)
     async with redis.client() as r:
-        for _ in range(100):  # until a sweep has run after the job ended 0.5 s ago
-            if not await r.exists("chimera:job:old"):
-                break
-            await asyncio.sleep(0.1)
         assert not await r.exists("chimera:job:old", "chimera:events:old")
         assert await r.zcard("chimera:jobs") == 0
     for node in (keeper, other):
@@ -435,6 +465,8 @@ async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly
             assert "events not recorded" in a.read_log()
             await redis.start()
             # Once Redis answers again the job is closed as failed, with its final event.
+            # (GetJob polled: B answers UNAVAILABLE until it has reconnected, and a
+            # stream would have to be retried the same way.)
             async with b.client() as client:
                 job = pb.Job()
                 for _ in range(200):
@@ -454,3 +486,6 @@ async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly
             await a.stop()
         assert [m["seq"] for m in tail] == list(range(1, len(tail) + 1))
         assert tail[-1]["data"]["status"] == "failed"
+        # Its teams say why, not "node lost": this process was alive, Redis was not.
+        errors = {m["data"]["error"] for m in tail if m["type"] == "error"}
+        assert errors == {"events could not be recorded: Redis unreachable for 1 s"}

@@ -12,7 +12,7 @@ from chimera.events import TeamName
 from chimera.providers.base import Provider
 from chimera.providers.simulated import SimulatedProvider
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import StartServer, read_until_closed, run_job, ws_connect
+from tests.conftest import StartServer, logged, read_until_closed, run_job, until, ws_connect
 from tests.doubles import ScriptedProvider
 from tests.filesystems import remount, tmpfs
 
@@ -36,17 +36,15 @@ async def test_disk_full_refuses_new_jobs_fails_the_writer_keeps_reads_and_recov
         done = await run_job(server, "done")
         async with server.client() as client:
             floods = 2
-            await client.create("fill the disk", job_id="victim")
-            # Until the broadcaster cannot write: then CreateJob says so.
-            for _ in range(600):
-                try:
-                    await client.create("a probe", request_id="probe")
-                except grpc.aio.AioRpcError as exc:
-                    refused = exc
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the disk never filled")
+            with logged("chimera.actors.broadcaster", "cannot record events") as full:
+                await client.create("fill the disk", job_id="victim")
+                # The broadcaster reports the first write that fails (and from then
+                # on refuses new jobs) ...
+                await asyncio.wait_for(full, 60)
+            # ... so CreateJob says so.
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.create("a probe", request_id="probe")
+            refused = info.value
             assert refused.code() in STORAGE_CODES, refused
             assert "storage" in (refused.details() or ""), refused.details()
             # Reads keep working: snapshots, history on both planes.
@@ -59,11 +57,12 @@ async def test_disk_full_refuses_new_jobs_fails_the_writer_keeps_reads_and_recov
             assert not server.task.done()
 
             remount(small, "size=64m")  # space is back: the server recovers by itself
-            for _ in range(600):  # (not a stream from 0: 8 KB events would shed it)
-                victim = await client.get("victim")
-                if victim.state != pb.JOB_STATE_RUNNING:
-                    break
-                await asyncio.sleep(0.05)
+
+            async def victim_ended() -> bool:  # GetJob: a stream from 0 would be shed
+                return (await client.get("victim")).state != pb.JOB_STATE_RUNNING
+
+            await until(victim_ended, 30, every=0.05)
+            victim = await client.get("victim")
             assert victim.state == pb.JOB_STATE_FAILED
             for run in victim.teams:
                 assert "could not be recorded" in run.error and "full" in run.error, run.error

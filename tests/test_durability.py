@@ -4,65 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import sqlite3
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from chimera.client import JobsClient
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import job_events, read_until_closed, ws_connect
-
-SERVING = re.compile(r"serving gRPC on [\d.]+:(\d+) and WebSocket on [\d.]+:(\d+)")
-
-
-@dataclass
-class Serve:
-    process: asyncio.subprocess.Process
-    grpc_port: int
-    ws_port: int
-
-    def ws_url(self, job_id: str, since: int = 0) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/ws/orchestrate/{job_id}?since={since}"
-
-    def client(self) -> JobsClient:
-        return JobsClient(f"127.0.0.1:{self.grpc_port}")
-
-
-def read_log(log: Path) -> str:
-    """The server's log so far (small: a few lines)."""
-    return log.read_text()
-
-
-@asynccontextmanager
-async def chimera_serve(db: Path, log: Path, *flags: str) -> AsyncIterator[Serve]:
-    """A real ``chimera serve`` process on ports 0; its log goes to ``log``."""
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chimera", "serve", "--grpc-port", "0", "--ws-port", "0",
-            "--db", str(db), *flags, stdout=out, stderr=out,
-        )
-    try:
-        for _ in range(200):
-            found = SERVING.search(read_log(log))
-            if found:
-                break
-            assert process.returncode is None, read_log(log)
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"the server did not start:\n{read_log(log)}")
-        yield Serve(process, int(found[1]), int(found[2]))
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+from tests.conftest import first_events, job_events, read_until_closed, ws_connect
+from tests.metrics_scrape import scrape, value
+from tests.processes import chimera_serve, free_port
 
 
 async def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path: Path) -> None:
@@ -73,8 +25,7 @@ async def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path: Path) -> Non
             await client.create("Create a login form", job_id="killed")
         ws = await ws_connect(first.ws_url("killed"))
         assert json.loads(await ws.recv())["type"] == "connected"
-        while len(seen) < 6:
-            seen.append(json.loads(await ws.recv()))
+        seen += await first_events(ws, 6)
         first.process.send_signal(signal.SIGKILL)
         await first.process.wait()
         # Whatever was already on its way is still delivered; then the connection drops.
@@ -89,7 +40,14 @@ async def test_sigkill_mid_job_then_restart_loses_nothing(tmp_path: Path) -> Non
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
-    async with chimera_serve(db, tmp_path / "second.log") as second:
+    metrics = free_port()
+    async with chimera_serve(
+        db, tmp_path / "second.log", "--metrics-port", str(metrics)
+    ) as second:
+        # The job closed at start-up counts as a failed job; none is running.
+        samples = await scrape(metrics)
+        assert value(samples, "chimera_jobs_finished_total", state="failed") == 1
+        assert value(samples, "chimera_jobs_running") == 0
         # The subscriber resumes after the last seq it saw, on the new server.
         last_seen = seen[-1]["seq"]
         resumed = await ws_connect(second.ws_url("killed", last_seen))

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from typing import Any
 
-from tests.conftest import Running, grpcurl
+from tests.conftest import Running, grpcurl, wait_for_sequence
 
 SERVICE = "chimera.v1.JobService"
+BAD_PAGE_TOKEN = (
+    "page_token is not one this server issued: pass next_page_token from the "
+    "previous ListJobs response unchanged, or leave it empty"
+)
+
+
+def page_token_text(token: str) -> str:
+    """What a page token carries: the wire format is unpadded base64url of "v1:N"."""
+    assert "=" not in token
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+
+
+def streamed_events(out: str) -> list[dict[str, Any]]:
+    """The ``event`` of each StreamJobEvents response grpcurl printed (JSON objects in a row)."""
+    decoder, text, pos, events = json.JSONDecoder(), out.strip(), 0, []
+    while pos < len(text):
+        obj, pos = decoder.raw_decode(text, pos)
+        events.append(obj["event"])
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return events
 
 
 async def call(server: Running, method: str, data: Any) -> tuple[int, Any, str]:
@@ -57,19 +80,12 @@ async def test_create_stream_get_list(server: Running) -> None:
 
     code, out, err = await call(server, "StreamJobEvents", {"job_id": job_id})
     assert code == 0, err
-    decoder = json.JSONDecoder()
-    events: list[dict[str, Any]] = []
-    pos = 0
-    text = out.strip()
-    while pos < len(text):
-        obj, pos = decoder.raw_decode(text, pos)
-        events.append(obj["event"])
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+    events = streamed_events(out)
     sequences = [int(e["sequence"]) for e in events]
     assert sequences == list(range(1, len(events) + 1))
     assert events[0]["status_change"]["status"] == "running"
     assert events[-1]["status_change"]["status"] == "succeeded"
+    assert events[-1]["status_change"]["job_state"] == "JOB_STATE_SUCCEEDED"
     assert "team" not in events[-1]  # job-level events carry no team
     codes = [e for e in events if "code_generated" in e]
     assert {e["team"] for e in codes} == {"TEAM_ANTHROPIC", "TEAM_GOOGLE"}
@@ -110,6 +126,7 @@ async def test_list_jobs_newest_first_and_paginated(server: Running) -> None:
         token = page.get("next_page_token", "")
         if not token:
             break
+        assert re.fullmatch(r"v1:\d+", page_token_text(token)), token
     assert seen == list(reversed(ids))
     assert pages == 3
 
@@ -119,10 +136,12 @@ async def test_list_jobs_rejects_bad_page_size_and_token(server: Running) -> Non
         code, _, err = await call(server, "ListJobs", data)
         assert code != 0
         assert "InvalidArgument" in err and "page_size" in err
-    for token in ("garbage!", "djE6YWJj", "x" * 500):
+    # Not base64; "v1:abc"; "v2:5" (another version); "v1:" and 19 digits; "v1:-5".
+    for token in ("garbage!", "djE6YWJj", "djI6NQ", "djE6MTExMTExMTExMTExMTExMTExMQ",
+                  "djE6LTU", "x" * 500):
         code, _, err = await call(server, "ListJobs", {"page_token": token})
         assert code != 0
-        assert "InvalidArgument" in err and "page_token" in err
+        assert "InvalidArgument" in err and BAD_PAGE_TOKEN in err
 
 
 async def test_create_job_errors(server: Running) -> None:
@@ -191,15 +210,33 @@ async def test_cancel_finished_job_is_failed_precondition(server: Running) -> No
 async def test_stream_after_sequence(server: Running) -> None:
     code, _, _ = await call(server, "CreateJob", {"brief": "a todo list", "job_id": "resume"})
     assert code == 0
-    code, out, _ = await call(server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 5})
+    async with server.client() as client:
+        # Event 5 exists (resuming after a seq the job has not reached is refused).
+        await wait_for_sequence(client, "resume", 5)
+        code, out, _ = await call(
+            server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 5}
+        )
+        job = await client.get("resume")
     assert code == 0
     sequences = [int(s) for s in _field_values(out, '"sequence": "')]
-    assert sequences[0] == 6
-    assert sequences == list(range(6, 6 + len(sequences)))
+    assert sequences == list(range(6, job.last_sequence + 1))  # to the final event
     code, _, err = await call(
         server, "StreamJobEvents", {"job_id": "resume", "after_sequence": 10_000}
     )
     assert code != 0 and "InvalidArgument" in err and "past the last seq" in err
+
+
+async def test_a_replayed_event_is_the_live_one_field_for_field(server: Running) -> None:
+    # Times included: the stored frame (milliseconds) is the record, so a live event
+    # must not carry more precision than its replay.
+    async with server.client() as client:
+        created = await client.create("a counter", job_id="same")
+        live = [event async for event in client.events("same")]
+        replayed = [event async for event in client.events("same")]
+        got = await client.get("same")
+    assert len(live) > 5 and live == replayed
+    assert got.create_time == created.create_time
+    assert all(e.time.nanos % 1_000_000 == 0 for e in live)
 
 
 def _field_values(text: str, marker: str) -> list[str]:

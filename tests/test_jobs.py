@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -14,10 +15,17 @@ from tests.conftest import (
     StartServer,
     job_events,
     read_until_closed,
+    run_job,
+    until,
     wait_for_sequence,
     ws_connect,
 )
 from tests.doubles import ScriptedProvider, factory
+
+
+async def drain(events: AsyncIterator[pb.JobEvent]) -> None:
+    async for _ in events:
+        pass
 
 
 def by_team(messages: list[dict[str, Any]], team: str) -> list[tuple[str, Any]]:
@@ -71,11 +79,7 @@ async def test_a_crashing_team_is_reported_and_the_other_completes(
     server = await start_server(
         factory({TeamName.GOOGLE: lambda: ScriptedProvider(["g"], crash=True)})
     )
-    async with server.client() as client:
-        await client.create("a counter", job_id="crash")
-        async for _ in client.events("crash"):
-            pass
-        job = await client.get("crash")
+    job = await run_job(server, "crash")
     runs = {r.team: r for r in job.teams}
     assert runs[pb.TEAM_GOOGLE].status == pb.TEAM_STATUS_ERROR
     assert runs[pb.TEAM_GOOGLE].error == "internal error in the google team"
@@ -85,11 +89,7 @@ async def test_a_crashing_team_is_reported_and_the_other_completes(
 
 async def test_job_fails_when_no_team_produces_code(start_server: StartServer) -> None:
     server = await start_server(sim_fail=frozenset(TeamName))
-    async with server.client() as client:
-        await client.create("a counter", job_id="nocode")
-        async for _ in client.events("nocode"):
-            pass
-        job = await client.get("nocode")
+    job = await run_job(server, "nocode")
     assert job.state == pb.JOB_STATE_FAILED
     assert all(r.status == pb.TEAM_STATUS_ERROR for r in job.teams)
     assert all("simulated failure" in r.error for r in job.teams)
@@ -108,7 +108,7 @@ async def test_cancellation_mid_run_stops_teams_promptly(start_server: StartServ
     async with server.client() as client:
         await client.create("a login form", job_id="stopme")
         await wait_for_sequence(client, "stopme", 5)
-        cancelled = await asyncio.wait_for(client.cancel("stopme"), 5)
+        cancelled = await asyncio.wait_for(client.cancel("stopme"), 30)
         assert cancelled.state == pb.JOB_STATE_CANCELLED
         assert all(r.status == pb.TEAM_STATUS_CANCELLED for r in cancelled.teams)
         assert cancelled.HasField("end_time")
@@ -150,11 +150,7 @@ async def test_deadline_fails_unfinished_teams(start_server: StartServer) -> Non
         factory({TeamName.GOOGLE: lambda: ScriptedProvider(["slow"], hold=hold)}),
         job_deadline=0.5,
     )
-    async with server.client() as client:
-        await client.create("a counter", job_id="late")
-        async for _ in client.events("late"):
-            pass
-        job = await client.get("late")
+    job = await run_job(server, "late")
     runs = {r.team: r for r in job.teams}
     assert runs[pb.TEAM_GOOGLE].status == pb.TEAM_STATUS_ERROR
     assert "deadline exceeded" in runs[pb.TEAM_GOOGLE].error
@@ -177,7 +173,14 @@ async def test_shutdown_interrupts_running_jobs_and_closes_streams(
     async with server.client() as client:
         await client.create("a counter", job_id="inflight")
         await wait_for_sequence(client, "inflight", 5)
-    await server.stop()
+        idle_grpc = asyncio.create_task(drain(client.events("never-created")))
+        await until(lambda: server.server.broadcaster.subscriber_count("never-created") == 2)
+        await server.stop()
+        # The waiting gRPC stream is told why it ends (not cut off at the grace period).
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await idle_grpc
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in (ended.value.details() or ""), ended.value.details()
     messages = job_events(await read_until_closed(job_ws))
     await read_until_closed(idle_ws)
     assert messages[-1]["data"] == {"status": "failed"}

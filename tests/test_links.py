@@ -17,9 +17,9 @@ from chimera.events import TeamName
 from tests.conftest import StartServer, job_events, read_until_closed, ws_connect
 from tests.doubles import ScriptedProvider, factory
 from tests.http_raw import http_request
+from tests.processes import chimera_serve
 from tests.security import SECRET, token
 from tests.test_cli import run
-from tests.test_durability import chimera_serve, read_log
 from tests.test_web import FILES
 
 
@@ -78,7 +78,7 @@ async def test_token_link_opens_the_job_read_only(
 
 async def test_serve_prints_the_command_center_url(tmp_path: Path) -> None:
     async with chimera_serve(tmp_path / "c.db", tmp_path / "serve.log") as serve:
-        log = read_log(tmp_path / "serve.log")
+        log = serve.read_log()
         found = re.search(r"Command Center: (http://127\.0\.0\.1:(\d+)/)", log)
         assert found, log
         assert int(found[2]) == serve.ws_port

@@ -14,7 +14,7 @@ import pytest
 
 from chimera.observability import logs
 from tests.conftest import read_until_closed, ws_connect
-from tests.test_durability import chimera_serve, read_log
+from tests.processes import chimera_serve, read_text
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 SECRETS = ("sk-ant-api03-abcdefghijkl", "AIzaSyA0123456789abcdefghijklmnopq", JWT)
@@ -32,7 +32,7 @@ async def test_json_logs_parse_and_job_lines_carry_the_job_id(tmp_path: Path) ->
             await asyncio.wait_for(read_until_closed(ws), 30)
         serve.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(serve.process.wait(), 30) == 0
-    lines = [json.loads(line) for line in read_log(log).splitlines()]  # every line parses
+    lines = [json.loads(line) for line in read_text(log).splitlines()]  # every line parses
     assert all({"ts", "level", "logger", "msg"} <= line.keys() for line in lines)
     job_lines = [line for line in lines if "logged" in line["msg"]]
     assert {line["msg"] for line in job_lines} >= {

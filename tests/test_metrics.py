@@ -16,16 +16,17 @@ from typing import Any
 import grpc
 import pytest
 
+from chimera.defaults import DEFAULT_METRICS_PORT
 from chimera.errors import ConfigError
 from chimera.events import Draft, Event, TeamName
-from chimera.observability.listener import DEFAULT_METRICS_PORT
 from chimera.observability.metrics import Deliveries
 from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
 from chimera.providers.faults import RetryableError
 from chimera.providers.retry import RetryPolicy, with_retries
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, run_job, until, ws_connect
-from tests.doubles import ScriptedProvider, factory
+from tests.doubles import factory, flood
+from tests.http_raw import http_request
 from tests.metrics_scrape import delta, fetch, scrape, scrape_until, value
 from tests.security import SECRET
 from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
@@ -117,11 +118,7 @@ async def test_a_job_watched_by_two_websockets_and_a_grpc_stream(
 
 
 async def test_a_shed_subscriber_is_counted_as_too_slow(start_server: StartServer) -> None:
-    big = "x" * 2000
-    server = await start_server(
-        factory({team: (lambda: ScriptedProvider([big] * 2000)) for team in TeamName}),
-        subscriber_max_bytes=QUEUE_LIMIT, metrics_port=0,
-    )
+    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT, metrics_port=0)
     port = metrics_port(server)
     before = await scrape(port)
     stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
@@ -167,6 +164,19 @@ async def test_the_listener_serves_only_metrics(start_server: StartServer) -> No
         await asyncio.to_thread(fetch, metrics_port(server), "/")
     assert missing.value.code == 404
     missing.value.close()
+
+
+async def test_the_listener_refuses_a_foreign_host_name(start_server: StartServer) -> None:
+    # DNS rebinding: a page whose name now points at 127.0.0.1 must not read the figures.
+    server = await start_server(metrics_port=0, allowed_hosts=("chimera.example",))
+    port = metrics_port(server)
+    rebound = await http_request(port, "GET", "/metrics", {"Host": f"evil.example:{port}"})
+    assert rebound.status == 421
+    assert b"--allowed-host" in rebound.body and b"chimera_" not in rebound.body
+    for name in ("127.0.0.1", "localhost", "chimera.example"):
+        ok = await http_request(port, "GET", "/metrics", host=name)
+        assert ok.status == 200, name
+        assert b"# TYPE chimera_ws_connections gauge" in ok.body
 
 
 async def test_a_taken_metrics_port(start_server: StartServer) -> None:

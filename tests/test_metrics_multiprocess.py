@@ -6,18 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from chimera.client import JobsClient
 from chimera.observability.listener import MULTIPROC_ENV, worker_exited, worker_metrics
 from tests.conftest import ws_connect
 from tests.metrics_scrape import scrape, scrape_until, value
-from tests.test_durability import SERVING, read_log
+from tests.processes import Node, free_port, spawn
 
 
 def files(directory: str) -> list[str]:
@@ -25,40 +21,19 @@ def files(directory: str) -> list[str]:
     return os.listdir(directory) if os.path.isdir(directory) else []
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@dataclass
-class Worker:
-    process: asyncio.subprocess.Process
-    grpc_port: int
-    ws_port: int
-
-
 @contextlib.asynccontextmanager
-async def serve(tmp: Path, name: str, metrics_port: int) -> AsyncIterator[Worker]:
+async def serve(tmp: Path, name: str, metrics_port: int) -> AsyncIterator[Node]:
     """A real ``chimera serve``, started as a worker (environment inherited)."""
     log = tmp / f"{name}.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chimera", "serve", "--grpc-port", "0", "--ws-port", "0",
-            "--db", str(tmp / f"{name}.db"), "--sim-delay", "0.01",
-            "--metrics-port", str(metrics_port), stdout=out, stderr=out,
-        )
+    process, grpc_port, ws_port = await spawn(name, log, [
+        "serve", "--grpc-port", "0", "--ws-port", "0", "--db", str(tmp / f"{name}.db"),
+        "--sim-delay", "0.01", "--metrics-port", str(metrics_port),
+    ])
+    worker = Node(name, process, log, grpc_port, ws_port)
     try:
-        async with asyncio.timeout(30):
-            while not (found := SERVING.search(read_log(log))):
-                assert process.returncode is None, read_log(log)
-                await asyncio.sleep(0.05)
-        yield Worker(process, int(found[1]), int(found[2]))
+        yield worker
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
+        await worker.stop()
 
 
 async def run_one_job(grpc_port: int) -> None:

@@ -20,7 +20,6 @@ from chimera.providers.faults import (
     redact,
 )
 from chimera.providers.retry import RetryPolicy, with_retries
-from tests.conftest import until
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.001)
 RESULT = CodeResult(code="x", language="ts", token_count=1)
@@ -33,17 +32,22 @@ class Attempts:
         self.failures = list(failures)
         self.started = 0
         self.closed = 0
+        self.failed = asyncio.Event()  # set once an attempt has failed and been closed
 
     async def __call__(self) -> AsyncGenerator[ProviderEvent, None]:
         self.started += 1
+        failing = False
         try:
             yield Thought(f"attempt {self.started}")
             yield AnswerStarted()
             if self.failures:
+                failing = True
                 raise self.failures.pop(0)
             yield RESULT
         finally:
             self.closed += 1
+            if failing:
+                self.failed.set()
 
 
 async def run(attempts: Attempts, policy: RetryPolicy = FAST) -> list[ProviderEvent]:
@@ -101,7 +105,7 @@ async def test_retry_after_is_honoured_and_a_too_long_one_gives_up() -> None:
 async def test_cancellation_during_backoff_propagates() -> None:
     attempts = Attempts(RetryableError("dropped"))
     task = asyncio.create_task(run(attempts, RetryPolicy(backoff_base=30)))
-    await until(lambda: attempts.closed == 1)  # the first attempt failed: in backoff now
+    await asyncio.wait_for(attempts.failed.wait(), 10)  # the first attempt failed: in backoff now
     assert not task.done()
     task.cancel()
 

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.exceptions import ConnectionClosedError
 
 from chimera.actors.jobs import ProviderFactory
 from chimera.events import TeamName
@@ -22,6 +22,7 @@ from tests.conftest import (
     StartServer,
     job_events,
     read_until_closed,
+    reconnect_randomly,
     run_job,
     until,
     ws_connect,
@@ -49,30 +50,11 @@ async def test_200_random_reconnects_during_a_fast_job_lose_and_repeat_nothing(
     start_server: StartServer,
 ) -> None:
     server = await start_server(fast_job(600))
-    rng = random.Random(4)
-    received: list[int] = []
     async with server.client() as client:
         await client.create("a counter", job_id="flaky")
-        for cycle in range(200):
-            since = received[-1] if received else 0
-            # max_queue=None: the client keeps reading while it closes, as browsers do
-            # (websockets' flow control would otherwise hold our close until timeout).
-            ws = await ws_connect(server.ws_url("flaky", f"since={since}"), max_queue=None)
-            assert json.loads(await ws.recv())["data"]["since"] == since
-            try:
-                for _ in range(rng.randint(0, 12)):
-                    message = json.loads(await ws.recv())
-                    if "seq" in message:
-                        received.append(message["seq"])
-            except ConnectionClosed:
-                assert ws.close_code == 1000  # the job finished meanwhile
-            if cycle % 2:
-                await ws.close()
-            else:
-                assert ws.transport is not None
-                ws.transport.abort()  # a dropped connection, no closing handshake
-        final = await ws_connect(server.ws_url("flaky", f"since={received[-1]}"))
-        received += [m["seq"] for m in job_events(await read_until_closed(final))]
+        received = await reconnect_randomly(
+            lambda since: server.ws_url("flaky", f"since={since}"), random.Random(4), 200, 12
+        )
         job = await client.get("flaky")
     assert received == list(range(1, job.last_sequence + 1))  # no gap, no duplicate
     assert job.last_sequence > 1200

@@ -14,35 +14,32 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 
 from chimera.client import JobsClient
-from chimera.events import TeamName
-from chimera.providers.base import Provider
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import Running, StartServer, job_events, read_until_closed, ws_connect
-from tests.doubles import ScriptedProvider, factory
+from tests.conftest import (
+    Running,
+    StartServer,
+    job_events,
+    read_until_closed,
+    until,
+    ws_connect,
+)
+from tests.doubles import flood
 from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
 
 
-def flood(thoughts: int, size: int = 2000) -> Callable[[TeamName], Provider]:
-    text = "x" * size
-    return factory({team: (lambda: ScriptedProvider([text] * thoughts)) for team in TeamName})
-
-
 async def poll_job(client: JobsClient, done: Callable[[pb.Job], bool]) -> None:
-    """Waits for the flood job to reach a state (GetJob: a stream could be shed)."""
-    for _ in range(1200):
-        if done(await client.get("flood")):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the flood job never got there")
+    """Waits for the flood job to reach a state GetJob reports (a stream that waited
+    for it would itself be shed by the flood this file is about)."""
+
+    async def reached() -> bool:
+        return done(await client.get("flood"))
+
+    await until(reached, 60, every=0.05)
 
 
 async def shed(server: Running) -> None:
-    """Waits until the flood job's one subscriber has been shed (it leaves the channel)."""
-    for _ in range(600):
-        if server.server.broadcaster.subscriber_count("flood") == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the reader was never shed")
+    """Returns once the flood job's one subscriber has been shed (it leaves the channel)."""
+    await until(lambda: server.server.broadcaster.subscriber_count("flood") == 0, 30)
 
 
 @pytest.mark.parametrize("plane", ["grpc", "ws"])
@@ -99,7 +96,8 @@ async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
         await client.create("a flood", job_id="flood")
         await asyncio.wait_for(read_until_closed(fast), 60)
     # Slow for longer than a close handshake may take (5 s): the close frame sits
-    # behind what the kernel holds, and must still arrive with its reason.
+    # behind what the kernel holds, and must still arrive with its reason. (The
+    # pause is the behaviour under test, not a wait for the server.)
     await asyncio.sleep(6)
     messages, code, reason = await asyncio.wait_for(read_frames(stuck_reader), 30)
     stuck_writer.close()

@@ -18,10 +18,11 @@ from google.protobuf.json_format import MessageToDict
 from websockets.asyncio.client import ClientConnection
 
 from chimera.events import Event, TeamName, upgrade_frame
-from chimera.gateways.convert import TEAM_FROM_PB, job_to_pb
+from chimera.gateways.convert import job_to_pb
 from chimera.job import LATEST_THOUGHTS, Job, TeamRun
 from chimera.providers.base import Provider
 from chimera.v1 import jobs_pb2 as pb
+from chimera.wire import TEAM_FROM_PB
 from tests.conftest import StartServer, run_job, ws_connect
 from tests.doubles import ScriptedProvider, factory
 

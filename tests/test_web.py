@@ -3,6 +3,7 @@ set of files, security headers, ``GET /api/jobs``, and CORS for ``--allowed-orig
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from chimera.client import JobsClient
 from tests.conftest import Running, StartServer, run_job
 from tests.http_raw import HttpReply, http_request
 from tests.security import SECRET, token
+from tests.test_grpc_api import BAD_PAGE_TOKEN, page_token_text
 
 OTHER = "http://localhost:3030"
 FILES = {
@@ -113,6 +115,7 @@ async def test_api_jobs_lists_newest_first_paged_and_auth_aware(
     # Basic by default: the list carries no thoughts, only how many.
     assert all(not r["thoughts"] and r["thought_count"] > 0
                for j in page["jobs"] for r in j["teams"])
+    assert re.fullmatch(r"v1:\d+", page_token_text(page["next_page_token"]))  # as ListJobs
     second = (await get(server, f"/api/jobs?page_size=2&page_token={page['next_page_token']}"))
     assert [j["job_id"] for j in second.json()["jobs"]] == ["job-0"]
     assert second.json()["next_page_token"] == ""
@@ -123,6 +126,7 @@ async def test_api_jobs_lists_newest_first_paged_and_auth_aware(
         reply = await get(server, f"/api/jobs?{bad}")
         assert reply.status == 400, bad
         assert reply.json()["error"], bad
+    assert (await get(server, "/api/jobs?page_token=nope")).json()["error"] == BAD_PAGE_TOKEN
 
     secured = await start_server(jwt_secret=SECRET)
     for sub, job_id in (("alice", "a-1"), ("bob", "b-1")):

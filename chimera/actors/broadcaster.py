@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chimera.defaults import DEFAULT_SUBSCRIBER_MAX_BYTES
 from chimera.errors import (
     ChimeraError,
     EventsRejected,
@@ -46,7 +47,6 @@ from chimera.store.base import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
 INBOX_SIZE = 64
 MAX_BATCH = 64
 # Batches numbered ahead of the one being written (at most PIPELINE_DEPTH x

@@ -14,8 +14,6 @@ its process (:class:`CancelRelay`).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from chimera.actors.broadcaster import Broadcaster, Subscription
 from chimera.actors.supervisor import INTERRUPTED, JobSupervisor
 from chimera.actors.team import Publish, TeamActor
 from chimera.auth.principal import Principal, Scope
+from chimera.defaults import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
 from chimera.errors import (
     ChimeraError,
     FailedPrecondition,
@@ -36,7 +35,7 @@ from chimera.errors import (
     Unavailable,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
-from chimera.ids import check_job_id, is_ascii_number, new_job_id
+from chimera.ids import check_job_id, new_job_id
 from chimera.job import Job, JobView, TeamRun, thought_limit
 from chimera.observability import metrics
 from chimera.observability.logs import job_context
@@ -45,11 +44,9 @@ from chimera.store.base import Store
 
 log = logging.getLogger(__name__)
 
-MAX_BRIEF_CHARS = 10_000
 MAX_REQUEST_ID_CHARS = 128
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-DEFAULT_MAX_JOBS_PER_CALLER = 16
 
 ProviderFactory = Callable[[TeamName], Provider]
 NODE_LOST = "interrupted: node lost"
@@ -71,27 +68,6 @@ class JobRequest:
     teams: Sequence[TeamName] = ()
     job_id: str = ""
     request_id: str = ""
-
-
-def encode_page_token(cursor: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{cursor}".encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> int:
-    bad = InvalidArgument(
-        "page_token is not one this server issued: pass next_page_token from the "
-        "previous ListJobs response unchanged, or leave it empty"
-    )
-    if len(token) > 64:
-        raise bad
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise bad from exc
-    prefix, _, number = text.partition(":")
-    if prefix != "v1" or not is_ascii_number(number) or len(number) > 18:
-        raise bad
-    return int(number)
 
 
 async def close_as_failed(
@@ -125,6 +101,8 @@ class JobManager:
         self._supervisors: dict[str, JobSupervisor] = {}
         # Running (or being created) jobs per caller, for the in-flight limit.
         self._in_flight: dict[str, int] = {}
+        # Why the store refused a job's events, until recover() closes the job.
+        self._rejected_reasons: dict[str, str] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self.relay: CancelRelay | None = None
@@ -142,7 +120,11 @@ class JobManager:
                 continue
             self._broadcaster.open_job(job)
             unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
-            await close_as_failed(self._broadcaster.publish, job.job_id, unfinished, reason)
+            await close_as_failed(
+                self._broadcaster.publish, job.job_id, unfinished,
+                self._rejected_reasons.pop(job.job_id, reason),
+            )
+            metrics.job_recovered()
             recovered.append(job.job_id)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))
@@ -180,6 +162,9 @@ class JobManager:
         supervisor = self._supervisors.get(job_id)
         if supervisor is not None:
             supervisor.interrupt()
+            # If the store gives the job back to recover() (Redis answers again), it
+            # is closed with this reason, not the generic one.
+            self._rejected_reasons[job_id] = reason
 
     # -- operations ----------------------------------------------------------------------
 
@@ -339,6 +324,8 @@ class JobManager:
                     )
         finally:
             del self._supervisors[supervisor.job_id]
+            # No await since the final event was queued: the place is free before
+            # anyone can see the job end (test_jobs_in_flight_without_auth...).
             self._release(caller_key)
             log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
             metrics.job_finished(supervisor.state)
@@ -417,26 +404,27 @@ class JobManager:
             raise SinceTooLarge(job_id, since, job.last_sequence)
 
     async def list(
-        self, page_size: int, page_token: str, *, principal: Principal,
+        self, page_size: int, before: int | None, *, principal: Principal,
         view: JobView = JobView.DEFAULT,
-    ) -> tuple[list[Job], str]:
-        """A page of the jobs ``principal`` may read, newest first."""
+    ) -> tuple[list[Job], int | None]:
+        """A page of the jobs ``principal`` may read, newest first, and the cursor of
+        the next page (None: this was the last). ``before`` is the cursor a previous
+        page returned, None for the first page; a gateway carries it in its page
+        token (``chimera.wire``)."""
         principal.require(Scope.READ)
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgument(
                 f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
             )
-        before = decode_page_token(page_token) if page_token else None
         if principal.job is not None:
             if before is not None:  # the one page has been returned
-                return [], ""
+                return [], None
             job = await self._store.get_job(principal.job, thought_limit(view))
-            return ([job] if job is not None else []), ""
+            return ([job] if job is not None else []), None
         owner = None if principal.all_jobs else principal.sub
-        jobs, cursor = await self._store.list_jobs(
+        return await self._store.list_jobs(
             page_size or DEFAULT_PAGE_SIZE, before, owner, thought_limit(view)
         )
-        return jobs, encode_page_token(cursor) if cursor is not None else ""
 
     async def cancel(self, job_id: str, *, principal: Principal) -> Job:
         """Cancels a running job and returns it once its final event is recorded.

@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.errors import ChimeraError
-from chimera.events import utc_now
 from chimera.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,8 @@ class Retention:
 
     async def sweep(self) -> list[str]:
         """Removes every job that ended before now - ``max_age``; returns their ids."""
-        cutoff = utc_now() - self._max_age
+        # Not utc_now(): a cutoff is compared, not recorded, so it keeps full precision.
+        cutoff = datetime.now(UTC) - self._max_age
         removed: list[str] = []
         while True:
             batch = await self._store.remove_finished_before(cutoff, BATCH)

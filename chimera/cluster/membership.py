@@ -1,9 +1,11 @@
 """This process's membership of the cluster: its lease, the node-loss watchdog, health.
 
-Every ``interval`` seconds :meth:`Membership.run`:
+Every ``interval`` seconds, while :meth:`Membership.run` runs:
 
-1. renews the process's lease (``chimera:node:{node}``, expiring after ``ttl``);
-   a process that dies stops renewing, and its lease expires;
+1. (from a thread of its own, :mod:`chimera.cluster.lease`, so that a saturated
+   loop does not lose it) the process's lease (``chimera:node:{node}``, expiring
+   after ``ttl``) is renewed; a process that dies stops renewing, and its lease
+   expires;
 2. checks the data set's epoch: if Redis lost its data (FLUSHALL, a restart
    without persistence), every subscriber here is told history is gone;
 3. runs the job manager's recovery, which takes over (atomically, in exactly
@@ -25,6 +27,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from chimera.cluster.lease import LeaseKeeper
 from chimera.errors import ChimeraError
 from chimera.store.redis import UNREACHABLE, RedisStore
 
@@ -52,6 +55,7 @@ class Membership:
         self._ttl = ttl
         self._interval = interval
         self._stop = asyncio.Event()
+        self.lease = LeaseKeeper(store.url, store.node, ttl=ttl, interval=interval)
         self.ready = True
 
     async def join(self) -> None:
@@ -66,14 +70,19 @@ class Membership:
             await self._store.drop_lease()
 
     async def run(self) -> None:
-        while not self._stop.is_set():
-            await self.tick()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.lease.run(), name="lease")
+            try:
+                while not self._stop.is_set():
+                    await self.tick()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self._interval)
+            finally:
+                # The lease thread ends before leave() drops the lease: no renewal after.
+                self.lease.stop()
 
     async def tick(self) -> None:
         try:
-            await self._store.renew_lease(self._ttl)
             epoch = self._store.epoch
             if await self._store.refresh_epoch() != epoch:
                 log.error("Redis lost its data (epoch changed): history before now is gone")

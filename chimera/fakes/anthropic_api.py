@@ -34,9 +34,10 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Unpack
 
 from chimera.fakes.server import (
-    Ending,
+    Delivery,
     FakeHTTPServer,
     Pause,
     RecordedRequest,
@@ -206,10 +207,7 @@ def stream_reply(
     events: Sequence[Item] | None = None,
     *,
     crlf: bool = False,
-    split: int | None = None,
-    split_delay: float = 0.0,
-    ending: Ending = "complete",
-    header_delay: float = 0.0,
+    **delivery: Unpack[Delivery],
 ) -> Reply:
     """A 200 ``text/event-stream`` reply carrying ``events`` (default: a whole message)."""
     return Reply(
@@ -220,10 +218,7 @@ def stream_reply(
             "request-id": "req_fake01",
         },
         body=encode(message_events() if events is None else events, crlf=crlf),
-        ending=ending,
-        split=split,
-        split_delay=split_delay,
-        header_delay=header_delay,
+        **delivery,
     )
 
 

@@ -30,6 +30,12 @@ def _text_of(content: Any) -> str:
     return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
 
 
+def _plan(content: Any, team: str) -> tuple[list[str], str]:
+    """The simulator's thoughts and code for the brief in a request's last message."""
+    thoughts, code, _ = plan(_brief(_text_of(content)), team)
+    return thoughts, code
+
+
 def _answer(code: str) -> str:
     return f"Here is the component.\n\n```tsx\n{code}```\n"
 
@@ -37,8 +43,7 @@ def _answer(code: str) -> str:
 def anthropic_reply(delay: float) -> Script:
     def reply(request: RecordedRequest) -> Reply:
         body = request.json()
-        brief = _brief(_text_of(body["messages"][-1]["content"]))
-        thoughts, code, _ = plan(brief, "anthropic")
+        thoughts, code = _plan(body["messages"][-1]["content"], "anthropic")
         events = anthropic_api.message_events(
             thinking=thoughts, answer=_answer(code), model=body.get("model", "fake"),
             output_tokens=len(code) // 4 + sum(len(t) for t in thoughts) // 4,
@@ -56,8 +61,7 @@ def anthropic_reply(delay: float) -> Script:
 def gemini_reply(delay: float) -> Script:
     def reply(request: RecordedRequest) -> Reply:
         body = request.json()
-        brief = _brief(_text_of(body["contents"][-1]["parts"]))
-        thoughts, code, _ = plan(brief, "google")
+        thoughts, code = _plan(body["contents"][-1]["parts"], "google")
         items = gemini_api.response_chunks(
             thinking=[t + "\n\n" for t in thoughts], answer=_answer(code),
             words_per_chunk=1000,  # one chunk per thought, so the pauses fall between them

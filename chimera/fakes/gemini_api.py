@@ -32,11 +32,11 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from chimera.fakes.anthropic_api import DEFAULT_ANSWER, DEFAULT_THINKING, deltas
 from chimera.fakes.server import (
-    Ending,
+    Delivery,
     FakeHTTPServer,
     Pause,
     RecordedRequest,
@@ -162,20 +162,14 @@ def stream_reply(
     items: Sequence[Item] | None = None,
     *,
     crlf: bool = True,
-    split: int | None = None,
-    split_delay: float = 0.0,
-    ending: Ending = "complete",
-    header_delay: float = 0.0,
+    **delivery: Unpack[Delivery],
 ) -> Reply:
     """A 200 ``text/event-stream`` reply carrying ``items`` (default: a whole answer)."""
     return Reply(
         status=200,
         headers={"content-type": "text/event-stream", "x-content-type-options": "nosniff"},
         body=encode(response_chunks() if items is None else items, crlf=crlf),
-        ending=ending,
-        split=split,
-        split_delay=split_delay,
-        header_delay=header_delay,
+        **delivery,
     )
 
 

@@ -12,8 +12,13 @@ with ``Content-Length``, responses with ``Transfer-Encoding: chunked`` or
 - ``ending`` says how the response ends: ``"complete"`` (terminating chunk;
   the connection stays open for the next request), ``"drop"`` (the
   connection is closed mid-body) or ``"hang"`` (nothing more is sent until
-  the client goes away);
-- ``header_delay`` holds the status line back (slow response, for time-outs).
+  the client goes away: a stall mid-stream);
+- ``stall_headers`` sends nothing at all until the client goes away (a
+  response slower than any time-out).
+
+A stall lasts until the client gives up, not for a fixed time, so a time-out
+test neither races a pause that may end first on a loaded machine nor waits
+longer than the client's own time-out.
 
 Replies are taken per request from a queue filled with :meth:`FakeHTTPServer.script`;
 when it is empty the server's ``default`` answers. Entries may also be
@@ -35,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
 Ending = Literal["complete", "drop", "hang"]
@@ -75,9 +80,19 @@ class Reply:
     body: Sequence[Piece] = ()
     ending: Ending = "complete"
     chunked: bool = True
-    header_delay: float = 0.0
+    stall_headers: bool = False
     split: int | None = None
     split_delay: float = 0.0
+
+
+class Delivery(TypedDict, total=False):
+    """How a fake's ``stream_reply`` delivers its events: the :class:`Reply`
+    fields of the same names."""
+
+    ending: Ending
+    split: int | None
+    split_delay: float
+    stall_headers: bool
 
 
 @dataclass(slots=True)
@@ -249,8 +264,9 @@ class FakeHTTPServer:
     async def _send(
         self, reply: Reply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
-        if reply.header_delay:
-            await asyncio.sleep(reply.header_delay)
+        if reply.stall_headers:
+            await reader.read()  # until the client closes the connection
+            return False
         reason = _REASONS.get(reply.status, "Unknown")
         head = [f"HTTP/1.1 {reply.status} {reason}"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]

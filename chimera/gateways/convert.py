@@ -1,4 +1,5 @@
-"""Translation between Chimera's values and the chimera.v1 protobuf messages."""
+"""Translation between Chimera's values and the chimera.v1 protobuf messages (the gRPC
+gateway's; the enum maps the client side needs too are in ``chimera/wire.py``)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,11 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chimera.errors import InvalidArgument
-from chimera.events import Event, EventType, JobState, TeamName, TeamStatus, parse_timestamp
+from chimera.events import Event, EventType, TeamName, parse_timestamp
 from chimera.job import Job, JobView, Thought, thought_of
 from chimera.v1 import jobs_pb2 as pb
+from chimera.wire import STATE_TO_PB, STATUS_TO_PB, TEAM_FROM_PB, TEAM_TO_PB
 
-TEAM_TO_PB = {TeamName.ANTHROPIC: pb.TEAM_ANTHROPIC, TeamName.GOOGLE: pb.TEAM_GOOGLE}
-TEAM_FROM_PB = {v: k for k, v in TEAM_TO_PB.items()}
-STATE_TO_PB = {
-    JobState.RUNNING: pb.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: pb.JOB_STATE_FAILED,
-    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
-}
-STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
-STATUS_TO_PB = {
-    TeamStatus.IDLE: pb.TEAM_STATUS_IDLE,
-    TeamStatus.THINKING: pb.TEAM_STATUS_THINKING,
-    TeamStatus.GENERATING: pb.TEAM_STATUS_GENERATING,
-    TeamStatus.COMPLETE: pb.TEAM_STATUS_COMPLETE,
-    TeamStatus.ERROR: pb.TEAM_STATUS_ERROR,
-    TeamStatus.CANCELLED: pb.TEAM_STATUS_CANCELLED,
-}
-STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 VIEW_FROM_PB = {
     pb.JOB_VIEW_UNSPECIFIED: JobView.DEFAULT,
     pb.JOB_VIEW_BASIC: JobView.BASIC,
@@ -107,8 +91,13 @@ def event_to_pb(event: Event) -> pb.JobEvent:
     )
     data = event.data
     if event.type is EventType.STATUS_CHANGE:
-        message.status_change.status = data["status"]
-        message.status_change.model = data.get("model", "")
+        change = message.status_change
+        change.status = data["status"]
+        change.model = data.get("model", "")
+        if event.team:
+            change.team_status = STATUS_TO_PB.get(data["status"], pb.TEAM_STATUS_UNSPECIFIED)
+        else:
+            change.job_state = STATE_TO_PB.get(data["status"], pb.JOB_STATE_UNSPECIFIED)
     elif event.type is EventType.THOUGHT_ADDED:
         message.thought_added.CopyFrom(thought_to_pb(thought_of(data)))
     elif event.type is EventType.CODE_GENERATED:

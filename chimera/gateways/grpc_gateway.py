@@ -19,7 +19,6 @@ import inspect
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -33,6 +32,7 @@ from chimera.actors.jobs import JobManager, JobRequest
 from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metadata
 from chimera.auth.principal import Principal
 from chimera.auth.tokens import Authenticator
+from chimera.defaults import MAX_MESSAGE_BYTES, ConnectionLimits
 from chimera.errors import (
     ChimeraError,
     code_name,
@@ -43,11 +43,11 @@ from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1 import jobs_pb2_grpc
+from chimera.wire import decode_page_token, encode_page_token
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
-MAX_MESSAGE_BYTES = 1 << 20
 MAX_PENDING_CALLS = 10_000
 
 def status_code(error: ChimeraError) -> grpc.StatusCode:
@@ -193,11 +193,14 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
-            jobs, token = await self._jobs.list(
-                request.page_size, request.page_token, principal=self._principal(context),
-                view=view_from_pb(request.view),
+            principal, view = self._principal(context), view_from_pb(request.view)
+            jobs, cursor = await self._jobs.list(
+                request.page_size, decode_page_token(request.page_token),
+                principal=principal, view=view,
             )
-        return pb.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=token)
+        return pb.ListJobsResponse(
+            jobs=[job_to_pb(j) for j in jobs], next_page_token=encode_page_token(cursor)
+        )
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
@@ -229,17 +232,6 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                         yield pb.StreamJobEventsResponse(event=event_to_pb(event))
                         if self._deliveries is not None:
                             self._deliveries.delivered(event)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """Seconds: to finish the handshake; between keepalive pings (while calls are
-    open); to answer one; a connection with no call open is closed after ``idle``."""
-
-    handshake: float = 10.0
-    keepalive: float = 30.0
-    keepalive_timeout: float = 10.0
-    idle: float = 300.0
 
 
 class GrpcGateway:

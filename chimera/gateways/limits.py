@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from chimera.defaults import DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS, DEFAULT_MAX_SUBSCRIBERS_PER_JOB
 from chimera.errors import ResourceExhausted
-
-DEFAULT_MAX_SUBSCRIBERS_PER_JOB = 1000
-DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS = 100
 
 
 class SubscriberLimits:
@@ -39,6 +37,10 @@ class SubscriberLimits:
             raise ResourceExhausted(
                 f"job {job_id!r} has {self.per_job} subscribers, the limit: try again later"
             )
+
+    def subscribers(self, job_id: str) -> int:
+        """How many subscribers of ``job_id`` are counted now (past every check)."""
+        return self._jobs.get(job_id, 0)
 
     def acquire(self, job_id: str, address: str) -> None:
         """Checks, then counts one subscriber; each acquire needs one :meth:`release`."""

@@ -79,6 +79,7 @@ from chimera.actors.jobs import JobManager, JobRequest
 from chimera.auth.principal import Principal, Scope
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
+from chimera.defaults import MAX_CLIENT_FRAME
 from chimera.errors import (
     ChimeraError,
     HistoryGone,
@@ -123,13 +124,10 @@ from chimera.observability.metrics import (
     message_size,
     ws_closed,
 )
+from chimera.wire import decode_page_token, encode_page_token
 
 log = logging.getLogger(__name__)
 
-# A create_job message carries a brief of up to 10,000 characters: 40 KB of UTF-8,
-# and JSON.stringify escapes control characters as 6 bytes each (60 KB), plus the
-# other fields. Anything larger is refused with close code 1009.
-MAX_CLIENT_FRAME = 64 * 1024
 MAX_SINCE = 2**53
 CLOSE_TOO_SLOW = 4008
 SHED_CLOSE_TIMEOUT = 60.0  # seconds a shed (slow) reader has to read up to its 4008
@@ -433,13 +431,15 @@ class WebSocketGateway:
                 raise InvalidArgument("give one page_token, not several")
             if view is None:
                 raise InvalidArgument("view must be basic, default or full")
-            jobs, next_token = await self._jobs.list(
-                page_size, page_tokens[0], principal=self._principal(request, target),
-                view=view,
+            principal = self._principal(request, target)  # authenticated before parsing
+            jobs, cursor = await self._jobs.list(
+                page_size, decode_page_token(page_tokens[0]), principal=principal, view=view
             )
         except ChimeraError as exc:
             return self._cors.apply(request, _refusal(connection, exc, as_json=True))
-        body = {"jobs": [job.to_dict() for job in jobs], "next_page_token": next_token}
+        body = {
+            "jobs": [job.to_dict() for job in jobs], "next_page_token": encode_page_token(cursor)
+        }
         return self._cors.apply(request, _json(connection, http.HTTPStatus.OK, body))
 
     def _preflight(

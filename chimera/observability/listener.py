@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import logging
 import os
 import tempfile
@@ -34,12 +35,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
 from chimera.observability.metrics import DELIVERIES
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METRICS_PORT = 9464
 FLUSH_INTERVAL = 1.0
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -84,7 +85,10 @@ def _registry() -> CollectorRegistry:
 
 
 class MetricsListener:
-    def __init__(self) -> None:
+    def __init__(self, allowed_hosts: HostAllowList) -> None:
+        # Same DNS rebinding guard as the main port: a rebound page must not read
+        # the server's figures either.
+        self._allowed_hosts = allowed_hosts
         self._registry = _registry()
         self._routes = Routes([Route("GET", "/metrics", self._metrics, check_origin=False)])
         self._server: Server | None = None
@@ -122,6 +126,11 @@ class MetricsListener:
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def _answer(self, connection: ServerConnection, request: Request) -> Reply:
+        hosts = request.headers.get_all("Host")
+        if not self._allowed_hosts.allows(hosts):
+            return connection.respond(
+                http.HTTPStatus.MISDIRECTED_REQUEST, self._allowed_hosts.refusal(hosts)
+            )
         target = Target.parse(request.path)
         found = self._routes.match(request.method, target.path)
         if isinstance(found, list):

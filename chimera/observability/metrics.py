@@ -292,6 +292,13 @@ def job_finished(state: JobState) -> None:
     JOBS_FINISHED.labels(state.value).inc()
 
 
+def job_recovered() -> None:
+    """A job a crashed (or lost) process left running, closed ``failed`` here. It
+    was counted running by that process, whose gauge died with it, so only the
+    finish is counted."""
+    JOBS_FINISHED.labels(JobState.FAILED.value).inc()
+
+
 def retry_reason(status: int | None) -> str:
     """The ``reason`` label of a retry after a failure with HTTP ``status`` (None: no answer)."""
     if status is None:

@@ -54,7 +54,7 @@ from chimera.providers.assembler import AnswerAssembler
 from chimera.providers.base import ProviderEvent
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
 from chimera.providers.prompt import SYSTEM_PROMPT, user_message
-from chimera.providers.retry import RetryingProvider, RetryPolicy
+from chimera.providers.retry import RetryingProvider
 from chimera.providers.table import RealConfig
 
 API_KEY_ENV = env.ANTHROPIC_API_KEY_ENV
@@ -85,10 +85,8 @@ class AnthropicConfig(RealConfig):
     """Settings of :class:`AnthropicProvider` (and those of every provider:
     :class:`~chimera.providers.table.RealConfig`).
 
-    ``base_url`` None leaves the SDK's default in place, which honours the
-    ``ANTHROPIC_BASE_URL`` environment variable. ``thinking_display`` is sent
-    as ``thinking.display`` ("summarized" makes models that hide their
-    thinking by default show it); None leaves it out.
+    ``thinking_display`` is sent as ``thinking.display`` ("summarized" makes
+    models that hide their thinking by default show it); None leaves it out.
     """
 
     SOURCE: ClassVar[str] = _SOURCE
@@ -97,7 +95,6 @@ class AnthropicConfig(RealConfig):
     model: str = DEFAULT_MODEL
     thinking_budget: int = DEFAULT_THINKING_BUDGET
     max_tokens: int = DEFAULT_MAX_TOKENS
-    base_url: str | None = None
     thinking_display: Literal["summarized", "omitted"] | None = "summarized"
 
     def _check(self) -> None:
@@ -107,13 +104,13 @@ class AnthropicConfig(RealConfig):
             raise ValueError("max_tokens must be greater than thinking_budget")
 
 
-class AnthropicProvider(RetryingProvider):
+class AnthropicProvider(RetryingProvider[AnthropicConfig]):
     """A :class:`~chimera.providers.base.Provider` backed by the Anthropic Messages API."""
 
     TEAM = "anthropic"
 
     def __init__(self, config: AnthropicConfig) -> None:
-        self._config = config
+        super().__init__(config)
         self._client = anthropic.AsyncAnthropic(
             api_key=config.api_key,
             base_url=config.base_url or None,
@@ -122,21 +119,12 @@ class AnthropicProvider(RetryingProvider):
         )
 
     @property
-    def model(self) -> str:
-        return self._config.model
-
-    @property
     def base_url(self) -> str:
         """Where requests go (after ``ANTHROPIC_BASE_URL`` was applied)."""
         return str(self._client.base_url)
 
     async def aclose(self) -> None:
-        """Close the client's connection pool. Streams still open are closed with it."""
         await self._client.close()
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self._config.retry_policy
 
     async def _attempt(self, brief: str) -> AsyncGenerator[ProviderEvent, None]:
         """One request, from sending it to ``message_stop``."""

@@ -51,7 +51,7 @@ from chimera.providers.assembler import AnswerAssembler
 from chimera.providers.base import ProviderEvent
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
 from chimera.providers.prompt import SYSTEM_PROMPT, user_message
-from chimera.providers.retry import RetryingProvider, RetryPolicy
+from chimera.providers.retry import RetryingProvider
 from chimera.providers.table import RealConfig
 
 API_KEY_ENVS = env.GOOGLE_API_KEY_ENVS  # the SDK's order: GOOGLE_API_KEY wins
@@ -70,11 +70,9 @@ class GoogleConfig(RealConfig):
     """Settings of :class:`GoogleProvider` (and those of every provider:
     :class:`~chimera.providers.table.RealConfig`).
 
-    ``base_url`` None leaves the SDK's default in place, which honours the
-    ``GOOGLE_GEMINI_BASE_URL`` environment variable. ``api_version`` is the
-    path prefix (``/v1beta/models/...``). ``thinking_budget`` None lets the
-    model choose. The API may say how long to wait before a retry with
-    ``Retry-After`` or a ``RetryInfo`` detail.
+    ``api_version`` is the path prefix (``/v1beta/models/...``).
+    ``thinking_budget`` None lets the model choose. The API may say how long
+    to wait before a retry with ``Retry-After`` or a ``RetryInfo`` detail.
     """
 
     SOURCE: ClassVar[str] = _SOURCE
@@ -83,7 +81,6 @@ class GoogleConfig(RealConfig):
     model: str = DEFAULT_MODEL
     thinking_budget: int | None = DEFAULT_THINKING_BUDGET
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
-    base_url: str | None = None
     api_version: str = DEFAULT_API_VERSION
 
     def _check(self) -> None:
@@ -93,13 +90,13 @@ class GoogleConfig(RealConfig):
             raise ValueError("max_output_tokens must be positive")
 
 
-class GoogleProvider(RetryingProvider):
+class GoogleProvider(RetryingProvider[GoogleConfig]):
     """A :class:`~chimera.providers.base.Provider` backed by the Gemini API."""
 
     TEAM = "google"
 
     def __init__(self, config: GoogleConfig) -> None:
-        self._config = config
+        super().__init__(config)
         self._client = genai.Client(
             vertexai=False,
             api_key=config.api_key,
@@ -119,18 +116,9 @@ class GoogleProvider(RetryingProvider):
             automatic_continuation=False,
         )
 
-    @property
-    def model(self) -> str:
-        return self._config.model
-
     async def aclose(self) -> None:
-        """Close the client's connection pools (the SDK builds a sync one too)."""
         await self._client.aio.aclose()
-        self._client.close()
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self._config.retry_policy
+        self._client.close()  # the SDK builds a sync pool too
 
     async def _attempt(self, brief: str) -> AsyncGenerator[ProviderEvent, None]:
         """One request, from sending it to the chunk with ``finishReason``."""

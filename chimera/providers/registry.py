@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
+from chimera.defaults import DEFAULT_SIM_DELAY
 from chimera.events import TeamName
 from chimera.providers import env as names
 from chimera.providers.base import Provider
-from chimera.providers.simulated import DEFAULT_DELAY, SimulatedProvider
+from chimera.providers.simulated import SimulatedProvider
 from chimera.providers.table import SPECS
 
 
@@ -48,7 +49,7 @@ class Providers:
         self,
         settings: ProviderSettings,
         *,
-        sim_delay: float = DEFAULT_DELAY,
+        sim_delay: float = DEFAULT_SIM_DELAY,
         sim_fail: frozenset[TeamName] = frozenset(),
         environ: Mapping[str, str] | None = None,
     ) -> None:

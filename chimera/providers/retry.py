@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from chimera.errors import ProviderError
 from chimera.observability.metrics import PROVIDER_RETRIES, retry_reason
@@ -116,14 +116,35 @@ async def with_retries(
         await asyncio.sleep(delay)
 
 
-class RetryingProvider:
+class ProviderConfig(Protocol):
+    """What :class:`RetryingProvider` reads from a provider's config
+    (a :class:`~chimera.providers.table.RealConfig`)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def retry_policy(self) -> RetryPolicy: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=ProviderConfig)
+
+
+class RetryingProvider(Generic[ConfigT]):
     """Base of the real providers: :meth:`stream` runs :meth:`_attempt` under
-    :func:`with_retries`, the one retry loop."""
+    :func:`with_retries`, the one retry loop, with the policy of the config."""
 
     TEAM: ClassVar[str] = ""  # names the provider in logs and metrics
 
+    def __init__(self, config: ConfigT) -> None:
+        self._config = config
+
     @property
-    def retry_policy(self) -> RetryPolicy:
+    def model(self) -> str:
+        return self._config.model
+
+    async def aclose(self) -> None:
+        """Close the SDK client's connections. Streams still open are closed with them."""
         raise NotImplementedError
 
     def stream(self, brief: str) -> AsyncIterator[ProviderEvent]:
@@ -132,7 +153,8 @@ class RetryingProvider:
         Raises :class:`ProviderError` once retries are exhausted or for a
         failure that retrying cannot fix.
         """
-        return with_retries(partial(self._attempt, brief), self.retry_policy, provider=self.TEAM)
+        policy = self._config.retry_policy
+        return with_retries(partial(self._attempt, brief), policy, provider=self.TEAM)
 
     def _attempt(self, brief: str) -> AsyncGenerator[ProviderEvent, None]:
         """One request, from sending it to the stream's final event."""

@@ -14,11 +14,11 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from chimera.defaults import DEFAULT_SIM_DELAY
 from chimera.errors import ProviderError
 from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
 
 SIMULATED_MODEL = "simulated"
-DEFAULT_DELAY = 0.4
 
 _STOPWORDS = frozenset(
     ["a", "an", "the", "with", "and", "or", "for", "to", "of", "in", "on", "that", "this", "build", "create", "make", "me", "please", "add", "simple", "basic", "small", "nice", "component", "page", "some", "using", "which", "has", "have"]
@@ -271,7 +271,7 @@ class SimulatedProvider:
     """:class:`chimera.providers.base.Provider` with no network; cancellable at any pause."""
 
     def __init__(
-        self, team: str, *, delay: float = DEFAULT_DELAY, fail_with: str | None = None
+        self, team: str, *, delay: float = DEFAULT_SIM_DELAY, fail_with: str | None = None
     ) -> None:
         self._team = team
         self._delay = delay

@@ -35,7 +35,9 @@ class RealConfig:
     and each read, not the whole answer. ``max_retries`` is the number of
     retries after the first attempt; the n-th waits about
     ``backoff_base * 2**(n-1)`` seconds unless the API says how long. The API
-    key is left out of ``repr``."""
+    key is left out of ``repr``. ``base_url`` None leaves the SDK's default in
+    place, which honours the provider's base URL variable (``base_url_env`` in
+    its :class:`ProviderSpec`)."""
 
     SOURCE: ClassVar[str] = ""  # the API's name in messages ("Anthropic")
     KEY_ENVS: ClassVar[tuple[str, ...]] = ()
@@ -44,6 +46,7 @@ class RealConfig:
     timeout: float = DEFAULT_TIMEOUT
     max_retries: int = DEFAULT_MAX_RETRIES
     backoff_base: float = DEFAULT_BACKOFF_BASE
+    base_url: str | None = None
 
     def __post_init__(self) -> None:
         if not self.api_key:

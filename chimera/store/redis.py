@@ -434,8 +434,10 @@ class RedisStore:
                     return list(await pipe.execute(raise_on_error=False))
             except UNREACHABLE as exc:
                 if time.monotonic() + delay > deadline:
+                    # Shown to clients: the exception's text (addresses) stays in the log.
                     reason = (f"events could not be recorded: Redis unreachable for "
-                              f"{self.write_timeout:g} s ({exc})")
+                              f"{self.write_timeout:g} s")
+                    log.error("%s: %s", reason, exc)
                     self._stranded.update(job_id for job_id, _, _ in calls)
                     raise EventsRejected({job_id: reason for job_id, _, _ in calls}) from exc
                 log.warning("Redis unreachable while recording events; retrying: %s", exc)

@@ -483,20 +483,30 @@ class StatusChange(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    TEAM_STATUS_FIELD_NUMBER: _builtins.int
+    JOB_STATE_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """For a team: idle, thinking, generating, complete, error, cancelled.
     For the job (team unset): running, succeeded, failed, cancelled.
+    The word the WebSocket's data.status carries.
     """
     model: _builtins.str
+    team_status: Global___TeamStatus.ValueType
+    """The same status, typed: team_status on a team's change, job_state on the
+    job's (team unset); the other stays UNSPECIFIED.
+    """
+    job_state: Global___JobState.ValueType
     def __init__(
         self,
         *,
         status: _builtins.str = ...,
         model: _builtins.str = ...,
+        team_status: Global___TeamStatus.ValueType = ...,
+        job_state: Global___JobState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_state", b"job_state", "model", b"model", "status", b"status", "team_status", b"team_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,49 @@
+"""Default limits and settings, in one place below every layer.
+
+``config.py`` and the CLI read them to fill :class:`~chimera.config.ServerConfig`
+and the ``--help`` text; the modules that enforce them (JobManager, the
+broadcaster, the gateways, the simulated teams, the metrics listener) take them as
+their own defaults. Both sides import this module, so neither reaches into the
+other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Briefs and callers (JobManager).
+MAX_BRIEF_CHARS = 10_000
+DEFAULT_MAX_JOBS_PER_CALLER = 16  # running jobs one caller may have at once
+
+# A subscriber whose outgoing queue passes this many bytes is shed (the broadcaster).
+DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
+
+# Subscribers (WebSocket connections and gRPC streams) per job and per client address.
+DEFAULT_MAX_SUBSCRIBERS_PER_JOB = 1000
+DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS = 100
+
+# Bytes in one gRPC request.
+MAX_MESSAGE_BYTES = 1 << 20
+
+# A create_job message carries a brief of up to 10,000 characters: 40 KB of UTF-8,
+# and JSON.stringify escapes control characters as 6 bytes each (60 KB), plus the
+# other fields. Anything larger is refused with close code 1009.
+MAX_CLIENT_FRAME = 64 * 1024
+
+# Seconds between a simulated team's steps.
+DEFAULT_SIM_DELAY = 0.4
+
+# The Prometheus listener's port (the CLI's default; ServerConfig's is no listener).
+DEFAULT_METRICS_PORT = 9464
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """gRPC connections, in seconds: to finish the handshake; between keepalive pings
+    (while calls are open); to answer one; a connection with no call open is closed
+    after ``idle``."""
+
+    handshake: float = 10.0
+    keepalive: float = 30.0
+    keepalive_timeout: float = 10.0
+    idle: float = 300.0
