@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from chimera.auth.principal import Scope, parse_scopes
 from chimera.auth.tokens import mint
+from tests.conftest import ws_connect
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 ALL = "submit,read,cancel"
@@ -32,6 +36,19 @@ def token(sub: str = "alice", scope: str = ALL, key: Any = SECRET, **claims: Any
     """A token signed with ``key`` (the test secret by default)."""
     scopes: frozenset[Scope] = parse_scopes(scope)
     return mint(key, sub=sub, scopes=scopes, **claims)
+
+
+async def rebound_handshake_status(port: int, name: str, job_id: str) -> int:
+    """The HTTP status of a WebSocket handshake to ``port`` made the way a browser
+    makes it after DNS rebinding: ``name`` (an attacker's host:port that resolves to
+    127.0.0.1) as both Host and Origin."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        await ws_connect(f"ws://{name}/ws/orchestrate/{job_id}", sock=sock,
+                         origin=Origin(f"http://{name}"))
+    except InvalidStatus as refused:
+        return refused.response.status_code
+    raise AssertionError(f"a handshake with Host {name!r} was accepted")
 
 
 def bearer(value: str) -> tuple[tuple[str, str], ...]:
