@@ -619,7 +619,8 @@ def main() -> int:
     trees = {"": ""}  # kind suffix -> checkout ("": this one)
     for spec in args.tree:
         label, _, directory = spec.partition("=")
-        if not label or not (Path(directory) / "chimera" / "__init__.py").is_file():
+        checkout = Path(directory) / "chimera" / "__init__.py"
+        if not label or not directory or not checkout.is_file():
             parser.error(f"--tree {spec!r}: give LABEL=DIR, DIR a checkout with chimera/")
         trees[f"@{label}"] = str(Path(directory).resolve())
     if args.redis:
