@@ -109,9 +109,12 @@ class EventsRejected(ChimeraError):
     The other jobs of the same write were recorded.
     """
 
-    def __init__(self, reasons: dict[str, str]) -> None:
+    def __init__(self, reasons: dict[str, str], history_gone: frozenset[str] = frozenset()) -> None:
         super().__init__(f"events of {len(reasons)} job(s) not recorded: {reasons}")
         self.reasons = reasons
+        # Jobs whose recorded events are gone too (the store lost its data): their
+        # subscribers cannot resume anywhere, so they are told history is gone.
+        self.history_gone = history_gone
 
 
 class SubscriptionError(ChimeraError):

@@ -28,6 +28,7 @@ import redis as sync_redis
 
 from chimera.cluster.membership import LEASE_TTL
 from chimera.events import TeamName
+from chimera.providers.base import Provider
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     StartServer,
@@ -40,7 +41,7 @@ from tests.conftest import (
     until,
     ws_connect,
 )
-from tests.doubles import ScriptedProvider, factory
+from tests.doubles import ScriptedProvider
 from tests.metrics_scrape import scrape, value
 from tests.processes import Node, free_port, read_text, spawn, wait_for_lines
 from tests.redis_fixture import (
@@ -237,30 +238,44 @@ async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
 async def test_flushall_while_watching_tells_the_connected_subscribers_history_is_gone(
     redis: RedisServer, start_server: StartServer
 ) -> None:
-    hold = asyncio.Event()
-    node = await start_server(
-        factory({team: lambda: ScriptedProvider(["one", "two"], hold=hold) for team in TeamName}),
-        redis_url=redis.url,
-    )
+    # Two running jobs, both held after their first thoughts: "quiet" stays held,
+    # "written" is released right after FLUSHALL, so its next write is the first to
+    # find the data set lost (before the node's once-a-second check, nearly always).
+    holds = {"quiet": asyncio.Event(), "written": asyncio.Event()}
+    current = ["quiet"]
+
+    def providers(team: TeamName) -> Provider:
+        return ScriptedProvider(["one"], hold=holds[current[0]])
+
+    node = await start_server(providers, redis_url=redis.url)
+    watchers = {}
     async with node.client() as client:
-        await client.create("a counter", job_id="watched")
-        ws = await ws_connect(node.ws_url("watched"))
-        stream = client.events("watched")
-        first = await anext(stream)
-        assert first.sequence == 1
+        for job_id in holds:
+            current[0] = job_id
+            await client.create("a counter", job_id=job_id)
+            ws = await ws_connect(node.ws_url(job_id))
+            seen: list[dict[str, Any]] = []
+            while sum(m["type"] == "thought_added" for m in seen) < 2:  # both teams held
+                seen.append(json.loads(await ws.recv()))
+            stream = client.events(job_id)
+            assert (await anext(stream)).sequence == 1
+            watchers[job_id] = (ws, seen, stream)
         async with redis.client() as r:
             await r.flushall()
-        # Both planes are told at the node's next check (every second), not left waiting
-        # on a job whose events no longer exist anywhere.
-        messages = job_events(await asyncio.wait_for(read_until_refused(ws), 10))
-        assert (ws.close_code, ws.close_reason) == (4410, "history gone")
-        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async with asyncio.timeout(10):
-                async for _ in stream:
-                    pass
-        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
-    hold.set()
+        holds["written"].set()
+        # Every subscriber of both jobs, on both planes, is told history is gone: the
+        # written job's by its refused write, the quiet one's by the node's check.
+        for job_id, (ws, seen, stream) in watchers.items():
+            seen += await asyncio.wait_for(read_until_refused(ws), 10)
+            assert (ws.close_code, ws.close_reason) == (4410, "history gone"), job_id
+            events = job_events(seen)
+            assert [m["seq"] for m in events] == list(range(1, len(events) + 1))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async with asyncio.timeout(10):
+                    async for _ in stream:
+                        pass
+            assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE, job_id
+    holds["quiet"].set()
 
 
 async def test_a_lost_pubsub_message_is_filled_from_the_stream(

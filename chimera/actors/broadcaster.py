@@ -494,7 +494,7 @@ class Broadcaster:
             try:
                 await self.store.append(events)
             except EventsRejected as exc:  # the others were recorded
-                self._reject(exc.reasons)
+                self._reject(exc.reasons, exc.history_gone)
                 return [e for e in events if e.job_id not in exc.reasons]
             except ChimeraError as exc:
                 job_ids = list(dict.fromkeys(e.job_id for e in events))
@@ -537,7 +537,7 @@ class Broadcaster:
             if channel is not None and not channel.subscribers:
                 self._drop_channel(job_id)
 
-    def _reject(self, reasons: dict[str, str]) -> None:
+    def _reject(self, reasons: dict[str, str], history_gone: frozenset[str]) -> None:
         """The store refused these jobs' events (another process took the job over,
         the store lost its data, or stayed unreachable): nothing more of them is
         recorded here; their subscribers here are ended (they may resume anywhere),
@@ -549,5 +549,8 @@ class Broadcaster:
             if channel is not None:
                 channel.job = None
                 for sub in list(channel.subscribers):
-                    sub._fail(Unavailable(f"job {job_id!r}: events not recorded ({reason})"))
+                    sub._fail(
+                        HistoryGone(job_id, sub.last_seq) if job_id in history_gone
+                        else Unavailable(f"job {job_id!r}: events not recorded ({reason})")
+                    )
             self.on_rejected(job_id, reason)

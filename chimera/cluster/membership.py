@@ -84,7 +84,8 @@ class Membership:
     async def tick(self) -> None:
         try:
             epoch = self._store.epoch
-            if await self._store.refresh_epoch() != epoch:
+            if await self._store.refresh_epoch() != epoch or self._store.data_lost:
+                self._store.data_lost = False
                 log.error("Redis lost its data (epoch changed): history before now is gone")
                 self._data_lost()
             await self._recover()

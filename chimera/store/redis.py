@@ -245,6 +245,9 @@ class RedisStore:
         except ValueError as exc:
             raise ConfigError(f"--redis {safe_url(url)!r} is not a Redis URL: {exc}") from exc
         self.epoch = ""
+        # Set when a write found the data set lost (and refreshed the epoch itself);
+        # cleared by the membership check that tells every subscriber.
+        self.data_lost = False
         # Jobs of this process whose events could not be written (Redis unreachable
         # past write_timeout): closed as failed once Redis answers again.
         self._stranded: set[str] = set()
@@ -418,8 +421,13 @@ class RedisStore:
         if refused:
             if "epoch" in refused.values():
                 log.error("Redis lost its data (epoch changed): running jobs cannot go on")
+                # The membership check would now see no change of epoch: tell it.
+                self.data_lost = True
                 await self.refresh_epoch()
-            raise EventsRejected(refused)
+            # "epoch" and "gone" (the job's keys are missing while it runs): the data
+            # set lost them, history included.
+            lost = frozenset(j for j, r in refused.items() if r in ("epoch", "gone"))
+            raise EventsRejected(refused, lost)
 
     async def _write(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """One pipeline of append scripts; retried while Redis is unreachable, for at
