@@ -30,6 +30,7 @@ from chimera.cluster.membership import LEASE_TTL
 from chimera.events import TeamName
 from chimera.providers.base import Provider
 from chimera.v1 import jobs_pb2 as pb
+from chimera.v1.jobs_pb2_grpc import JobServiceStub
 from tests.conftest import (
     StartServer,
     first_events,
@@ -316,6 +317,9 @@ async def test_redis_down_means_not_ready_and_unavailable_then_catch_up(
             ws = await ws_connect(b.ws_url("through"))
             first = json.loads(await ws.recv())
             assert first["type"] == "connected"
+            # B is delivering (its history read is done) before Redis goes: a history
+            # read that finds Redis down ends the subscription, which is another test.
+            seen = await first_events(ws, 1)
             await redis.stop()
             await until(lambda: answers(ready, 503), every=0.1)  # B's next lease renewal
             async with b.client() as client:
@@ -324,7 +328,7 @@ async def test_redis_down_means_not_ready_and_unavailable_then_catch_up(
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
             await redis.start()
             # The subscriber stayed connected and gets everything, in order, to the end.
-            seen = job_events(await asyncio.wait_for(read_until_closed(ws), 30))
+            seen += job_events(await asyncio.wait_for(read_until_closed(ws), 30))
             await until(lambda: answers(ready, 200), every=0.1)
         finally:
             await a.stop()
@@ -389,8 +393,14 @@ async def _job_owners(node: Node, redis: RedisServer, prefix: str, count: int) -
     """Creates ``count`` jobs, each on a new connection (the kernel spreads those
     over the workers); returns the set of processes that ran them."""
     for i in range(count):
-        async with node.client() as client:
-            await client.create("a counter", job_id=f"{prefix}-{i}")
+        # A private subchannel pool: otherwise grpc may hand a new channel the previous
+        # one's connection (same target, same options), hence the same worker.
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{node.grpc_port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        ) as channel:
+            await JobServiceStub(channel).CreateJob(
+                pb.CreateJobRequest(brief="a counter", job_id=f"{prefix}-{i}")
+            )
     async with redis.client() as r:
         return {str(await r.hget(f"chimera:job:{prefix}-{i}", "node")) for i in range(count)}
 
