@@ -623,7 +623,6 @@ def test_expired_or_wrong_token_says_so_on_the_page(page: Page, secured: Serve) 
 
 def test_viewer_link_streams_the_job_read_only_with_auth_on(page: Page, secured: Serve) -> None:
     owner = token("alice")
-    create_job(secured, "viewed", tok=owner)
     link = subprocess.run(
         [sys.executable, "-m", "chimera", "token", "--sub", "viewer", "--scope", "read",
          "--job", "viewed", "--link", "--url", secured.base],
@@ -631,9 +630,14 @@ def test_viewer_link_streams_the_job_read_only_with_auth_on(page: Page, secured:
         check=True,
     ).stdout.strip()
     assert link.startswith(f"{secured.base}/jobs/viewed#token=")
+    # The page opens before the job exists (a one-job token may wait for it), so it is
+    # connected while the job runs, however slow the machine: created before, the job
+    # could finish before the page loaded and "connected" last too short to see.
     page.goto(link)
     wait_attr(page, "#connection", "data-connection-state", "connected")
     assert page.url == f"{secured.base}/jobs/viewed"  # the token left the address bar
+    create_job(secured, "viewed", tok=owner)
+    wait_attr(page, "#job", "data-job-status", "running")  # for seconds at --sim-delay 0.5
     assert page.locator("#cancel").is_hidden()  # read only
     wait_attr(page, "#job", "data-job-status", "succeeded")
     wait_attr(page, "#connection", "data-connection-state", "closed")
