@@ -11,6 +11,7 @@ Hierarchy::
     ├── Unavailable            the server is shutting down
     │   └── StorageUnavailable the store cannot read or write (I/O error, read-only)
     ├── Unauthenticated        no token, or a token that is malformed, expired or badly signed
+    │   └── TokenExpired       a stream's token expired while it was open (WebSocket 4401)
     ├── PermissionDenied       a valid token that does not allow this operation on this job
     ├── ResourceExhausted      a limit (subscribers, jobs in flight) is reached; try later
     │   └── StorageFull        the store's disk is full; try later
@@ -69,6 +70,13 @@ class Unavailable(ChimeraError):
 
 class Unauthenticated(ChimeraError):
     """The caller proved no identity; the message says what to fix, never echoes the token."""
+
+
+class TokenExpired(Unauthenticated):
+    """The token a stream was opened with has expired: the stream ends."""
+
+    def __init__(self) -> None:
+        super().__init__("token expired: reconnect with a new token")
 
 
 class PermissionDenied(ChimeraError):

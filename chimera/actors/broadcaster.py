@@ -191,6 +191,12 @@ class Subscription:
         if not failed.done():
             failed.set_result(error)
 
+    def end_now(self, error: ChimeraError) -> None:
+        """Ends the subscription at once with ``error``, dropping what is queued
+        (e.g. the caller's token expired). Not for use during fan-out."""
+        if self._error is None:
+            self._fail(error)
+
     def failed(self) -> asyncio.Future[ChimeraError]:
         """A future that gets the error once the subscription is shed.
 

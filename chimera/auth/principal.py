@@ -7,6 +7,7 @@ only, never on the token library.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from chimera.errors import PermissionDenied
@@ -39,6 +40,9 @@ class Principal:
     job: str | None = None
     all_jobs: bool = False
     authenticated: bool = True
+    # When this server stops accepting the token (its exp plus the clock leeway,
+    # UTC): streams it opened end then. None: no token (no auth, or SYSTEM).
+    expires_at: datetime | None = None
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:

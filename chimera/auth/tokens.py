@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -134,7 +135,16 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     all_jobs = claims.get("all_jobs", False)
     if not isinstance(all_jobs, bool):
         raise Unauthenticated("the token's all_jobs claim must be true or false")
-    return Principal(sub=sub, scopes=scopes, job=job, all_jobs=all_jobs)
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise Unauthenticated("the token's exp claim must be a number (seconds since 1970)")
+    # Accepted until exp plus the leeway (as verify() does), so ending its streams
+    # then means a reconnect with the same token is refused, not let in again.
+    try:
+        expires_at: datetime | None = datetime.fromtimestamp(exp + LEEWAY_SECONDS, UTC)
+    except (OverflowError, ValueError, OSError):
+        expires_at = None  # past year 9999: it never expires in practice
+    return Principal(sub=sub, scopes=scopes, job=job, all_jobs=all_jobs, expires_at=expires_at)
 
 
 def check_secret(secret: str) -> None:

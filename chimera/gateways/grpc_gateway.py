@@ -5,7 +5,8 @@ InvalidArgument → INVALID_ARGUMENT, NotFound → NOT_FOUND, AlreadyExists →
 ALREADY_EXISTS, FailedPrecondition → FAILED_PRECONDITION, Unavailable →
 UNAVAILABLE, SubscriberTooSlow and ResourceExhausted → RESOURCE_EXHAUSTED,
 HistoryGone → OUT_OF_RANGE, Unauthenticated → UNAUTHENTICATED, PermissionDenied →
-PERMISSION_DENIED (see :func:`aborting_on_error`).
+PERMISSION_DENIED (see :func:`aborting_on_error`). A StreamJobEvents stream ends
+UNAUTHENTICATED ("token expired: …") when the token it was opened with expires.
 
 When auth is on, :class:`chimera.auth.grpc_interceptor.AuthInterceptor` refuses
 JobService calls without a valid token; each method then reads the caller's
@@ -38,6 +39,7 @@ from chimera.errors import (
     code_name,
 )
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
+from chimera.gateways.expiry import end_at_expiry
 from chimera.gateways.limits import SubscriberLimits, peer_host
 from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
@@ -227,11 +229,17 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 request.job_id, request.after_sequence, principal=principal
             )
             async with subscription:
-                with self._limits.hold(request.job_id, peer_host(context.peer())):
-                    async for event in subscription:
-                        yield pb.StreamJobEventsResponse(event=event_to_pb(event))
-                        if self._deliveries is not None:
-                            self._deliveries.delivered(event)
+                # The stream ends UNAUTHENTICATED when the token expires.
+                expiry = end_at_expiry(subscription, principal)
+                try:
+                    with self._limits.hold(request.job_id, peer_host(context.peer())):
+                        async for event in subscription:
+                            yield pb.StreamJobEventsResponse(event=event_to_pb(event))
+                            if self._deliveries is not None:
+                                self._deliveries.delivered(event)
+                finally:
+                    if expiry is not None:
+                        expiry.cancel()
 
 
 class GrpcGateway:

@@ -42,7 +42,9 @@ too large; 1013 a subscriber limit was reached (try again later);
 ``since``); :data:`CLOSE_HISTORY_GONE` (4410) resuming (``since`` > 0) a job this
 server does not keep (retention removed it, or it never existed here), or the
 job being removed while read; :data:`CLOSE_SINCE_TOO_LARGE` (4416) ``since`` is
-past the job's last ``seq``. Before a 4410 or 4416 close the server sends an
+past the job's last ``seq``; :data:`CLOSE_TOKEN_EXPIRED` (4401) the token the
+socket was opened with expired (at its ``exp`` plus the 30 s clock leeway; other
+sockets are untouched). Before a 4410, 4416 or 4401 close the server sends an
 ``error`` message saying why. ``since=0`` for an unknown job is not an error: it
 waits for the job to exist.
 
@@ -89,11 +91,13 @@ from chimera.errors import (
     ResourceExhausted,
     SinceTooLarge,
     SubscriberTooSlow,
+    TokenExpired,
     Unauthenticated,
     Unavailable,
 )
 from chimera.events import Event, control_message
 from chimera.gateways.cors import Cors
+from chimera.gateways.expiry import end_at_expiry, seconds_left
 from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
@@ -135,6 +139,7 @@ CLOSE_TRY_LATER = 1013
 BEARER_PROTOCOL = "chimera.bearer"
 CLOSE_HISTORY_GONE = 4410
 CLOSE_SINCE_TOO_LARGE = 4416
+CLOSE_TOKEN_EXPIRED = 4401
 # GET /api/jobs/{id}?view=…: the thoughts the snapshot carries (as GetJob's JobView).
 SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
@@ -507,6 +512,9 @@ class WebSocketGateway:
         subscription = await self._open(ws, admitted)
         if subscription is None:
             return
+        # Ends the subscription when the token expires; the writer then says so
+        # and closes with 4401.
+        expiry = end_at_expiry(subscription, admitted.principal)
         try:
             # Reading happens here, in the handler's own task; writing in
             # one child task. (Not three tasks, nor helper coroutines that
@@ -523,7 +531,9 @@ class WebSocketGateway:
 
                 def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
                     # A writer that is not stuck ends by itself, and closes with 4008.
-                    if not writer.done():
+                    # An expired token: the writer sends nothing more (the queue is
+                    # dropped), then sends the one error message and closes 4401.
+                    if not writer.done() and not isinstance(failed.result(), TokenExpired):
                         tg.create_task(_close_shed(ws, subscription, failed.result()))
 
                 shed = subscription.failed()
@@ -540,6 +550,8 @@ class WebSocketGateway:
                     shed.remove_done_callback(on_shed)
                     writer.cancel()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._limits.release(admitted.job_id, _address(ws))
 
     async def _reply(
@@ -583,8 +595,13 @@ class WebSocketGateway:
         try:
             while True:
                 try:
-                    message = await ws.recv()
+                    # Only the wait for a message: a create under way is not interrupted.
+                    async with asyncio.timeout(seconds_left(admitted.principal)):
+                        message = await ws.recv()
                 except ConnectionClosed:
+                    return False
+                except TimeoutError:
+                    await self._close_expired(ws, admitted.job_id)
                     return False
                 reply, created = await self._reply(admitted, address, message)
                 if reply is not None:
@@ -679,11 +696,22 @@ class WebSocketGateway:
                 else:
                     await self._send_event(ws, live)
             code, reason = 1000, "job finished"
+        except TokenExpired:
+            await self._close_expired(ws, subscription.job_id)
+            return
         except ChimeraError as exc:
             code, reason = _close_for(exc)
         except ConnectionClosed:
             return
         await _close(ws, code, reason)
+
+    async def _close_expired(self, ws: ServerConnection, job_id: str) -> None:
+        """Says the token expired, in an ``error`` message, then closes with 4401."""
+        error = TokenExpired()
+        with contextlib.suppress(ConnectionClosed):
+            message = control_message("error", job_id=job_id, data={"error": str(error)})
+            await ws.send(self._counted(message))
+            await ws.close(*_close_for(error))
 
     async def _send_event(self, ws: ServerConnection, event: Event) -> None:
         await ws.send(event.frame)
@@ -823,6 +851,8 @@ def _connection_lost(protocol: Protocol, _: object) -> None:
 
 
 def _close_for(error: ChimeraError) -> tuple[int, str]:
+    if isinstance(error, TokenExpired):
+        return CLOSE_TOKEN_EXPIRED, "token expired"
     if isinstance(error, SubscriberTooSlow):
         return CLOSE_TOO_SLOW, _reason(str(error))
     if isinstance(error, HistoryGone):

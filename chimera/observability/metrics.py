@@ -50,6 +50,7 @@ WS_CLOSE_REASONS = {
     1011: "error",
     1013: "try_later",
     4008: "too_slow",
+    4401: "token_expired",
     4410: "history_gone",
     4416: "since_too_large",
 }
