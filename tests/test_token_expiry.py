@@ -52,9 +52,7 @@ async def test_expiry_ends_the_tokens_streams_and_no_other(start_server: StartSe
     assert server.server.metrics is not None
     port = server.server.metrics.port
     before = await scrape(port)
-    # Its exp is within a second, but the server accepts it for LEEWAY_SECONDS more: a
-    # server ending streams at exp (not when it stops accepting) would end these first.
-    lasting = token("alice", ttl=1)
+    lasting = token("alice")  # the default ttl: an hour
     short = expiring_token()
     async with JobsClient(server.grpc_target, token=lasting) as client:
         await client.create("a counter", job_id="held")
@@ -108,6 +106,8 @@ async def test_a_job_ending_before_expiry_closes_1000(start_server: StartServer)
         return ScriptedProvider(["t"])
 
     server = await start_server(fast, jwt_secret=SECRET)
+    # Past its exp already, but accepted for the leeway: a server ending streams at
+    # exp rather than when it stops accepting the token would close these 4401 at once.
     short = expiring_token(5)
     async with JobsClient(server.grpc_target, token=short) as client:
         await client.create("a counter", job_id="quick")
