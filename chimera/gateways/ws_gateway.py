@@ -423,6 +423,9 @@ class WebSocketGateway:
         ``{"jobs": [...], "next_page_token": "..."}``, newest first, the jobs the
         caller may read (as ListJobs); thoughts left out unless ``view`` asks."""
         try:
+            # Authenticated and authorised before anything else is parsed (as ListJobs).
+            principal = self._principal(request, target)
+            self._jobs.authorize_list(principal=principal)
             page_size = _one_number(target, "page_size")
             page_tokens = target.query.get("page_token", [""])
             views = target.query.get("view", ["basic"])
@@ -431,7 +434,6 @@ class WebSocketGateway:
                 raise InvalidArgument("give one page_token, not several")
             if view is None:
                 raise InvalidArgument("view must be basic, default or full")
-            principal = self._principal(request, target)  # authenticated before parsing
             jobs, cursor = await self._jobs.list(
                 page_size, decode_page_token(page_tokens[0]), principal=principal, view=view
             )
