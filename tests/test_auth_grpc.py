@@ -114,6 +114,10 @@ async def test_scopes_are_enforced(secured: Running) -> None:
     assert code != 0 and "PermissionDenied" in err and "'read' scope" in err
     code, _, err = await call(secured, "CancelJob", {"job_id": job_id}, reader)
     assert code != 0 and "PermissionDenied" in err and "'cancel' scope" in err
+    # A caller who may not list learns only that, whatever else is wrong with the call.
+    for bad in ({"page_token": "nope"}, {"page_size": 1000}):
+        code, _, err = await call(secured, "ListJobs", bad, submitter)
+        assert code != 0 and "PermissionDenied" in err and "'read' scope" in err, bad
 
 
 async def test_a_token_reaches_only_its_own_jobs(secured: Running) -> None:

@@ -142,6 +142,12 @@ async def test_api_jobs_lists_newest_first_paged_and_auth_aware(
     assert [j["job_id"] for j in admin.json()["jobs"]] == ["b-1", "a-1"]
     no_read = await get(secured, "/api/jobs", Authorization=f"Bearer {token('alice', 'submit')}")
     assert no_read.status == 403
+    # Authorised before the query is parsed: bad parameters tell it nothing more.
+    for bad in ("page_token=nope", "page_size=x", "view=odd"):
+        refused = await get(secured, f"/api/jobs?{bad}",
+                            Authorization=f"Bearer {token('alice', 'submit')}")
+        assert refused.status == 403, bad
+    assert (await get(secured, "/api/jobs?page_token=nope")).status == 401
 
 
 async def test_cors_for_allowed_origins_only(start_server: StartServer, web_root: Path) -> None:

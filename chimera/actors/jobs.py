@@ -403,6 +403,11 @@ class JobManager:
         if since > job.last_sequence:
             raise SinceTooLarge(job_id, since, job.last_sequence)
 
+    def authorize_list(self, *, principal: Principal) -> None:
+        """Raises unless ``principal`` may list jobs. A gateway calls it before it
+        decodes the page token, so a caller who may not list learns only that."""
+        principal.require(Scope.READ)
+
     async def list(
         self, page_size: int, before: int | None, *, principal: Principal,
         view: JobView = JobView.DEFAULT,
@@ -411,7 +416,7 @@ class JobManager:
         the next page (None: this was the last). ``before`` is the cursor a previous
         page returned, None for the first page; a gateway carries it in its page
         token (``chimera.wire``)."""
-        principal.require(Scope.READ)
+        self.authorize_list(principal=principal)
         if page_size < 0 or page_size > MAX_PAGE_SIZE:
             raise InvalidArgument(
                 f"page_size must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"

@@ -196,6 +196,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         async with aborting_on_error(context):
             principal, view = self._principal(context), view_from_pb(request.view)
+            self._jobs.authorize_list(principal=principal)  # before parsing the token
             jobs, cursor = await self._jobs.list(
                 request.page_size, decode_page_token(request.page_token),
                 principal=principal, view=view,

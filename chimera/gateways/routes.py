@@ -1,10 +1,11 @@
-"""The HTTP routes of the WebSocket port: ``(method, path pattern) → handler``.
+"""The HTTP routes of a listener (WebSocket port, metrics port): ``(method, pattern) → handler``.
 
 A pattern is a path with ``{name}`` parameters; a parameter takes any text,
 slashes included, and its handler validates it (so ``/ws/orchestrate/a/b`` is a
 400 "malformed job id", not a 404). The request target is parsed once, into a
 :class:`Target` every handler receives. A path no route matches is 404; a path
-some route matches with another method is 405 with an ``Allow`` header.
+some route matches with another method is 405 with an ``Allow`` header;
+:meth:`Routes.answer` puts the ``Host`` and ``Origin`` checks in front of them.
 
 Adding an endpoint is one line in the gateway's table, e.g.
 ``Route("GET", "/api/jobs", self._list_jobs)``.
@@ -15,11 +16,13 @@ from __future__ import annotations
 import http
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
+
+from chimera.gateways.hosts import HostAllowList
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,34 @@ class Routes:
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self._routes = [(route, _compile(route.pattern)) for route in routes]
+
+    def answer(
+        self,
+        connection: ServerConnection,
+        request: Request,
+        hosts: HostAllowList,
+        origin_allowed: Callable[[Request], bool],
+    ) -> Reply:
+        """Every request of a listener: the ``Host`` check first (DNS rebinding
+        guard), then the route (404, 405), the ``Origin`` check where the route asks
+        for it (403), then the route's handler with the parsed target."""
+        names = request.headers.get_all("Host")
+        if not hosts.allows(names):
+            return connection.respond(http.HTTPStatus.MISDIRECTED_REQUEST, hosts.refusal(names))
+        target = Target.parse(request.path)
+        found = self.match(request.method, target.path)
+        if isinstance(found, list):
+            if found:
+                return method_not_allowed(connection, request.method, found)
+            return not_found(connection, target.path)
+        route, params = found
+        if route.check_origin and not origin_allowed(request):
+            return connection.respond(
+                http.HTTPStatus.FORBIDDEN,
+                "this Origin may not connect: the server allows its own host and the "
+                "origins given with --allowed-origin\n",
+            )
+        return route.handler(connection, request, replace(target, params=params))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | list[str]:
         """The route and its parameters, or the methods the path allows

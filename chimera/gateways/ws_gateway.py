@@ -65,7 +65,7 @@ import logging
 import ssl
 import weakref
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -100,7 +100,7 @@ from chimera.gateways.cors import Cors
 from chimera.gateways.expiry import end_at_expiry, seconds_left
 from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
-from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
+from chimera.gateways.routes import Reply, Route, Routes, Target, not_found
 from chimera.gateways.web import (
     INDEX,
     JOB_PAGE,
@@ -294,26 +294,9 @@ class WebSocketGateway:
         return _nosniff_later(reply)
 
     def _route(self, connection: ServerConnection, request: Request) -> Reply:
-        # Before anything else, on every request (DNS rebinding guard).
-        hosts = request.headers.get_all("Host")
-        if not self._allowed_hosts.allows(hosts):
-            return connection.respond(
-                http.HTTPStatus.MISDIRECTED_REQUEST, self._allowed_hosts.refusal(hosts)
-            )
-        target = Target.parse(request.path)
-        found = self._routes.match(request.method, target.path)
-        if isinstance(found, list):
-            if found:
-                return method_not_allowed(connection, request.method, found)
-            return not_found(connection, target.path)
-        route, params = found
-        if route.check_origin and not self._origin_allowed(request):
-            return connection.respond(
-                http.HTTPStatus.FORBIDDEN,
-                "this Origin may not connect: the server allows its own host and the "
-                "origins given with --allowed-origin\n",
-            )
-        return route.handler(connection, request, replace(target, params=params))
+        return self._routes.answer(
+            connection, request, self._allowed_hosts, self._origin_allowed
+        )
 
     def _healthz(
         self, connection: ServerConnection, request: Request, target: Target
@@ -428,6 +411,9 @@ class WebSocketGateway:
         ``{"jobs": [...], "next_page_token": "..."}``, newest first, the jobs the
         caller may read (as ListJobs); thoughts left out unless ``view`` asks."""
         try:
+            # Authenticated and authorised before anything else is parsed (as ListJobs).
+            principal = self._principal(request, target)
+            self._jobs.authorize_list(principal=principal)
             page_size = _one_number(target, "page_size")
             page_tokens = target.query.get("page_token", [""])
             views = target.query.get("view", ["basic"])
@@ -436,7 +422,6 @@ class WebSocketGateway:
                 raise InvalidArgument("give one page_token, not several")
             if view is None:
                 raise InvalidArgument("view must be basic, default or full")
-            principal = self._principal(request, target)  # authenticated before parsing
             jobs, cursor = await self._jobs.list(
                 page_size, decode_page_token(page_tokens[0]), principal=principal, view=view
             )

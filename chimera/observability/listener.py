@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import logging
 import os
 import tempfile
@@ -36,7 +35,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from chimera.gateways.hosts import HostAllowList
-from chimera.gateways.routes import Reply, Route, Routes, Target, method_not_allowed, not_found
+from chimera.gateways.routes import Reply, Route, Routes, Target
 from chimera.observability.metrics import DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -126,18 +125,7 @@ class MetricsListener:
                 multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def _answer(self, connection: ServerConnection, request: Request) -> Reply:
-        hosts = request.headers.get_all("Host")
-        if not self._allowed_hosts.allows(hosts):
-            return connection.respond(
-                http.HTTPStatus.MISDIRECTED_REQUEST, self._allowed_hosts.refusal(hosts)
-            )
-        target = Target.parse(request.path)
-        found = self._routes.match(request.method, target.path)
-        if isinstance(found, list):
-            if found:
-                return method_not_allowed(connection, request.method, found)
-            return not_found(connection, target.path)
-        return found[0].handler(connection, request, target)
+        return self._routes.answer(connection, request, self._allowed_hosts, _any_origin)
 
     async def _metrics(
         self, connection: ServerConnection, request: Request, target: Target
@@ -147,6 +135,10 @@ class MetricsListener:
         body = await asyncio.to_thread(encoder, self._registry)
         headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return Response(200, "OK", headers, body)
+
+
+def _any_origin(request: Request) -> bool:
+    return True  # no route here checks it: scrapers are not browsers
 
 
 async def _never_upgraded(connection: ServerConnection) -> None:
