@@ -30,6 +30,7 @@ import pytest
 from playwright.sync_api import Browser, FloatRect, Page, WebSocketRoute, sync_playwright
 from websockets.sync.client import connect
 
+from chimera.auth.tokens import LEEWAY_SECONDS
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1.jobs_pb2_grpc import JobServiceStub
 from tests.security import SECRET, token
@@ -642,6 +643,24 @@ def test_viewer_link_streams_the_job_read_only_with_auth_on(page: Page, secured:
     wait_attr(page, "#job", "data-job-status", "succeeded")
     wait_attr(page, "#connection", "data-connection-state", "closed")
     assert page_thoughts(page) == server_thoughts(secured, "viewed", owner)
+
+
+def test_a_token_expiring_on_an_open_page_asks_for_a_new_one_without_reconnecting(
+    page: Page, secured: Serve
+) -> None:
+    # A viewer token for a job that does not exist yet (its socket waits for it), which
+    # the server stops accepting 4 s from now (at most: exp is whole seconds).
+    expiring = token("viewer", scope="read", job="expiring",
+                     now=time.time() - LEEWAY_SECONDS, ttl=4)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.goto(f"{secured.base}/jobs/expiring#token={expiring}")
+    page.wait_for_selector("#auth:not([hidden])", timeout=20_000)
+    # Told by the 4401 itself (not by a poll refused afterwards), and no retry.
+    assert "Your token expired" in page.inner_text("#auth-message")
+    assert "connected" in states(page)
+    assert "reconnecting" not in states(page) and "polling" not in states(page)
+    assert len(sockets) == 1
 
 
 def test_cancel_button_with_a_cancel_token_cancels_the_running_job(

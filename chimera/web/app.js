@@ -50,7 +50,7 @@ function takeTokenFromFragment() {
 
 const token = () => sessionStorage.getItem(TOKEN_KEY) || "";
 
-function showAuth(message) {
+function showAuth(message, expired = false) {
   stopAll();
   for (const id of ["command-center", "job-view"]) {
     const section = document.getElementById(id);
@@ -58,9 +58,11 @@ function showAuth(message) {
   }
   $("#connection").hidden = true;
   const had = token();
-  $("#auth-message").textContent = had
-    ? `The server refused this token: ${message}. Paste a valid one.`
-    : `This server needs a token to show jobs (${message}).`;
+  $("#auth-message").textContent = expired
+    ? "Your token expired: paste a new one to keep watching."
+    : had
+      ? `The server refused this token: ${message}. Paste a valid one.`
+      : `This server needs a token to show jobs (${message}).`;
   $("#auth").hidden = false;
   $("#token-input").value = "";
   $("#token-input").focus();
@@ -199,7 +201,7 @@ function onSubmit(event) {
     onError: (error) => {
       button.disabled = false;
       button.textContent = "Run brief";
-      if (error.kind === "auth") showAuth(error.message);
+      if (error.kind === "auth") showAuth(error.message, error.expired);
       else if ($("#job-view").hidden) showFormError(`The server refused the brief: ${error.message}`);
       else view?.showError(error);
     },
@@ -233,7 +235,7 @@ function showJob(jobId) {
     onUpdate: (job) => view?.render(job),
     onConnection: (state, info) => view?.setConnection(state, info),
     onError: (error) => {
-      if (error.kind === "auth") showAuth(error.message);
+      if (error.kind === "auth") showAuth(error.message, error.expired);
       else view?.showError(error);
     },
   });

@@ -20,6 +20,7 @@ const JOB_FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const CLOSE_TOO_SLOW = 4008;
 const CLOSE_HISTORY_GONE = 4410;
 const CLOSE_SINCE_TOO_LARGE = 4416;
+const CLOSE_TOKEN_EXPIRED = 4401;
 
 /** An HTTP answer that is not 2xx: `status` and the server's `message`. */
 export class ChimeraHttpError extends Error {
@@ -229,7 +230,8 @@ export function isFinal(state) {
  *                             info.attempt, info.attempts for reconnecting
  *   onMessage(msg)            every WebSocket message, as parsed
  *   onCreated(jobId)          the server accepted `create`
- *   onError(error)            {kind: "auth" | "create" | "cancel" | "gone" | "server", message, status?, code?}
+ *   onError(error)            {kind: "auth" | "create" | "cancel" | "gone" | "server", message, status?, code?,
+ *                             expired? (auth: the token expired while the socket was open, close 4401)}
  *   log                       a console-like object (default console); null for silence
  * Returns {job, cancel(), close(), get connection()}.
  */
@@ -400,6 +402,11 @@ class JobFollower {
     }
     if (event.code === CLOSE_TOO_SLOW) {
       this.connect(); // fell behind: resume from the last seq at once
+      return;
+    }
+    if (event.code === CLOSE_TOKEN_EXPIRED) {
+      // The server no longer accepts this token: retrying with it cannot work.
+      this.fail({ kind: "auth", status: 401, expired: true, message: "token expired" });
       return;
     }
     if (event.code === CLOSE_HISTORY_GONE || event.code === CLOSE_SINCE_TOO_LARGE) {
