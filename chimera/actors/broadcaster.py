@@ -235,6 +235,10 @@ class Subscription:
         # A subscriber resuming after a finished job's last event has nothing to
         # wait for; without this it would wait forever.
         job = await store.get_job(self.job_id, thoughts=0)
+        if job is None and self.last_seq > 0:
+            # Removed while we read it (retention, here or in another process of a
+            # cluster): nothing more will come, so say so rather than wait.
+            raise HistoryGone(self.job_id, self.last_seq)
         if job is not None and job.finished and job.last_sequence <= self.last_seq:
             self.done = True
 
