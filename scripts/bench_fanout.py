@@ -405,6 +405,21 @@ class Result:
     # every server alike but does not add to its CPU time).
     cpu_us: float = 0.0
 
+    @staticmethod
+    def measured(
+        raw: bytes, received: int, started: float, last: float, expected: int,
+        order_errors: int, cpu_us: float = 0.0,
+    ) -> Result:
+        """A run's figures from the clients' report (``raw``: their latencies, packed)."""
+        latencies = array("d")
+        latencies.frombytes(raw)
+        cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+        return Result(
+            rate=received / max(last - started, 1e-9),
+            p50_ms=cuts[49] * 1000, p99_ms=cuts[98] * 1000,
+            delivered=received, expected=expected, order_errors=order_errors, cpu_us=cpu_us,
+        )
+
 
 def _expect(conn: Connection, kind: str) -> tuple[Any, ...]:
     if not conn.poll(600):
@@ -454,13 +469,8 @@ def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str, tree: str = "") ->
         _, cpu_seconds = _expect(control, "cpu")
     finally:
         stop_all(control, clients, server)
-    latencies = array("d")
-    latencies.frombytes(raw)
-    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return Result(
-        rate=received / max(last - started, 1e-9),
-        p50_ms=cuts[49] * 1000, p99_ms=cuts[98] * 1000,
-        delivered=received, expected=n * m, order_errors=order_errors,
+    return Result.measured(
+        raw, received, started, last, n * m, order_errors,
         cpu_us=cpu_seconds * 1e6 / max(received, 1),
     )
 
@@ -495,14 +505,7 @@ def run_scaled(
         for process in (clients, *(p for p, _, _, _ in servers)):
             if process.is_alive():
                 process.kill()
-    latencies = array("d")
-    latencies.frombytes(raw)
-    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return Result(
-        rate=received / max(last - started, 1e-9),
-        p50_ms=cuts[49] * 1000, p99_ms=cuts[98] * 1000,
-        delivered=received, expected=n * m, order_errors=order_errors,
-    )
+    return Result.measured(raw, received, started, last, n * m, order_errors)
 
 
 def start_redis(directory: str) -> tuple[Any, str]:
