@@ -586,7 +586,7 @@ class WebSocketGateway:
                 except ConnectionClosed:
                     return False
                 except TimeoutError:
-                    await self._close_expired(ws, admitted.job_id)
+                    await self._refuse(ws, admitted.job_id, TokenExpired())
                     return False
                 reply, created = await self._reply(admitted, address, message)
                 if reply is not None:
@@ -642,13 +642,11 @@ class WebSocketGateway:
             return None
         except ChimeraError as exc:
             self._limits.release(job_id, address)
-            # Accepted, then refused: say why in a message, then in the close.
+            # Accepted, then refused.
             with contextlib.suppress(ConnectionClosed):
                 if admitted.watching:
                     await ws.send(self._counted(connected))
-                error = control_message("error", job_id=job_id, data={"error": str(exc)})
-                await ws.send(self._counted(error))
-                await ws.close(*_close_for(exc))
+            await self._refuse(ws, job_id, exc)
             return None
         try:
             if admitted.watching:
@@ -681,8 +679,8 @@ class WebSocketGateway:
                 else:
                     await self._send_event(ws, live)
             code, reason = 1000, "job finished"
-        except TokenExpired:
-            await self._close_expired(ws, subscription.job_id)
+        except TokenExpired as exc:
+            await self._refuse(ws, subscription.job_id, exc)
             return
         except ChimeraError as exc:
             code, reason = _close_for(exc)
@@ -690,9 +688,8 @@ class WebSocketGateway:
             return
         await _close(ws, code, reason)
 
-    async def _close_expired(self, ws: ServerConnection, job_id: str) -> None:
-        """Says the token expired, in an ``error`` message, then closes with 4401."""
-        error = TokenExpired()
+    async def _refuse(self, ws: ServerConnection, job_id: str, error: ChimeraError) -> None:
+        """Says why in an ``error`` message, then in the close (4410, 4416, 4401, …)."""
         with contextlib.suppress(ConnectionClosed):
             message = control_message("error", job_id=job_id, data={"error": str(error)})
             await ws.send(self._counted(message))
