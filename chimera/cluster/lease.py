@@ -17,33 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
-from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
-from chimera.store.redis import PASSWORD_ENV, lease_key
+from chimera.store.redis import lease_key, password_from_env
 
 log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
     def __init__(self, url: str, node: str, *, ttl: float, interval: float) -> None:
-        extra: dict[str, Any] = {}
-        if urlsplit(url).password is None and os.environ.get(PASSWORD_ENV):
-            extra["password"] = os.environ[PASSWORD_ENV]
         # Timeouts well under the ttl: a renewal that hangs must not outlive the lease.
         self._client = redis.Redis.from_url(
             url, socket_connect_timeout=min(2.0, ttl / 2), socket_timeout=min(2.0, ttl / 2),
-            **extra,
+            **password_from_env(url),
         )
         self._key = lease_key(node)
         self._ttl_ms = int(ttl * 1000)
         self._interval = interval
         self._stopped = threading.Event()
-        self.renewals = 0  # written by the thread only; read for health and tests
+        self.renewals = 0  # written by the thread only; tests wait on it
 
     def stop(self) -> None:
         self._stopped.set()

@@ -101,6 +101,14 @@ def request_key(owner: str, request_id: str) -> str:
     return P + "req:" + json.dumps([owner, request_id], ensure_ascii=False)
 
 
+def password_from_env(url: str) -> dict[str, Any]:
+    """``password=`` for a Redis client of ``url``: ``REDISCLI_AUTH`` (as redis-cli
+    reads it) when the URL carries none."""
+    if urlsplit(url).password is None and os.environ.get(PASSWORD_ENV):
+        return {"password": os.environ[PASSWORD_ENV]}
+    return {}
+
+
 def lease_key(node: str) -> str:
     return f"{P}node:{node}"
 
@@ -230,9 +238,7 @@ class RedisStore:
         self.url = url
         self.node = node or secrets.token_hex(6)
         self.write_timeout = write_timeout
-        extra: dict[str, Any] = {}
-        if urlsplit(url).password is None and os.environ.get(PASSWORD_ENV):
-            extra["password"] = os.environ[PASSWORD_ENV]  # as redis-cli reads it
+        extra = password_from_env(url)
         try:
             # Blocking: a burst of reads (1,000 subscribers reading history at once)
             # waits for a free connection instead of failing with "Too many connections".
