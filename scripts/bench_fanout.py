@@ -57,9 +57,10 @@ server (100%: the slow subscribers cost the fast ones nothing; CPU alone/fast).
 The bare server keeps a slow client's frames in its write buffer (``broadcast()``
 has no backpressure), so its catch-up is one big write.
 
-Limits: M is chosen so that one subscriber's share (M x ~300 B) stays within
-Chimera's default 1 MiB per-subscriber bound, as a real stream does; the
-machine's cores are shared by the server and the clients.
+Limits: a frame is ~400 B, so M = 3000 (1.2 MB) is just past Chimera's default
+1 MiB per-subscriber bound: a client that keeps up never holds more than a
+small part of it (a stalled one would be shed; ``--slow`` keeps M within it);
+the machine's cores are shared by the server and the clients.
 """
 
 from __future__ import annotations
@@ -731,7 +732,7 @@ def main_redis(args: argparse.Namespace) -> int:
 
     sizes = args.n or [100, 1000]
     ctx = mp.get_context("spawn")
-    print(f"scale-out: {args.m} events of ~300 B per run, median of {args.repeat} runs, "
+    print(f"scale-out: {args.m} events of ~400 B per run, median of {args.repeat} runs, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; fixed rate "
           f"{args.rate:g} events/s for latency")
     print(f"{'N':>6} {'setup':<16} {'msgs/s':>10} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} "
@@ -826,7 +827,7 @@ def main() -> int:
         return main_slow(args, chimeras, tree_of)
     sizes = args.n or [1, 100, 1000]
     ctx = mp.get_context("spawn")
-    print(f"fan-out: {args.m} events of ~300 B per run, median of {args.repeat} runs, "
+    print(f"fan-out: {args.m} events of ~400 B per run, median of {args.repeat} runs, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     width = max(8, *(len(f"chimera{suffix}") for suffix in trees))
     header = f"{'N':>6} {'server':<{width}} {'msgs/s':>10} {'p50 ms':>8} {'p99 ms':>8} " \
