@@ -245,18 +245,30 @@ class Subscription:
     def next_nowait(self) -> Event | None:
         """The next queued live event, ``None`` if there is none yet; raises why
         the subscription ended once nothing is left to take."""
+        events = self.take_nowait(1)
+        return events[0] if events else None
+
+    def take_nowait(self, max_bytes: int) -> list[Event]:
+        """The queued live events, in order, up to the final one and until they
+        reach ``max_bytes`` (at least one: a subscriber that is behind takes its
+        backlog in batches); ``[]`` if none is queued yet; raises why the
+        subscription ended once nothing is left to take. Each is taken once:
+        ``last_seq`` is the last one returned."""
+        events: list[Event] = []
+        size = 0
         pending = self._pending
-        while pending:
+        while pending and size < max_bytes and not self.done:
             event = pending.popleft()
             self._pending_bytes -= event.size
             if event.seq <= self.last_seq:
                 continue
             self.last_seq = event.seq
             self.done = event.is_final
-            return event
-        if self._error is not None:
+            events.append(event)
+            size += event.size
+        if not events and self._error is not None:
             raise self._current_error()
-        return None
+        return events
 
     async def wait(self) -> None:
         """Returns once an event is queued or the subscription ended."""
