@@ -6,37 +6,28 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 
 from chimera.events import TeamName
 from tests.conftest import StartServer, until
 from tests.doubles import ScriptedProvider, factory
 from tests.metrics_scrape import delta, scrape, scrape_until, value
 from tests.test_metrics import CONNECTIONS, DELIVERY_COUNT, metrics_port
-from tests.test_shedding_retention import read_frame
+from tests.test_shedding_retention import open_stuck_subscriber, read_frame
 
 THOUGHTS = 500  # per team, ~2 KB each: ~2 MB, far more than the kernel holds (below)
 
 
-async def open_slow_reader(
-    port: int, job_id: str
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket client with Ethernet-sized segments and a 4 KiB receive buffer
-    (the server's kernel then holds ~150 KB of its backlog, the rest waits in its
-    subscription's queue; scripts/bench_fanout.py --slow) that reads nothing after
-    the handshake until the test reads from it."""
+async def open_slow_reader(port: int, job_id: str) -> tuple[asyncio.StreamReader, Any]:
+    """A stuck subscriber with Ethernet-sized segments and a 4 KiB receive buffer:
+    the server's kernel then holds ~150 KB of its backlog and the rest waits in its
+    subscription's queue (as in scripts/bench_fanout.py --slow)."""
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
-    writer.write(
-        f"GET /ws/orchestrate/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
-    return reader, writer
+    return await open_stuck_subscriber(port, job_id, sock)
 
 
 async def read_seqs(reader: asyncio.StreamReader, up_to: int | None) -> tuple[list[int], int]:

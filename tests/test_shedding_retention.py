@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -31,9 +32,15 @@ from tests.doubles import ScriptedProvider, factory, flood
 QUEUE_LIMIT = 64 * 1024
 
 
-async def open_stuck_subscriber(port: int, job_id: str) -> tuple[asyncio.StreamReader, Any]:
-    """A WebSocket client that completes the handshake, then never reads."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+async def open_stuck_subscriber(
+    port: int, job_id: str, sock: socket.socket | None = None
+) -> tuple[asyncio.StreamReader, Any]:
+    """A WebSocket client that completes the handshake, then never reads (on
+    ``sock``, connected to ``port``, if given)."""
+    if sock is None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+    else:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
     writer.write(
         f"GET /ws/orchestrate/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
