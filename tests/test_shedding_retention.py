@@ -179,9 +179,11 @@ def fetch(url: str) -> tuple[int, dict[str, Any], int]:
 
 
 async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) -> None:
+    # Both teams held after their two thoughts: mid-run, the job stands still while it
+    # is read twice (a team left running moved on between GetJob and the snapshot).
     hold = asyncio.Event()
     server = await start_server(
-        factory({TeamName.GOOGLE: lambda: ScriptedProvider(["g1", "g2"], hold=hold)})
+        factory({team: lambda: ScriptedProvider(["t1", "t2"], hold=hold) for team in TeamName})
     )
     url = f"http://127.0.0.1:{server.server.ws_port}/api/jobs/poll"
     async with server.client() as client:
@@ -192,8 +194,10 @@ async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) ->
                 async for _ in client.events("poll"):
                     pass
             else:
-                await wait_for_sequence(client, "poll", 4)  # mid-run: the teams have started
+                # Mid-run, held: running, two teams thinking, four thoughts.
+                await wait_for_sequence(client, "poll", 7)
             job = MessageToDict(await client.get("poll"), preserving_proto_field_name=True)
+            await asyncio.sleep(0.3)  # PROBE
             status, snapshot, size = await asyncio.to_thread(fetch, url)
             assert status == 200
             assert snapshot["state"] == job["state"].removeprefix("JOB_STATE_").lower()
