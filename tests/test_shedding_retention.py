@@ -15,7 +15,7 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from websockets.exceptions import ConnectionClosedError
 
-from chimera.events import TeamName
+from chimera.events import TeamName, parse_timestamp
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     Running,
@@ -178,6 +178,12 @@ def fetch(url: str) -> tuple[int, dict[str, Any], int]:
         return exc.code, json.loads(body), len(body)
 
 
+def instants(thoughts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Thoughts with their timestamps as instants: protobuf's JSON drops a zero fraction
+    ("…:50Z"), the snapshot keeps milliseconds ("…:50.000Z"), the same time."""
+    return [{**t, "timestamp": parse_timestamp(t["timestamp"])} for t in thoughts]
+
+
 async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) -> None:
     # Both teams held after their two thoughts: mid-run, the job stands still while it
     # is read twice (a team left running moved on between GetJob and the snapshot).
@@ -205,7 +211,7 @@ async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) ->
             assert snapshot["brief"] == job["brief"]
             for ours, theirs in zip(snapshot["teams"], job["teams"], strict=True):
                 assert ours["status"] == theirs["status"].removeprefix("TEAM_STATUS_").lower()
-                assert ours["thoughts"] == theirs.get("thoughts", [])
+                assert instants(ours["thoughts"]) == instants(theirs.get("thoughts", []))
                 assert ours["code"] == theirs.get("code", "")
                 assert ours["error"] == theirs.get("error", "")
             assert size < 16 * 1024  # the snapshot, not the event history
