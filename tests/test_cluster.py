@@ -29,7 +29,6 @@ import redis as sync_redis
 from chimera.cluster.membership import LEASE_TTL
 from chimera.events import TeamName
 from chimera.providers.base import Provider
-from chimera.store.redis import RedisStore
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1.jobs_pb2_grpc import JobServiceStub
 from tests.conftest import (
@@ -240,22 +239,6 @@ async def test_redis_restarted_keeps_history_and_flushed_reports_history_gone(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 [e async for e in client.events("kept", 3)]
         assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
-
-
-async def test_the_first_reads_after_a_redis_restart_are_answered(redis: RedisServer) -> None:
-    # A pooled connection from before the restart fails its next command: the store
-    # retries it once on a new connection instead of answering UNAVAILABLE (close 1001)
-    # while Redis is up (seen as 1 in 8 runs of the restart test above).
-    store = RedisStore(redis.url)
-    await store.open()
-    try:
-        # Three connections in the pool: three commands at once.
-        await asyncio.gather(*(store.client.blpop(["nothing"], timeout=0.1) for _ in range(3)))
-        await redis.restart()
-        for _ in range(3):
-            assert await store.read_events("any", 0, 10) == []
-    finally:
-        await store.close()
 
 
 async def test_flushall_while_watching_tells_the_connected_subscribers_history_is_gone(

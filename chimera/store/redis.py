@@ -51,8 +51,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -244,13 +242,9 @@ class RedisStore:
         try:
             # Blocking: a burst of reads (1,000 subscribers reading history at once)
             # waits for a free connection instead of failing with "Too many connections".
-            # One retry on a new connection: after a Redis restart, a pooled connection
-            # from before it fails its next command, though Redis answers again. (Writes
-            # are safe to repeat: _APPEND takes a write that did reach Redis as done.)
             pool = aioredis.BlockingConnectionPool.from_url(
                 url, max_connections=MAX_CONNECTIONS, timeout=None,
                 socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
                 **extra,
             )
             self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
