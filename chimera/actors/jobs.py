@@ -162,9 +162,10 @@ class JobManager:
         supervisor = self._supervisors.get(job_id)
         if supervisor is not None:
             supervisor.interrupt()
-            # If the store gives the job back to recover() (Redis answers again), it
-            # is closed with this reason, not the generic one.
-            self._rejected_reasons[job_id] = reason
+        # If the store gives the job back to recover() (Redis answers again), it is
+        # closed with this reason, not the generic one: also when its supervisor had
+        # already ended (its last events still waiting to be written).
+        self._rejected_reasons[job_id] = reason
 
     # -- operations ----------------------------------------------------------------------
 
