@@ -26,6 +26,7 @@ import grpc
 import pytest
 import redis as sync_redis
 
+from chimera.actors.jobs import NODE_LOST
 from chimera.cluster.membership import LEASE_TTL
 from chimera.events import TeamName
 from chimera.providers.base import Provider
@@ -40,6 +41,7 @@ from tests.conftest import (
     reconnect_randomly,
     run_job,
     until,
+    wait_for_sequence,
     ws_connect,
 )
 from tests.doubles import ScriptedProvider
@@ -282,6 +284,29 @@ async def test_flushall_while_watching_tells_the_connected_subscribers_history_i
                         pass
             assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE, job_id
     holds["quiet"].set()
+
+
+async def test_a_job_refused_for_good_leaves_no_reason_behind_after_recovery(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # Its data set flushed, the job's next write is refused and the job stopped; no
+    # recovery ever gets it back, so the reason kept for one must not stay for the
+    # life of the process (one string per such job, without bound).
+    def providers(team: TeamName) -> Provider:
+        return ScriptedProvider(["thinking"] * 600, pace=0.1)  # ends only if stopped
+
+    node = await start_server(providers, redis_url=redis.url)
+    with logged("chimera.actors.jobs", "job refused finished") as finished:
+        async with node.client() as client:
+            await client.create("a counter", job_id="refused")
+            await wait_for_sequence(client, "refused", 3)
+        async with redis.client() as r:
+            await r.flushall()
+        # Only a refusal stops it, and the job manager keeps the reason as it does.
+        await asyncio.wait_for(finished, 10)
+    jobs = node.server.jobs
+    await jobs.recover(NODE_LOST)
+    assert "refused" not in jobs._rejected_reasons
 
 
 async def test_a_lost_pubsub_message_is_filled_from_the_stream(
