@@ -544,3 +544,55 @@ async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly
         # Its teams say why, not "node lost": this process was alive, Redis was not.
         errors = {m["data"]["error"] for m in tail if m["type"] == "error"}
         assert errors == {"events could not be recorded: Redis unreachable for 1 s"}
+
+
+async def test_a_job_that_ended_before_its_events_were_refused_fails_saying_why(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # The teams finish while Redis is down: the job's last events, the final one
+    # included, wait in the write retries and are refused at the bound, after its
+    # supervisor has ended. Once Redis answers the job is still closed saying why
+    # (it said "interrupted: node lost": the reason was kept only for a supervisor
+    # still running; seen under load in the test above).
+    hold = asyncio.Event()
+
+    def providers(team: TeamName) -> Provider:
+        return ScriptedProvider(["one"], hold=hold)
+
+    node = await start_server(providers, redis_url=redis.url, redis_write_timeout=2.0)
+    async with node.client() as client:
+        await client.create("a counter", job_id="late")
+    ws = await ws_connect(node.ws_url("late"))
+    seen: list[dict[str, Any]] = []
+    while sum(m["type"] == "thought_added" for m in seen) < 2:  # both teams held
+        seen.append(json.loads(await ws.recv()))
+    with (
+        logged("chimera.actors.jobs", "job late finished") as finished,
+        logged("chimera.actors.broadcaster", "job late: events not recorded") as refused,
+        logged("chimera.actors.jobs", "marked 1 interrupted") as recovered,
+    ):
+        await redis.stop()
+        hold.set()
+        ended, refusal = await asyncio.wait_for(asyncio.gather(finished, refused), 30)
+        assert ended.created <= refusal.created  # the case under test: ended, then refused
+        await redis.start()
+        await asyncio.wait_for(recovered, 30)
+    await ws.close()
+
+    jobs: list[pb.Job] = []
+
+    async def failed() -> bool:
+        try:
+            jobs.append(await client.get("late"))
+        except grpc.aio.AioRpcError as exc:
+            # A pooled Redis connection from before the restart fails its first use.
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return False
+        return jobs[-1].state == pb.JOB_STATE_FAILED
+
+    async with node.client() as client:
+        await until(failed, within=30, every=0.05)  # the recovery's events recorded
+    assert {t.error for t in jobs[-1].teams} == {
+        "events could not be recorded: Redis unreachable for 2 s"
+    }

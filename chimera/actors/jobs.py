@@ -174,9 +174,10 @@ class JobManager:
         supervisor = self._supervisors.get(job_id)
         if supervisor is not None:
             supervisor.interrupt()
-            # If the store gives the job back to recover() (Redis answers again), it
-            # is closed with this reason, not the generic one.
-            self._rejected_reasons[job_id] = reason
+        # If the store gives the job back to recover() (Redis answers again), it is
+        # closed with this reason, not the generic one: also when its supervisor
+        # ended first (its final events were among those refused).
+        self._rejected_reasons[job_id] = reason
 
     # -- operations ----------------------------------------------------------------------
 
