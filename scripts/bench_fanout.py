@@ -6,6 +6,7 @@
     .venv/bin/python scripts/bench_fanout.py --redis     # SQLite vs Redis vs 2 processes
     .venv/bin/python scripts/bench_fanout.py -n 1000 --memory 0 --metrics   # metrics on vs off
     .venv/bin/python scripts/bench_fanout.py --tree before=../chimera-old   # this tree vs another
+    .venv/bin/python scripts/bench_fanout.py -n 100 --slow 10   # 10 of 100 subscribers fall behind
 
 For each N, each server runs in a process of its own and N WebSocket clients
 in another. The Chimera server is the real thing (job manager, supervisor, team
@@ -40,27 +41,45 @@ and prints on/off.
 (``chimera@LABEL``: DIR's ``chimera`` package with this environment's
 dependencies, e.g. a ``git worktree`` of an older commit), alternating with
 the others, so a change is measured before and after against one anchor.
+``--slow K``: K of the N subscribers ("slow") read nothing from their greeting
+until the others ("fast") have every event, then read their backlog: in
+Chimera, what did not fit in the kernel's buffers waited in their subscription's
+queue and now goes out through its writer (the queued path; the fast ones get
+the direct path). Slow clients advertise Ethernet-sized segments and a 4 KiB
+receive buffer, so the server's kernel holds ~150 KB of a backlog, not all of it;
+M defaults to 2000 here, so that the rest (~400 B an event) stays within the
+default 1 MiB bound and no slow client is shed ("shed": closed 4008). Printed per
+server: the fast ones (rate and CPU from publish until they have every event),
+the slow ones (from resuming to their last event; latency not shown, it is
+mostly their own pause), and the fast ones "alone" (N - K clients, no slow
+ones) in a run of their own; then the ratios to bare, and "fast/alone" per
+server (100%: the slow subscribers cost the fast ones nothing; CPU alone/fast).
+The bare server keeps a slow client's frames in its write buffer (``broadcast()``
+has no backpressure), so its catch-up is one big write.
 
-Limits: M is chosen so that one subscriber's share (M x ~300 B) stays within
-Chimera's default 1 MiB per-subscriber bound, as a real stream does; the
-machine's cores are shared by the server and the clients.
+Limits: a frame is ~400 B, so M = 3000 (1.2 MB) is just past Chimera's default
+1 MiB per-subscriber bound: a client that keeps up never holds more than a
+small part of it (a stalled one would be shed; ``--slow`` keeps M within it);
+the machine's cores are shared by the server and the clients.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing as mp
 import os
 import resource
+import socket
 import statistics
 import sys
 import tempfile
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -256,7 +275,9 @@ class Client(asyncio.Protocol):
     Counts thought frames, checks their order and records their latency.
     """
 
-    def __init__(self, path: str, port: int, m: int, latencies: array[float]) -> None:
+    def __init__(
+        self, path: str, port: int, m: int, latencies: array[float], slow: bool = False
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -274,6 +295,8 @@ class Client(asyncio.Protocol):
         self.last_receive = 0.0
         self.close_code: int | None = None
         self.transport: asyncio.Transport | None = None
+        # --slow: stops reading once greeted, until resumed (then reads its backlog).
+        self.slow = slow
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -325,6 +348,8 @@ class Client(asyncio.Protocol):
     def on_text(self, buf: bytearray, start: int, end: int, now: float) -> None:
         if not self.greeted.done():
             self.greeted.set_result(None)
+            if self.slow and self.transport is not None:
+                self.transport.pause_reading()
             return
         at = buf.find(b'"thought":"', start, end)
         if at >= 0:
@@ -351,11 +376,13 @@ class Client(asyncio.Protocol):
 
 
 async def _clients(
-    port: int | list[int], path: str, n: int, m: int, conn: Connection
+    port: int | list[int], path: str, n: int, m: int, conn: Connection, slow: int = 0
 ) -> None:
-    """N clients; with several ports, spread over them in turn."""
+    """N clients; with several ports, spread over them in turn. The first ``slow``
+    of them stop reading once greeted (see :func:`_slow_clients`)."""
     loop = asyncio.get_running_loop()
     latencies: array[float] = array("d")
+    slow_latencies: array[float] = array("d")
     clients: list[Client] = []
     gate = asyncio.Semaphore(200)  # under the listen backlog
     ports = port if isinstance(port, list) else [port]
@@ -363,9 +390,14 @@ async def _clients(
 
     async def open_one() -> None:
         async with gate:
-            port = ports[next(turn) % len(ports)]
-            client = Client(path, port, m, latencies)
-            await loop.create_connection(lambda: client, "127.0.0.1", port)
+            index = next(turn)
+            port = ports[index % len(ports)]
+            lagging = index < slow
+            client = Client(path, port, m, slow_latencies if lagging else latencies, lagging)
+            if lagging:
+                await loop.create_connection(lambda: client, sock=await _slow_socket(port))
+            else:
+                await loop.create_connection(lambda: client, "127.0.0.1", port)
             await asyncio.wait_for(client.greeted, 60)
             clients.append(client)
 
@@ -376,6 +408,9 @@ async def _clients(
     if m == 0:  # memory phase: stay idle until told
         await loop.run_in_executor(None, conn.recv)
         return
+    if slow:
+        await _slow_clients(clients, latencies, slow_latencies, conn)
+        return
     await asyncio.wait([asyncio.ensure_future(c.done) for c in clients], timeout=300)
     received = sum(c.count for c in clients)
     conn.send((
@@ -384,9 +419,53 @@ async def _clients(
     ))
 
 
-def clients_main(port: int | list[int], path: str, n: int, m: int, conn: Connection) -> None:
+async def _slow_socket(port: int) -> socket.socket:
+    """A slow client's connection: Ethernet-sized segments (MSS 1460) and a small
+    receive buffer, as a remote reader on a slow link has. On loopback defaults
+    (MSS ~64 KiB, a window that lets the sender's buffer grow to 1-4 MiB) the
+    server's kernel would hold a stalled reader's whole backlog and nothing would
+    wait in Chimera's queue; this way it holds ~150 KB (~500 events)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+async def _slow_clients(
+    clients: list[Client], latencies: array[float], slow_latencies: array[float],
+    conn: Connection,
+) -> None:
+    """--slow: reports the fast clients once they have every event, waits to be told
+    to resume (the server's CPU time is read in between), then lets the slow ones
+    read their backlog and reports them."""
+    loop = asyncio.get_running_loop()
+    fast = [c for c in clients if not c.slow]
+    slow = [c for c in clients if c.slow]
+    await asyncio.wait([asyncio.ensure_future(c.done) for c in fast], timeout=300)
+    conn.send((
+        "fast", sum(c.count for c in fast), max(c.last_receive for c in fast),
+        sum(c.order_errors for c in fast), latencies.tobytes(),
+    ))
+    await loop.run_in_executor(None, conn.recv)
+    resumed = time.time()
+    for client in slow:
+        if client.transport is not None:
+            client.transport.resume_reading()
+    await asyncio.wait([asyncio.ensure_future(c.done) for c in slow], timeout=300)
+    conn.send((
+        "slow", sum(c.count for c in slow), max(c.last_receive for c in slow),
+        sum(c.order_errors for c in slow), slow_latencies.tobytes(), resumed,
+        [c.close_code for c in slow],
+    ))
+
+
+def clients_main(
+    port: int | list[int], path: str, n: int, m: int, conn: Connection, slow: int = 0
+) -> None:
     raise_fd_limit()
-    asyncio.run(_clients(port, path, n, m, conn))
+    asyncio.run(_clients(port, path, n, m, conn, slow))
 
 
 # -- the runs -------------------------------------------------------------------------
@@ -404,6 +483,7 @@ class Result:
     # last receive: steadier than msgs/s on a shared machine (others' load slows
     # every server alike but does not add to its CPU time).
     cpu_us: float = 0.0
+    shed: int = 0  # --slow: slow clients Chimera closed as too far behind (4008)
 
     @staticmethod
     def measured(
@@ -454,25 +534,129 @@ def stop_all(control: Connection, clients: Any, server: Any) -> None:
             process.kill()
 
 
-def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str, tree: str = "") -> Result:
+@contextlib.contextmanager
+def _publishing(
+    ctx: Any, kind: str, n: int, m: int, tmp: str, tree: str = "", slow: int = 0
+) -> Iterator[tuple[Connection, Connection, float]]:
+    """A server and its N clients, the server publishing M events: the clients'
+    pipe, the server's and when publishing started. Stops them all at the end."""
     db = f"{tmp}/{kind}-{n}-{time.monotonic_ns()}.db"  # a fresh log for every run
     server, control, port, _ = start_server(ctx, kind, db, tree)
     ours, theirs = ctx.Pipe()
-    clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, m, theirs))
+    clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, m, theirs, slow))
     clients.start()
     try:
         _expect(ours, "ready")
         control.send(("publish", m))
         _, started = _expect(control, "started")
-        _, received, last, order_errors, raw = _expect(ours, "result")
-        control.send(("cpu",))
-        _, cpu_seconds = _expect(control, "cpu")
+        yield ours, control, started
     finally:
         stop_all(control, clients, server)
+
+
+def _cpu(control: Connection) -> float:
+    """The server's CPU seconds since it started publishing."""
+    control.send(("cpu",))
+    seconds: float = _expect(control, "cpu")[1]
+    return seconds
+
+
+def run_fanout(ctx: Any, kind: str, n: int, m: int, tmp: str, tree: str = "") -> Result:
+    with _publishing(ctx, kind, n, m, tmp, tree) as (ours, control, started):
+        _, received, last, order_errors, raw = _expect(ours, "result")
+        cpu_seconds = _cpu(control)
     return Result.measured(
         raw, received, started, last, n * m, order_errors,
         cpu_us=cpu_seconds * 1e6 / max(received, 1),
     )
+
+
+def run_slow(
+    ctx: Any, kind: str, n: int, k: int, m: int, tmp: str, tree: str = ""
+) -> tuple[Result, Result]:
+    """--slow: N clients, the first K of which read nothing until the other N - K
+    have every event, then read their backlog. The fast ones' figures (CPU: the
+    server's, publish to then, per fast delivery) and the slow ones' (rate and
+    CPU from the moment they resume to their last event)."""
+    with _publishing(ctx, kind, n, m, tmp, tree, k) as (ours, control, started):
+        _, fast_received, fast_last, fast_errors, fast_raw = _expect(ours, "fast")
+        cpu_fast = _cpu(control)
+        ours.send(("resume",))
+        _, received, last, errors, raw, resumed, close_codes = _expect(ours, "slow")
+        cpu_all = _cpu(control)
+    fast = Result.measured(
+        fast_raw, fast_received, started, fast_last, (n - k) * m, fast_errors,
+        cpu_us=cpu_fast * 1e6 / max(fast_received, 1),
+    )
+    slow = Result.measured(
+        raw, received, resumed, last, k * m, errors,
+        cpu_us=(cpu_all - cpu_fast) * 1e6 / max(received, 1),
+    )
+    # Imported here, not at the top: a --tree server must import its own chimera.
+    from chimera.gateways.ws_gateway import CLOSE_TOO_SLOW
+
+    slow.shed = close_codes.count(CLOSE_TOO_SLOW)
+    return fast, slow
+
+
+def main_slow(
+    args: argparse.Namespace, chimeras: list[str], tree_of: dict[str, str]
+) -> int:
+    """--slow K: fast and slow subscribers of one job, and the fast ones alone."""
+    k = args.slow
+    sizes = args.n or [100]
+    ctx = mp.get_context("spawn")
+    print(f"slow subscribers: {args.m} events of ~400 B per run, median of {args.repeat} "
+          f"runs, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"of N subscribers, {k} ('slow') read nothing until the others ('fast') have "
+          "every event, then read their backlog; 'alone': the fast ones without them")
+    kinds = ["bare", *chimeras]
+    width = max(10, *(len(kind) for kind in kinds))
+    print(f"{'N':>6} {'server':<{width}} {'clients':<10} {'msgs/s':>10} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'delivered':>15} {'order errs':>10} {'shed':>5} {'CPU us/msg':>10}")
+    with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
+        for n in sizes:
+            groups = [f"fast {n - k}", f"slow {k}", f"alone {n - k}"]
+            runs: dict[tuple[str, str], list[Result]] = {
+                (kind, group): [] for kind in kinds for group in groups
+            }
+            for _ in range(args.repeat):  # alternating, so load from others hits each alike
+                for kind in kinds:
+                    tree = tree_of.get(kind, "")
+                    fast, slow = run_slow(ctx, kind, n, k, args.m, tmp, tree)
+                    alone = run_fanout(ctx, kind, n - k, args.m, tmp, tree)
+                    for group, result in zip(groups, (fast, slow, alone), strict=True):
+                        runs[kind, group].append(result)
+            rates: dict[tuple[str, str], float] = {}
+            cpus: dict[tuple[str, str], float] = {}
+            for kind in kinds:
+                for group in groups:
+                    results = sorted(runs[kind, group], key=lambda r: r.rate)
+                    r = results[len(results) // 2]
+                    rates[kind, group] = r.rate
+                    cpus[kind, group] = statistics.median(x.cpu_us for x in results)
+                    errors = sum(x.order_errors for x in results)
+                    shed = sum(x.shed for x in results)
+                    # A slow client's latency is mostly its own pause: not shown.
+                    latency = f"{'':>8} {'':>8}" if group.startswith("slow") else \
+                        f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f}"
+                    print(f"{n:>6} {kind:<{width}} {group:<10} {r.rate:>10,.0f} {latency} "
+                          f"{r.delivered:>7}/{r.expected:<7} {errors:>10} {shed:>5} "
+                          f"{cpus[kind, group]:>10.2f}", flush=True)
+            for kind in chimeras:  # Chimera / bare; CPU: bare / Chimera (100%: as cheap)
+                label = "ratio" + kind.removeprefix("chimera")
+                for group in groups:
+                    print(f"{n:>6} {label:<{width}} {group:<10} "
+                          f"{rates[kind, group] / rates['bare', group]:>10.0%} {'':>17} "
+                          f"{'':>15} {'':>10} {'':>5} "
+                          f"{cpus['bare', group] / cpus[kind, group]:>10.0%}", flush=True)
+            with_slow, by_themselves = groups[0], groups[2]
+            for kind in kinds:  # 100%: the slow ones cost the fast ones nothing
+                print(f"{n:>6} {'fast/alone':<{width}} {kind:<10} "
+                      f"{rates[kind, with_slow] / rates[kind, by_themselves]:>10.0%} {'':>17} "
+                      f"{'':>15} {'':>10} {'':>5} "
+                      f"{cpus[kind, by_themselves] / cpus[kind, with_slow]:>10.0%}", flush=True)
+    return 0
 
 
 def run_scaled(
@@ -510,7 +694,6 @@ def run_scaled(
 
 def start_redis(directory: str) -> tuple[Any, str]:
     """A redis-server on a free port in ``directory`` (append-only file on)."""
-    import socket
     import subprocess
 
     with socket.socket() as s:
@@ -549,7 +732,7 @@ def main_redis(args: argparse.Namespace) -> int:
 
     sizes = args.n or [100, 1000]
     ctx = mp.get_context("spawn")
-    print(f"scale-out: {args.m} events of ~300 B per run, median of {args.repeat} runs, "
+    print(f"scale-out: {args.m} events of ~400 B per run, median of {args.repeat} runs, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; fixed rate "
           f"{args.rate:g} events/s for latency")
     print(f"{'N':>6} {'setup':<16} {'msgs/s':>10} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} "
@@ -605,7 +788,7 @@ def run_memory(ctx: Any, kind: str, n: int, tmp: str, tree: str = "") -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, action="append", help="subscribers (repeatable)")
-    parser.add_argument("-m", type=int, default=3000, help="events per run (default 3000)")
+    parser.add_argument("-m", type=int, help="events per run (default 3000; --slow: 2000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median kept")
     parser.add_argument("--memory", type=int, default=10_000, help="idle subscribers; 0 = skip")
     parser.add_argument("--redis", action="store_true",
@@ -615,6 +798,9 @@ def main() -> int:
                         "saturation (default 20; each run lasts 5 s)")
     parser.add_argument("--metrics", action="store_true",
                         help="also run Chimera with metrics on (chimera+m), alternating")
+    parser.add_argument("--slow", type=int, default=0, metavar="K",
+                        help="K of the N subscribers read nothing until the others have "
+                        "every event, then catch up (default N: 100)")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                         help="also run the Chimera in checkout DIR (chimera@LABEL), "
                         "alternating (repeatable)")
@@ -626,19 +812,27 @@ def main() -> int:
         if not label or not directory or not checkout.is_file():
             parser.error(f"--tree {spec!r}: give LABEL=DIR, DIR a checkout with chimera/")
         trees[f"@{label}"] = str(Path(directory).resolve())
+    # --slow: a slow client's backlog (~400 B an event) must fit in the 1 MiB bound.
+    args.m = args.m or (2000 if args.slow else 3000)
+    if args.slow and (
+        args.metrics or args.redis or any(not 0 < args.slow < n for n in args.n or [100])
+    ):
+        parser.error("--slow K: 1 to N - 1 of the N subscribers; not with --metrics or --redis")
     if args.redis:
         return main_redis(args)
+    chimeras = [f"chimera{suffix}" for suffix in trees]
+    tree_of = {f"chimera{suffix}": directory for suffix, directory in trees.items()}
+    raise_fd_limit()
+    if args.slow:
+        return main_slow(args, chimeras, tree_of)
     sizes = args.n or [1, 100, 1000]
     ctx = mp.get_context("spawn")
-    raise_fd_limit()
-    print(f"fan-out: {args.m} events of ~300 B per run, median of {args.repeat} runs, "
+    print(f"fan-out: {args.m} events of ~400 B per run, median of {args.repeat} runs, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     width = max(8, *(len(f"chimera{suffix}") for suffix in trees))
     header = f"{'N':>6} {'server':<{width}} {'msgs/s':>10} {'p50 ms':>8} {'p99 ms':>8} " \
         f"{'delivered':>11} {'order errs':>10} {'CPU us/msg':>10}"
     print(header)
-    chimeras = [f"chimera{suffix}" for suffix in trees]
-    tree_of = {f"chimera{suffix}": directory for suffix, directory in trees.items()}
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         for n in sizes:
             rates: dict[str, float] = {}

@@ -25,7 +25,6 @@ from tests.conftest import (
     logged,
     read_until_closed,
     until,
-    wait_for_sequence,
     ws_connect,
 )
 from tests.doubles import ScriptedProvider, factory, flood
@@ -192,8 +191,10 @@ def fetch(url: str) -> tuple[int, dict[str, Any], int]:
 
 async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) -> None:
     hold = asyncio.Event()
+    # Both teams held before their answers, so the job stands still mid-run while the two
+    # reads are compared (a simulated team kept going between them: 13 != 9 under load).
     server = await start_server(
-        factory({TeamName.GOOGLE: lambda: ScriptedProvider(["g1", "g2"], hold=hold)})
+        factory({team: lambda: ScriptedProvider(["t1", "t2"], hold=hold) for team in TeamName})
     )
     url = f"http://127.0.0.1:{server.server.ws_port}/api/jobs/poll"
     async with server.client() as client:
@@ -204,7 +205,7 @@ async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) ->
                 async for _ in client.events("poll"):
                     pass
             else:
-                await wait_for_sequence(client, "poll", 4)  # mid-run: the teams have started
+                await until(lambda: said_all("poll", server))  # mid-run, standing still
             job = MessageToDict(await client.get("poll"), preserving_proto_field_name=True)
             status, snapshot, size = await asyncio.to_thread(fetch, url)
             assert status == 200
@@ -220,6 +221,13 @@ async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) ->
         assert snapshot["state"] == "succeeded"
     status, body, _ = await asyncio.to_thread(fetch, url.replace("poll", "nope"))
     assert status == 404 and "nope" in body["error"]
+
+
+async def said_all(job_id: str, server: Running) -> bool:
+    """Both teams have said both thoughts (all they say before the hold)."""
+    async with server.client() as client:
+        teams = (await client.get(job_id)).teams
+    return [len(team.thoughts) for team in teams] == [2, 2]
 
 
 async def test_snapshot_of_an_unknown_job_is_404_and_creates_nothing(server: Running) -> None:
