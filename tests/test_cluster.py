@@ -45,7 +45,7 @@ from tests.conftest import (
     wait_for_sequence,
     ws_connect,
 )
-from tests.doubles import ScriptedProvider
+from tests.doubles import ScriptedProvider, flood
 from tests.metrics_scrape import scrape, value
 from tests.processes import Node, free_port, read_text, spawn, wait_for_lines
 from tests.redis_fixture import (
@@ -56,6 +56,7 @@ from tests.redis_fixture import (
     start_node,
 )
 from tests.test_resume import fast_job, read_until_refused
+from tests.test_shedding_retention import open_stuck_subscriber, read_frame, read_frames
 
 pytestmark = needs_redis
 
@@ -560,6 +561,43 @@ async def test_retention_on_redis_removes_old_jobs_and_resuming_them_is_history_
         ws = await ws_connect(node.ws_url("old", "since=2"))
         await read_until_refused(ws)
         assert ws.close_code == 4410
+
+
+async def test_retention_on_one_node_ends_the_reads_of_that_job_on_another(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    sweeper = await start_server(redis_url=redis.url, retention=1e-6, retention_interval=3600.0)
+    reading = await start_server(flood(3000), redis_url=redis.url)
+    async with reading.client() as client:
+        await client.create("a counter", job_id="big-history")
+
+        async def finished() -> bool:
+            return (await client.get("big-history")).state == pb.JOB_STATE_SUCCEEDED
+
+        await until(finished, within=60, every=0.1)  # too fast a flood to stream it here
+    # A reader of the job on this node that stops after its first event: the node's
+    # writer is then reading the history, and soon waits on the socket mid-history
+    # (12 MB of it; the reader's receive buffer is fixed at 64 KiB and the kernel's
+    # send buffer holds a few MB, so the writer cannot reach the last page).
+    reader, writer = await open_stuck_subscriber(
+        reading.server.ws_port, "big-history", receive_buffer=64 * 1024
+    )
+    frames = [await asyncio.wait_for(read_frame(reader), 10) for _ in range(2)]
+    assert [opcode for opcode, _ in frames] == [1, 1]
+    connected, first = (json.loads(payload) for _, payload in frames)
+    assert connected["type"] == "connected" and first["seq"] == 1
+    # Swept on the other node only now: "connected" is sent before the history is
+    # read, and a job removed before its first read is, to a since=0 reader, a job
+    # not created yet, which it waits for (the old test swept then and hung).
+    assert sweeper.server.retention is not None
+    assert await sweeper.server.retention.sweep() == ["big-history"]
+    # Told history is gone, not left waiting for events of a job that is no more.
+    messages, code, reason = await asyncio.wait_for(read_frames(reader), 30)
+    writer.close()
+    seen = [1, *(m["seq"] for m in job_events(messages))]
+    assert (code, reason) == (4410, "history gone")
+    assert seen == list(range(1, len(seen) + 1))  # no silent gap before it
+    assert len(seen) < 6000  # cut short mid-history (the job has 6,000+ events)
 
 
 async def test_a_job_whose_events_cannot_be_written_past_the_bound_fails_clearly(
