@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from typing import Any
 
 from chimera.events import TeamName
 from tests.conftest import StartServer, until
@@ -15,19 +13,7 @@ from tests.metrics_scrape import delta, scrape, scrape_until, value
 from tests.test_metrics import CONNECTIONS, DELIVERY_COUNT, metrics_port
 from tests.test_shedding_retention import open_stuck_subscriber, read_frame
 
-THOUGHTS = 500  # per team, ~2 KB each: ~2 MB, far more than the kernel holds (below)
-
-
-async def open_slow_reader(port: int, job_id: str) -> tuple[asyncio.StreamReader, Any]:
-    """A stuck subscriber with Ethernet-sized segments and a 4 KiB receive buffer:
-    the server's kernel then holds ~150 KB of its backlog and the rest waits in its
-    subscription's queue (as in scripts/bench_fanout.py --slow)."""
-    sock = socket.socket()
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    return await open_stuck_subscriber(port, job_id, sock)
+THOUGHTS = 500  # per team, ~2 KB each: ~2 MB, far more than the kernel holds
 
 
 async def read_seqs(reader: asyncio.StreamReader, up_to: int | None) -> tuple[list[int], int]:
@@ -56,7 +42,10 @@ async def test_a_slow_subscriber_catches_up_in_order_then_gets_live_events(
     server = await start_server(factory(teams), subscriber_max_bytes=16 * 2**20, metrics_port=0)
     port = metrics_port(server)
     before = await scrape(port)
-    slow, slow_writer = await open_slow_reader(server.server.ws_port, "behind")
+    # Its server-side kernel holds ~150 KB; the rest of the backlog waits in the queue.
+    slow, slow_writer = await open_stuck_subscriber(
+        server.server.ws_port, "behind", receive_buffer=4096, segment=1460
+    )
     async with server.client() as client:
         await client.create("a counter", job_id="behind")
 

@@ -31,8 +31,8 @@ from chimera.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    ShuttingDown,
     SinceTooLarge,
-    Unavailable,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
 from chimera.ids import check_job_id, new_job_id
@@ -101,7 +101,8 @@ class JobManager:
         self._supervisors: dict[str, JobSupervisor] = {}
         # Running (or being created) jobs per caller, for the in-flight limit.
         self._in_flight: dict[str, int] = {}
-        # Why the store refused a job's events, until recover() closes the job.
+        # Why the store refused a job's events, until recover() closes the job or
+        # has had its one chance to (see recover()).
         self._rejected_reasons: dict[str, str] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
@@ -113,7 +114,16 @@ class JobManager:
 
     async def recover(self, reason: str = INTERRUPTED) -> list[str]:
         """Closes jobs a crash left ``running``: teams end in ``error`` (``reason``),
-        the job ``failed``."""
+        the job ``failed``.
+
+        A job whose events the store refused here comes back from the first call
+        after its refusal, if ever (the Redis store's stranded jobs); one that does
+        not (taken over by another process, or lost with the data set) never
+        will, so the reason kept for it is dropped then, not kept for good.
+        """
+        # Before the store is asked: a refusal recorded while it answers waits for
+        # the next call. A job whose supervisor still runs waits too (skipped below).
+        refused = [j for j in self._rejected_reasons if j not in self._supervisors]
         recovered = []
         for job in await self._store.unfinished_jobs():
             if job.job_id in self._supervisors:
@@ -126,6 +136,8 @@ class JobManager:
             )
             metrics.job_recovered()
             recovered.append(job.job_id)
+        for job_id in refused:
+            self._rejected_reasons.pop(job_id, None)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))
         return recovered
@@ -162,9 +174,10 @@ class JobManager:
         supervisor = self._supervisors.get(job_id)
         if supervisor is not None:
             supervisor.interrupt()
-            # If the store gives the job back to recover() (Redis answers again), it
-            # is closed with this reason, not the generic one.
-            self._rejected_reasons[job_id] = reason
+        # If the store gives the job back to recover() (Redis answers again), it is
+        # closed with this reason, not the generic one: also when its supervisor
+        # ended first (its final events were among those refused).
+        self._rejected_reasons[job_id] = reason
 
     # -- operations ----------------------------------------------------------------------
 
@@ -202,7 +215,7 @@ class JobManager:
             request = JobRequest(request.brief, request.teams, principal.job, request.request_id)
         job_id, teams = self._validate(request)
         if self._tg is None or self._stop.is_set():
-            raise Unavailable("the server is shutting down and takes no new jobs")
+            raise ShuttingDown("the server is shutting down and takes no new jobs")
         if self._broadcaster.storage_error is not None:
             raise self._broadcaster.storage_error  # its events could not be recorded
         key = principal.sub if principal.authenticated else caller

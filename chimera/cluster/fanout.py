@@ -15,6 +15,13 @@ events reach subscribers in order, without gaps or duplicates.
 Lifecycle: :meth:`RedisFanout.run` (owned by the server's TaskGroup) reads
 messages until cancelled; the connection re-connects and re-subscribes by
 itself after an error.
+
+One task does everything on the pub/sub connection: redis-py's ``PubSub`` is not
+safe for two tasks at once. Each call re-connects a broken connection by itself,
+so a (un)subscription sent from a second task while Redis came back could
+re-connect beside the reader, and the two read one stream at once (``RuntimeError:
+readuntil() called while another coroutine is already waiting``), which ended the
+process.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ log = logging.getLogger(__name__)
 CHANNEL_PREFIX = P + "ch:"
 RETRY_DELAY = 0.5
 GAP_PAGE = 512
+# How long a read waits for a message before the (un)subscriptions asked for
+# meanwhile are sent (the reader sends them: see the module docstring).
+READ_WAIT = 0.05
 
 
 @dataclass(slots=True)
@@ -62,7 +72,7 @@ class RedisFanout:
         self._gone = gone
         self._cancel = cancel
         self._followed: dict[str, _Followed] = {}
-        self._pubsub: PubSub = store.client.pubsub()
+        self._pubsub: PubSub = store.pubsub()
         self._commands: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
 
     # -- RemoteFeed ----------------------------------------------------------------------
@@ -89,15 +99,14 @@ class RedisFanout:
     # -- the actor -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Sends (un)subscriptions and reads messages until cancelled."""
+        """Sends (un)subscriptions and reads messages until cancelled, in this one task."""
         await self._retrying(self._pubsub.subscribe, CONTROL_CHANNEL)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._send_commands())
-            await self._read()
+        await self._read()
 
     async def _send_commands(self) -> None:
-        while True:
-            subscribe, name = await self._commands.get()
+        """Sends the (un)subscriptions asked for since the last read, in order."""
+        while not self._commands.empty():
+            subscribe, name = self._commands.get_nowait()
             if subscribe:
                 await self._retrying(self._pubsub.subscribe, name)
             else:
@@ -114,8 +123,9 @@ class RedisFanout:
 
     async def _read(self) -> None:
         while True:
+            await self._send_commands()
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                message = await self._pubsub.get_message(timeout=READ_WAIT)
             except UNREACHABLE as exc:
                 log.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(RETRY_DELAY)
