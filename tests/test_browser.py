@@ -132,6 +132,14 @@ def http_status(url: str, origin: str | None = None) -> int:
         return exc.code
 
 
+def answers(url: str) -> bool:
+    """``url`` answers 200; False while nothing listens there yet (a server starting)."""
+    try:
+        return http_status(url) == 200
+    except urllib.error.URLError:  # connection refused: not listening yet
+        return False
+
+
 def page_thoughts(page: Page) -> dict[str, list[str]]:
     """Each panel's thought ids as the page shows them."""
     result: dict[str, list[str]] = page.evaluate(
@@ -242,7 +250,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     chimera = start_serve(tmp, "chimera", "--sim-delay", "0.15", "--allowed-origin", other)
     try:
         deadline = time.monotonic() + 10
-        while http_status(f"{other}/follow.html") != 200:
+        while not answers(f"{other}/follow.html"):
             assert time.monotonic() < deadline, "the other origin's http.server did not start"
             time.sleep(0.05)  # polled: http.server announces nothing
         # localhost and 127.0.0.1 are different origins: the same pages, not allowed.

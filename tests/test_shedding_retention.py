@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -15,7 +16,7 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from websockets.exceptions import ConnectionClosedError
 
-from chimera.events import TeamName
+from chimera.events import TeamName, parse_timestamp
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     Running,
@@ -31,9 +32,20 @@ from tests.doubles import ScriptedProvider, factory, flood
 QUEUE_LIMIT = 64 * 1024
 
 
-async def open_stuck_subscriber(port: int, job_id: str) -> tuple[asyncio.StreamReader, Any]:
-    """A WebSocket client that completes the handshake, then never reads."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
+async def open_stuck_subscriber(
+    port: int, job_id: str, *, receive_buffer: int | None = None
+) -> tuple[asyncio.StreamReader, Any]:
+    """A WebSocket client that completes the handshake, then never reads.
+
+    ``receive_buffer`` fixes its socket's receive buffer (the kernel then never
+    grows it: ``tcp_rmem`` may allow tens of MB), bounding what a server can
+    write to it before its writer waits on the socket."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
     writer.write(
         f"GET /ws/orchestrate/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -177,6 +189,12 @@ def fetch(url: str) -> tuple[int, dict[str, Any], int]:
         return exc.code, json.loads(body), len(body)
 
 
+def instants(thoughts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Thoughts with their timestamps as instants: protobuf's JSON drops a zero fraction
+    ("…:50Z"), the snapshot keeps milliseconds ("…:50.000Z"), the same time."""
+    return [{**t, "timestamp": parse_timestamp(t["timestamp"])} for t in thoughts]
+
+
 async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) -> None:
     hold = asyncio.Event()
     # Both teams held before their answers, so the job stands still mid-run while the two
@@ -202,7 +220,7 @@ async def test_snapshot_endpoint_is_getjob_as_json(start_server: StartServer) ->
             assert snapshot["brief"] == job["brief"]
             for ours, theirs in zip(snapshot["teams"], job["teams"], strict=True):
                 assert ours["status"] == theirs["status"].removeprefix("TEAM_STATUS_").lower()
-                assert ours["thoughts"] == theirs.get("thoughts", [])
+                assert instants(ours["thoughts"]) == instants(theirs.get("thoughts", []))
                 assert ours["code"] == theirs.get("code", "")
                 assert ours["error"] == theirs.get("error", "")
             assert size < 16 * 1024  # the snapshot, not the event history

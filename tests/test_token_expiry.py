@@ -53,9 +53,10 @@ async def test_expiry_ends_the_tokens_streams_and_no_other(start_server: StartSe
     port = server.server.metrics.port
     before = await scrape(port)
     lasting = token("alice")  # the default ttl: an hour
-    short = expiring_token()
     async with JobsClient(server.grpc_target, token=lasting) as client:
         await client.create("a counter", job_id="held")
+    # Minted now: its 2-3 s cover only opening its two streams, not the create.
+    short = expiring_token()
     doomed = await ws_connect(server.ws_url("held", f"token={short}"))
     kept = await ws_connect(server.ws_url("held", f"token={lasting}"))
     async with asyncio.TaskGroup() as tg:

@@ -37,6 +37,7 @@ from chimera.errors import (
     ChimeraError,
     EventsRejected,
     HistoryGone,
+    ShuttingDown,
     SubscriberTooSlow,
     Unavailable,
 )
@@ -346,7 +347,7 @@ class Broadcaster:
     ) -> Subscription:
         """Registers a subscriber for ``job_id`` (which may not exist yet)."""
         if self._stopped:
-            raise Unavailable("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         sub = Subscription(self, job_id, after_seq, max_bytes or self.subscriber_max_bytes)
         self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
         return sub
@@ -424,7 +425,7 @@ class Broadcaster:
             self._stopped = True
             for channel in self._channels.values():
                 for sub in channel.subscribers:
-                    sub._end(Unavailable("the server is shutting down"))
+                    sub._end(ShuttingDown("the server is shutting down"))
 
     async def _prepare(self, prepared: asyncio.Queue[list[Event] | None]) -> None:
         """Takes drafts from the inbox in batches and numbers them, until :meth:`stop`."""

@@ -37,7 +37,8 @@ so the token may come as the subprotocol pair ``["chimera.bearer", TOKEN]``
 ``token`` query parameter, or as an ``Authorization: Bearer`` header.
 
 Close codes: 1000 job finished; 1001 server shutting down; 1009 client frame
-too large; 1013 a subscriber limit was reached (try again later);
+too large; 1013 try again later (a subscriber limit was reached, or the store
+cannot be read or written just now);
 :data:`CLOSE_TOO_SLOW` (4008) the subscriber fell behind (resume with
 ``since``); :data:`CLOSE_HISTORY_GONE` (4410) resuming (``since`` > 0) a job this
 server does not keep (retention removed it, or it never existed here), or the
@@ -89,6 +90,7 @@ from chimera.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    ShuttingDown,
     SinceTooLarge,
     SubscriberTooSlow,
     TokenExpired,
@@ -636,9 +638,9 @@ class WebSocketGateway:
         except ConnectionClosed:
             self._limits.release(job_id, address)
             return None
-        except Unavailable:
+        except Unavailable as exc:
             self._limits.release(job_id, address)
-            await ws.close(1001, "server shutting down")
+            await ws.close(*_close_for(exc))
             return None
         except ChimeraError as exc:
             self._limits.release(job_id, address)
@@ -841,8 +843,10 @@ def _close_for(error: ChimeraError) -> tuple[int, str]:
         return CLOSE_HISTORY_GONE, "history gone"
     if isinstance(error, SinceTooLarge):
         return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
-    if isinstance(error, Unavailable):
+    if isinstance(error, ShuttingDown):
         return 1001, "server shutting down"
+    if isinstance(error, Unavailable):  # e.g. the store unreachable: the server stays
+        return CLOSE_TRY_LATER, _reason(str(error))
     return 1011, _reason(str(error))
 
 
