@@ -326,6 +326,10 @@ async def test_a_job_refused_for_good_leaves_no_reason_behind_after_recovery(
     jobs = node.server.jobs
     await jobs.recover(NODE_LOST)
     assert "refused" not in jobs._rejected_reasons
+    # Nor does the broadcaster keep anything of it (it neither runs it nor has
+    # subscribers for it).
+    assert "refused" not in node.server.broadcaster.job_ids()
+    assert "refused" not in node.server.broadcaster._rejected
 
 
 async def test_a_lost_pubsub_message_is_filled_from_the_stream(

@@ -576,4 +576,11 @@ class Broadcaster:
                         HistoryGone(job_id, sub.last_seq) if job_id in history_gone
                         else Unavailable(f"job {job_id!r}: events not recorded ({reason})")
                     )
+                if not channel.subscribers:  # else the last one to leave drops it
+                    self._drop_channel(job_id)
             self.on_rejected(job_id, reason)
+
+    def forget_rejected(self, job_id: str) -> None:
+        """``job_id``'s events were refused and it will not be opened here again
+        (the job manager's recovery did not get it back): nothing to filter."""
+        self._rejected.discard(job_id)

@@ -137,7 +137,8 @@ class JobManager:
             metrics.job_recovered()
             recovered.append(job.job_id)
         for job_id in refused:
-            self._rejected_reasons.pop(job_id, None)
+            if self._rejected_reasons.pop(job_id, None) is not None:
+                self._broadcaster.forget_rejected(job_id)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))
         return recovered
