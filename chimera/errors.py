@@ -68,6 +68,10 @@ class Unavailable(ChimeraError):
     """The server is shutting down, or its store is unreachable; try again later."""
 
 
+class ShuttingDown(Unavailable):
+    """The server is shutting down: it takes no new work and ends its streams."""
+
+
 class Unauthenticated(ChimeraError):
     """The caller proved no identity; the message says what to fix, never echoes the token."""
 

@@ -33,14 +33,17 @@ QUEUE_LIMIT = 64 * 1024
 
 
 async def open_stuck_subscriber(
-    port: int, job_id: str, *, receive_buffer: int | None = None
+    port: int, job_id: str, *, receive_buffer: int | None = None, segment: int | None = None
 ) -> tuple[asyncio.StreamReader, Any]:
     """A WebSocket client that completes the handshake, then never reads.
 
     ``receive_buffer`` fixes its socket's receive buffer (the kernel then never
     grows it: ``tcp_rmem`` may allow tens of MB), bounding what a server can
-    write to it before its writer waits on the socket."""
+    write to it before its writer waits on the socket; ``segment`` sets its MSS
+    (1460, Ethernet's, with a small buffer: the server's kernel holds ~150 KB)."""
     sock = socket.socket()
+    if segment is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, segment)
     if receive_buffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.setblocking(False)

@@ -37,6 +37,7 @@ from chimera.errors import (
     ChimeraError,
     EventsRejected,
     HistoryGone,
+    ShuttingDown,
     SubscriberTooSlow,
     Unavailable,
 )
@@ -245,18 +246,30 @@ class Subscription:
     def next_nowait(self) -> Event | None:
         """The next queued live event, ``None`` if there is none yet; raises why
         the subscription ended once nothing is left to take."""
+        events = self.take_nowait(1)
+        return events[0] if events else None
+
+    def take_nowait(self, max_bytes: int) -> list[Event]:
+        """The queued live events, in order, up to the final one and until they
+        reach ``max_bytes`` (at least one: a subscriber that is behind takes its
+        backlog in batches); ``[]`` if none is queued yet; raises why the
+        subscription ended once nothing is left to take. Each is taken once:
+        ``last_seq`` is the last one returned."""
+        events: list[Event] = []
+        size = 0
         pending = self._pending
-        while pending:
+        while pending and size < max_bytes and not self.done:
             event = pending.popleft()
             self._pending_bytes -= event.size
             if event.seq <= self.last_seq:
                 continue
             self.last_seq = event.seq
             self.done = event.is_final
-            return event
-        if self._error is not None:
+            events.append(event)
+            size += event.size
+        if not events and self._error is not None:
             raise self._current_error()
-        return None
+        return events
 
     async def wait(self) -> None:
         """Returns once an event is queued or the subscription ended."""
@@ -346,7 +359,7 @@ class Broadcaster:
     ) -> Subscription:
         """Registers a subscriber for ``job_id`` (which may not exist yet)."""
         if self._stopped:
-            raise Unavailable("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         sub = Subscription(self, job_id, after_seq, max_bytes or self.subscriber_max_bytes)
         self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
         return sub
@@ -424,7 +437,7 @@ class Broadcaster:
             self._stopped = True
             for channel in self._channels.values():
                 for sub in channel.subscribers:
-                    sub._end(Unavailable("the server is shutting down"))
+                    sub._end(ShuttingDown("the server is shutting down"))
 
     async def _prepare(self, prepared: asyncio.Queue[list[Event] | None]) -> None:
         """Takes drafts from the inbox in batches and numbers them, until :meth:`stop`."""
@@ -563,4 +576,11 @@ class Broadcaster:
                         HistoryGone(job_id, sub.last_seq) if job_id in history_gone
                         else Unavailable(f"job {job_id!r}: events not recorded ({reason})")
                     )
+                if not channel.subscribers:  # else the last one to leave drops it
+                    self._drop_channel(job_id)
             self.on_rejected(job_id, reason)
+
+    def forget_rejected(self, job_id: str) -> None:
+        """``job_id``'s events were refused and it will not be opened here again
+        (the job manager's recovery did not get it back): nothing to filter."""
+        self._rejected.discard(job_id)

@@ -31,8 +31,8 @@ from chimera.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    ShuttingDown,
     SinceTooLarge,
-    Unavailable,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
 from chimera.ids import check_job_id, new_job_id
@@ -137,7 +137,8 @@ class JobManager:
             metrics.job_recovered()
             recovered.append(job.job_id)
         for job_id in refused:
-            self._rejected_reasons.pop(job_id, None)
+            if self._rejected_reasons.pop(job_id, None) is not None:
+                self._broadcaster.forget_rejected(job_id)
         if recovered:
             log.warning("marked %d interrupted job(s) as failed", len(recovered))
         return recovered
@@ -215,7 +216,7 @@ class JobManager:
             request = JobRequest(request.brief, request.teams, principal.job, request.request_id)
         job_id, teams = self._validate(request)
         if self._tg is None or self._stop.is_set():
-            raise Unavailable("the server is shutting down and takes no new jobs")
+            raise ShuttingDown("the server is shutting down and takes no new jobs")
         if self._broadcaster.storage_error is not None:
             raise self._broadcaster.storage_error  # its events could not be recorded
         key = principal.sub if principal.authenticated else caller

@@ -72,7 +72,7 @@ class RedisFanout:
         self._gone = gone
         self._cancel = cancel
         self._followed: dict[str, _Followed] = {}
-        self._pubsub: PubSub = store.client.pubsub()
+        self._pubsub: PubSub = store.pubsub()
         self._commands: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
 
     # -- RemoteFeed ----------------------------------------------------------------------

@@ -51,6 +51,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -238,16 +241,28 @@ class RedisStore:
         self.url = url
         self.node = node or secrets.token_hex(6)
         self.write_timeout = write_timeout
-        extra = password_from_env(url)
+        settings: dict[str, Any] = {
+            "socket_connect_timeout": 2, "socket_timeout": 5, "health_check_interval": 10,
+            **password_from_env(url),
+        }
         try:
             # Blocking: a burst of reads (1,000 subscribers reading history at once)
             # waits for a free connection instead of failing with "Too many connections".
             pool = aioredis.BlockingConnectionPool.from_url(
                 url, max_connections=MAX_CONNECTIONS, timeout=None,
-                socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
-                **extra,
+                # A pooled connection Redis dropped (it restarted) fails its next
+                # command: that command is sent once more on a new connection rather
+                # than failing a caller while Redis is up. A resent write that had
+                # reached Redis answers as a caller's own retry would: _APPEND
+                # recognises it; _CREATE returns the job for its request_id, or
+                # AlreadyExists without one.
+                retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
+                **settings,
             )
             self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+            # Pub/sub has a connection of its own, without that resend: RedisFanout
+            # re-connects it itself, then reads what it missed meanwhile from the streams.
+            self._listening = aioredis.Redis.from_url(url, **settings)
         except ValueError as exc:
             raise ConfigError(f"--redis {safe_url(url)!r} is not a Redis URL: {exc}") from exc
         self.epoch = ""
@@ -280,8 +295,13 @@ class RedisStore:
         self.epoch = _text(await self.client.get(EPOCH))
         return self.epoch
 
+    def pubsub(self) -> PubSub:
+        """A pub/sub connection (for :class:`chimera.cluster.fanout.RedisFanout`)."""
+        return self._listening.pubsub()
+
     async def close(self) -> None:
         await self.client.aclose()
+        await self._listening.aclose()
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -31,9 +31,9 @@ from chimera.errors import (
     AlreadyExists,
     ChimeraError,
     ConfigError,
+    ShuttingDown,
     StorageFull,
     StorageUnavailable,
-    Unavailable,
 )
 from chimera.events import (
     Event,
@@ -147,7 +147,7 @@ class SQLiteStore:
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:  # a call racing the shutdown
-            raise Unavailable("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         return await asyncio.get_running_loop().run_in_executor(
             self._executor, self._run, fn
         )
@@ -203,7 +203,7 @@ class SQLiteStore:
 
     async def create_job(self, job: Job) -> tuple[Job, bool]:
         if self._closed:  # a call racing the shutdown
-            raise Unavailable("the server is shutting down")
+            raise ShuttingDown("the server is shutting down")
         created: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
         self._creates.append((job, created))
         if not self._creating:
