@@ -269,6 +269,9 @@ class ChimeraServer:
                 raise refusals[0] from None
             raise
         finally:
+            # Cancelled rather than stopped (or failed): the gRPC server is stopped here
+            # all the same (a no-op after 4), or its port and threads outlive us.
+            await self.grpc.stop(0)
             if self.cluster is not None:
                 await self.cluster.leave()
             await self.store.close()  # 5

@@ -198,3 +198,21 @@ async def test_shutdown_interrupts_running_jobs_and_closes_streams(
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     replay = job_events(await read_until_closed(await ws_connect(again.ws_url("inflight"))))
     assert replay == messages
+
+
+async def test_a_cancelled_server_task_still_closes_its_grpc_port(
+    start_server: StartServer,
+) -> None:
+    """serve() cancelled instead of stopped (a stop that timed out, a cancelled caller):
+    the gRPC server is stopped too, not left listening with grpc's threads alive (they
+    kept a test process from exiting after such a timeout)."""
+    server = await start_server()
+    port = server.server.grpc_port
+    async with server.client() as client:
+        await client.list()  # serving
+    server.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await server.task
+    with pytest.raises(ConnectionRefusedError):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
