@@ -702,8 +702,12 @@ class WebSocketGateway:
 
     async def _send_event(self, ws: ServerConnection, event: Event) -> None:
         await ws.send(event.frame)
+        self._delivered([event])
+
+    def _delivered(self, events: list[Event]) -> None:
         if self._deliveries is not None:
-            self._deliveries.ws_delivered(event, message_size(event.frame))
+            for event in events:
+                self._deliveries.ws_delivered(event, message_size(event.frame))
 
     async def _send_queued(
         self, ws: ServerConnection, direct: _DirectWriter, events: list[Event]
@@ -717,9 +721,7 @@ class WebSocketGateway:
             for event in events:
                 await self._send_event(ws, event)
             return
-        if self._deliveries is not None:
-            for event in events:
-                self._deliveries.ws_delivered(event, message_size(event.frame))
+        self._delivered(events)
         await ws.drain()
 
 
