@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +74,8 @@ class RedisFanout:
         self._cancel = cancel
         self._followed: dict[str, _Followed] = {}
         self._pubsub: PubSub = store.pubsub()
-        self._commands: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
+        # (Un)subscriptions asked for, sent by the reader between reads.
+        self._commands: deque[tuple[bool, str]] = deque()
 
     # -- RemoteFeed ----------------------------------------------------------------------
 
@@ -81,7 +83,7 @@ class RedisFanout:
         followed = self._followed.get(job_id)
         if followed is None:
             followed = self._followed[job_id] = _Followed()
-            self._commands.put_nowait((True, channel(job_id)))
+            self._commands.append((True, channel(job_id)))
         await asyncio.shield(followed.ready)
 
     def unfollow(self, job_id: str) -> None:
@@ -89,7 +91,7 @@ class RedisFanout:
         if followed is not None:
             if not followed.ready.done():
                 followed.ready.set_result(None)
-            self._commands.put_nowait((False, channel(job_id)))
+            self._commands.append((False, channel(job_id)))
 
     # -- CancelRelay -----------------------------------------------------------------------
 
@@ -105,8 +107,8 @@ class RedisFanout:
 
     async def _send_commands(self) -> None:
         """Sends the (un)subscriptions asked for since the last read, in order."""
-        while not self._commands.empty():
-            subscribe, name = self._commands.get_nowait()
+        while self._commands:
+            subscribe, name = self._commands.popleft()
             if subscribe:
                 await self._retrying(self._pubsub.subscribe, name)
             else:
