@@ -128,7 +128,7 @@ class JobManager:
         for job in await self._store.unfinished_jobs():
             if job.job_id in self._supervisors:
                 continue
-            self._broadcaster.open_job(job)
+            await self._broadcaster.adopt(job)
             unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
             await close_as_failed(
                 self._broadcaster.publish, job.job_id, unfinished,

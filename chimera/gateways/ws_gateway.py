@@ -238,6 +238,7 @@ class WebSocketGateway:
         self.port = 0
         # False while the server cannot do its work (the shared store is unreachable).
         self.ready = True
+        self.unready_reason = ""  # what /readyz says while not ready
         self.reuse_port = False
 
     async def start(self, host: str, port: int) -> int:
@@ -311,9 +312,8 @@ class WebSocketGateway:
     ) -> Response:
         if self.ready:
             return connection.respond(http.HTTPStatus.OK, "ready\n")
-        return connection.respond(
-            http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready: the store (Redis) is unreachable\n"
-        )
+        reason = self.unready_reason or "the store (Redis) is unreachable"
+        return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}\n")
 
     def _origin_allowed(self, request: Request) -> bool:
         """Cross-site WebSocket hijacking guard: a browser always sends ``Origin``."""

@@ -22,6 +22,10 @@ from chimera.job import Job
 
 
 class Store(Protocol):
+    #: The store's lifetime: a value made when its data set is new, so a position
+    #: (job, seq) from before a loss of data is told apart from one after it.
+    epoch: str
+
     async def open(self) -> None:
         """Prepares the store (schema, pragmas). Called once before anything else."""
         ...

@@ -133,6 +133,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._closed = False
+        self.epoch = ""  # placeholder until the epoch is persisted (branch epoch)
         # create_job calls waiting for the next group commit, and whether one is running.
         self._creates: list[tuple[Job, asyncio.Future[tuple[Job, bool]]]] = []
         self._creating = False
