@@ -695,3 +695,39 @@ async def test_a_job_that_ended_before_its_events_were_refused_fails_saying_why(
     assert {t.error for t in jobs[-1].teams} == {
         "events could not be recorded: Redis unreachable for 2 s"
     }
+
+
+async def test_after_a_takeover_the_survivors_subscribers_get_what_pubsub_had_missed(
+    redis: RedisServer, start_server: StartServer, tmp_path: Path
+) -> None:
+    # The owner records events B's fan-out never hands on (pub/sub lost them, and
+    # nothing came after to show the gap: the owner died), then dies. B takes the job
+    # over and closes it: its subscribers must get the missing events from the stream
+    # before B's own, not a jump from the last one pub/sub brought.
+    b = await start_server(redis_url=redis.url)
+    assert b.server.cluster is not None
+    fanout = b.server.cluster.fanout
+    a = await start_node(redis, tmp_path, "owner", "--sim-delay", "0.3")
+    try:
+        async with a.client() as client:
+            await client.create("a counter", job_id="adopted")
+        ws = await ws_connect(b.ws_url("adopted"))
+        seen = await first_events(ws, 2)
+        deliver = fanout._deliver
+        fanout._deliver = lambda events: None  # the fault: these messages are lost
+
+        async def recorded_more() -> bool:
+            async with redis.client() as r:
+                return int(await r.hget("chimera:job:adopted", "seq") or 0) >= seen[-1]["seq"] + 3
+
+        await until(recorded_more, every=0.05)
+        a.kill()
+        fanout._deliver = deliver
+        seen += job_events(await asyncio.wait_for(read_until_closed(ws), 30))
+    finally:
+        a.kill()
+        await a.process.wait()
+    seqs = [m["seq"] for m in seen]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert seen[-1]["data"]["status"] == "failed"
+    assert {m["data"]["error"] for m in seen if m["type"] == "error"} == {NODE_LOST}

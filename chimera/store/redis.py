@@ -97,6 +97,7 @@ RETENTION_LOCK = P + "retention"
 CONTROL_CHANNEL = P + "control"
 DEFAULT_WRITE_TIMEOUT = 10.0
 PASSWORD_ENV = "REDISCLI_AUTH"
+RETRY_FIRST = 0.05  # seconds before a write is sent again; doubles up to 1 s
 MAX_CONNECTIONS = 32  # per process (pub/sub takes one more)
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 # Answers of a Redis that is up but cannot take writes for now (out of memory under
@@ -552,7 +553,7 @@ class RedisStore:
         sent again that had reached Redis is recognised by the script ("ok").
         """
         deadline = time.monotonic() + self.write_timeout
-        delay = 0.05
+        delay = RETRY_FIRST
         results: list[Any] = [None] * len(calls)
         waiting = list(range(len(calls)))
         while True:
@@ -568,7 +569,7 @@ class RedisStore:
                 error: BaseException = exc
             except RedisError as exc:  # the whole pipeline refused (e.g. out of memory)
                 if (why := cannot_write(exc) or "") == "":
-                    raise
+                    raise Unavailable(f"the store (Redis) failed: {exc}") from exc
                 error = exc
             else:
                 left = []
@@ -590,7 +591,9 @@ class RedisStore:
                 for i in waiting:
                     results[i] = reason
                 return results
-            log.warning("Redis cannot take events just now (%s); retrying: %s", why, error)
+            if delay == RETRY_FIRST:  # once per outage of this write, not per try
+                log.warning("Redis cannot take events just now (%s); retrying for up to "
+                            "%g s: %s", why, self.write_timeout, error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
