@@ -718,7 +718,8 @@ async def test_after_a_takeover_the_survivors_subscribers_get_what_pubsub_had_mi
 
         async def recorded_more() -> bool:
             async with redis.client() as r:
-                return int(await r.hget("chimera:job:adopted", "seq") or 0) >= seen[-1]["seq"] + 3
+                seq = int(await r.hget("chimera:job:adopted", "seq") or 0)
+            return seq >= int(seen[-1]["seq"]) + 3
 
         await until(recorded_more, every=0.05)
         a.kill()
