@@ -257,10 +257,14 @@ async def test_a_bad_event_in_an_append_group_commit_refuses_only_its_own_job(
 READY = re.compile(r"Ready to accept connections")
 
 
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
 @asynccontextmanager
 async def redis_with_password(directory: Path, password: str) -> AsyncIterator[int]:
     """A real redis-server with ``requirepass`` on a free port; yields the port."""
-    directory.mkdir(parents=True, exist_ok=True)
+    _mkdir(directory)
     port, log = free_port(), directory / "redis.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
