@@ -35,7 +35,7 @@ from chimera.errors import (
     SinceTooLarge,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
-from chimera.ids import check_job_id, new_job_id
+from chimera.ids import check_job_id, check_text, new_job_id
 from chimera.job import Job, JobView, TeamRun, thought_limit
 from chimera.observability import metrics
 from chimera.observability.logs import job_context
@@ -183,6 +183,10 @@ class JobManager:
     # -- operations ----------------------------------------------------------------------
 
     def _validate(self, request: JobRequest) -> tuple[str, tuple[TeamName, ...]]:
+        """The job id and teams, or :class:`InvalidArgument`: the one check of a
+        request's text for every plane, before anything reaches the store."""
+        check_text("brief", request.brief)
+        check_text("request_id", request.request_id)
         brief = request.brief.strip()
         if not brief:
             raise InvalidArgument("brief is empty: describe what the teams should build")

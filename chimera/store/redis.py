@@ -343,9 +343,34 @@ class RedisStore:
         self._remove = self.client.register_script(_REMOVE)
 
     async def open(self) -> None:
+        """Pings Redis and reads the epoch; :class:`ConfigError` saying why it cannot.
+
+        A password problem is told apart from an unreachable Redis (redis-py 8
+        raises ``AuthenticationError``, a ``ConnectionError``, for both a missing
+        and a wrong password: "HELLO must be called with the client already
+        authenticated …", "invalid username-password pair …"); older servers and
+        clients answer a missing one ``NOAUTH Authentication required``). The
+        password itself is never shown.
+        """
         try:
             await self.client.ping()
             await self.refresh_epoch()
+        except (
+            aioredis.AuthenticationError, aioredis.AuthenticationWrongNumberOfArgsError,
+            aioredis.ResponseError,
+        ) as exc:
+            noauth = str(exc).startswith("NOAUTH") or "Authentication required" in str(exc)
+            if isinstance(exc, aioredis.ResponseError) and not noauth:
+                raise ConfigError(f"Redis at {safe_url(self.url)} refused us: {exc}") from exc
+            if urlsplit(self.url).password is None and not password_from_env(self.url):
+                raise ConfigError(
+                    "Redis requires a password: put it in the URL or REDISCLI_AUTH "
+                    f"(redis://:PASSWORD@HOST:PORT/DB; given: {safe_url(self.url)})"
+                ) from exc
+            raise ConfigError(
+                f"Redis refused the password for {safe_url(self.url)} ({exc}): check the "
+                "password in the URL or REDISCLI_AUTH"
+            ) from exc
         except UNREACHABLE as exc:
             raise ConfigError(
                 f"cannot reach Redis at {safe_url(self.url)}: {exc}. Start it, or fix "
