@@ -553,8 +553,10 @@ class RedisStore:
         if not calls:
             return
         results = await self._write(calls)
-        refused = {job_id: _text(r) for (job_id, _, _), r in zip(calls, results, strict=True)
-                   if _text(r) != "ok"}
+        # A call's own error (the pipeline goes on past it) refuses only its job.
+        refused = {job_id: f"Redis refused its events ({r})" if isinstance(r, BaseException)
+                   else _text(r)
+                   for (job_id, _, _), r in zip(calls, results, strict=True) if _text(r) != "ok"}
         if refused:
             if "epoch" in refused.values():
                 # Noted as lost by the refresh: every node's check tells its subscribers.
