@@ -28,6 +28,7 @@ import redis as sync_redis
 
 from chimera.actors.jobs import NODE_LOST
 from chimera.cluster.membership import LEASE_TTL
+from chimera.errors import HistoryGone
 from chimera.events import TeamName
 from chimera.providers.base import Provider
 from chimera.store.redis import RedisStore
@@ -732,3 +733,22 @@ async def test_after_a_takeover_the_survivors_subscribers_get_what_pubsub_had_mi
     assert seqs == list(range(1, len(seqs) + 1)), seqs
     assert seen[-1]["data"]["status"] == "failed"
     assert {m["data"]["error"] for m in seen if m["type"] == "error"} == {NODE_LOST}
+
+
+async def test_retention_on_one_node_tells_the_readers_on_every_node_at_once(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # A reader on another node that is not reading just now (its client is slow, its
+    # next history page far off) is told at the sweep, over the control channel, not
+    # only when its next read happens to find the job gone.
+    sweeper = await start_server(redis_url=redis.url, retention=1e-6, retention_interval=3600.0)
+    reading = await start_server(redis_url=redis.url)
+    await run_job(reading, "swept")
+    subscription = reading.server.broadcaster.subscribe("swept", 3)
+    try:
+        assert sweeper.server.retention is not None
+        assert await sweeper.server.retention.sweep() == ["swept"]
+        error = await asyncio.wait_for(subscription.failed(), 5)
+    finally:
+        subscription.close()
+    assert isinstance(error, HistoryGone) and error.after_seq == 3
