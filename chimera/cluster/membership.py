@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 
 LEASE_TTL = 3.0
 INTERVAL = 1.0
-# A check slower than this was held up by Redis (a pause, DEBUG SLEEP): what it saw
-# is no ground to judge others on.
-SLOW_CHECK = 1.0
+# A check slower than this was held up (Redis paused, DEBUG SLEEP, this loop
+# starved): what it saw is no ground to judge others on. A hold-up shorter than it
+# cannot make a live node look lost anyway: a lease must be missing for a full ttl.
+SLOW_CHECK = 2.0
 
 
 class Membership:
