@@ -80,9 +80,10 @@ class RedisServer:
 
     # Faults (see /work/shared/VERIFIED.md: each was tried on redis-server 7.0).
 
-    async def command(self, *args: str | int) -> object:
-        """One command on a connection of its own (closed after)."""
-        async with self.client() as client:
+    async def command(self, *args: str | int, lasts: float = 0.0) -> object:
+        """One command on a connection of its own (closed after); ``lasts``: how long
+        it may take (``DEBUG SLEEP``) beyond redis-py's 5 s default read timeout."""
+        async with aioredis.Redis.from_url(self.url, socket_timeout=5 + lasts) as client:
             return await client.execute_command(*args)  # type: ignore[no-untyped-call]
 
     async def pause(self, ms: int, mode: str = "ALL") -> None:
