@@ -55,6 +55,7 @@ WS_RESUMED = frozenset({1012, 1013, 1006})  # 1006: dropped (flagged, but resume
 WS_CLEAN = frozenset({1000, 1012, 1013})
 OWNER_WORD = re.compile(r"\bowner\b", re.IGNORECASE)
 NODE_LOST = "node lost"
+RAISED = re.compile(r"^[\s|]*[\w.]+(Error|Exception|Group): ")
 
 _REQUEST_FIELDS = pb.StreamJobEventsRequest.DESCRIPTOR.fields_by_name
 _RESPONSE_FIELDS = pb.StreamJobEventsResponse.DESCRIPTOR.fields_by_name
@@ -202,8 +203,10 @@ def exited(node: Node) -> list[str]:
     """A problem if ``node`` is no longer running, with its log's last lines."""
     if node.process.returncode is None:
         return []
-    tail = "\n    ".join(node.read_log().splitlines()[-15:])
-    return [f"node {node.name} exited with {node.process.returncode}; its log ends:\n    {tail}"]
+    lines = node.read_log().splitlines()
+    raised = [line.strip(" |") for line in lines if RAISED.search(line)][-3:]
+    why = "\n    ".join(raised or lines[-5:])
+    return [f"node {node.name} exited with {node.process.returncode}; its log says:\n    {why}"]
 
 
 class Checker:

@@ -352,7 +352,11 @@ async def test_a_job_id_reused_after_flushall_is_never_resumed_across(tmp_path: 
             await redis.flushall()
             await create_job(b, "reused", "a todo list")
             async with b.client() as client:
-                await wait_for_sequence(client, "reused", 8)  # past 5: a resume could cross
+                try:
+                    await wait_for_sequence(client, "reused", 8)  # past 5: a resume could cross
+                except grpc.aio.AioRpcError as exc:
+                    problems.append(f"the todo list on b did not run: {exc.code().name} "
+                                    f"{exc.details()!r}")
             for node in (a, b):
                 url = node.ws_url("reused", 5) + ("" if epoch is None else f"&epoch={epoch}")
                 resumed = await ws_connect(url)
@@ -363,8 +367,9 @@ async def test_a_job_id_reused_after_flushall_is_never_resumed_across(tmp_path: 
                             seen.append(json.loads(raw))
                 events = [m for m in seen if "seq" in m]
                 if events:
-                    problems.append(f"WS on {node.name}: {len(events)} events of the todo list "
-                                    f"(seqs {[m['seq'] for m in events]})")
+                    problems.append(f"WS on {node.name}: {len(events)} events after the flush "
+                                    f"(seqs {[m['seq'] for m in events]}; types "
+                                    f"{[m['type'] for m in events]})")
                 if resumed.close_code != 4410:
                     problems.append(f"WS on {node.name}: closed {resumed.close_code} "
                                     f"{resumed.close_reason!r}, not 4410")
@@ -384,7 +389,7 @@ async def test_a_job_id_reused_after_flushall_is_never_resumed_across(tmp_path: 
                     except TimeoutError:
                         code = "no end within 10 s"
                     if sequences:
-                        problems.append(f"gRPC on {node.name}: events of the todo list "
+                        problems.append(f"gRPC on {node.name}: events after the flush "
                                         f"(seqs {sequences})")
                     if code != "OUT_OF_RANGE":
                         problems.append(f"gRPC on {node.name}: {code}, not OUT_OF_RANGE")
