@@ -263,6 +263,7 @@ async def test_redis_out_of_memory_briefly_refuses_creates_then_every_job_succee
             await assert_creates_refused_out_of_memory(s.nodes)
             # The fault's duration: ~3 s of OOM, well within the 10 s write bound.
             await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
+            assert [await readyz(node) for node in s.nodes] == [503, 503]  # while it lasts
         finally:
             await s.redis.set_maxmemory(0)
         await until_ready(s.nodes, 200)
