@@ -75,6 +75,14 @@ class Node:
         if self.process.returncode is None:
             self.process.kill()
 
+    def freeze(self) -> None:
+        """SIGSTOP: alive, holding its connections, doing nothing (a VM paused, a long GC)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGCONT)
+
     async def stop(self) -> None:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)

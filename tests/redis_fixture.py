@@ -38,6 +38,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: asyncio.subprocess.Process | None = None
+    #: more ``redis-server`` arguments, e.g. ``("--appendfsync", "always")``
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -51,7 +53,7 @@ class RedisServer:
         self.process = await asyncio.create_subprocess_exec(
             REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
-            stdout=log, stderr=log,
+            *self.extra_args, stdout=log, stderr=log,
         )
         log.close()
         async with self.client() as client:
@@ -74,6 +76,61 @@ class RedisServer:
 
     async def restart(self) -> None:
         await self.stop()
+        await self.start()
+
+    # Faults (see /work/shared/VERIFIED.md: each was tried on redis-server 7.0).
+
+    async def command(self, *args: str | int, lasts: float = 0.0) -> object:
+        """One command on a connection of its own (closed after); ``lasts``: how long
+        it may take (``DEBUG SLEEP``) beyond redis-py's 5 s default read timeout."""
+        async with aioredis.Redis.from_url(self.url, socket_timeout=5 + lasts) as client:
+            return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def pause(self, ms: int, mode: str = "ALL") -> None:
+        """``CLIENT PAUSE ms [WRITE|ALL]``: returns at once, Redis holds the others' commands."""
+        await self.command("CLIENT", "PAUSE", ms, mode)
+
+    async def set_maxmemory(self, limit: str | int, policy: str = "noeviction") -> None:
+        """``maxmemory limit`` (1 refuses every write with OOM; 0 lifts the limit)."""
+        await self.command("CONFIG", "SET", "maxmemory-policy", policy)
+        await self.command("CONFIG", "SET", "maxmemory", limit)
+
+    async def flushall(self) -> None:
+        await self.command("FLUSHALL")
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye (``wait_killed`` reaps it)."""
+        assert self.process is not None and self.process.returncode is None
+        self.process.kill()
+
+    async def wait_killed(self) -> None:
+        if self.process is not None:
+            await self.process.wait()
+        self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process holds every connection and answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    async def restart_empty(self) -> None:
+        """Stopped, its data (append-only files) deleted, started again on the same
+        port: a Redis that lost everything (no persistence, or a new machine)."""
+        await self.stop()
+        await self.start_empty()
+
+    async def start_empty(self) -> None:
+        for entry in self.directory.iterdir():
+            if entry.name == "redis.log":
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         await self.start()
 
 
