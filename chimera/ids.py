@@ -34,3 +34,23 @@ def is_ascii_number(text: str) -> bool:
     """ASCII digits only: ``str.isdigit`` also takes ``²`` (which ``int`` refuses)
     and ``٣`` (which ``int`` reads as 3)."""
     return text.isascii() and text.isdigit()
+
+
+# A stream position's epoch (Store.epoch) as a client sends it back: the same
+# alphabet as a job id, so it stays URL-safe and bounded; "" means none.
+MAX_EPOCH_LENGTH = 64
+_EPOCH = re.compile(r"[A-Za-z0-9_-]{0,64}")
+
+
+def is_valid_epoch(epoch: str) -> bool:
+    """``""`` (no epoch) or 1-64 of ``[A-Za-z0-9_-]``."""
+    return _EPOCH.fullmatch(epoch) is not None
+
+
+def check_epoch(epoch: str) -> str:
+    if not is_valid_epoch(epoch):
+        raise InvalidArgument(
+            f"epoch is malformed: use at most {MAX_EPOCH_LENGTH} characters from A-Z, a-z, "
+            "0-9, '-' and '_' (the epoch the server gave with the position), or leave it out"
+        )
+    return epoch
