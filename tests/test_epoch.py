@@ -30,6 +30,7 @@ from tests.conftest import (
     run_job,
     ws_connect,
 )
+from tests.redis_fixture import RedisServer, needs_redis, redis_server
 from tests.test_grpc_api import SERVICE, streamed_events
 from tests.test_resume import fast_job, read_until_refused
 
@@ -224,3 +225,40 @@ async def test_a_job_id_given_again_on_a_new_database_is_never_spliced_onto_the_
     # it is streamed the todo list's events 6... as if they were the login form's.
     spliced = await read_until_closed(await ws_connect(second.ws_url("reused", "since=5")))
     assert job_events(spliced)[0]["seq"] == 6 and "TodoList" in json.dumps(spliced)
+
+
+# -- Redis: the report itself --------------------------------------------------------------------
+
+@needs_redis
+async def test_after_flushall_a_job_id_given_again_is_never_spliced_onto_the_old_one(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """The report: in cluster mode, Redis lost its data (FLUSHALL) and "reused" was
+    created again; the login form's subscriber resuming with since=5 got events 6-18
+    of the todo list. With its epoch it is told history is gone."""
+    async with redis_server(tmp_path / "redis") as redis:
+        node = await start_server(redis_url=redis.url)
+        try:
+            await splice_after_flushall(node, redis)
+        finally:
+            await node.stop()  # before its Redis
+
+
+async def splice_after_flushall(node: Running, redis: RedisServer) -> None:
+    """The login form's position, FLUSHALL, the todo list under the same id, the resume."""
+    old = await run_job(node, "reused", "a login form")
+    assert EPOCH.fullmatch(old.epoch) and old.last_sequence > 5
+    async with redis.client() as r:
+        await r.flushall()
+    new = await run_job(node, "reused", "a todo list")  # a new epoch, made by the create
+    assert new.epoch != old.epoch and new.last_sequence > 5
+    assert await connected_epoch(node, "reused") == new.epoch
+    messages = await refused_ws(node, "reused", f"since=5&epoch={old.epoch}")
+    assert not job_events(messages) and "another lifetime" in messages[1]["data"]["error"]
+    async with node.client() as client:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            [e async for e in client.events("reused", 5, old.epoch)]
+        assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        # The new job's own positions resume as usual.
+        tail = [e.sequence async for e in client.events("reused", 5, new.epoch)]
+    assert tail == list(range(6, new.last_sequence + 1))
