@@ -1,4 +1,5 @@
-"""Job ids: generated as UUID4, or chosen by the client within strict limits."""
+"""Job ids: generated as UUID4, or chosen by the client within strict limits; and the
+one check that client text is UTF-8 (:func:`check_text`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,26 @@ def is_ascii_number(text: str) -> bool:
     """ASCII digits only: ``str.isdigit`` also takes ``²`` (which ``int`` refuses)
     and ``٣`` (which ``int`` reads as 3)."""
     return text.isascii() and text.isdigit()
+
+
+def check_text(field: str, text: str) -> str:
+    """``text``, if it can be encoded as UTF-8; else :class:`InvalidArgument` naming ``field``.
+
+    ``json.loads`` turns an escaped lone surrogate (``"\\ud800"``) into a ``str`` that
+    only fails later, at ``.encode("utf-8")``: in the store (failing a whole group
+    commit) or when the reply is encoded. Every gateway checks client text with
+    this where it enters, so such text never gets further.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(
+            f"{field} is not valid UTF-8 text (a lone surrogate, "
+            f"{text[exc.start]!r}, at character {exc.start}): send UTF-8"
+        ) from None
+    return text
 
 
 # A stream position's epoch (Store.epoch) as a client sends it back: the same

@@ -660,7 +660,7 @@ def main_slow(
 
 
 def run_scaled(
-    ctx: Any, stores: list[str], n: int, m: int, rate: float
+    ctx: Any, stores: list[str], n: int, m: int, rate: float, tree: str = ""
 ) -> Result:
     """One Chimera server process per entry of ``stores`` (a SQLite file or a Redis
     URL); N clients spread over them; the job runs in the first, publishing
@@ -670,7 +670,7 @@ def run_scaled(
 
         with redis.Redis.from_url(url) as client:  # a fresh data set for every run
             client.flushall()
-    servers = [start_server(ctx, "chimera", store) for store in stores]
+    servers = [start_server(ctx, "chimera", store, tree) for store in stores]
     ports = [port for _, _, port, _ in servers]
     ours, theirs = ctx.Pipe()
     clients = ctx.Process(target=clients_main, args=(ports, path_for("chimera"), n, m, theirs))
@@ -714,20 +714,26 @@ def start_redis(directory: str) -> tuple[Any, str]:
     raise RuntimeError("redis-server did not start")
 
 
-def _median_run(
-    ctx: Any, stores: Callable[[], list[str]], n: int, m: int, rate: float, repeat: int
-) -> tuple[Result, int]:
-    """The median of ``repeat`` runs (by throughput at saturation, by p99 when paced)
-    and the order errors of them all."""
-    runs = sorted(
-        (run_scaled(ctx, stores(), n, m, rate) for _ in range(repeat)),
-        key=lambda r: r.rate if rate == 0 else r.p99_ms,
-    )
-    return runs[len(runs) // 2], sum(r.order_errors for r in runs)
+def _median_runs(
+    ctx: Any, stores: Callable[[], list[str]], n: int, m: int, rate: float, repeat: int,
+    trees: dict[str, str],
+) -> dict[str, tuple[Result, int]]:
+    """Per tree, the median of ``repeat`` runs (by throughput at saturation, by p99
+    when paced) and the order errors of them all; the trees' runs interleaved."""
+    runs: dict[str, list[Result]] = {label: [] for label in trees}
+    for _ in range(repeat):
+        for label, tree in trees.items():
+            runs[label].append(run_scaled(ctx, stores(), n, m, rate, tree))
+    medians = {}
+    for label, results in runs.items():
+        ranked = sorted(results, key=lambda r: r.rate if rate == 0 else r.p99_ms)
+        medians[label] = (ranked[len(ranked) // 2], sum(r.order_errors for r in results))
+    return medians
 
 
-def main_redis(args: argparse.Namespace) -> int:
-    """SQLite vs Redis vs two processes on Redis, same run (see the module docstring)."""
+def main_redis(args: argparse.Namespace, trees: dict[str, str]) -> int:
+    """SQLite vs Redis vs two processes on Redis, same run (see the module docstring);
+    with ``--tree``, each setup also with the other checkouts' Chimera, interleaved."""
     import subprocess
 
     sizes = args.n or [100, 1000]
@@ -735,8 +741,9 @@ def main_redis(args: argparse.Namespace) -> int:
     print(f"scale-out: {args.m} events of ~400 B per run, median of {args.repeat} runs, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; fixed rate "
           f"{args.rate:g} events/s for latency")
-    print(f"{'N':>6} {'setup':<16} {'msgs/s':>10} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'delivered':>11} {'order errs':>10}")
+    width = 16 + max(len(label) for label in trees)
+    print(f"{'N':>6} {'setup':<{width}} {'msgs/s':>10} {'ratio':>6} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'delivered':>11} {'order errs':>10}")
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         redis, url = start_redis(tmp)
         try:
@@ -748,16 +755,18 @@ def main_redis(args: argparse.Namespace) -> int:
                 }
                 anchor = 0.0
                 for name, stores in setups.items():
-                    saturated, errors = _median_run(ctx, stores, n, args.m, 0, args.repeat)
-                    paced, more = _median_run(
+                    saturated = _median_runs(ctx, stores, n, args.m, 0, args.repeat, trees)
+                    paced = _median_runs(
                         ctx, stores, n, max(int(args.rate * PACED_SECONDS), 1), args.rate,
-                        args.repeat,
+                        args.repeat, trees,
                     )
-                    anchor = anchor or saturated.rate
-                    print(f"{n:>6} {name:<16} {saturated.rate:>10,.0f} "
-                          f"{saturated.rate / anchor:>6.0%} {paced.p50_ms:>8.1f} "
-                          f"{paced.p99_ms:>8.1f} {saturated.delivered:>5}/{saturated.expected:<5} "
-                          f"{errors + more:>10}", flush=True)
+                    for label in trees:
+                        (fast, errors), (slow, more) = saturated[label], paced[label]
+                        anchor = anchor or fast.rate  # this tree's 1 proc sqlite
+                        print(f"{n:>6} {name + label:<{width}} {fast.rate:>10,.0f} "
+                              f"{fast.rate / anchor:>6.0%} {slow.p50_ms:>8.1f} "
+                              f"{slow.p99_ms:>8.1f} {fast.delivered:>5}/{fast.expected:<5} "
+                              f"{errors + more:>10}", flush=True)
         finally:
             redis.terminate()
             try:
@@ -819,7 +828,7 @@ def main() -> int:
     ):
         parser.error("--slow K: 1 to N - 1 of the N subscribers; not with --metrics or --redis")
     if args.redis:
-        return main_redis(args)
+        return main_redis(args, trees)
     chimeras = [f"chimera{suffix}" for suffix in trees]
     tree_of = {f"chimera{suffix}": directory for suffix, directory in trees.items()}
     raise_fd_limit()

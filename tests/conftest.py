@@ -25,6 +25,7 @@ from chimera.config import ServerConfig
 from chimera.events import TeamName
 from chimera.providers.registry import Mode, ProviderSettings
 from chimera.server import ChimeraServer
+from chimera.store.base import Store
 from chimera.v1 import jobs_pb2 as pb
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
@@ -82,7 +83,8 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     running: list[Running] = []
 
     async def start(
-        providers: ProviderFactory | None = None, db: str | None = None, **config: Any
+        providers: ProviderFactory | None = None, db: str | None = None,
+        store: Store | None = None, **config: Any,
     ) -> Running:
         base = ServerConfig(
             grpc_port=0, ws_port=0, db=db or str(tmp_path / f"chimera-{len(running)}.db"),
@@ -90,7 +92,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
             # Simulated even where a developer has API keys set.
             providers=ProviderSettings(modes=dict.fromkeys(TeamName, Mode.SIMULATED)),
         )
-        server = ChimeraServer(replace(base, **config), providers=providers)
+        server = ChimeraServer(replace(base, **config), providers=providers, store=store)
         task = asyncio.create_task(server.serve())
         ready = asyncio.create_task(server.ready.wait())
         await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)

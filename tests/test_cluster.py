@@ -28,6 +28,7 @@ import redis as sync_redis
 
 from chimera.actors.jobs import NODE_LOST
 from chimera.cluster.membership import LEASE_TTL
+from chimera.errors import HistoryGone
 from chimera.events import TeamName
 from chimera.providers.base import Provider
 from chimera.store.redis import RedisStore
@@ -60,7 +61,7 @@ from tests.test_shedding_retention import open_stuck_subscriber, read_frame, rea
 
 pytestmark = needs_redis
 
-NODE_LOST_BOUND = 10.0  # seconds, as the README promises
+NODE_LOST_BOUND = 12.0  # seconds, as the README promises (about 7 s; 8 at worst, idle)
 
 
 @pytest.fixture
@@ -695,3 +696,59 @@ async def test_a_job_that_ended_before_its_events_were_refused_fails_saying_why(
     assert {t.error for t in jobs[-1].teams} == {
         "events could not be recorded: Redis unreachable for 2 s"
     }
+
+
+async def test_after_a_takeover_the_survivors_subscribers_get_what_pubsub_had_missed(
+    redis: RedisServer, start_server: StartServer, tmp_path: Path
+) -> None:
+    # The owner records events B's fan-out never hands on (pub/sub lost them, and
+    # nothing came after to show the gap: the owner died), then dies. B takes the job
+    # over and closes it: its subscribers must get the missing events from the stream
+    # before B's own, not a jump from the last one pub/sub brought.
+    b = await start_server(redis_url=redis.url)
+    assert b.server.cluster is not None
+    fanout = b.server.cluster.fanout
+    a = await start_node(redis, tmp_path, "owner", "--sim-delay", "0.3")
+    try:
+        async with a.client() as client:
+            await client.create("a counter", job_id="adopted")
+        ws = await ws_connect(b.ws_url("adopted"))
+        seen = await first_events(ws, 2)
+        deliver = fanout._deliver
+        fanout._deliver = lambda events: None  # the fault: these messages are lost
+
+        async def recorded_more() -> bool:
+            async with redis.client() as r:
+                seq = int(await r.hget("chimera:job:adopted", "seq") or 0)
+            return seq >= int(seen[-1]["seq"]) + 3
+
+        await until(recorded_more, every=0.05)
+        a.kill()
+        fanout._deliver = deliver
+        seen += job_events(await asyncio.wait_for(read_until_closed(ws), 30))
+    finally:
+        a.kill()
+        await a.process.wait()
+    seqs = [m["seq"] for m in seen]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert seen[-1]["data"]["status"] == "failed"
+    assert {m["data"]["error"] for m in seen if m["type"] == "error"} == {NODE_LOST}
+
+
+async def test_retention_on_one_node_tells_the_readers_on_every_node_at_once(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    # A reader on another node that is not reading just now (its client is slow, its
+    # next history page far off) is told at the sweep, over the control channel, not
+    # only when its next read happens to find the job gone.
+    sweeper = await start_server(redis_url=redis.url, retention=1e-6, retention_interval=3600.0)
+    reading = await start_server(redis_url=redis.url)
+    await run_job(reading, "swept")
+    subscription = reading.server.broadcaster.subscribe("swept", 3)
+    try:
+        assert sweeper.server.retention is not None
+        assert await sweeper.server.retention.sweep() == ["swept"]
+        error = await asyncio.wait_for(subscription.failed(), 5)
+    finally:
+        subscription.close()
+    assert isinstance(error, HistoryGone) and error.after_seq == 3

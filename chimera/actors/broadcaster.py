@@ -91,10 +91,12 @@ def _ignore(job_ids: list[str], error: ChimeraError) -> None:
 
 @dataclass(slots=True)
 class _Channel:
-    """A job's subscribers, and its snapshot while it runs (``None`` until it exists)."""
+    """A job's subscribers, and its snapshot while it runs here (``None`` otherwise),
+    with the store's epoch it was opened under."""
 
     job: Job | None = None
     subscribers: set[Subscription] = field(default_factory=set)
+    epoch: str = ""
 
 
 class Subscription:
@@ -114,7 +116,7 @@ class Subscription:
     # their connections), so the queue and the futures are made only when needed.
     __slots__ = (
         "_broadcaster", "_error", "_failed", "_max_bytes", "_pending",
-        "_pending_bytes", "_waiter", "done", "job_id", "last_seq", "listener",
+        "_pending_bytes", "_waiter", "done", "epoch", "job_id", "last_seq", "listener",
     )
 
     def __init__(
@@ -122,6 +124,9 @@ class Subscription:
     ) -> None:
         self.job_id = job_id
         self.last_seq = after_seq
+        # The store's epoch (its lifetime) this subscriber's events belong to: what it
+        # was last read under. Redis losing its data ends the ones from before.
+        self.epoch = broadcaster.store.epoch
         self._broadcaster = broadcaster
         self._max_bytes = max_bytes
         self._pending: deque[Event] | None = None
@@ -223,6 +228,7 @@ class Subscription:
         await self._broadcaster._follow(self.job_id)
         while True:
             page = await store.read_events(self.job_id, self.last_seq, HISTORY_PAGE)
+            self.epoch = store.epoch  # read together with the page
             for event in page:
                 self.last_seq = event.seq
                 self.done = event.is_final
@@ -338,6 +344,25 @@ class Broadcaster:
             # its events are recorded here and reach subscribers from here.
             self.remote.unfollow(job.job_id)
         channel.job = job
+        channel.epoch = self.store.epoch
+
+    async def adopt(self, job: Job) -> None:
+        """:meth:`open_job` for a job this process takes over (or gets back) after
+        it ran elsewhere. Its subscribers here followed it through the remote
+        feed, which may not have delivered every event up to ``job.last_sequence``
+        yet (a pub/sub message lost with the node): those are read from the store
+        first, so the events recorded here follow them with no gap."""
+        channel = self._channels.get(job.job_id)
+        if channel is not None and channel.job is None and channel.subscribers:
+            after = min(sub.last_seq for sub in channel.subscribers)
+            while after < job.last_sequence:
+                page = [e for e in await self.store.read_events(job.job_id, after, HISTORY_PAGE)
+                        if e.seq <= job.last_sequence]
+                if not page:
+                    break
+                self.receive(page)
+                after = page[-1].seq
+        self.open_job(job)
 
     async def publish(self, draft: Draft) -> None:
         """Queues ``draft``; waits while the inbox is full (backpressure)."""
@@ -372,6 +397,29 @@ class Broadcaster:
             if channel is None:
                 continue
             for sub in channel.subscribers:
+                sub._fail(HistoryGone(job_id, sub.last_seq))
+            self._unsubscribe_ended()
+
+    def data_lost(self) -> None:
+        """The store lost its data (its epoch changed; Redis flushed or restarted
+        empty): every subscriber of a job from before is told history is gone,
+        at once, quiet jobs' too; the jobs from before that run here are stopped
+        (their events can no longer be recorded). Subscribers whose events were
+        read under the new epoch (jobs created since) go on untouched, and one
+        still waiting for a job that did not exist waits on."""
+        epoch = self.store.epoch
+        stale = [job_id for job_id, channel in self._channels.items()
+                 if channel.job is not None and channel.epoch != epoch]
+        if stale:
+            lost = "Redis lost its data"
+            self._reject(dict.fromkeys(stale, lost), frozenset(stale))
+        for job_id, channel in list(self._channels.items()):
+            for sub in list(channel.subscribers):
+                if sub.epoch == epoch:
+                    continue
+                if sub.last_seq == 0 and channel.job is None:
+                    sub.epoch = epoch
+                    continue
                 sub._fail(HistoryGone(job_id, sub.last_seq))
             self._unsubscribe_ended()
 

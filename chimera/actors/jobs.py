@@ -35,7 +35,7 @@ from chimera.errors import (
     SinceTooLarge,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
-from chimera.ids import check_epoch, check_job_id, new_job_id
+from chimera.ids import check_epoch, check_job_id, check_text, new_job_id
 from chimera.job import Job, JobView, TeamRun, thought_limit
 from chimera.observability import metrics
 from chimera.observability.logs import job_context
@@ -128,7 +128,7 @@ class JobManager:
         for job in await self._store.unfinished_jobs():
             if job.job_id in self._supervisors:
                 continue
-            self._broadcaster.open_job(job)
+            await self._broadcaster.adopt(job)
             unfinished = [run.team for run in job.teams.values() if run.status not in TEAM_FINAL]
             await close_as_failed(
                 self._broadcaster.publish, job.job_id, unfinished,
@@ -183,6 +183,10 @@ class JobManager:
     # -- operations ----------------------------------------------------------------------
 
     def _validate(self, request: JobRequest) -> tuple[str, tuple[TeamName, ...]]:
+        """The job id and teams, or :class:`InvalidArgument`: the one check of a
+        request's text for every plane, before anything reaches the store."""
+        check_text("brief", request.brief)
+        check_text("request_id", request.request_id)
         brief = request.brief.strip()
         if not brief:
             raise InvalidArgument("brief is empty: describe what the teams should build")
@@ -422,16 +426,20 @@ class JobManager:
         check_epoch(epoch)
         subscription = self._broadcaster.subscribe(job_id, since)
         try:
-            await self._check_resume(job_id, since, epoch)
+            await self._check_resume(job_id, since, epoch, subscription.epoch)
         except BaseException:
             subscription.close()
             raise
         return subscription
 
-    async def _check_resume(self, job_id: str, since: int, epoch: str = "") -> None:
-        """Raises if resuming ``job_id`` after ``since`` (in ``epoch``) cannot work."""
-        if epoch and epoch != self._store.epoch:
-            raise HistoryGone.other_epoch(job_id, since, epoch, self._store.epoch)
+    async def _check_resume(
+        self, job_id: str, since: int, epoch: str = "", current: str = ""
+    ) -> None:
+        """Raises if resuming ``job_id`` after ``since`` in ``epoch`` cannot work;
+        ``current`` is the store's epoch the subscription was registered under (a
+        later change is the broadcaster's to report: :meth:`Broadcaster.data_lost`)."""
+        if epoch and epoch != current:
+            raise HistoryGone.other_epoch(job_id, since, epoch, current)
         if since == 0:
             return  # a new subscriber; an unknown job is waited for
         # The caller's right to the job was checked by watch.

@@ -2,7 +2,8 @@
 
 The process subscribes to ``chimera:ch:{job}`` for each job it has local
 subscribers for but does not run (at most one subscription per job), and to
-``chimera:control`` (cancels). The Lua script that records an event also
+``chimera:control`` (cancels, and the jobs retention removed, so every process
+ends their readers at once). The Lua script that records an event also
 publishes its frame, so a process receives each event once and hands it to its
 broadcaster, which encodes it once for all its subscribers.
 
@@ -27,6 +28,7 @@ process.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,10 +36,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
-from chimera.errors import ChimeraError
+from chimera.errors import ChimeraError, Unavailable
 from chimera.events import Event
-from chimera.store.redis import CONTROL_CHANNEL, UNREACHABLE, P, RedisStore, channel
+from chimera.store.redis import CONTROL_CHANNEL, P, RedisStore, channel
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,10 @@ class RedisFanout:
     # -- CancelRelay -----------------------------------------------------------------------
 
     async def request_cancel(self, job_id: str) -> None:
-        await self._store.client.publish(CONTROL_CHANNEL, f"cancel {job_id}")
+        try:
+            await self._store.client.publish(CONTROL_CHANNEL, f"cancel {job_id}")
+        except (RedisError, OSError) as exc:
+            raise Unavailable("the store (Redis) cannot relay the cancel: try again") from exc
 
     # -- the actor -------------------------------------------------------------------------
 
@@ -119,7 +125,7 @@ class RedisFanout:
             try:
                 await command(name)
                 return
-            except UNREACHABLE as exc:
+            except (RedisError, OSError) as exc:  # no Redis error ends the process
                 log.warning("Redis pub/sub: %s; retrying", exc)
             await asyncio.sleep(RETRY_DELAY)
 
@@ -128,7 +134,7 @@ class RedisFanout:
             await self._send_commands()
             try:
                 message = await self._pubsub.get_message(timeout=READ_WAIT)
-            except UNREACHABLE as exc:
+            except (RedisError, OSError) as exc:
                 log.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(RETRY_DELAY)
                 continue
@@ -151,9 +157,11 @@ class RedisFanout:
         kind = message["type"]
         if name == CONTROL_CHANNEL:
             if kind == "message":
-                verb, _, job_id = bytes(message["data"]).decode().partition(" ")
+                verb, _, rest = bytes(message["data"]).decode().partition(" ")
                 if verb == "cancel":
-                    self._cancel(job_id)
+                    self._cancel(rest)
+                elif verb == "removed":  # retention, in whichever process swept
+                    self._gone([str(job_id) for job_id in json.loads(rest)])
             return
         if not name.startswith(CHANNEL_PREFIX):
             return

@@ -58,7 +58,13 @@ class LeaseKeeper:
         failing = False
         while not self._stopped.is_set():
             try:
-                self._client.set(self._key, "1", px=self._ttl_ms)
+                try:
+                    self._client.set(self._key, "1", px=self._ttl_ms)
+                except redis.exceptions.OutOfMemoryError:
+                    # A full Redis refuses SET, not PEXPIRE (it takes no memory): the
+                    # lease is kept, so no node judges this one lost meanwhile.
+                    if not self._client.pexpire(self._key, self._ttl_ms):
+                        raise
             except redis.RedisError as exc:
                 # Readiness is reported by the membership tick on the loop; here only
                 # keep trying, and say it once.

@@ -7,14 +7,22 @@ Every ``interval`` seconds, while :meth:`Membership.run` runs:
    after ``ttl``) is renewed; a process that dies stops renewing, and its lease
    expires;
 2. checks the data set's epoch: if Redis lost its data (FLUSHALL, a restart
-   without persistence), every subscriber here is told history is gone;
-3. runs the job manager's recovery, which takes over (atomically, in exactly
-   one survivor) each running job whose process's lease has expired and ends it
-   ``failed`` with ``interrupted: node lost``.
+   without persistence), the subscribers here of every job from before are told
+   history is gone (whoever noticed the loss first: a write, a read, this check);
+3. writes the lease from the loop too: the proof that Redis takes writes (out of
+   memory and read-only refuse it), then reads which nodes hold running jobs but
+   no lease;
+4. judges which of those are lost (:mod:`chimera.cluster.liveness`: only after
+   this process has been connected for a full lease period, and a lease missing
+   for a full period), and runs the job manager's recovery, which takes over
+   (atomically, in exactly one survivor) each running job of a lost node and ends
+   it ``failed`` with ``interrupted: node lost``, and closes this process's own
+   jobs whose events could not be written, saying why.
 
-So a lost process's jobs are closed within ``ttl + interval`` seconds (plus a
-round trip). While Redis cannot be reached the process reports itself not
-ready (gRPC health NOT_SERVING, ``/readyz`` 503) and keeps trying.
+A check that fails, or takes longer than ``slow`` (Redis paused), counts as this
+process being cut off. While Redis cannot be used (unreachable, out of memory,
+read-only) the process reports itself not ready (gRPC health NOT_SERVING,
+``/readyz`` 503, saying why) and keeps trying; no Redis error ends the process.
 
 Lifecycle: :meth:`join` once before serving (so no job is created without a
 lease), :meth:`run` until :meth:`stop`, :meth:`leave` at the end of shutdown.
@@ -25,16 +33,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from chimera.cluster.lease import LeaseKeeper
+from chimera.cluster.liveness import Liveness
 from chimera.errors import ChimeraError
-from chimera.store.redis import UNREACHABLE, RedisStore
+from chimera.store.redis import RedisStore
 
 log = logging.getLogger(__name__)
 
 LEASE_TTL = 3.0
 INTERVAL = 1.0
+# A check slower than this was held up (Redis paused, DEBUG SLEEP, this loop
+# starved): what it saw is no ground to judge others on. A hold-up shorter than it
+# cannot make a live node look lost anyway: a lease must be missing for a full ttl.
+SLOW_CHECK = 2.0
 
 
 class Membership:
@@ -43,10 +57,11 @@ class Membership:
         store: RedisStore,
         *,
         recover: Callable[[], Awaitable[object]],
-        set_ready: Callable[[bool], Awaitable[None]],
+        set_ready: Callable[[bool, str], Awaitable[None]],
         data_lost: Callable[[], None],
         ttl: float = LEASE_TTL,
         interval: float = INTERVAL,
+        slow: float = SLOW_CHECK,
     ) -> None:
         self._store = store
         self._recover = recover
@@ -54,6 +69,8 @@ class Membership:
         self._data_lost = data_lost
         self._ttl = ttl
         self._interval = interval
+        self._slow = slow
+        self._liveness = Liveness(ttl)
         self._stop = asyncio.Event()
         self.lease = LeaseKeeper(store.url, store.node, ttl=ttl, interval=interval)
         self.ready = True
@@ -82,20 +99,33 @@ class Membership:
                 self.lease.stop()
 
     async def tick(self) -> None:
+        started = time.monotonic()
         try:
-            epoch = self._store.epoch
-            if await self._store.refresh_epoch() != epoch or self._store.data_lost:
-                self._store.data_lost = False
-                log.error("Redis lost its data (epoch changed): history before now is gone")
+            await self._store.refresh_epoch()
+            if self._store.take_data_lost():
                 self._data_lost()
+            await self._store.renew_lease(self._ttl)
+            lapsed = await self._store.lapsed_nodes()
+            now = time.monotonic()
+            if now - started > self._slow:
+                log.warning("Redis answered this check after %.1f s: judging no node "
+                            "until it has answered promptly for %g s", now - started,
+                            self._ttl)
+                self._liveness.cut_off()
+                lost = frozenset[str]()
+            else:
+                lost = self._liveness.judge(now, lapsed)
+            self._store.judge_lost(lost)
             await self._recover()
-        except (ChimeraError, *UNREACHABLE) as exc:
+        except ChimeraError as exc:  # the store translates every Redis error
+            self._liveness.cut_off()
+            self._store.judge_lost(frozenset())
             if self.ready:
-                log.error("Redis unreachable: not ready until it is back (%s)", exc)
+                log.error("Redis cannot be used: not ready until it can (%s)", exc)
                 self.ready = False
-                await self._set_ready(False)
+                await self._set_ready(False, str(exc))
             return
         if not self.ready:
-            log.info("Redis reachable again: ready")
+            log.info("Redis usable again: ready")
             self.ready = True
-            await self._set_ready(True)
+            await self._set_ready(True, "")

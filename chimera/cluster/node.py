@@ -36,18 +36,16 @@ class ClusterNode:
         broadcaster.remote = self.fanout
         jobs.relay = self.fanout
 
-        async def set_ready(ready: bool) -> None:
+        async def set_ready(ready: bool, reason: str) -> None:
             ws.ready = ready
+            ws.unready_reason = reason
             await grpc.set_serving(ready)
-
-        def data_lost() -> None:
-            broadcaster.fail_removed_jobs(broadcaster.job_ids())
 
         async def recover() -> None:
             await jobs.recover(NODE_LOST)
 
         self.membership = Membership(
-            store, recover=recover, set_ready=set_ready, data_lost=data_lost
+            store, recover=recover, set_ready=set_ready, data_lost=broadcaster.data_lost
         )
         self._stop = asyncio.Event()
 

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -74,12 +75,70 @@ async def aborting_on_error(
 
 
 class _Undecodable:
-    """What a request that is not valid protobuf decodes to (see :class:`DecodeGuard`)."""
+    """What a request that is not valid protobuf decodes to (see :class:`DecodeGuard`);
+    ``field``: the string field that is not UTF-8, when that is what is wrong."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "field")
 
-    def __init__(self, error: DecodeError) -> None:
+    def __init__(self, error: DecodeError, field: str | None) -> None:
         self.error = error
+        self.field = field
+
+    def message(self) -> str:
+        if self.field is not None:
+            return (
+                f"the request could not be decoded as protobuf: {self.field} is not "
+                "valid UTF-8 text: send strings as UTF-8"
+            )
+        return (
+            f"the request could not be decoded as protobuf ({self.error}): "
+            "send a well-formed message (strings must be UTF-8)"
+        )
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    """The varint at ``position`` and the position after it; IndexError if cut short."""
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, position
+
+
+def bad_utf8_field(message_type: object, data: bytes) -> str | None:
+    """The name of the first top-level string field of ``data`` that is not UTF-8,
+    or None: upb only says "String field had bad UTF-8", and a client should be
+    told which field to fix. (Chimera's requests have no nested messages.)"""
+    descriptor = getattr(message_type, "DESCRIPTOR", None)
+    if descriptor is None:
+        return None
+    position = 0
+    try:
+        while position < len(data):
+            key, position = _varint(data, position)
+            number, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                _, position = _varint(data, position)
+            elif wire_type in (1, 5):
+                position += 8 if wire_type == 1 else 4
+            elif wire_type == 2:
+                length, position = _varint(data, position)
+                value, position = data[position:position + length], position + length
+                field = descriptor.fields_by_number.get(number)
+                if field is not None and field.type == FieldDescriptor.TYPE_STRING:
+                    try:
+                        value.decode("utf-8")  # strict: refuses encoded surrogates too
+                    except UnicodeDecodeError:
+                        name: str = field.name
+                        return name
+            else:
+                return None
+    except IndexError:
+        return None
+    return None
 
 
 if TYPE_CHECKING:
@@ -90,9 +149,10 @@ else:  # generic only in the type stubs
 
 class DecodeGuard(_Interceptor):
     """Answers INVALID_ARGUMENT to a request that is not valid protobuf (truncated,
-    invalid UTF-8 in a string), which grpc would report as UNKNOWN "Unexpected
-    DecodeError": the deserializer hands a marker over instead of raising, and the
-    method is replaced by a refusal when it receives one."""
+    invalid UTF-8 in a string: the message names that field), which grpc would
+    report as UNKNOWN "Unexpected DecodeError": the deserializer hands a marker
+    over instead of raising, and the method is replaced by a refusal when it
+    receives one."""
 
     async def intercept_service(
         self,
@@ -105,19 +165,17 @@ class DecodeGuard(_Interceptor):
         if handler is None or handler.request_deserializer is None:
             return handler
         decode = handler.request_deserializer
+        # The generated handlers' deserializer is the request class's FromString.
+        message_type = getattr(decode, "__self__", None)
 
         def deserialize(data: bytes) -> Any:
             try:
                 return decode(data)
             except DecodeError as exc:
-                return _Undecodable(exc)
+                return _Undecodable(exc, bad_utf8_field(message_type, data))
 
         async def refuse(request: _Undecodable, context: Any) -> None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request could not be decoded as protobuf ({request.error}): "
-                "send a well-formed message (strings must be UTF-8)",
-            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message())
 
         def guarded(method: Any) -> Any:
             if inspect.isasyncgenfunction(method):

@@ -36,9 +36,21 @@ class Target:
     @classmethod
     def parse(cls, target: str) -> Target:
         """Not ``urlsplit``: it reads ``//host`` as a network location and raises
-        on ``//[`` (an invalid IPv6 literal), which fuzzing found."""
+        on ``//[`` (an invalid IPv6 literal), which fuzzing found.
+
+        Raises ``ValueError`` for a query whose percent-escapes are not UTF-8
+        (``%FF``, ``%ED%A0%80``): ``parse_qs`` would quietly make them U+FFFD.
+        The path is not percent-decoded (no route parameter needs it), so its
+        escapes stay ASCII text that each handler's validation refuses.
+        """
         path, _, query = target.partition("?")
-        return cls(path, parse_qs(query.partition("#")[0], keep_blank_values=True))
+        try:
+            params = parse_qs(query.partition("#")[0], keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise ValueError(
+                "the query is not valid UTF-8 once percent-decoded: encode its text as UTF-8"
+            ) from None
+        return cls(path, params)
 
 
 Reply = Awaitable[Response | None] | Response | None
@@ -86,12 +98,16 @@ class Routes:
         origin_allowed: Callable[[Request], bool],
     ) -> Reply:
         """Every request of a listener: the ``Host`` check first (DNS rebinding
-        guard), then the route (404, 405), the ``Origin`` check where the route asks
-        for it (403), then the route's handler with the parsed target."""
+        guard), then the target (400 if its query is not UTF-8), the route (404,
+        405), the ``Origin`` check where the route asks for it (403), then the
+        route's handler with the parsed target."""
         names = request.headers.get_all("Host")
         if not hosts.allows(names):
             return connection.respond(http.HTTPStatus.MISDIRECTED_REQUEST, hosts.refusal(names))
-        target = Target.parse(request.path)
+        try:
+            target = Target.parse(request.path)
+        except ValueError as exc:
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
         found = self.match(request.method, target.path)
         if isinstance(found, list):
             if found:

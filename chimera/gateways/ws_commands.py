@@ -20,6 +20,7 @@ from typing import Any
 
 from chimera.errors import ChimeraError, InvalidArgument, code_name
 from chimera.events import TeamName, control_message
+from chimera.ids import check_text
 
 HELP = (
     'send "ping", {"type":"ping"}, {"type":"create_job","brief":"…"} or {"type":"cancel_job"}'
@@ -81,6 +82,12 @@ def _create_job(obj: dict[str, Any], job_id: str) -> CreateJob:
     request_id = obj.get("request_id", "")
     if not isinstance(request_id, str):
         raise BadCommand("request_id must be a string")
+    try:
+        # Here, not only in JobManager: the error message echoes a request_id,
+        # and one that cannot be encoded would fail the reply (close 1011).
+        check_text("request_id", request_id)
+    except InvalidArgument as exc:
+        raise BadCommand(str(exc)) from None
     brief = obj.get("brief")
     if not isinstance(brief, str):
         raise BadCommand("create_job needs a brief (a string): what to build", request_id)

@@ -253,6 +253,7 @@ class WebSocketGateway:
         self.port = 0
         # False while the server cannot do its work (the shared store is unreachable).
         self.ready = True
+        self.unready_reason = ""  # what /readyz says while not ready
         self.reuse_port = False
 
     async def start(self, host: str, port: int) -> int:
@@ -326,9 +327,8 @@ class WebSocketGateway:
     ) -> Response:
         if self.ready:
             return connection.respond(http.HTTPStatus.OK, "ready\n")
-        return connection.respond(
-            http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready: the store (Redis) is unreachable\n"
-        )
+        reason = self.unready_reason or "the store (Redis) is unreachable"
+        return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}\n")
 
     def _origin_allowed(self, request: Request) -> bool:
         """Cross-site WebSocket hijacking guard: a browser always sends ``Origin``."""
@@ -642,17 +642,19 @@ class WebSocketGateway:
         except ResourceExhausted as exc:
             await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
             return None
-        # The epoch the events that follow belong to: a client resumes with it (and
-        # since); a position from another epoch is refused by watch (4410).
-        connected = control_message(
-            "connected",
-            job_id=job_id,
-            data={"message": f"Connected to job {job_id}", "since": since,
-                  "epoch": self._jobs.epoch},
-        )
+
+        def connected(epoch: str) -> str:
+            # ``epoch``: the store lifetime the events that follow belong to. A client
+            # resumes with it (and since); watch refuses another lifetime's (4410).
+            return self._counted(control_message(
+                "connected",
+                job_id=job_id,
+                data={"message": f"Connected to job {job_id}", "since": since, "epoch": epoch},
+            ))
+
         try:
             if not admitted.watching:
-                await ws.send(self._counted(connected))
+                await ws.send(connected(self._jobs.epoch))
                 if not await self._until_created(ws, admitted, address):
                     self._limits.release(job_id, address)
                     return None
@@ -671,12 +673,12 @@ class WebSocketGateway:
             # Accepted, then refused.
             with contextlib.suppress(ConnectionClosed):
                 if admitted.watching:
-                    await ws.send(self._counted(connected))
+                    await ws.send(connected(self._jobs.epoch))
             await self._refuse(ws, job_id, exc)
             return None
         try:
             if admitted.watching:
-                await ws.send(self._counted(connected))
+                await ws.send(connected(subscription.epoch))
         except BaseException:
             subscription.close()
             self._limits.release(job_id, address)

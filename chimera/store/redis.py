@@ -39,6 +39,7 @@ refused jobs are reported with :class:`chimera.errors.EventsRejected`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -55,10 +56,23 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chimera.errors import AlreadyExists, ConfigError, EventsRejected, Unavailable
+from chimera.errors import (
+    AlreadyExists,
+    ChimeraError,
+    ConfigError,
+    EventsRejected,
+    StorageFull,
+    StorageUnavailable,
+    Unavailable,
+)
 from chimera.events import (
     Event,
     EventType,
@@ -83,8 +97,34 @@ RETENTION_LOCK = P + "retention"
 CONTROL_CHANNEL = P + "control"
 DEFAULT_WRITE_TIMEOUT = 10.0
 PASSWORD_ENV = "REDISCLI_AUTH"
+RETRY_FIRST = 0.05  # seconds before a write is sent again; doubles up to 1 s
 MAX_CONNECTIONS = 32  # per process (pub/sub takes one more)
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Answers of a Redis that is up but cannot take writes for now (out of memory under
+# noeviction, a replica after a failover, busy with a script or loading): a write is
+# tried again within the write timeout, as for an unreachable Redis.
+CANNOT_WRITE = (OutOfMemoryError, ReadOnlyError)
+OUT_OF_MEMORY = "Redis is out of memory"
+READ_ONLY = "Redis is read-only (a replica, e.g. after a failover)"
+# What a refusal of _APPEND means, in words: these reach subscribers (close reasons)
+# and, for a job closed later, its teams' errors; the script's own words never do.
+REFUSALS = {
+    "epoch": "Redis lost its data",
+    "gone": "Redis lost its data",
+    "owner": "another node took the job over (this one was cut off from Redis)",
+    "seq": "its events are out of order with those Redis holds",
+}
+
+
+def cannot_write(exc: BaseException) -> str | None:
+    """Why Redis cannot take writes just now (in words), if ``exc`` says so."""
+    if isinstance(exc, OutOfMemoryError):
+        return OUT_OF_MEMORY
+    if isinstance(exc, ReadOnlyError):
+        return READ_ONLY
+    if isinstance(exc, ResponseError) and str(exc).startswith(("BUSY", "MASTERDOWN", "LOADING")):
+        return f"Redis is busy ({str(exc).split(' ', 1)[0]})"
+    return None
 
 
 def job_key(job_id: str) -> str:
@@ -190,18 +230,38 @@ for i = 11, #ARGV do redis.call('PUBLISH', ARGV[8], ARGV[i]) end
 return 'ok'
 """
 
-# Takes over a running job whose process's lease has expired: exactly one
-# survivor gets 1 (the others see the job already taken).
+# Takes over a running job of a node judged lost (ARGV[4]), in one atomic step: only
+# under the current epoch, only while the job is still running, still that node's,
+# and that node's lease still absent. Exactly one survivor gets 1; a finished job is
+# never re-opened, a job never taken twice.
 _CLAIM = """
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
 local h = redis.call('HMGET', KEYS[1], 'node', 'state')
 if not h[1] or h[2] ~= 'running' then
   redis.call('SREM', KEYS[2], ARGV[3])
   return 0
 end
-if h[1] == ARGV[2] then return 0 end
+if h[1] ~= ARGV[4] or h[1] == ARGV[2] then return 0 end
 if redis.call('EXISTS', ARGV[1] .. h[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'node', ARGV[2])
 return 1
+"""
+
+# The nodes that run running jobs and hold no lease: candidates for the judgement
+# (chimera.cluster.liveness); reading them changes nothing.
+_LAPSED = """
+local nodes = {}
+local seen = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local node = redis.call('HGET', ARGV[1] .. 'job:' .. id, 'node')
+  if node and not seen[node] then
+    seen[node] = true
+    if redis.call('EXISTS', ARGV[1] .. 'node:' .. node) == 0 then
+      table.insert(nodes, node)
+    end
+  end
+end
+return nodes
 """
 
 _REMOVE = """
@@ -216,6 +276,8 @@ for _, id in ipairs(ids) do
   if h[1] then redis.call('ZREM', ARGV[3] .. 'owner:' .. h[1], id) end
   if h[2] and h[2] ~= '' then redis.call('DEL', h[2]) end
 end
+-- Every process's readers of these jobs are told at once (chimera.cluster.fanout).
+if #ids > 0 then redis.call('PUBLISH', ARGV[3] .. 'control', 'removed ' .. cjson.encode(ids)) end
 return ids
 """
 
@@ -272,15 +334,43 @@ class RedisStore:
         # Jobs of this process whose events could not be written (Redis unreachable
         # past write_timeout): closed as failed once Redis answers again.
         self._stranded: set[str] = set()
+        # Nodes judged lost by this process (see judge_lost); none until judged.
+        self.lost_nodes: frozenset[str] = frozenset()
         self._create = self.client.register_script(_CREATE)
         self._append = self.client.register_script(_APPEND)
         self._claim = self.client.register_script(_CLAIM)
+        self._lapsed = self.client.register_script(_LAPSED)
         self._remove = self.client.register_script(_REMOVE)
 
     async def open(self) -> None:
+        """Pings Redis and reads the epoch; :class:`ConfigError` saying why it cannot.
+
+        A password problem is told apart from an unreachable Redis (redis-py 8
+        raises ``AuthenticationError``, a ``ConnectionError``, for both a missing
+        and a wrong password: "HELLO must be called with the client already
+        authenticated …", "invalid username-password pair …"); older servers and
+        clients answer a missing one ``NOAUTH Authentication required``). The
+        password itself is never shown.
+        """
         try:
             await self.client.ping()
             await self.refresh_epoch()
+        except (
+            aioredis.AuthenticationError, aioredis.AuthenticationWrongNumberOfArgsError,
+            aioredis.ResponseError,
+        ) as exc:
+            noauth = str(exc).startswith("NOAUTH") or "Authentication required" in str(exc)
+            if isinstance(exc, aioredis.ResponseError) and not noauth:
+                raise ConfigError(f"Redis at {safe_url(self.url)} refused us: {exc}") from exc
+            if urlsplit(self.url).password is None and not password_from_env(self.url):
+                raise ConfigError(
+                    "Redis requires a password: put it in the URL or REDISCLI_AUTH "
+                    f"(redis://:PASSWORD@HOST:PORT/DB; given: {safe_url(self.url)})"
+                ) from exc
+            raise ConfigError(
+                f"Redis refused the password for {safe_url(self.url)} ({exc}): check the "
+                "password in the URL or REDISCLI_AUTH"
+            ) from exc
         except UNREACHABLE as exc:
             raise ConfigError(
                 f"cannot reach Redis at {safe_url(self.url)}: {exc}. Start it, or fix "
@@ -290,10 +380,32 @@ class RedisStore:
             raise ConfigError(f"Redis at {safe_url(self.url)} refused us: {exc}") from exc
 
     async def refresh_epoch(self) -> str:
-        """Reads the data set's epoch, making one if the data set is new (or was lost)."""
-        await self.client.set(EPOCH, secrets.token_hex(8), nx=True)
-        self.epoch = _text(await self.client.get(EPOCH))
+        """Reads the data set's epoch, making one if the data set is new (or was lost).
+
+        Read first and made only when missing: a Redis out of memory refuses the
+        ``SET`` even when it would change nothing, and that must not look like an
+        outage of the whole check. A change from the epoch known so far is noted
+        (:meth:`take_data_lost`)."""
+        async with _translated():
+            epoch = await self.client.get(EPOCH)
+            if epoch is None:
+                await self.client.set(EPOCH, secrets.token_hex(8), nx=True)
+                epoch = await self.client.get(EPOCH)
+        self._note_epoch(_text(epoch))
         return self.epoch
+
+    def _note_epoch(self, epoch: str) -> None:
+        """``epoch`` is the data set's now; a change means Redis lost its data."""
+        if self.epoch and epoch != self.epoch:
+            log.error("Redis lost its data (epoch %s, now %s): history before now is gone",
+                      self.epoch, epoch)
+            self.data_lost = True
+        self.epoch = epoch
+
+    def take_data_lost(self) -> bool:
+        """Whether Redis lost its data since the last call (whoever noticed it)."""
+        lost, self.data_lost = self.data_lost, False
+        return lost
 
     def pubsub(self) -> PubSub:
         """A pub/sub connection (for :class:`chimera.cluster.fanout.RedisFanout`)."""
@@ -319,7 +431,6 @@ class RedisStore:
                 result = await self._create(keys=keys, args=args)
             verdict = _text(result[0])
             if verdict == "epoch":  # the data set was lost: new jobs start a new epoch
-                log.error("Redis lost its data (epoch changed); starting a new epoch")
                 await self.refresh_epoch()
                 continue
             if verdict == "repeat":
@@ -442,47 +553,87 @@ class RedisStore:
         if not calls:
             return
         results = await self._write(calls)
-        refused = {job_id: _text(r) for (job_id, _, _), r in zip(calls, results, strict=True)
-                   if _text(r) != "ok"}
+        # A call's own error (the pipeline goes on past it) refuses only its job.
+        refused = {job_id: f"Redis refused its events ({r})" if isinstance(r, BaseException)
+                   else _text(r)
+                   for (job_id, _, _), r in zip(calls, results, strict=True) if _text(r) != "ok"}
         if refused:
             if "epoch" in refused.values():
-                log.error("Redis lost its data (epoch changed): running jobs cannot go on")
-                # The membership check would now see no change of epoch: tell it.
-                self.data_lost = True
-                await self.refresh_epoch()
+                # Noted as lost by the refresh: every node's check tells its subscribers.
+                with contextlib.suppress(Unavailable):
+                    await self.refresh_epoch()
             # "epoch" and "gone" (the job's keys are missing while it runs): the data
             # set lost them, history included.
             lost = frozenset(j for j, r in refused.items() if r in ("epoch", "gone"))
-            raise EventsRejected(refused, lost)
+            raise EventsRejected(
+                {j: REFUSALS.get(r, r) for j, r in refused.items()}, lost
+            )
 
     async def _write(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """One pipeline of append scripts; retried while Redis is unreachable, for at
-        most ``write_timeout`` seconds (then every job in it is refused)."""
+        """One pipeline of append scripts, each call's answer in order.
+
+        While Redis cannot take them (unreachable, paused past the socket timeout,
+        out of memory, a read-only replica) the calls not yet answered are sent
+        again, with a growing pause, for at most ``write_timeout`` seconds; then
+        each of them is refused, saying why in words, and its job is stranded
+        (closed as failed, with that reason, once Redis takes writes again). A call
+        sent again that had reached Redis is recognised by the script ("ok").
+        """
         deadline = time.monotonic() + self.write_timeout
-        delay = 0.05
+        delay = RETRY_FIRST
+        results: list[Any] = [None] * len(calls)
+        waiting = list(range(len(calls)))
         while True:
+            why = ""
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for _, keys, args in calls:
+                    for i in waiting:
+                        _, keys, args = calls[i]
                         await self._append(keys=keys, args=args, client=pipe)
-                    return list(await pipe.execute(raise_on_error=False))
+                    answers = await pipe.execute(raise_on_error=False)
             except UNREACHABLE as exc:
-                if time.monotonic() + delay > deadline:
-                    # Shown to clients: the exception's text (addresses) stays in the log.
-                    reason = (f"events could not be recorded: Redis unreachable for "
-                              f"{self.write_timeout:g} s")
-                    log.error("%s: %s", reason, exc)
-                    self._stranded.update(job_id for job_id, _, _ in calls)
-                    raise EventsRejected({job_id: reason for job_id, _, _ in calls}) from exc
-                log.warning("Redis unreachable while recording events; retrying: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                why = f"Redis unreachable for {self.write_timeout:g} s"
+                error: BaseException = exc
+            except RedisError as exc:  # the whole pipeline refused (e.g. out of memory)
+                if (why := cannot_write(exc) or "") == "":
+                    raise Unavailable(f"the store (Redis) failed: {exc}") from exc
+                error = exc
+            else:
+                left = []
+                for i, answer in zip(waiting, answers, strict=True):
+                    if isinstance(answer, BaseException) and (reason := cannot_write(answer)):
+                        why, error = reason, answer
+                        left.append(i)
+                    else:
+                        results[i] = answer
+                waiting = left
+                if not waiting:
+                    return results
+            if time.monotonic() + delay > deadline:
+                # Shown to clients: the exception's text (addresses) stays in the log.
+                reason = f"events could not be recorded: {why}"
+                log.error("%s: %s", reason, error)
+                stranded = [calls[i][0] for i in waiting]
+                self._stranded.update(stranded)
+                for i in waiting:
+                    results[i] = reason
+                return results
+            if delay == RETRY_FIRST:  # once per outage of this write, not per try
+                log.warning("Redis cannot take events just now (%s); retrying for up to "
+                            "%g s: %s", why, self.write_timeout, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def read_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
-        async with _translated():
-            rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.client.xrange(
-                stream_key(job_id), f"{after_seq + 1}-0", "+", limit
-            )  # type: ignore[assignment]
+        """The events, read together with the data set's epoch (one transaction): a
+        read that finds the epoch changed notes the loss before returning, so the
+        events returned always belong to :attr:`epoch`."""
+        async with _translated(), self.client.pipeline(transaction=True) as pipe:
+            pipe.xrange(stream_key(job_id), f"{after_seq + 1}-0", "+", limit)
+            pipe.get(EPOCH)
+            rows, epoch = await pipe.execute()
+        if epoch is not None:
+            self._note_epoch(_text(epoch))
         return [Event.from_frame(_text(fields[b"f"])) for _, fields in rows]
 
     async def last_seq(self, job_id: str) -> int:
@@ -492,26 +643,47 @@ class RedisStore:
         return int(seq) if seq is not None else 0
 
     async def unfinished_jobs(self) -> list[Job]:
-        """Running jobs whose process is gone (its lease expired), each taken over
-        by this process: exactly one process gets each such job. Also this
-        process's own jobs whose events it could not write (they were stopped)."""
+        """This process's own jobs whose events it could not write (they were
+        stopped), and the running jobs of the nodes judged lost
+        (:meth:`judge_lost`), each taken over by this process: exactly one process
+        gets each such job, and only while it is still running and still the lost
+        node's under the current epoch."""
         async with _translated():
-            running = [_text(j) for j in await self.client.smembers(RUNNING)]
             claimed = []
             for job_id in list(self._stranded):
-                self._stranded.discard(job_id)
                 node = await self.client.hget(job_key(job_id), "node")
                 job = await self.get_job(job_id, 0)
+                self._stranded.discard(job_id)
                 if node is not None and _text(node) == self.node and job and not job.finished:
                     claimed.append(job)
+            if not self.lost_nodes:
+                return claimed
+            running = [_text(j) for j in await self.client.smembers(RUNNING)]
             for job_id in running:
+                node = await self.client.hget(job_key(job_id), "node")
+                lost = _text(node) if node is not None else ""
+                if lost not in self.lost_nodes:
+                    continue
                 if await self._claim(
-                    keys=[job_key(job_id), RUNNING], args=[P + "node:", self.node, job_id]
+                    keys=[job_key(job_id), RUNNING, EPOCH],
+                    args=[P + "node:", self.node, job_id, lost, self.epoch],
                 ):
+                    log.warning("took over job %s of node %s (lost)", job_id, lost)
                     job = await self.get_job(job_id, 0)
                     if job is not None:
                         claimed.append(job)
         return claimed
+
+    def judge_lost(self, nodes: frozenset[str]) -> None:
+        """The nodes this process has judged lost (chimera.cluster.liveness): only
+        their running jobs are taken over by :meth:`unfinished_jobs`."""
+        self.lost_nodes = nodes
+
+    async def lapsed_nodes(self) -> set[str]:
+        """Nodes that run jobs recorded as running and hold no lease just now."""
+        async with _translated():
+            nodes = await self._lapsed(keys=[RUNNING], args=[P])
+        return {_text(n) for n in nodes} - {self.node}
 
     async def remove_finished_before(self, cutoff: datetime, limit: int) -> list[str]:
         """Removes old finished jobs, if this process holds the retention lock (one
@@ -544,14 +716,24 @@ class RedisStore:
 
 
 class _translated:
-    """Redis being unreachable reaches callers as :class:`Unavailable`."""
+    """Redis errors reach callers as Chimera's: unreachable (or paused past the
+    socket timeout) and read-only are :class:`Unavailable`, out of memory is
+    :class:`StorageFull` (RESOURCE_EXHAUSTED: no room for now), anything else
+    :class:`Unavailable` saying what Redis answered."""
 
     async def __aenter__(self) -> None:
         return None
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: object) -> None:
-        if exc is not None and isinstance(exc, UNREACHABLE):
+        if exc is None or isinstance(exc, ChimeraError):
+            return
+        if isinstance(exc, UNREACHABLE):
             raise Unavailable("the store (Redis) is unreachable: try again shortly") from exc
-        if exc is not None and isinstance(exc, RedisError):
+        if isinstance(exc, OutOfMemoryError):
+            raise StorageFull(f"{OUT_OF_MEMORY}: try again once it has room") from exc
+        if isinstance(exc, RedisError):
+            why = cannot_write(exc)
+            if why is not None:
+                raise StorageUnavailable(f"{why}: try again shortly") from exc
             raise Unavailable(f"the store (Redis) failed: {exc}") from exc

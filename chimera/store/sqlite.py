@@ -25,6 +25,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,6 +33,8 @@ from chimera.errors import (
     AlreadyExists,
     ChimeraError,
     ConfigError,
+    EventsRejected,
+    InvalidArgument,
     ShuttingDown,
     StorageFull,
     StorageUnavailable,
@@ -116,6 +119,62 @@ _JOB_FIELDS = (
 )
 _TEAM_FIELDS = "team, status, model, code, language, token_count, error, thought_count"
 
+@dataclass(frozen=True, slots=True)
+class _AppendRows:
+    """The rows :meth:`SQLiteStore.append` writes for some events: plain values,
+    O(size of the events), never the whole job again."""
+
+    events: list[tuple[Any, ...]]
+    jobs: list[tuple[Any, ...]]
+    teams: list[tuple[Any, ...]]
+    code: list[tuple[Any, ...]]
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> _AppendRows:
+        rows = cls([
+            (e.job_id, e.seq, e.frame,
+             e.team.value if e.team is not None and e.type is EventType.THOUGHT_ADDED else None)
+            for e in events
+        ], [], [], [])
+        for change in changes(events):
+            rows.jobs.append((
+                change.last_sequence, iso_timestamp(change.update_time),
+                change.state.value if change.state else None, end_time_key(change.end_time),
+                change.job_id,
+            ))
+            for team, t in change.teams.items():
+                rows.teams.append((
+                    t.status.value if t.status else None, t.model, t.error, t.thoughts_added,
+                    change.job_id, team.value,
+                ))
+                if t.code is not None:
+                    rows.code.append((*t.code, change.job_id, team.value))
+        return rows
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Inside the caller's transaction."""
+        conn.executemany(
+            "INSERT INTO events (job_id, seq, frame, thought) VALUES (?, ?, ?, ?)", self.events
+        )
+        conn.executemany(
+            "UPDATE jobs SET last_sequence = ?, update_time = ?,"
+            " state = COALESCE(?, state), end_time = COALESCE(?, end_time)"
+            " WHERE job_id = ?",
+            self.jobs,
+        )
+        conn.executemany(
+            "UPDATE teams SET status = COALESCE(?, status), model = COALESCE(?, model),"
+            " error = COALESCE(?, error), thought_count = thought_count + ?"
+            " WHERE job_id = ? AND team = ?",
+            self.teams,
+        )
+        conn.executemany(
+            "UPDATE teams SET code = ?, language = ?, token_count = ?"
+            " WHERE job_id = ? AND team = ?",
+            self.code,
+        )
+
+
 def end_time_key(moment: datetime | None) -> str | None:
     """``jobs.end_time``: UTC, always with microseconds, so text order is time order."""
     if moment is None:
@@ -128,7 +187,9 @@ class SQLiteStore:
 
     Writes are group commits: :meth:`append` gets a batch from the broadcaster;
     concurrent :meth:`create_job` calls queue up while one transaction is being
-    written and go together in the next.
+    written and go together in the next. A record that cannot be written (text
+    that is not UTF-8, say) fails only its own caller (or job); the rest of its
+    group is recorded.
     """
 
     def __init__(self, path: str) -> None:
@@ -229,7 +290,7 @@ class SQLiteStore:
             self._executor, self._run, lambda conn: _insert_jobs(conn, jobs)
         )
 
-        def resolve(done: asyncio.Future[list[tuple[Job, bool] | AlreadyExists]]) -> None:
+        def resolve(done: asyncio.Future[list[tuple[Job, bool] | ChimeraError]]) -> None:
             self._creating = False
             error = done.exception() if not done.cancelled() else asyncio.CancelledError()
             for i, (_, created) in enumerate(batch):
@@ -239,7 +300,7 @@ class SQLiteStore:
                     created.set_exception(error)
                     continue
                 result = done.result()[i]
-                if isinstance(result, AlreadyExists):
+                if isinstance(result, ChimeraError):
                     created.set_exception(result)
                 else:
                     created.set_result(result)
@@ -282,53 +343,39 @@ class SQLiteStore:
         return await self._call(select)
 
     async def append(self, events: Sequence[Event]) -> None:
-        # Rows of plain values, made here: O(size of the events), never the whole job.
-        event_rows = [
-            (e.job_id, e.seq, e.frame,
-             e.team.value if e.team is not None and e.type is EventType.THOUGHT_ADDED else None)
-            for e in events
-        ]
-        job_rows = []
-        team_rows = []
-        code_rows = []
-        for change in changes(events):
-            job_rows.append((
-                change.last_sequence, iso_timestamp(change.update_time),
-                change.state.value if change.state else None, end_time_key(change.end_time),
-                change.job_id,
-            ))
-            for team, t in change.teams.items():
-                team_rows.append((
-                    t.status.value if t.status else None, t.model, t.error, t.thoughts_added,
-                    change.job_id, team.value,
-                ))
-                if t.code is not None:
-                    code_rows.append((*t.code, change.job_id, team.value))
+        """One transaction for the batch (the group commit). If one job's records
+        cannot be written (:func:`_is_record_error`), the batch is written again
+        job by job, and only that job's events are refused
+        (:class:`EventsRejected`): the other jobs' are recorded."""
+        rows = _AppendRows.of(events)
 
         def write(conn: sqlite3.Connection) -> None:
-            with conn:  # one transaction: the group commit
+            try:
+                with conn:
+                    conn.execute("BEGIN")
+                    rows.write(conn)
+                return
+            except Exception as exc:
+                if not _is_record_error(exc):
+                    raise
+            by_job: dict[str, list[Event]] = {}
+            for event in events:
+                by_job.setdefault(event.job_id, []).append(event)
+            refused: dict[str, str] = {}
+            with conn:
                 conn.execute("BEGIN")
-                conn.executemany(
-                    "INSERT INTO events (job_id, seq, frame, thought) VALUES (?, ?, ?, ?)",
-                    event_rows,
-                )
-                conn.executemany(
-                    "UPDATE jobs SET last_sequence = ?, update_time = ?,"
-                    " state = COALESCE(?, state), end_time = COALESCE(?, end_time)"
-                    " WHERE job_id = ?",
-                    job_rows,
-                )
-                conn.executemany(
-                    "UPDATE teams SET status = COALESCE(?, status), model = COALESCE(?, model),"
-                    " error = COALESCE(?, error), thought_count = thought_count + ?"
-                    " WHERE job_id = ? AND team = ?",
-                    team_rows,
-                )
-                conn.executemany(
-                    "UPDATE teams SET code = ?, language = ?, token_count = ?"
-                    " WHERE job_id = ? AND team = ?",
-                    code_rows,
-                )
+                for job_id, its in by_job.items():
+                    conn.execute("SAVEPOINT one_job")
+                    try:
+                        _AppendRows.of(its).write(conn)
+                    except Exception as exc:
+                        if not _is_record_error(exc):
+                            raise
+                        conn.execute("ROLLBACK TO one_job")
+                        refused[job_id] = str(record_error(exc))
+                    conn.execute("RELEASE one_job")
+            if refused:
+                raise EventsRejected(refused)
 
         await self._call(write)
 
@@ -395,54 +442,96 @@ def request_id_of(key: str | None) -> str:
 
 def _insert_jobs(
     conn: sqlite3.Connection, jobs: list[Job]
-) -> list[tuple[Job, bool] | AlreadyExists]:
-    """Records ``jobs`` in one transaction; per job, what ``create_job`` answers."""
-    results: list[tuple[Job, bool] | AlreadyExists] = []
+) -> list[tuple[Job, bool] | ChimeraError]:
+    """Records ``jobs`` in one transaction; per job, what ``create_job`` answers.
+
+    Each job is written under a savepoint of its own: one that cannot be recorded
+    (:func:`_is_record_error`, e.g. text that is not UTF-8) is undone alone and
+    gets its own error, and the others of the group commit go on. A failure of
+    the store itself (disk full, I/O) still fails the whole transaction.
+    """
+    results: list[tuple[Job, bool] | ChimeraError] = []
     with conn:
         conn.execute("BEGIN")
         for job in jobs:
-            if job.request_id:
-                # Scoped to its caller (stored as request_key()); files from before
-                # that hold the bare id, matched with the owner.
-                row = conn.execute(
-                    f"SELECT {_JOB_FIELDS} FROM jobs WHERE request_id = ?"
-                    " OR (request_id = ? AND owner = ?)",
-                    (request_key(job.owner, job.request_id), job.request_id, job.owner),
-                ).fetchone()
-                if row is not None:
-                    results.append((_read_job(conn, row, LATEST_THOUGHTS), False))
-                    continue
-            taken = AlreadyExists(
-                f"job_id {job.job_id!r} is not available (taken or used before); "
-                "choose another or leave it empty"
-            )
-            if conn.execute(
-                "SELECT 1 FROM retired_ids WHERE job_id = ?", (job.job_id,)
-            ).fetchone():
-                results.append(taken)
-                continue
+            conn.execute("SAVEPOINT one_job")
             try:
-                # A failed INSERT undoes only itself, not the others in the transaction.
-                conn.execute(
-                    "INSERT INTO jobs (job_id, request_id, state, end_time, snapshot, owner,"
-                    " brief, create_time, update_time, last_sequence)"
-                    " VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
-                    (job.job_id,
-                     request_key(job.owner, job.request_id) if job.request_id else None,
-                     job.state.value,
-                     end_time_key(job.end_time), job.owner, job.brief,
-                     iso_timestamp(job.create_time), iso_timestamp(job.update_time),
-                     job.last_sequence),
-                )
-            except sqlite3.IntegrityError as exc:
-                # The same answer whoever holds the id, and for a retired one: a
-                # caller learns only that this id is not available.
-                taken.__cause__ = exc
-                results.append(taken)
-                continue
-            _insert_teams(conn, job)
-            results.append((job, True))
+                results.append(_insert_job(conn, job))
+            except Exception as exc:
+                if not _is_record_error(exc):
+                    raise  # the whole transaction is rolled back (its savepoint with it)
+                conn.execute("ROLLBACK TO one_job")
+                results.append(record_error(exc))
+            conn.execute("RELEASE one_job")
     return results
+
+
+def _insert_job(conn: sqlite3.Connection, job: Job) -> tuple[Job, bool] | AlreadyExists:
+    """One job of :func:`_insert_jobs`: ``(job, True)``, the job an earlier request
+    with its ``request_id`` made, or :class:`AlreadyExists`."""
+    if job.request_id:
+        # Scoped to its caller (stored as request_key()); files from before
+        # that hold the bare id, matched with the owner.
+        row = conn.execute(
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE request_id = ?"
+            " OR (request_id = ? AND owner = ?)",
+            (request_key(job.owner, job.request_id), job.request_id, job.owner),
+        ).fetchone()
+        if row is not None:
+            return _read_job(conn, row, LATEST_THOUGHTS), False
+    taken = AlreadyExists(
+        f"job_id {job.job_id!r} is not available (taken or used before); "
+        "choose another or leave it empty"
+    )
+    if conn.execute("SELECT 1 FROM retired_ids WHERE job_id = ?", (job.job_id,)).fetchone():
+        return taken
+    try:
+        # A failed INSERT undoes only itself, not the others in the transaction.
+        conn.execute(
+            "INSERT INTO jobs (job_id, request_id, state, end_time, snapshot, owner,"
+            " brief, create_time, update_time, last_sequence)"
+            " VALUES (?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
+            (job.job_id,
+             request_key(job.owner, job.request_id) if job.request_id else None,
+             job.state.value,
+             end_time_key(job.end_time), job.owner, job.brief,
+             iso_timestamp(job.create_time), iso_timestamp(job.update_time),
+             job.last_sequence),
+        )
+    except sqlite3.IntegrityError as exc:
+        # The same answer whoever holds the id, and for a retired one: a
+        # caller learns only that this id is not available.
+        taken.__cause__ = exc
+        return taken
+    _insert_teams(conn, job)
+    return job, True
+
+
+def _is_record_error(exc: Exception) -> bool:
+    """Whether ``exc`` is about one record (its values cannot be bound or
+    stored), not about the store: text that is not UTF-8 (``UnicodeEncodeError``
+    when sqlite3 binds it), a number out of range, a value of a type it cannot
+    store, a constraint. Anything else sqlite raises (disk full, I/O, a locked or
+    damaged file) concerns every record of the transaction."""
+    if isinstance(exc, sqlite3.Error):
+        return isinstance(
+            exc, (sqlite3.InterfaceError, sqlite3.DataError, sqlite3.IntegrityError,
+                  sqlite3.ProgrammingError)
+        )
+    return True
+
+
+def record_error(exc: Exception) -> ChimeraError:
+    """The Chimera error for a record the store could not write (its caller's alone)."""
+    if isinstance(exc, UnicodeError):
+        return InvalidArgument(
+            f"the job's text cannot be recorded, it is not valid UTF-8 ({exc}): send UTF-8"
+        )
+    if isinstance(exc, sqlite3.Error):
+        return storage_error(exc)
+    return StorageUnavailable(
+        f"the server's storage could not record this ({type(exc).__name__}: {exc})"
+    )
 
 
 def _insert_teams(conn: sqlite3.Connection, job: Job) -> None:
