@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlencode
 
 import grpc
 from rich.console import Console
@@ -371,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="WebSocket base URL (wss://… with TLS)",
     )
     p.add_argument("--since", type=int, default=0, help="only events after this seq")
+    p.add_argument(
+        "--epoch", default="",
+        help="the epoch of that seq (data.epoch of the connected line it came with): "
+        "resuming is refused (close 4410) if the server's store has lost its data since",
+    )
     _add_client_flags(p)
 
     p = sub.add_parser("token", help="mint a signed token (prints it)")
@@ -529,10 +535,15 @@ def _read_ca(path: str | None) -> bytes | None:
         raise ConfigError(f"cannot read --tls-ca: {exc}") from exc
 
 
-async def _follow(client: JobsClient, job_id: str, console: Console) -> pb.Job:
-    async for event in client.events(job_id):
+async def _follow(client: JobsClient, job: pb.Job, console: Console) -> pb.Job:
+    """Prints the job's events as they come, then returns it finished.
+
+    The stream carries the epoch CreateJob answered with: should the server's
+    store lose its data meanwhile, the stream fails (OUT_OF_RANGE) rather than
+    showing another job created under the same id."""
+    async for event in client.events(job.job_id, 0, job.epoch):
         render_event(console, event)
-    return await client.get(job_id)
+    return await client.get(job.job_id)
 
 
 async def _submit(args: argparse.Namespace) -> int:
@@ -542,7 +553,7 @@ async def _submit(args: argparse.Namespace) -> int:
             args.brief, [TEAM_TO_PB[t] for t in args.team], args.job_id, args.request_id
         )
         console.print(f"[bold]job {job.job_id}[/] submitted: {job.brief}")
-        job = await _follow(client, job.job_id, console)
+        job = await _follow(client, job, console)
     render_code(console, job)
     render_job(console, job)
     return 0 if job.state == pb.JOB_STATE_SUCCEEDED else 1
@@ -583,7 +594,8 @@ async def _watch(args: argparse.Namespace) -> int:
     if not is_valid_job_id(args.job_id):
         errors.print(f"[red]error:[/] malformed job id {args.job_id!r}")
         return 2
-    url = f"{args.ws.rstrip('/')}/ws/orchestrate/{args.job_id}?since={args.since}"
+    query = {"since": args.since, **({"epoch": args.epoch} if args.epoch else {})}
+    url = f"{args.ws.rstrip('/')}/ws/orchestrate/{args.job_id}?{urlencode(query)}"
     context = None
     if args.tls_ca is not None:
         context = ssl.create_default_context(cafile=args.tls_ca)
@@ -659,7 +671,7 @@ async def _run_demo(brief: str, server: ChimeraServer) -> int:
             async with JobsClient(f"127.0.0.1:{server.grpc_port}") as client:
                 job = await client.create(brief)
                 console.print(f"[bold]job {job.job_id}[/] submitted: {job.brief}")
-                job = await _follow(client, job.job_id, console)
+                job = await _follow(client, job, console)
         finally:
             server.stop()
         await serving

@@ -86,10 +86,16 @@ class JobsClient:
         return response.job
 
     async def events(
-        self, job_id: str, after_sequence: int = 0
+        self, job_id: str, after_sequence: int = 0, epoch: str = ""
     ) -> AsyncGenerator[pb.JobEvent, None]:
+        """The job's events after ``after_sequence``. ``epoch`` (``Job.epoch`` of the
+        answer the position came from) makes the server refuse a position from
+        another lifetime of its store (``OUT_OF_RANGE``) rather than stream
+        another job that reuses the id."""
         call = self._stub.StreamJobEvents(
-            pb.StreamJobEventsRequest(job_id=job_id, after_sequence=after_sequence),
+            pb.StreamJobEventsRequest(
+                job_id=job_id, after_sequence=after_sequence, epoch=epoch
+            ),
             metadata=self._metadata,
         )
         try:

@@ -148,17 +148,29 @@ class HistoryGone(SubscriptionError):
 
     Raised when a subscriber resumes (``since``/``after_sequence`` > 0) from a
     job this server has no record of, usually because retention removed it,
-    and when retention removes a job while a subscriber is still reading it.
+    and when retention removes a job while a subscriber is still reading it;
+    also (:meth:`other_epoch`) when the position's epoch names another lifetime
+    of the store (its data was lost since), whatever the job id now holds.
     Resuming cannot succeed; the client should stop or start over.
     """
 
-    def __init__(self, job_id: str, after_seq: int) -> None:
+    def __init__(self, job_id: str, after_seq: int, why: str = "") -> None:
         super().__init__(
             f"history gone: job {job_id!r} has no events kept after seq {after_seq} "
-            "(removed by retention, or never recorded on this server)"
+            f"({why or 'removed by retention, or never recorded on this server'})"
         )
         self.job_id = job_id
         self.after_seq = after_seq
+
+    @classmethod
+    def other_epoch(cls, job_id: str, after_seq: int, epoch: str, current: str) -> HistoryGone:
+        """The position ``{after_seq, epoch}`` is from a store lifetime that ended:
+        ``job_id`` may now name another job, whose events must not be spliced on."""
+        return cls(
+            job_id, after_seq,
+            f"the position is from another lifetime of the store: epoch {epoch!r}, now "
+            f"{current!r}; start over from since=0 (after_sequence 0), without the old epoch",
+        )
 
 
 # The gRPC status code (by name) each error is reported with, on every plane: gRPC

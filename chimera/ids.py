@@ -55,3 +55,23 @@ def check_text(field: str, text: str) -> str:
             f"{text[exc.start]!r}, at character {exc.start}): send UTF-8"
         ) from None
     return text
+
+
+# A stream position's epoch (Store.epoch) as a client sends it back: the same
+# alphabet as a job id, so it stays URL-safe and bounded; "" means none.
+MAX_EPOCH_LENGTH = 64
+_EPOCH = re.compile(r"[A-Za-z0-9_-]{0,64}")
+
+
+def is_valid_epoch(epoch: str) -> bool:
+    """``""`` (no epoch) or 1-64 of ``[A-Za-z0-9_-]``."""
+    return _EPOCH.fullmatch(epoch) is not None
+
+
+def check_epoch(epoch: str) -> str:
+    if not is_valid_epoch(epoch):
+        raise InvalidArgument(
+            f"epoch is malformed: use at most {MAX_EPOCH_LENGTH} characters from A-Z, a-z, "
+            "0-9, '-' and '_' (the epoch the server gave with the position), or leave it out"
+        )
+    return epoch

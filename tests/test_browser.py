@@ -101,6 +101,14 @@ def start_serve(
     return Serve(process, int(found[1]), int(found[2]), log)
 
 
+def snapshot_epoch(serve: Serve, job_id: str) -> str:
+    """The epoch the job's snapshot names (the store lifetime its seq numbers are of)."""
+    with urllib.request.urlopen(f"{serve.base}/api/jobs/{job_id}", timeout=10) as response:
+        epoch: str = json.loads(response.read())["epoch"]
+    assert re.fullmatch(r"[0-9a-f]{16}", epoch)
+    return epoch
+
+
 def create_job(serve: Serve, job_id: str, brief: str = GUIDE_BRIEF, tok: str | None = None) -> None:
     """CreateJob over gRPC (the sync stub: Playwright's sync API owns this thread's loop)."""
     with grpc.insecure_channel(f"127.0.0.1:{serve.grpc_port}") as channel:
@@ -416,6 +424,99 @@ def test_events_and_snapshots_fold_into_one_model_each_thought_once(
 
 # -- when the WebSocket is not there ------------------------------------------------------------
 
+EPOCHS = """async () => {
+  const { emptyJob, applyEvent, applySnapshot, webSocketUrl } = await import("/static/chimera.js");
+  const snap = (seq, epoch, brief) => ({
+    job_id: "j", brief, state: "running", last_sequence: seq, epoch, teams: [],
+  });
+  const job = emptyJob("j");
+  const out = {};
+  out.first = applySnapshot(job, snap(3, "aaaa", "a login form"));
+  out.epoch = job.epoch;
+  out.url = webSocketUrl("http://h:1", "j", job.last_sequence, job.epoch);
+  out.fresh = webSocketUrl("http://h:1", "j", 0, job.epoch);
+  // Another lifetime of the store: the same id, another job; not folded in.
+  out.other = applySnapshot(job, snap(9, "bbbb", "a todo list"));
+  out.after = [job.brief, job.last_sequence, job.epoch];
+  out.event = applyEvent(job, { type: "status_change", seq: 4, data: { status: "running" } });
+  out.same = applySnapshot(job, snap(9, "aaaa", "a login form"));
+  return out;
+}"""
+
+
+def test_a_position_is_seq_and_epoch_and_another_epochs_snapshot_is_not_folded(
+    page: Page, sites: Sites
+) -> None:
+    page.goto(f"{sites.chimera.base}/")
+    assert page.evaluate(EPOCHS) == {
+        "first": True,
+        "epoch": "aaaa",
+        "url": "ws://h:1/ws/orchestrate/j?since=3&epoch=aaaa",
+        "fresh": "ws://h:1/ws/orchestrate/j",  # starting over: no position to check
+        "other": False,
+        "after": ["a login form", 3, "aaaa"],
+        "event": True,
+        "same": True,
+    }
+
+
+def test_a_server_back_on_an_empty_database_is_never_spliced_onto_the_page(
+    page: Page, tmp_path: Path
+) -> None:
+    """The page follows "reused" (a login form); the server dies and comes back on a new
+    database where "reused" is a todo list. The page resumes with its old {seq, epoch},
+    is told history is gone (4410), and starts over: it shows the todo list alone."""
+    urls: list[str] = []
+    blocked = False
+
+    def route(ws: WebSocketRoute) -> None:
+        urls.append(ws.url)
+        if blocked:
+            ws.close(code=1011)  # not yet: the new "reused" is not created
+        else:
+            ws.connect_to_server()
+
+    page.route_web_socket(WS_ROUTE, route)
+    first = start_serve(tmp_path, "first", "--sim-delay", "0.4", ws_port=free_port())
+    try:
+        page.goto(f"{first.base}/jobs/reused")
+        wait_attr(page, "#connection", "data-connection-state", "connected")
+        create_job(first, "reused", "a login form")
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-thought-id]').length >= 2", timeout=30_000
+        )
+        old_epoch = snapshot_epoch(first, "reused")
+        blocked = True
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        wait_attr(page, "#connection", "data-connection-state", ("reconnecting", "polling"))
+    finally:
+        first.stop()
+    resumed_from = len(urls)
+    second = start_serve(tmp_path, "second", "--sim-delay", "0.4", ws_port=first.ws_port)
+    try:
+        create_job(second, "reused", "a todo list")
+        new_epoch = snapshot_epoch(second, "reused")
+        assert new_epoch != old_epoch
+        blocked = False
+        wait_attr(page, "#job", "data-job-status", "succeeded")
+        wait_attr(page, "#connection", "data-connection-state", "closed")
+        assert page.locator("h1.brief").inner_text() == "a todo list"
+        assert page_thoughts(page) == server_thoughts(second, "reused")
+        codes = page.locator("[data-code]").all_inner_texts()
+        assert all("TodoList" in c and "LoginForm" not in c for c in codes), codes
+        assert "LoginForm" not in page.inner_text("main")
+        after = urls[resumed_from:]
+        # Its resumes carried the old position's epoch until the 4410 sent it back to
+        # the snapshot, then (if the job was still running) the new one: never mixed.
+        assert re.search(rf"\?since=[1-9]\d*&epoch={old_epoch}$", after[0]), after
+        epochs = [m[1] if (m := re.search(r"&epoch=(\w+)$", u)) else "" for u in after]
+        olds = epochs.index(new_epoch) if new_epoch in epochs else len(epochs)
+        assert set(epochs[:olds]) == {old_epoch} and set(epochs[olds:]) <= {new_epoch}, after
+    finally:
+        second.stop()
+
+
 def test_websockets_blocked_polls_snapshots_to_the_end(page: Page, sites: Sites) -> None:
     serve = sites.chimera
     page.route_web_socket(WS_ROUTE, lambda route: route.close(code=1011))
@@ -549,8 +650,10 @@ def test_close_codes_too_slow_resumes_at_once_history_gone_reloads_the_snapshot(
     wait_attr(page, "#job", "data-job-status", "succeeded")
     wait_attr(page, "#connection", "data-connection-state", "closed")
     assert page_thoughts(page) == server_thoughts(serve, job_id)
-    # One cut, one resume from where the page was (4008), or from the snapshot (4410).
-    assert len(urls) == 2 and re.search(r"\?since=[1-9]\d*$", urls[1]), urls
+    # One cut, one resume from where the page was (4008), or from the snapshot (4410),
+    # with the epoch of that position.
+    epoch = snapshot_epoch(serve, job_id)
+    assert len(urls) == 2 and re.search(rf"\?since=[1-9]\d*&epoch={epoch}$", urls[1]), urls
     assert "reconnecting" not in states(page) and "polling" not in states(page)
 
 

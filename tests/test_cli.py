@@ -71,6 +71,32 @@ async def test_submit_status_jobs_watch_cancel(server: Running) -> None:
     assert code == 2 and "malformed" in err
 
 
+async def test_watch_resumes_with_since_and_the_epoch_of_its_connected_line(
+    server: Running,
+) -> None:
+    ws = f"ws://127.0.0.1:{server.server.ws_port}"
+    code, out, err = await run("submit", "a counter", "--server", server.grpc_target,
+                               "--job-id", "cli-epoch")
+    assert code == 0, err
+    code, out, err = await run("watch", "cli-epoch", "--ws", ws)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    epoch, last = lines[0]["data"]["epoch"], lines[-1]["seq"]
+    code, out, err = await run("watch", "cli-epoch", "--ws", ws, "--since", "5", "--epoch", epoch)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [m["seq"] for m in lines[1:]] == list(range(6, last + 1))
+    # A position from another lifetime of the server's store: history gone, exit 1.
+    code, out, err = await run("watch", "cli-epoch", "--ws", ws, "--since", "5",
+                               "--epoch", "0123456789abcdef")
+    assert code == 1
+    assert [json.loads(line)["type"] for line in out.splitlines()] == ["connected", "error"]
+    assert "history gone" in out and "another lifetime of the store" in out
+    code, out, err = await run("watch", "cli-epoch", "--ws", ws, "--since", "5",
+                               "--epoch", "not an epoch")
+    assert code == 2 and "HTTP 400" in err and "epoch must be one value" in err
+
+
 async def test_submit_exit_code_is_1_when_the_job_fails(start_server: StartServer) -> None:
     failing = await start_server(sim_fail=frozenset(TeamName))
     code, out, _ = await run("submit", "a counter", "--server", failing.grpc_target)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import sqlite3
 import urllib.request
@@ -111,7 +112,7 @@ async def test_a_20000_event_job_a_restart_and_a_resume_read_back_as_delivered(
         }
         for view, job in views.items():
             got = await client.get("big", view)
-            want = job_to_pb(job)
+            want = job_to_pb(job, got.epoch)
             want.create_time.CopyFrom(got.create_time)  # not derived from events
             assert got == want, view
         listed = (await client.list()).jobs
@@ -121,7 +122,9 @@ async def test_a_20000_event_job_a_restart_and_a_resume_read_back_as_delivered(
     for query, job in (("?view=full", expected), ("", latest(expected, LATEST_THOUGHTS)),
                        ("?view=basic", latest(expected, 0))):
         snapshot = await asyncio.to_thread(fetch, base + query)
-        assert snapshot == {**job.to_dict(), "create_time": snapshot["create_time"]}, query
+        assert snapshot == {
+            **job.to_dict(), "create_time": snapshot["create_time"], "epoch": listed[0].epoch
+        }, query
 
 
 async def test_a_schema_1_database_opens_and_serves_its_jobs(
@@ -154,6 +157,9 @@ async def test_a_schema_1_database_opens_and_serves_its_jobs(
             assert [t["text"] for t in ours] == team["thoughts"]  # the same texts as before
             team["thoughts"] = ours
             team["thoughtCount"] = str(len(ours))
+        # The file gets its epoch when first opened (positions from before had none).
+        before["epoch"] = (await client.get("old-done")).epoch
+        assert re.fullmatch(r"[0-9a-f]{16}", before["epoch"])
         for view in (pb.JOB_VIEW_UNSPECIFIED, pb.JOB_VIEW_FULL):
             assert MessageToDict(await client.get("old-done", view)) == before
         # Its request_id still finds it.
@@ -185,7 +191,7 @@ async def test_a_schema_1_database_opens_and_serves_its_jobs(
         Job("new-job", "a counter", {t: TeamRun(t) for t in TeamName}, epoch, epoch),
         await frames(await ws_connect(server.ws_url("new-job"))),
     )
-    want = job_to_pb(folded)
+    want = job_to_pb(folded, new.epoch)
     want.create_time.CopyFrom(new.create_time)
     assert new == want
     async with server.client() as client:

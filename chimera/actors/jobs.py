@@ -35,7 +35,7 @@ from chimera.errors import (
     SinceTooLarge,
 )
 from chimera.events import ALL_TEAMS, TEAM_FINAL, Draft, JobState, TeamName, TeamStatus, utc_now
-from chimera.ids import check_job_id, check_text, new_job_id
+from chimera.ids import check_epoch, check_job_id, check_text, new_job_id
 from chimera.job import Job, JobView, TeamRun, thought_limit
 from chimera.observability import metrics
 from chimera.observability.logs import job_context
@@ -383,7 +383,21 @@ class JobManager:
         if principal.job is None and not principal.all_jobs:
             await self._load(job_id, principal)
 
-    async def watch(self, job_id: str, since: int, *, principal: Principal) -> Subscription:
+    @property
+    def epoch(self) -> str:
+        """The store's current lifetime (:attr:`Store.epoch`): a gateway hands it to
+        clients beside the sequence numbers (``connected``, the snapshot, ``Job``),
+        and they send it back with ``since`` to resume.
+
+        Read it before reading the job a client is given: should the lifetime
+        change in between, the client holds the older epoch and its resume fails
+        safe (history gone) instead of being trusted.
+        """
+        return self._store.epoch
+
+    async def watch(
+        self, job_id: str, since: int, *, principal: Principal, epoch: str = ""
+    ) -> Subscription:
         """The one subscribe/resume rule, for every gateway: a registered
         subscription to ``job_id``'s events after ``since``.
 
@@ -393,25 +407,39 @@ class JobManager:
         - ``since`` > 0 resumes: :class:`HistoryGone` if this server keeps no
           such job (retention removed it, or it never existed here);
           :class:`SinceTooLarge` if ``since`` is past the job's last ``seq``.
+        - ``epoch`` (the position's, as :attr:`epoch` gave it) other than the
+          store's current one: :class:`HistoryGone`, whatever ``since`` is, as
+          the store's data was lost since and ``job_id`` may name another job
+          now. Without an epoch (``""``) a position is trusted by ``seq`` alone:
+          after such a loss, a job created again under the same id would be
+          resumed as if it were the old one.
         - :class:`Unavailable` while shutting down.
 
-        Checked after registering, so a job removed in between still ends the
-        subscription (with :class:`HistoryGone`) rather than leaving a silent
-        wait. The caller owns the subscription: use it as a context manager.
+        Checked after registering, so a job removed in between (or a lost data
+        set noticed in between) still ends the subscription (with
+        :class:`HistoryGone`) rather than leaving a silent wait. The caller
+        owns the subscription: use it as a context manager.
         """
         await self.authorize_watch(job_id, principal=principal)
         if since < 0:
             raise InvalidArgument("since must be 0 or more (the last seq you received)")
+        check_epoch(epoch)
         subscription = self._broadcaster.subscribe(job_id, since)
         try:
-            await self._check_resume(job_id, since)
+            await self._check_resume(job_id, since, epoch, subscription.epoch)
         except BaseException:
             subscription.close()
             raise
         return subscription
 
-    async def _check_resume(self, job_id: str, since: int) -> None:
-        """Raises if resuming ``job_id`` after ``since`` cannot work."""
+    async def _check_resume(
+        self, job_id: str, since: int, epoch: str = "", current: str = ""
+    ) -> None:
+        """Raises if resuming ``job_id`` after ``since`` in ``epoch`` cannot work;
+        ``current`` is the store's epoch the subscription was registered under (a
+        later change is the broadcaster's to report: :meth:`Broadcaster.data_lost`)."""
+        if epoch and epoch != current:
+            raise HistoryGone.other_epoch(job_id, since, epoch, current)
         if since == 0:
             return  # a new subscriber; an unknown job is waited for
         # The caller's right to the job was checked by watch.

@@ -56,7 +56,9 @@ def teams_from_pb(values: list[pb.Team.ValueType]) -> list[TeamName]:
     return teams
 
 
-def job_to_pb(job: Job) -> pb.Job:
+def job_to_pb(job: Job, epoch: str) -> pb.Job:
+    """``job`` as gRPC answers it; ``epoch`` is the store lifetime its sequence
+    numbers belong to (``JobManager.epoch``, read before the job was)."""
     return pb.Job(
         job_id=job.job_id,
         brief=job.brief,
@@ -79,6 +81,7 @@ def job_to_pb(job: Job) -> pb.Job:
         update_time=timestamp(job.update_time),
         end_time=timestamp(job.end_time),
         last_sequence=job.last_sequence,
+        epoch=epoch,
     )
 
 

@@ -237,21 +237,25 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 principal=self._principal(context),
                 caller=peer_host(context.peer()),
             )
-        return pb.CreateJobResponse(job=job_to_pb(job))
+        # After: creating the job is what moves a store that lost its data on to
+        # its new epoch, and the job belongs to that one.
+        return pb.CreateJobResponse(job=job_to_pb(job, self._jobs.epoch))
 
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetJobResponse:
+        epoch = self._jobs.epoch  # before the job: see JobManager.epoch
         async with aborting_on_error(context):
             job = await self._jobs.get(
                 request.job_id, principal=self._principal(context),
                 view=view_from_pb(request.view),
             )
-        return pb.GetJobResponse(job=job_to_pb(job))
+        return pb.GetJobResponse(job=job_to_pb(job, epoch))
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListJobsResponse:
+        epoch = self._jobs.epoch
         async with aborting_on_error(context):
             principal, view = self._principal(context), view_from_pb(request.view)
             self._jobs.authorize_list(principal=principal)  # before parsing the token
@@ -260,15 +264,16 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 principal=principal, view=view,
             )
         return pb.ListJobsResponse(
-            jobs=[job_to_pb(j) for j in jobs], next_page_token=encode_page_token(cursor)
+            jobs=[job_to_pb(j, epoch) for j in jobs], next_page_token=encode_page_token(cursor)
         )
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CancelJobResponse:
+        epoch = self._jobs.epoch
         async with aborting_on_error(context):
             job = await self._jobs.cancel(request.job_id, principal=self._principal(context))
-        return pb.CancelJobResponse(job=job_to_pb(job))
+        return pb.CancelJobResponse(job=job_to_pb(job, epoch))
 
     async def StreamJobEvents(
         self,
@@ -280,12 +285,15 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         The rule is :meth:`JobManager.watch`'s, shared with the WebSocket: an
         unknown job at 0 is waited for; resuming one this server does not keep
         is OUT_OF_RANGE (history gone), not NOT_FOUND, so a client can tell a
-        gap it cannot fill from a typo.
+        gap it cannot fill from a typo; so is an ``epoch`` other than the
+        store's current one (the position is from a lifetime of the store that
+        ended: the id may name another job now).
         """
         async with aborting_on_error(context):
             principal = self._principal(context)
             subscription = await self._jobs.watch(
-                request.job_id, request.after_sequence, principal=principal
+                request.job_id, request.after_sequence, principal=principal,
+                epoch=request.epoch,
             )
             async with subscription:
                 # The stream ends UNAUTHENTICATED when the token expires.

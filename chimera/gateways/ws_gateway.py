@@ -1,12 +1,16 @@
 """The WebSocket gateway: live job events for browsers, on a bare ``websockets`` server.
 
-``ws://HOST:PORT/ws/orchestrate/{job_id}[?since=N]``: the server sends
-``connected``, then every event after ``since`` (default 0, the whole history),
+``ws://HOST:PORT/ws/orchestrate/{job_id}[?since=N[&epoch=E]]``: the server sends
+``connected`` (its ``data.epoch`` names the store's lifetime the ``seq`` numbers
+belong to), then every event after ``since`` (default 0, the whole history),
 then live events, each exactly once and in order, and closes with 1000 after
-the job's final event. The client may send ``ping`` or ``{"type":"ping"}`` and
-gets ``pong``; ``create_job`` and ``cancel_job`` (:mod:`chimera.gateways.ws_commands`)
-submit and cancel the socket's job through the same JobManager, scopes and limits
-as CreateJob/CancelJob, with the token the handshake accepted; anything else gets
+the job's final event. A resume sends back the epoch with its ``since``; one
+from another lifetime of the store (its data was lost since, and the id may
+name another job now) is closed 4410, never spliced onto the new job's events.
+The client may send ``ping`` or ``{"type":"ping"}`` and gets ``pong``;
+``create_job`` and ``cancel_job`` (:mod:`chimera.gateways.ws_commands`) submit
+and cancel the socket's job through the same JobManager, scopes and limits as
+CreateJob/CancelJob, with the token the handshake accepted; anything else gets
 an ``error`` message and the connection stays.
 
 A socket opened to submit: a well-formed id of a job that does not exist yet is
@@ -18,7 +22,8 @@ live events.
 
 Plain HTTP on the same port (through ``process_request``): ``GET /healthz`` and
 ``GET /api/jobs/{job_id}[?view=basic|full]`` (the job's JSON snapshot, for clients
-that poll; the latest 100 thoughts of each team unless ``view`` says otherwise). The
+that poll, with the ``epoch`` its ``last_sequence`` belongs to; the latest 100
+thoughts of each team unless ``view`` says otherwise). The
 endpoints are one table (:mod:`chimera.gateways.routes`): an unknown path is 404,
 a known path with another method 405 (with ``Allow``). ``GET /api/jobs`` lists jobs
 like ListJobs (``page_size``, ``page_token``, ``view``; basic by default). The
@@ -41,11 +46,12 @@ too large; 1013 try again later (a subscriber limit was reached, or the store
 cannot be read or written just now);
 :data:`CLOSE_TOO_SLOW` (4008) the subscriber fell behind (resume with
 ``since``); :data:`CLOSE_HISTORY_GONE` (4410) resuming (``since`` > 0) a job this
-server does not keep (retention removed it, or it never existed here), or the
-job being removed while read; :data:`CLOSE_SINCE_TOO_LARGE` (4416) ``since`` is
-past the job's last ``seq``; :data:`CLOSE_TOKEN_EXPIRED` (4401) the token the
-socket was opened with expired (at its ``exp`` plus the 30 s clock leeway; other
-sockets are untouched). Before a 4410, 4416 or 4401 close the server sends an
+server does not keep (retention removed it, or it never existed here), an
+``epoch`` other than the store's current one, or the job being removed while
+read; :data:`CLOSE_SINCE_TOO_LARGE` (4416) ``since`` is past the job's last
+``seq``; :data:`CLOSE_TOKEN_EXPIRED` (4401) the token the socket was opened
+with expired (at its ``exp`` plus the 30 s clock leeway; other sockets are
+untouched). Before a 4410, 4416 or 4401 close the server sends an
 ``error`` message saying why. ``since=0`` for an unknown job is not an error: it
 waits for the job to exist.
 
@@ -121,7 +127,7 @@ from chimera.gateways.ws_commands import (
     job_created,
     parse_command,
 )
-from chimera.ids import is_ascii_number, is_valid_job_id
+from chimera.ids import MAX_EPOCH_LENGTH, is_ascii_number, is_valid_epoch, is_valid_job_id
 from chimera.job import JobView
 from chimera.observability.logs import log_context
 from chimera.observability.metrics import (
@@ -147,8 +153,9 @@ CLOSE_TOKEN_EXPIRED = 4401
 SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
 
-def parse_subscription(target: Target) -> tuple[str, int]:
-    """``(job_id, since)`` of a subscription request; ``ValueError`` says what is wrong."""
+def parse_subscription(target: Target) -> tuple[str, int, str]:
+    """``(job_id, since, epoch)`` of a subscription request (``epoch`` ``""`` when
+    not given); ``ValueError`` says what is wrong."""
     job_id = target.params["job_id"]
     if not is_valid_job_id(job_id):
         raise ValueError("malformed job id: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_'")
@@ -159,7 +166,13 @@ def parse_subscription(target: Target) -> tuple[str, int]:
     since = int(since_text)
     if since > MAX_SINCE:
         raise ValueError("since is too large")
-    return job_id, since
+    epochs = target.query.get("epoch", [""])
+    if len(epochs) != 1 or not is_valid_epoch(epochs[0]):
+        raise ValueError(
+            f"epoch must be one value of at most {MAX_EPOCH_LENGTH} characters from A-Z, "
+            "a-z, 0-9, '-', '_' (the epoch of the connected message you resume from)"
+        )
+    return job_id, since, epochs[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +185,8 @@ class _Admitted:
     # False: admitted only to create the job (see the module docstring); no
     # events until it has.
     watching: bool = True
+    # The position's epoch ("": none, trusted by seq alone): JobManager.watch checks it.
+    epoch: str = ""
 
 
 class WebSocketGateway:
@@ -338,7 +353,7 @@ class WebSocketGateway:
     ) -> Response | None:
         """Path, token, the right to this job, then the subscriber limits; None accepts."""
         try:
-            job_id, since = parse_subscription(target)
+            job_id, since, epoch = parse_subscription(target)
         except ValueError as exc:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
         try:
@@ -353,7 +368,7 @@ class WebSocketGateway:
             self._limits.check(job_id, _address(connection))
         except ChimeraError as exc:
             return _refusal(connection, exc)
-        self._admitted[connection] = _Admitted(job_id, since, principal, watching)
+        self._admitted[connection] = _Admitted(job_id, since, principal, watching, epoch)
         return None
 
     def _principal(self, request: Request, target: Target) -> Principal:
@@ -399,13 +414,16 @@ class WebSocketGateway:
                 {"error": "view must be basic (no thoughts) or full (every thought); "
                           "leave it out for the latest 100 of each team"},
             )
+        # Read before the job (see JobManager.epoch): the lifetime its last_sequence is of.
+        epoch = self._jobs.epoch
         try:
             job = await self._jobs.get(
                 job_id, principal=self._principal(request, target), view=view
             )
         except ChimeraError as exc:
             return self._cors.apply(request, _refusal(connection, exc, as_json=True))
-        return self._cors.apply(request, _json(connection, http.HTTPStatus.OK, job.to_dict()))
+        body = {**job.to_dict(), "epoch": epoch}
+        return self._cors.apply(request, _json(connection, http.HTTPStatus.OK, body))
 
     async def _list_jobs(
         self, connection: ServerConnection, request: Request, target: Target
@@ -624,18 +642,25 @@ class WebSocketGateway:
         except ResourceExhausted as exc:
             await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
             return None
-        connected = control_message(
-            "connected",
-            job_id=job_id,
-            data={"message": f"Connected to job {job_id}", "since": since},
-        )
+
+        def connected(epoch: str) -> str:
+            # ``epoch``: the store lifetime the events that follow belong to. A client
+            # resumes with it (and since); watch refuses another lifetime's (4410).
+            return self._counted(control_message(
+                "connected",
+                job_id=job_id,
+                data={"message": f"Connected to job {job_id}", "since": since, "epoch": epoch},
+            ))
+
         try:
             if not admitted.watching:
-                await ws.send(self._counted(connected))
+                await ws.send(connected(self._jobs.epoch))
                 if not await self._until_created(ws, admitted, address):
                     self._limits.release(job_id, address)
                     return None
-            subscription = await self._jobs.watch(job_id, since, principal=admitted.principal)
+            subscription = await self._jobs.watch(
+                job_id, since, principal=admitted.principal, epoch=admitted.epoch
+            )
         except ConnectionClosed:
             self._limits.release(job_id, address)
             return None
@@ -648,12 +673,12 @@ class WebSocketGateway:
             # Accepted, then refused.
             with contextlib.suppress(ConnectionClosed):
                 if admitted.watching:
-                    await ws.send(self._counted(connected))
+                    await ws.send(connected(self._jobs.epoch))
             await self._refuse(ws, job_id, exc)
             return None
         try:
             if admitted.watching:
-                await ws.send(self._counted(connected))
+                await ws.send(connected(subscription.epoch))
         except BaseException:
             subscription.close()
             self._limits.release(job_id, address)

@@ -22,8 +22,11 @@ from chimera.job import Job
 
 
 class Store(Protocol):
-    #: The store's lifetime: a value made when its data set is new, so a position
-    #: (job, seq) from before a loss of data is told apart from one after it.
+    #: The id of the store's current lifetime (a stream position is ``{seq, epoch}``,
+    #: as Centrifugo's ``StreamPosition{offset, epoch}``): it changes when the data
+    #: set is new or was lost (Redis flushed or restarted empty; a new SQLite file),
+    #: after which a job id may name a different job. Set by :meth:`open`; a store
+    #: whose data can be lost while it runs (Redis) updates it when it notices.
     epoch: str
 
     async def open(self) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +94,9 @@ CREATE TABLE IF NOT EXISTS teams (
 -- Ids of jobs retention removed: never given again, so a client resuming the
 -- old job cannot be streamed a new, different one under the same id.
 CREATE TABLE IF NOT EXISTS retired_ids (job_id TEXT PRIMARY KEY) WITHOUT ROWID;
+-- One row, key 'epoch': a random id made when the file is new (Store.epoch), so a
+-- position {seq, epoch} from another database file is told apart from this one's.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -194,10 +198,12 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._closed = False
-        self.epoch = ""  # placeholder until the epoch is persisted (branch epoch)
         # create_job calls waiting for the next group commit, and whether one is running.
         self._creates: list[tuple[Job, asyncio.Future[tuple[Job, bool]]]] = []
         self._creating = False
+        # The file's epoch (Store.epoch), read by open(): the same for as long as the
+        # file lives, a new one for a new file (or an in-memory database).
+        self.epoch = ""
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Runs ``fn`` on the store's thread (called there); sqlite errors translated."""
@@ -233,6 +239,7 @@ class SQLiteStore:
                     conn.execute("PRAGMA foreign_keys=ON")
                     conn.executescript(_SCHEMA)
                     _migrate(conn)
+                    epoch = _epoch(conn)
                 except BaseException:
                     conn.close()
                     raise
@@ -243,6 +250,7 @@ class SQLiteStore:
                 self._unlock()
                 raise
             self._conn = conn
+            self.epoch = epoch
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
@@ -629,6 +637,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
             "CREATE INDEX IF NOT EXISTS events_thoughts ON events(job_id, thought, seq)"
             " WHERE thought IS NOT NULL"
         )
+
+
+def _epoch(conn: sqlite3.Connection) -> str:
+    """The file's epoch, made on its first open (a new file; or one written before
+    epochs existed, whose positions had none) and the same on every later open."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (secrets.token_hex(8),)
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+    return str(row[0])
 
 
 def storage_error(exc: sqlite3.Error) -> ChimeraError:

@@ -212,11 +212,18 @@ class Job(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     brief: _builtins.str
     state: Global___JobState.ValueType
     last_sequence: _builtins.int
     """The sequence number of the job's latest event."""
+    epoch: _builtins.str
+    """The store lifetime the job's sequence numbers belong to: it changes when the
+    server's data is lost (Redis flushed or restarted empty, a new database file),
+    after which the same job_id may name another job. Send it back as
+    StreamJobEventsRequest.epoch with after_sequence = last_sequence to resume.
+    """
     @_builtins.property
     def teams(self) -> _containers.RepeatedCompositeFieldContainer[Global___TeamRun]: ...
     @_builtins.property
@@ -238,10 +245,11 @@ class Job(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         last_sequence: _builtins.int = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["brief", b"brief", "create_time", b"create_time", "end_time", b"end_time", "job_id", b"job_id", "last_sequence", b"last_sequence", "state", b"state", "teams", b"teams", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brief", b"brief", "create_time", b"create_time", "end_time", b"end_time", "epoch", b"epoch", "job_id", b"job_id", "last_sequence", b"last_sequence", "state", b"state", "teams", b"teams", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -440,18 +448,26 @@ class StreamJobEventsRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     after_sequence: _builtins.int
     """Only events with a greater sequence number are sent; 0 sends the whole history."""
+    epoch: _builtins.str
+    """Optional: the epoch (Job.epoch) after_sequence belongs to. If it is not the
+    store's current one, the stream fails with OUT_OF_RANGE ("history gone"):
+    the events after it are not kept, and the job_id may name another job now.
+    Empty: after_sequence is trusted as it is.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
+        epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "epoch", b"epoch", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,11 +2,14 @@
 // no build step: `import { followJob } from "http://HOST:8888/static/chimera.js"`.
 //
 // followJob(jobId, options) follows one job: it loads the job's snapshot, opens
-// /ws/orchestrate/{jobId} (resuming with ?since=<last seq>), pings every 30 s, and when
-// the WebSocket drops it polls GET /api/jobs/{jobId} every 1.5 s while it reconnects
-// (5 attempts 2 s apart, then every 5 s in the background). Events and snapshots are
-// folded into one model, keyed by seq and by thought id, so each thought is there
-// exactly once whatever path it took. See the README ("chimera.js") for the API.
+// /ws/orchestrate/{jobId} (resuming with ?since=<last seq>&epoch=<its epoch>), pings
+// every 30 s, and when the WebSocket drops it polls GET /api/jobs/{jobId} every 1.5 s
+// while it reconnects (5 attempts 2 s apart, then every 5 s in the background). Events
+// and snapshots are folded into one model, keyed by seq and by thought id, so each
+// thought is there exactly once whatever path it took. A position is {seq, epoch}: the
+// epoch (from `connected` or the snapshot) names the server store's lifetime, so after
+// the server lost its data a resume is refused (4410) instead of splicing another job's
+// events under the same id. See the README ("chimera.js") for the API.
 
 export const RECONNECT_ATTEMPTS = 5;
 export const RECONNECT_DELAY_MS = 2000;
@@ -42,11 +45,17 @@ export function backendUrl(baseUrl) {
   return String(base).replace(/\/+$/, "");
 }
 
-/** ws:// for an http:// backend, wss:// for https://. */
-export function webSocketUrl(baseUrl, jobId, since = 0) {
+/**
+ * ws:// for an http:// backend, wss:// for https://. A resume (since > 0) carries the
+ * epoch `since` belongs to, when known: the server refuses it (4410) if its store's
+ * lifetime changed since.
+ */
+export function webSocketUrl(baseUrl, jobId, since = 0, epoch = "") {
   const url = new URL(`${backendUrl(baseUrl)}/ws/orchestrate/${encodeURIComponent(jobId)}`);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  if (since > 0) url.search = `?since=${since}`;
+  if (since > 0) {
+    url.search = epoch ? `?since=${since}&epoch=${encodeURIComponent(epoch)}` : `?since=${since}`;
+  }
   return url.toString();
 }
 
@@ -132,7 +141,10 @@ function thoughtOf(value, team, index, fallbackTime) {
 
 /** The model of one job that events and snapshots are folded into. */
 export function emptyJob(jobId, { brief = "", teams = [] } = {}) {
-  const job = { job_id: jobId, brief, state: "pending", error: "", last_sequence: 0, teams: {} };
+  // epoch: the server store's lifetime last_sequence belongs to ("" until known).
+  const job = {
+    job_id: jobId, brief, state: "pending", error: "", last_sequence: 0, epoch: "", teams: {},
+  };
   for (const team of teams) job.teams[team] = emptyTeam(team);
   return job;
 }
@@ -184,6 +196,9 @@ export function applyEvent(job, msg) {
  * view carries the latest 100 of each team): then ask again with `view: "full"`.
  */
 export function applySnapshot(job, snap) {
+  // Another lifetime of the server's store: the id may name another job now, so nothing
+  // of it is folded into this one (the next resume is refused with 4410, and starts over).
+  if (job.last_sequence > 0 && job.epoch && snap.epoch && snap.epoch !== job.epoch) return false;
   if (!job.brief && snap.brief) job.brief = snap.brief;
   const seq = snap.last_sequence || 0;
   if (seq < job.last_sequence || (seq === job.last_sequence && !JOB_FINAL.has(snap.state))) {
@@ -211,6 +226,7 @@ export function applySnapshot(job, snap) {
   job.brief = snap.brief ?? job.brief;
   job.state = snap.state || job.state;
   job.last_sequence = seq;
+  if (snap.epoch) job.epoch = snap.epoch;
   job.teams = teams;
   return true;
 }
@@ -311,7 +327,7 @@ class JobFollower {
   connect() {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
-    const url = webSocketUrl(this.baseUrl, this.jobId, this.job.last_sequence);
+    const url = webSocketUrl(this.baseUrl, this.jobId, this.job.last_sequence, this.job.epoch);
     this.log?.log?.(`[WebSocket] Connecting to ${url}`);
     let ws;
     try {
@@ -344,6 +360,11 @@ class JobFollower {
     this.emit("onMessage", msg);
     switch (msg.type) {
       case "connected":
+        // The lifetime the events that follow belong to. Holding a position of another
+        // one, we sent it, so the server closes this socket (4410) and we start over.
+        if (msg.data?.epoch && (!this.job.epoch || this.job.last_sequence === 0)) {
+          this.job.epoch = msg.data.epoch;
+        }
         this.wsOpen = true;
         this.attempt = 0;
         this.stopPolling();
@@ -410,8 +431,9 @@ class JobFollower {
       return;
     }
     if (event.code === CLOSE_HISTORY_GONE || event.code === CLOSE_SINCE_TOO_LARGE) {
-      // The events cannot be replayed from our seq: start again from the snapshot.
-      this.job.last_sequence = 0;
+      // The events cannot be replayed from our position: start again from the snapshot,
+      // from nothing (the id may name another job now: none of ours is kept).
+      Object.assign(this.job, emptyJob(this.jobId));
       const reached = await this.loadSnapshot();
       if (this.stopped) return;
       if (reached && this.job.last_sequence === 0) {
