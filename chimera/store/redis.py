@@ -247,6 +247,13 @@ redis.call('HSET', KEYS[1], 'node', ARGV[2])
 return 1
 """
 
+# A page of a job's events and the data set's epoch, atomically. Flagged no-writes:
+# it runs while writes cannot (out of memory, CLIENT PAUSE WRITE, a replica), where a
+# MULTI of the same two reads is refused under out of memory.
+_READ = """#!lua flags=no-writes
+return {redis.call('GET', KEYS[2]), redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])}
+"""
+
 # The nodes that run running jobs and hold no lease: candidates for the judgement
 # (chimera.cluster.liveness); reading them changes nothing.
 _LAPSED = """
@@ -340,6 +347,7 @@ class RedisStore:
         self._append = self.client.register_script(_APPEND)
         self._claim = self.client.register_script(_CLAIM)
         self._lapsed = self.client.register_script(_LAPSED)
+        self._read = self.client.register_script(_READ)
         self._remove = self.client.register_script(_REMOVE)
 
     async def open(self) -> None:
@@ -625,16 +633,16 @@ class RedisStore:
             delay = min(delay * 2, 1.0)
 
     async def read_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
-        """The events, read together with the data set's epoch (one transaction): a
-        read that finds the epoch changed notes the loss before returning, so the
-        events returned always belong to :attr:`epoch`."""
-        async with _translated(), self.client.pipeline(transaction=True) as pipe:
-            pipe.xrange(stream_key(job_id), f"{after_seq + 1}-0", "+", limit)
-            pipe.get(EPOCH)
-            rows, epoch = await pipe.execute()
+        """The events, read together with the data set's epoch (one script): a read
+        that finds the epoch changed notes the loss before returning, so the events
+        returned always belong to :attr:`epoch`."""
+        async with _translated():
+            epoch, rows = await self._read(
+                keys=[stream_key(job_id), EPOCH], args=[f"{after_seq + 1}-0", limit]
+            )
         if epoch is not None:
             self._note_epoch(_text(epoch))
-        return [Event.from_frame(_text(fields[b"f"])) for _, fields in rows]
+        return [Event.from_frame(_text(fields[1])) for _, fields in rows]
 
     async def last_seq(self, job_id: str) -> int:
         """The job's last recorded seq (0 for none, or no such job)."""
