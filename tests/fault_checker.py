@@ -398,14 +398,12 @@ class Checker:
     async def verify(
         self, expect: dict[str, Expect], skip_nodes: Iterable[str] = (),
         ready: bool | None = True, allow_node_lost: bool = False,
-        owner_in_reasons: bool = False,
     ) -> None:
         """Checks every job in ``expect`` (see the module); subscribers on
         ``skip_nodes`` (killed on purpose) are not checked, nor those nodes' GetJob
         and liveness. ``ready``: /readyz must answer 200 (True) / 503 (False) on the
         live nodes; None skips it. The internal word "owner" must appear in no error
-        text (events, GetJob), nor in a close reason / status detail unless
-        ``owner_in_reasons``."""
+        text (events, GetJob), close reason or status detail."""
         skipped = set(skip_nodes)
         nodes = [n for n in self.nodes if n.name not in skipped]
         problems: list[str] = []
@@ -417,8 +415,7 @@ class Checker:
             problems += await self._verify_job(job_id, want, nodes)
         for sub in self._live(skipped):
             for text in sub.errors():
-                if OWNER_WORD.search(text) and (
-                        not owner_in_reasons or text in sub.errors(reasons=False)):
+                if OWNER_WORD.search(text):
                     problems.append(f"{sub.name}: the internal word 'owner' shown: {text!r}")
                 wants = expect.get(sub.job_id)
                 lost_ok = allow_node_lost or (

@@ -197,9 +197,6 @@ async def test_a_node_stopped_past_its_lease_is_taken_over_once_and_ends_cleanly
             {"a-1": failed("interrupted: node lost", NODE_LOST_BOUND),
              "a-2": failed("interrupted: node lost", NODE_LOST_BOUND),
              "b-1": succeeded(), "b-2": succeeded()},
-            # Held on the current code but for the stopped node's close reason
-            # "job 'a-1': events not recorded (owner)", which the pause tests report.
-            owner_in_reasons=True,
         )
 
 

@@ -99,6 +99,7 @@ from chimera.errors import (
     ResourceExhausted,
     ShuttingDown,
     SinceTooLarge,
+    StorageFull,
     SubscriberTooSlow,
     TokenExpired,
     Unauthenticated,
@@ -906,8 +907,8 @@ def _close_for(error: ChimeraError) -> tuple[int, str]:
         return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
     if isinstance(error, ShuttingDown):
         return 1001, "server shutting down"
-    if isinstance(error, Unavailable):  # e.g. the store unreachable: the server stays
-        return CLOSE_TRY_LATER, _reason(str(error))
+    if isinstance(error, Unavailable | StorageFull):  # e.g. Redis unreachable, or out of
+        return CLOSE_TRY_LATER, _reason(str(error))  # memory: the server stays
     return 1011, _reason(str(error))
 
 
