@@ -39,7 +39,7 @@ from tests.fault_checker import (
     stream_request,
     succeeded,
 )
-from tests.processes import Node
+from tests.processes import Node, free_port
 from tests.redis_fixture import RedisServer, chimera_nodes, needs_redis
 
 pytestmark = needs_redis
@@ -287,6 +287,25 @@ async def test_redis_out_of_memory_past_the_write_timeout_fails_every_job_once(
         await s.checker.verify(
             dict.fromkeys(JOBS, failed("events could not be recorded: Redis is out of memory"))
         )
+
+
+# 3b. Redis read-only: a client left on the old primary after a failover.
+
+
+async def test_redis_read_only_for_a_while_fails_no_job(tmp_path: Path) -> None:
+    async with scenario(tmp_path) as s:
+        s.checker.mark_fault()
+        # A replica of a primary that never answers: it keeps its data and serves
+        # reads, and refuses every write with READONLY.
+        await s.redis.command("REPLICAOF", "127.0.0.1", str(free_port()))
+        try:
+            await until_ready(s.nodes, 503)
+            await asyncio.sleep(3)  # the fault's duration, well within the 10 s bound
+        finally:
+            await s.redis.command("REPLICAOF", "NO", "ONE")
+        await until_ready(s.nodes, 200)
+        await s.checker.wait_done(25)
+        await s.checker.verify(all_succeed())
 
 
 # 4, 5. Redis lost its data: FLUSHALL, or started again empty.

@@ -561,10 +561,15 @@ class RedisStore:
         if not calls:
             return
         results = await self._write(calls)
-        # A call's own error (the pipeline goes on past it) refuses only its job.
-        refused = {job_id: f"Redis refused its events ({r})" if isinstance(r, BaseException)
-                   else _text(r)
-                   for (job_id, _, _), r in zip(calls, results, strict=True) if _text(r) != "ok"}
+        # A call's own error (the pipeline goes on past it) refuses only its job, which
+        # is still this process's: closed as failed, saying why, by the next recovery.
+        refused = {}
+        for (job_id, _, _), r in zip(calls, results, strict=True):
+            if isinstance(r, BaseException):
+                refused[job_id] = f"events could not be recorded: Redis refused them ({r})"
+                self._stranded.add(job_id)
+            elif _text(r) != "ok":
+                refused[job_id] = _text(r)
         if refused:
             if "epoch" in refused.values():
                 # Noted as lost by the refresh: every node's check tells its subscribers.
