@@ -16,8 +16,6 @@ import re
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ from tests.conftest import (
     ws_connect,
 )
 from tests.doubles import ScriptedProvider, flood
+from tests.fault_checker import http_status
 from tests.metrics_scrape import scrape, value
 from tests.processes import Node, free_port, read_text, spawn, wait_for_lines
 from tests.redis_fixture import (
@@ -78,14 +77,6 @@ async def watch_ws(node: Node, job_id: str, since: int = 0) -> list[dict[str, An
 async def watch_grpc(node: Node, job_id: str, after: int = 0) -> list[int]:
     async with node.client() as client:
         return [e.sequence async for e in client.events(job_id, after)]
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 async def answers(url: str, status: int) -> bool:
