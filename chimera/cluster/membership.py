@@ -74,6 +74,7 @@ class Membership:
         self._stop = asyncio.Event()
         self.lease = LeaseKeeper(store.url, store.node, ttl=ttl, interval=interval)
         self.ready = True
+        self._unready = ""  # why not, while not ready (what /readyz says)
 
     async def join(self) -> None:
         await self._store.renew_lease(self._ttl)
@@ -120,12 +121,12 @@ class Membership:
         except ChimeraError as exc:  # the store translates every Redis error
             self._liveness.cut_off()
             self._store.judge_lost(frozenset())
-            if self.ready:
+            if self.ready or str(exc) != self._unready:  # e.g. unreachable, then full
                 log.error("Redis cannot be used: not ready until it can (%s)", exc)
-                self.ready = False
-                await self._set_ready(False, str(exc))
+                self.ready, self._unready = False, str(exc)
+                await self._set_ready(False, self._unready)
             return
         if not self.ready:
             log.info("Redis usable again: ready")
-            self.ready = True
+            self.ready, self._unready = True, ""
             await self._set_ready(True, "")
