@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from chimera.errors import ProviderError
-from chimera.events import TeamName
+from chimera.events import Event, TeamName
 from chimera.providers.base import AnswerStarted, CodeResult, Provider, ProviderEvent, Thought
 from chimera.providers.simulated import SimulatedProvider
 
@@ -83,3 +83,44 @@ def factory(
         return SimulatedProvider(team.value, delay=0)
 
     return make
+
+
+class RecordingListener:
+    """A :class:`chimera.actors.broadcaster.Listener` that records every offer.
+
+    It takes an offered event when ``accepting`` is true and ``refuse`` (if given)
+    does not name its seq; ``offered`` is every seq it was offered, ``taken`` the
+    events it took, and ``log`` (if given, shared with the test's consumer) gets
+    each taken event appended, so one list shows the order a user would see.
+    """
+
+    def __init__(
+        self,
+        *,
+        accepting: bool = True,
+        refuse: Callable[[int], bool] | None = None,
+        log: list[Event] | None = None,
+    ) -> None:
+        self.accepting = accepting
+        self.refuse = refuse
+        self.log = log
+        self.offered: list[int] = []
+        self.taken: list[Event] = []
+        self._changed = asyncio.Event()
+
+    def offer(self, event: Event, payload: bytes) -> bool:
+        assert payload == event.frame.encode()
+        self.offered.append(event.seq)
+        self._changed.set()
+        if not self.accepting or (self.refuse is not None and self.refuse(event.seq)):
+            return False
+        self.taken.append(event)
+        if self.log is not None:
+            self.log.append(event)
+        return True
+
+    async def offered_up_to(self, seq: int) -> None:
+        """Returns once an event with ``seq`` or later was offered."""
+        while not self.offered or self.offered[-1] < seq:
+            self._changed.clear()
+            await self._changed.wait()
