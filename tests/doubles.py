@@ -124,3 +124,21 @@ class RecordingListener:
         while not self.offered or self.offered[-1] < seq:
             self._changed.clear()
             await self._changed.wait()
+
+
+class ManualClock:
+    """A ``sleep`` for code that takes one (:class:`JobSupervisor`'s deadline):
+    every sleep waits until the test calls :meth:`expire`, whatever its length;
+    ``asked`` is the lengths asked for. No test waits real seconds."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self._expired = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        await self._expired.wait()
+
+    def expire(self) -> None:
+        """Ends every sleep, now and later (the time has passed)."""
+        self._expired.set()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from chimera.actors.team import Publish, TeamActor
 from chimera.events import TEAM_FINAL, Draft, JobState, TeamName, TeamStatus
@@ -23,6 +24,13 @@ INTERRUPTED = "interrupted: server stopped"
 
 
 class JobSupervisor:
+    """Runs one job's teams (see the module docstring).
+
+    ``deadline`` (seconds, ``None`` for none) is waited out with ``sleep``,
+    :func:`asyncio.sleep` unless given: a test passes a clock of its own, so it
+    can reach the deadline without waiting for it.
+    """
+
     def __init__(
         self,
         job_id: str,
@@ -30,12 +38,14 @@ class JobSupervisor:
         publish: Publish,
         *,
         deadline: float | None = None,
+        sleep: Callable[[float], Coroutine[Any, Any, object]] = asyncio.sleep,
     ) -> None:
         self.job_id = job_id
         self.state = JobState.RUNNING
         self._teams = list(teams)
         self._publish = publish
         self._deadline = deadline
+        self._sleep = sleep
         self._stop = asyncio.Event()
         self._outcome: JobState | None = None  # set by cancel() / interrupt()
         self._reason = INTERRUPTED
@@ -61,14 +71,15 @@ class JobSupervisor:
         async with asyncio.TaskGroup() as tg:
             teams_done = tg.create_task(self._run_teams())
             stop = tg.create_task(self._stop.wait())
-            done, _ = await asyncio.wait(
-                {teams_done, stop}, timeout=self._deadline, return_when=asyncio.FIRST_COMPLETED
-            )
-            timed_out = not done
+            waits: set[asyncio.Task[Any]] = {teams_done, stop}
+            if self._deadline is not None:
+                waits.add(tg.create_task(self._sleep(self._deadline)))
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            timed_out = not done & {teams_done, stop}
             # Cancelling the teams' task cancels every team task still running,
             # which closes their provider streams; the group waits for them.
-            teams_done.cancel()
-            stop.cancel()
+            for task in waits:
+                task.cancel()
         for team in self._teams:
             if team.status in TEAM_FINAL:
                 continue
