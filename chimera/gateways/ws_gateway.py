@@ -91,19 +91,19 @@ from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.defaults import MAX_CLIENT_FRAME
 from chimera.errors import (
+    CLOSE_FINISHED,
+    CLOSE_TOO_SLOW,
     ChimeraError,
-    HistoryGone,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     ResourceExhausted,
     ShuttingDown,
-    SinceTooLarge,
-    StorageFull,
     SubscriberTooSlow,
     TokenExpired,
     Unauthenticated,
     Unavailable,
+    close_for,
+    http_status,
 )
 from chimera.events import Event, control_message
 from chimera.gateways.cors import Cors
@@ -143,13 +143,9 @@ from chimera.wire import decode_page_token, encode_page_token
 log = logging.getLogger(__name__)
 
 MAX_SINCE = 2**53
-CLOSE_TOO_SLOW = 4008
 SHED_CLOSE_TIMEOUT = 60.0  # seconds a shed (slow) reader has to read up to its 4008
-CLOSE_TRY_LATER = 1013
 BEARER_PROTOCOL = "chimera.bearer"
-CLOSE_HISTORY_GONE = 4410
-CLOSE_SINCE_TOO_LARGE = 4416
-CLOSE_TOKEN_EXPIRED = 4401
+_SHUTDOWN = close_for(ShuttingDown("the server is shutting down"))  # 1001
 # GET /api/jobs/{id}?view=…: the thoughts the snapshot carries (as GetJob's JobView).
 SNAPSHOT_VIEWS = {"default": JobView.DEFAULT, "basic": JobView.BASIC, "full": JobView.FULL}
 
@@ -285,7 +281,7 @@ class WebSocketGateway:
         server = self._server
         server.close(close_connections=False)
         await asyncio.gather(
-            *(ws.close(1001, "server shutting down") for ws in list(self._awaiting_create)),
+            *(ws.close(*_SHUTDOWN) for ws in list(self._awaiting_create)),
             return_exceptions=True,
         )
         try:
@@ -297,7 +293,7 @@ class WebSocketGateway:
                 if c.state is State.CLOSING:  # e.g. a shed reader given time to read its 4008
                     c.transport.abort()
             await asyncio.gather(
-                *(c.close(1001, "server shutting down") for c in stuck), return_exceptions=True
+                *(c.close(*_SHUTDOWN) for c in stuck), return_exceptions=True
             )
             await server.wait_closed()
 
@@ -641,7 +637,7 @@ class WebSocketGateway:
             # since this one passed the handshake.
             self._limits.acquire(job_id, address)
         except ResourceExhausted as exc:
-            await ws.close(CLOSE_TRY_LATER, _reason(str(exc)))
+            await ws.close(*close_for(exc))
             return None
 
         def connected(epoch: str) -> str:
@@ -667,7 +663,7 @@ class WebSocketGateway:
             return None
         except Unavailable as exc:
             self._limits.release(job_id, address)
-            await ws.close(*_close_for(exc))
+            await ws.close(*close_for(exc))
             return None
         except ChimeraError as exc:
             self._limits.release(job_id, address)
@@ -709,12 +705,12 @@ class WebSocketGateway:
                         direct.caught_up = False
                 else:
                     await self._send_queued(ws, direct, queued)
-            code, reason = 1000, "job finished"
+            code, reason = CLOSE_FINISHED, "job finished"
         except TokenExpired as exc:
             await self._refuse(ws, subscription.job_id, exc)
             return
         except ChimeraError as exc:
-            code, reason = _close_for(exc)
+            code, reason = close_for(exc)
         except ConnectionClosed:
             return
         await _close(ws, code, reason)
@@ -724,7 +720,7 @@ class WebSocketGateway:
         with contextlib.suppress(ConnectionClosed):
             message = control_message("error", job_id=job_id, data={"error": str(error)})
             await ws.send(self._counted(message))
-            await ws.close(*_close_for(error))
+            await ws.close(*close_for(error))
 
     async def _send_event(self, ws: ServerConnection, event: Event) -> None:
         await ws.send(event.frame)
@@ -758,7 +754,7 @@ async def _close_shed(
     (read now, when the close frame follows it, not when it was shed)."""
     if isinstance(error, SubscriberTooSlow):
         error = SubscriberTooSlow(subscription.last_seq)
-    await _close(ws, *_close_for(error))
+    await _close(ws, *close_for(error))
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:
@@ -782,24 +778,11 @@ def _address(connection: ServerConnection) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
-_HTTP_STATUS: list[tuple[type[ChimeraError], http.HTTPStatus]] = [
-    (Unauthenticated, http.HTTPStatus.UNAUTHORIZED),
-    (PermissionDenied, http.HTTPStatus.FORBIDDEN),
-    (NotFound, http.HTTPStatus.NOT_FOUND),
-    (InvalidArgument, http.HTTPStatus.BAD_REQUEST),
-    (ResourceExhausted, http.HTTPStatus.TOO_MANY_REQUESTS),
-    (Unavailable, http.HTTPStatus.SERVICE_UNAVAILABLE),
-]
-
-
 def _refusal(
     connection: ServerConnection, error: ChimeraError, *, as_json: bool = False
 ) -> Response:
     """The HTTP answer to a refused request, with the reason in the body."""
-    status = next(
-        (code for kind, code in _HTTP_STATUS if isinstance(error, kind)),
-        http.HTTPStatus.INTERNAL_SERVER_ERROR,
-    )
+    status = http.HTTPStatus(http_status(error))
     if as_json:
         response = _json(connection, status, {"error": str(error)})
     else:
@@ -894,28 +877,6 @@ def _count_connection(ws: ServerConnection) -> None:
 def _connection_lost(protocol: Protocol, _: object) -> None:
     close = protocol.close_sent
     ws_closed(close.code if close else None, bool(protocol.close_rcvd_then_sent))
-
-
-def _close_for(error: ChimeraError) -> tuple[int, str]:
-    if isinstance(error, TokenExpired):
-        return CLOSE_TOKEN_EXPIRED, "token expired"
-    if isinstance(error, SubscriberTooSlow):
-        return CLOSE_TOO_SLOW, _reason(str(error))
-    if isinstance(error, HistoryGone):
-        return CLOSE_HISTORY_GONE, "history gone"
-    if isinstance(error, SinceTooLarge):
-        return CLOSE_SINCE_TOO_LARGE, _reason(str(error))
-    if isinstance(error, ShuttingDown):
-        return 1001, "server shutting down"
-    if isinstance(error, Unavailable | StorageFull):  # e.g. Redis unreachable, or out of
-        return CLOSE_TRY_LATER, _reason(str(error))  # memory: the server stays
-    return 1011, _reason(str(error))
-
-
-def _reason(text: str) -> str:
-    """A close reason must fit in 123 bytes."""
-    encoded = text.encode()[:123]
-    return encoded.decode(errors="ignore")
 
 
 def _one_number(target: Target, name: str) -> int:
