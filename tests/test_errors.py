@@ -29,7 +29,7 @@ from chimera.errors import (
     close_for,
     code_name,
 )
-from chimera.gateways.ws_gateway import _refusal
+from chimera.http.responses import refusal as _refusal
 
 # The errors whose meaning is the server's own failure: 500 is their answer, not a default.
 SERVER_FAULTS = {ChimeraError, errors.ConfigError, errors.SubscriptionError}
