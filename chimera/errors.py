@@ -1,46 +1,107 @@
-"""Chimera's exceptions, in one place.
+"""Chimera's exceptions, in one place, each with how every gateway reports it.
 
-Hierarchy::
+Hierarchy, and the one error table: each class's attributes (``grpc_code``,
+``http_status``, ``ws_close``, ``ws_reason``, ``ws_label``), blank where inherited::
 
-    ChimeraError
-    ├── InvalidArgument        bad input from a client; nothing was changed
-    │   └── SinceTooLarge      resuming after a seq the job has not reached
-    ├── NotFound               no such job
-    ├── AlreadyExists          job id (or request id for another request) taken
-    ├── FailedPrecondition     the job is in a state where this is not allowed
-    ├── Unavailable            the server is shutting down
-    │   └── StorageUnavailable the store cannot read or write (I/O error, read-only)
-    ├── Unauthenticated        no token, or a token that is malformed, expired or badly signed
-    │   └── TokenExpired       a stream's token expired while it was open (WebSocket 4401)
-    ├── PermissionDenied       a valid token that does not allow this operation on this job
-    ├── ResourceExhausted      a limit (subscribers, jobs in flight) is reached; try later
-    │   └── StorageFull        the store's disk is full; try later
-    ├── ConfigError            the server's configuration is unsafe or inconsistent
-    ├── ProviderError          a team's provider failed (after its own retries)
-    ├── EventsRejected         the store refused a job's events (another process runs
-    │                          it now, the store lost its data, or stayed unreachable)
-    └── SubscriptionError      a subscription ended abnormally
-        ├── SubscriberTooSlow  the subscriber fell too far behind and was shed
-        └── HistoryGone        the events to resume from are no longer kept
+                               gRPC code           HTTP close close words          metric label
+    ChimeraError               INTERNAL            500  1011  (the message)        error
+    ├── InvalidArgument        INVALID_ARGUMENT    400
+    │   └── SinceTooLarge                               4416                       since_too_large
+    ├── NotFound               NOT_FOUND           404
+    ├── AlreadyExists          ALREADY_EXISTS      409
+    ├── FailedPrecondition     FAILED_PRECONDITION 409
+    ├── Unavailable            UNAVAILABLE         503  1013                       try_later
+    │   ├── ShuttingDown                                1001  server shutting down shutdown
+    │   └── StorageUnavailable
+    ├── Unauthenticated        UNAUTHENTICATED     401
+    │   └── TokenExpired                                4401  token expired        token_expired
+    ├── PermissionDenied       PERMISSION_DENIED   403
+    ├── ResourceExhausted      RESOURCE_EXHAUSTED  429  1013                       try_later
+    │   └── StorageFull                            507
+    ├── ConfigError
+    ├── ProviderError                              502
+    ├── EventsRejected         UNAVAILABLE         503  1013                       try_later
+    └── SubscriptionError
+        ├── SubscriberTooSlow  RESOURCE_EXHAUSTED  429  4008                       too_slow
+        └── HistoryGone        OUT_OF_RANGE        410  4410  history gone         history_gone
+
+What each one means:
+
+- InvalidArgument: bad input from a client; nothing was changed. SinceTooLarge:
+  resuming after a seq the job has not reached.
+- NotFound: no such job. AlreadyExists: the job id (or the request id, for another
+  request) is taken. FailedPrecondition: the job is in a state where this is not
+  allowed (HTTP 409 Conflict: the request conflicts with the job's current state).
+- Unavailable: try again later; ShuttingDown: the server is stopping;
+  StorageUnavailable: the store cannot read or write (I/O error, read-only).
+- Unauthenticated: no token, or a token that is malformed, expired or badly signed;
+  TokenExpired: a stream's token expired while it was open.
+- PermissionDenied: a valid token that does not allow this operation on this job.
+- ResourceExhausted: a limit (subscribers, jobs in flight) is reached; try later.
+  StorageFull: the store's disk is full (HTTP 507 Insufficient Storage).
+- ConfigError: the server's configuration is unsafe or inconsistent.
+- ProviderError: a team's provider failed, after its own retries (HTTP 502: the
+  upstream failed).
+- EventsRejected: the store refused a job's events (another process runs it now,
+  the store lost its data, or stayed unreachable); the broadcaster turns it into
+  Unavailable or HistoryGone for the job's subscribers.
+- SubscriptionError: a subscription ended abnormally. SubscriberTooSlow: the
+  subscriber fell too far behind and was shed. HistoryGone: the events to resume
+  from are no longer kept (HTTP 410 Gone).
 
 Foreign exceptions (SDK, sqlite, grpc) are translated into these at the one
-boundary that meets them (``raise ProviderError(...) from exc``); the gateways
-translate these into gRPC status codes and WebSocket close codes.
+boundary that meets them (``raise ProviderError(...) from exc``). The gateways
+translate these through the table above and nothing else: the gRPC status
+(:func:`code_name`, also the ``code`` of a WebSocket ``error`` message), the HTTP
+status of a refused request (:func:`http_status`), and a WebSocket's close code and
+reason (:func:`close_for`; the reason is the error's message, cut to the 123 bytes a
+close frame holds, unless the class fixes its words). The metrics count closes by
+the label (:data:`CLOSE_LABELS`). This module is the bottom layer: codes are plain
+names and numbers, never ``grpc`` or ``websockets`` objects.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+# WebSocket close codes the server sends (RFC 6455 §7.4.1, and 4000-4999 Chimera's own).
+CLOSE_FINISHED = 1000  # not an error: the job's final event was sent
+CLOSE_SHUTTING_DOWN = 1001
+CLOSE_FRAME_TOO_LARGE = 1009  # not an error of ours: websockets closes it itself
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_LATER = 1013
+CLOSE_TOO_SLOW = 4008
+CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_HISTORY_GONE = 4410
+CLOSE_SINCE_TOO_LARGE = 4416
+MAX_CLOSE_REASON_BYTES = 123
+
 
 class ChimeraError(Exception):
-    """Base class of every error Chimera raises on purpose."""
+    """Base class of every error Chimera raises on purpose.
+
+    The class attributes are its row in the error table (module docstring).
+    """
+
+    grpc_code: ClassVar[str] = "INTERNAL"  # a grpc.StatusCode name
+    http_status: ClassVar[int] = 500
+    ws_close: ClassVar[int] = CLOSE_INTERNAL_ERROR
+    ws_reason: ClassVar[str | None] = None  # fixed close words; None: the message
+    ws_label: ClassVar[str] = "error"  # chimera_ws_disconnects{reason=…}
 
 
 class InvalidArgument(ChimeraError):
     """The client sent something malformed; the message says what to fix."""
 
+    grpc_code = "INVALID_ARGUMENT"
+    http_status = 400
+
 
 class SinceTooLarge(InvalidArgument):
     """A subscriber asked to resume after a ``seq`` past the job's last one."""
+
+    ws_close = CLOSE_SINCE_TOO_LARGE
+    ws_label = "since_too_large"
 
     def __init__(self, job_id: str, since: int, last_seq: int) -> None:
         super().__init__(
@@ -55,29 +116,54 @@ class SinceTooLarge(InvalidArgument):
 class NotFound(ChimeraError):
     """The job does not exist."""
 
+    grpc_code = "NOT_FOUND"
+    http_status = 404
+
 
 class AlreadyExists(ChimeraError):
     """The job id, or the request id for a different request, is already used."""
+
+    grpc_code = "ALREADY_EXISTS"
+    http_status = 409
 
 
 class FailedPrecondition(ChimeraError):
     """The job's state does not allow the operation."""
 
+    grpc_code = "FAILED_PRECONDITION"
+    http_status = 409
+
 
 class Unavailable(ChimeraError):
     """The server is shutting down, or its store is unreachable; try again later."""
+
+    grpc_code = "UNAVAILABLE"
+    http_status = 503
+    ws_close = CLOSE_TRY_LATER
+    ws_label = "try_later"
 
 
 class ShuttingDown(Unavailable):
     """The server is shutting down: it takes no new work and ends its streams."""
 
+    ws_close = CLOSE_SHUTTING_DOWN
+    ws_reason = "server shutting down"
+    ws_label = "shutdown"
+
 
 class Unauthenticated(ChimeraError):
     """The caller proved no identity; the message says what to fix, never echoes the token."""
 
+    grpc_code = "UNAUTHENTICATED"
+    http_status = 401
+
 
 class TokenExpired(Unauthenticated):
     """The token a stream was opened with has expired: the stream ends."""
+
+    ws_close = CLOSE_TOKEN_EXPIRED
+    ws_reason = "token expired"
+    ws_label = "token_expired"
 
     def __init__(self) -> None:
         super().__init__("token expired: reconnect with a new token")
@@ -86,9 +172,17 @@ class TokenExpired(Unauthenticated):
 class PermissionDenied(ChimeraError):
     """The caller's token is valid but does not allow this (scope, or another job)."""
 
+    grpc_code = "PERMISSION_DENIED"
+    http_status = 403
+
 
 class ResourceExhausted(ChimeraError):
     """A per-job, per-address or per-caller limit is reached; the message names it."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 429
+    ws_close = CLOSE_TRY_LATER
+    ws_label = "try_later"
 
 
 class StorageUnavailable(Unavailable):
@@ -97,6 +191,8 @@ class StorageUnavailable(Unavailable):
 
 class StorageFull(ResourceExhausted):
     """The store cannot write because its disk (or file system) is full."""
+
+    http_status = 507
 
 
 class ConfigError(ChimeraError):
@@ -110,6 +206,8 @@ class ProviderError(ChimeraError):
     The message must never contain a secret.
     """
 
+    http_status = 502
+
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -120,6 +218,11 @@ class EventsRejected(ChimeraError):
 
     The other jobs of the same write were recorded.
     """
+
+    grpc_code = "UNAVAILABLE"
+    http_status = 503
+    ws_close = CLOSE_TRY_LATER
+    ws_label = "try_later"
 
     def __init__(self, reasons: dict[str, str], history_gone: frozenset[str] = frozenset()) -> None:
         super().__init__(f"events of {len(reasons)} job(s) not recorded: {reasons}")
@@ -135,6 +238,11 @@ class SubscriptionError(ChimeraError):
 
 class SubscriberTooSlow(SubscriptionError):
     """The subscriber's outgoing queue passed its byte limit; it may resume."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+    http_status = 429
+    ws_close = CLOSE_TOO_SLOW
+    ws_label = "too_slow"
 
     def __init__(self, last_seq: int) -> None:
         super().__init__(
@@ -153,6 +261,12 @@ class HistoryGone(SubscriptionError):
     of the store (its data was lost since), whatever the job id now holds.
     Resuming cannot succeed; the client should stop or start over.
     """
+
+    grpc_code = "OUT_OF_RANGE"
+    http_status = 410
+    ws_close = CLOSE_HISTORY_GONE
+    ws_reason = "history gone"
+    ws_label = "history_gone"
 
     def __init__(self, job_id: str, after_seq: int, why: str = "") -> None:
         super().__init__(
@@ -173,25 +287,44 @@ class HistoryGone(SubscriptionError):
         )
 
 
-# The gRPC status code (by name) each error is reported with, on every plane: gRPC
-# statuses, and the ``code`` of a WebSocket ``error`` message. First match wins.
-_CODE_NAMES: list[tuple[type[ChimeraError], str]] = [
-    (InvalidArgument, "INVALID_ARGUMENT"),
-    (NotFound, "NOT_FOUND"),
-    (AlreadyExists, "ALREADY_EXISTS"),
-    (FailedPrecondition, "FAILED_PRECONDITION"),
-    (Unavailable, "UNAVAILABLE"),
-    (SubscriberTooSlow, "RESOURCE_EXHAUSTED"),
-    (ResourceExhausted, "RESOURCE_EXHAUSTED"),
-    (Unauthenticated, "UNAUTHENTICATED"),
-    (PermissionDenied, "PERMISSION_DENIED"),
-    (HistoryGone, "OUT_OF_RANGE"),
-]
+# -- reading the table ---------------------------------------------------------------
 
 
 def code_name(error: ChimeraError) -> str:
-    """``"INVALID_ARGUMENT"``, ``"NOT_FOUND"``, …; ``"INTERNAL"`` for anything else."""
-    for kind, name in _CODE_NAMES:
-        if isinstance(error, kind):
-            return name
-    return "INTERNAL"
+    """The gRPC status code's name (``"INVALID_ARGUMENT"``, …) on every plane: gRPC
+    statuses, and the ``code`` of a WebSocket ``error`` message."""
+    return error.grpc_code
+
+
+def http_status(error: ChimeraError) -> int:
+    """The HTTP status of a request refused with ``error`` (the body says why)."""
+    return error.http_status
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to what a close frame holds (123 bytes of UTF-8, whole characters)."""
+    return text.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
+
+def close_for(error: ChimeraError) -> tuple[int, str]:
+    """The WebSocket close code and reason of a stream that ends with ``error``."""
+    reason = error.ws_reason if error.ws_reason is not None else str(error)
+    return error.ws_close, close_reason(reason)
+
+
+def _classes(root: type[ChimeraError] = ChimeraError) -> list[type[ChimeraError]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found.extend(_classes(sub))
+    return found
+
+
+ERROR_CLASSES: tuple[type[ChimeraError], ...] = tuple(_classes())
+
+# chimera_ws_disconnects' ``reason`` label, by the close code the server sent: the
+# table's closes, plus the two that are not errors.
+CLOSE_LABELS: dict[int, str] = {
+    CLOSE_FINISHED: "finished",
+    CLOSE_FRAME_TOO_LARGE: "frame_too_large",
+    **{kind.ws_close: kind.ws_label for kind in ERROR_CLASSES},
+}

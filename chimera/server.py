@@ -34,9 +34,9 @@ from chimera.auth.tokens import Authenticator, TokenVerifier
 from chimera.config import ServerConfig
 from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
-from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.ws_gateway import WebSocketGateway
+from chimera.http.hosts import HostAllowList
 from chimera.observability.listener import MetricsListener
 from chimera.providers.registry import Providers
 from chimera.store.base import Store

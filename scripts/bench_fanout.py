@@ -593,7 +593,7 @@ def run_slow(
         cpu_us=(cpu_all - cpu_fast) * 1e6 / max(received, 1),
     )
     # Imported here, not at the top: a --tree server must import its own chimera.
-    from chimera.gateways.ws_gateway import CLOSE_TOO_SLOW
+    from chimera.errors import CLOSE_TOO_SLOW
 
     slow.shed = close_codes.count(CLOSE_TOO_SLOW)
     return fast, slow

@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from chimera.gateways.web import INDEX, JOB_PAGE, STATIC, WebFiles
+from chimera.gateways.pages import INDEX, JOB_PAGE, STATIC, WebFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = (INDEX, JOB_PAGE, *STATIC)

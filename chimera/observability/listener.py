@@ -34,8 +34,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from chimera.gateways.hosts import HostAllowList
-from chimera.gateways.routes import Reply, Route, Routes, Target
+from chimera.http.hosts import HostAllowList
+from chimera.http.routes import Reply, Route, Routes, Target
 from chimera.observability.metrics import DELIVERIES
 
 log = logging.getLogger(__name__)

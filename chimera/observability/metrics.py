@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from chimera.errors import CLOSE_LABELS
 from chimera.events import Event, EventType, JobState, TeamName, TeamStatus
 
 # No ``*_created`` series: they would double a scrape for nothing.
@@ -42,18 +43,9 @@ COMMIT_SECONDS_BUCKETS = (
 )
 COMMIT_EVENTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
-# Why a WebSocket subscriber's connection ended, by the close code the server sent.
-WS_CLOSE_REASONS = {
-    1000: "finished",
-    1001: "shutdown",
-    1009: "frame_too_large",
-    1011: "error",
-    1013: "try_later",
-    4008: "too_slow",
-    4401: "token_expired",
-    4410: "history_gone",
-    4416: "since_too_large",
-}
+# Why a WebSocket subscriber's connection ended, by the close code the server sent
+# (the labels are the error table's: chimera.errors).
+WS_CLOSE_REASONS = CLOSE_LABELS
 WS_CLIENT = "client"  # the client closed first, or the connection dropped
 WS_ERROR = "error"
 

@@ -8,7 +8,7 @@ some route matches with another method is 405 with an ``Allow`` header;
 :meth:`Routes.answer` puts the ``Host`` and ``Origin`` checks in front of them.
 
 Adding an endpoint is one line in the gateway's table, e.g.
-``Route("GET", "/api/jobs", self._list_jobs)``.
+``Route("GET", "/api/jobs", api.list_jobs)``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from chimera.gateways.hosts import HostAllowList
+from chimera.http.hosts import HostAllowList
 
 
 @dataclass(frozen=True, slots=True)
