@@ -31,6 +31,7 @@ from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import NODE_LOST, JobManager, ProviderFactory
 from chimera.actors.retention import Retention
 from chimera.auth.tokens import Authenticator, TokenVerifier
+from chimera.cluster.node import ClusterNode
 from chimera.config import ServerConfig
 from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
@@ -145,9 +146,6 @@ class ChimeraServer:
             count_deliveries=config.metrics_port is not None,
         )
         self.ws.reuse_port = config.reuse_port
-        # Imported here: chimera.cluster depends on the actors and gateways.
-        from chimera.cluster.node import ClusterNode
-
         self.cluster = (
             ClusterNode(store, self.broadcaster, self.jobs, self.grpc, self.ws)
             if isinstance(store, RedisStore)

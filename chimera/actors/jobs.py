@@ -305,7 +305,7 @@ class JobManager:
                     "request: use a new request_id"
                 )
             return stored, False
-        self._broadcaster.open_job(Job.from_json(job.to_json()))
+        self._broadcaster.open_job(job.copy())
         publish = self._broadcaster.publish
         actors = [
             TeamActor(job_id, team, self._providers(team), request.brief, publish)
