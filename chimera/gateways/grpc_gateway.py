@@ -42,6 +42,7 @@ from chimera.errors import (
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.expiry import end_at_expiry
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.health import Health
 from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
@@ -312,9 +313,13 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
 class GrpcGateway:
     """The grpc.aio server with JobService, reflection and health.
 
-    Lifecycle: :meth:`start` binds and serves; :meth:`stop` sets health to
-    NOT_SERVING, then stops the server with a grace period during which
-    in-flight calls finish (streams end when the broadcaster closes them).
+    Lifecycle: :meth:`start` binds and serves; :meth:`enter_shutdown` sets health
+    to NOT_SERVING for good; :meth:`stop` stops the server with a grace period
+    during which in-flight calls finish (streams end when the broadcaster closes
+    them).
+
+    The health service follows the server's :class:`Health` (subscribed to here,
+    once): SERVING while it is ready, NOT_SERVING while it is not.
     """
 
     def __init__(
@@ -329,6 +334,7 @@ class GrpcGateway:
         count_deliveries: bool = False,
         reuse_port: bool = False,
         connection_limits: ConnectionLimits | None = None,
+        health: Health | None = None,
     ) -> None:
         """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
         ``count_deliveries``: observe each streamed event's delivery latency.
@@ -365,8 +371,10 @@ class GrpcGateway:
             DELIVERIES if count_deliveries else None,
         )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
-        self._health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._health_service = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health_service, self._server)
+        self._health = health or Health()
+        self._health.subscribe(self._follow_health)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME],
@@ -390,20 +398,20 @@ class GrpcGateway:
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self._server.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._follow_health(self._health.ready, self._health.reason)
         return self.port
 
-    async def set_serving(self, serving: bool) -> None:
-        """Health SERVING or NOT_SERVING (e.g. while the shared store is unreachable)."""
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
+    async def _follow_health(self, ready: bool, reason: str) -> None:
+        """Health SERVING or NOT_SERVING (e.g. while the shared store is unreachable);
+        ignored once :meth:`enter_shutdown` has run."""
+        status = (health_pb2.HealthCheckResponse.SERVING if ready
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
-            await self._health.set(name, status)
+            await self._health_service.set(name, status)
 
     async def enter_shutdown(self) -> None:
         """Health NOT_SERVING, so balancers stop sending new calls."""
-        await self._health.enter_graceful_shutdown()
+        await self._health_service.enter_graceful_shutdown()
 
     async def stop(self, grace: float) -> None:
         await self._server.stop(grace)

@@ -128,6 +128,7 @@ from chimera.gateways.ws_commands import (
     job_created,
     parse_command,
 )
+from chimera.health import Health
 from chimera.ids import MAX_EPOCH_LENGTH, is_ascii_number, is_valid_epoch, is_valid_job_id
 from chimera.job import JobView
 from chimera.observability.logs import log_context
@@ -211,10 +212,14 @@ class WebSocketGateway:
         tls: ssl.SSLContext | None = None,
         count_deliveries: bool = False,
         web_root: str = "",
+        health: Health | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """``count_deliveries``: count messages, bytes and delivery latencies for the
         metrics (the hot path; connections are always counted). ``web_root``: the
-        Command Center's files (default: the package's ``chimera/web``)."""
+        Command Center's files (default: the package's ``chimera/web``). ``health``:
+        the server's, which ``/readyz`` reads. ``reuse_port``: SO_REUSEPORT, so
+        several worker processes share the port."""
         self._jobs = jobs
         self._broadcaster = broadcaster
         self._auth = authenticator or Authenticator(None)
@@ -252,10 +257,9 @@ class WebSocketGateway:
         # ends them at shutdown, so stop() closes them.
         self._awaiting_create: set[ServerConnection] = set()
         self.port = 0
-        # False while the server cannot do its work (the shared store is unreachable).
-        self.ready = True
-        self.unready_reason = ""  # what /readyz says while not ready
-        self.reuse_port = False
+        # Not ready while the server cannot do its work (the shared store is unreachable).
+        self._health = health or Health()
+        self.reuse_port = reuse_port
 
     async def start(self, host: str, port: int) -> int:
         self._server = await serve(
@@ -326,9 +330,9 @@ class WebSocketGateway:
     def _readyz(
         self, connection: ServerConnection, request: Request, target: Target
     ) -> Response:
-        if self.ready:
+        if self._health.ready:
             return connection.respond(http.HTTPStatus.OK, "ready\n")
-        reason = self.unready_reason or "the store (Redis) is unreachable"
+        reason = self._health.reason or "the store (Redis) is unreachable"
         return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}\n")
 
     def _origin_allowed(self, request: Request) -> bool:
