@@ -113,12 +113,14 @@ class ChimeraServer:
         *,
         providers: ProviderFactory | None = None,
         store: Store | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         """Raises :class:`ConfigError` for a configuration it must not run with
-        (e.g. no authentication on a non-loopback address)."""
+        (e.g. no authentication on a non-loopback address). ``auth``: who callers
+        are (default: the config's JWT settings)."""
         config.check()
         self.config = config
-        auth = authenticator(config)
+        auth = auth or authenticator(config)
         self.limits = limits = SubscriberLimits(
             config.max_subscribers_per_job, config.max_subscribers_per_address
         )

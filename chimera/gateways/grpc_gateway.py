@@ -8,9 +8,10 @@ HistoryGone → OUT_OF_RANGE, Unauthenticated → UNAUTHENTICATED, PermissionDen
 PERMISSION_DENIED (see :func:`aborting_on_error`). A StreamJobEvents stream ends
 UNAUTHENTICATED ("token expired: …") when the token it was opened with expires.
 
-When auth is on, :class:`chimera.auth.grpc_interceptor.AuthInterceptor` refuses
-JobService calls without a valid token; each method then reads the caller's
-principal from the metadata and passes it to the job manager explicitly.
+:class:`chimera.auth.grpc_interceptor.AuthInterceptor` decides each JobService
+call's principal once (verifying its token; it refuses a call without a valid
+one when auth is on); each method reads it with ``call_principal()`` and
+passes it to the job manager explicitly.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, JobRequest
-from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metadata
-from chimera.auth.principal import Principal
+from chimera.auth.grpc_interceptor import AuthInterceptor, call_principal
 from chimera.auth.tokens import Authenticator
 from chimera.defaults import MAX_MESSAGE_BYTES, ConnectionLimits
 from chimera.errors import (
@@ -211,18 +211,14 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self,
         jobs: JobManager,
         broadcaster: Broadcaster,
-        authenticator: Authenticator,
         limits: SubscriberLimits,
         deliveries: Deliveries | None = None,
     ) -> None:
+        """Serves behind :class:`AuthInterceptor`, which decides each call's principal."""
         self._jobs = jobs
         self._broadcaster = broadcaster
-        self._auth = authenticator
         self._limits = limits
         self._deliveries = deliveries
-
-    def _principal(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
-        return principal_from_metadata(self._auth, context.invocation_metadata())
 
     async def CreateJob(
         self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext[object, object]
@@ -235,7 +231,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     job_id=request.job_id,
                     request_id=request.request_id,
                 ),
-                principal=self._principal(context),
+                principal=call_principal(),
                 caller=peer_host(context.peer()),
             )
         # After: creating the job is what moves a store that lost its data on to
@@ -248,7 +244,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         epoch = self._jobs.epoch  # before the job: see JobManager.epoch
         async with aborting_on_error(context):
             job = await self._jobs.get(
-                request.job_id, principal=self._principal(context),
+                request.job_id, principal=call_principal(),
                 view=view_from_pb(request.view),
             )
         return pb.GetJobResponse(job=job_to_pb(job, epoch))
@@ -258,7 +254,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         epoch = self._jobs.epoch
         async with aborting_on_error(context):
-            principal, view = self._principal(context), view_from_pb(request.view)
+            principal, view = call_principal(), view_from_pb(request.view)
             self._jobs.authorize_list(principal=principal)  # before parsing the token
             jobs, cursor = await self._jobs.list(
                 request.page_size, decode_page_token(request.page_token),
@@ -273,7 +269,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.CancelJobResponse:
         epoch = self._jobs.epoch
         async with aborting_on_error(context):
-            job = await self._jobs.cancel(request.job_id, principal=self._principal(context))
+            job = await self._jobs.cancel(request.job_id, principal=call_principal())
         return pb.CancelJobResponse(job=job_to_pb(job, epoch))
 
     async def StreamJobEvents(
@@ -291,7 +287,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         ended: the id may name another job now).
         """
         async with aborting_on_error(context):
-            principal = self._principal(context)
+            principal = call_principal()
             subscription = await self._jobs.watch(
                 request.job_id, request.after_sequence, principal=principal,
                 epoch=request.epoch,
@@ -367,7 +363,7 @@ class GrpcGateway:
         self._tls = tls
         self._reuse_port = reuse_port
         servicer = JobService(
-            jobs, broadcaster, authenticator, limits or SubscriberLimits(),
+            jobs, broadcaster, limits or SubscriberLimits(),
             DELIVERIES if count_deliveries else None,
         )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
