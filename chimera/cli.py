@@ -418,8 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.raw_argv = list(argv) if argv is not None else sys.argv[1:]
+    raw_argv = list(argv) if argv is not None else sys.argv[1:]
+    # The namespace is made holding the command line as given (``--workers`` runs it
+    # again in each worker); argparse fills in the rest.
+    args = build_parser().parse_args(raw_argv, argparse.Namespace(raw_argv=raw_argv))
     logs.configure(getattr(args, "log_format", None), verbose=args.verbose)
     command = {
         "serve": _serve,

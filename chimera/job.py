@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -98,6 +98,10 @@ class TeamRun:
             "thought_count": self.thought_count,
         }
 
+    def copy(self) -> TeamRun:
+        """A copy sharing nothing mutable with this one (its own list of thoughts)."""
+        return replace(self, thoughts=list(self.thoughts))
+
     @staticmethod
     def from_dict(obj: dict[str, Any]) -> TeamRun:
         return TeamRun(
@@ -133,6 +137,11 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.state in JOB_FINAL
+
+    def copy(self) -> Job:
+        """A copy sharing nothing mutable with this one: its own teams (each with
+        its own thoughts); the rest (text, enums, datetimes, thoughts) is immutable."""
+        return replace(self, teams={team: run.copy() for team, run in self.teams.items()})
 
     def advance(self, event: Event) -> None:
         """Folds the job-level part of one event (sequence, times, state), not the teams'."""

@@ -1,5 +1,27 @@
 """The Chimera server: the store, the actors and both gateways, started and stopped in order.
 
+:class:`ChimeraServer` builds everything in its constructor, each part given
+what it uses (nothing is attached to a part once it is built), in this order:
+
+1. the store (SQLite, or Redis with ``--redis``), and the :class:`chimera.health.Health`
+   the server owns (ready until told otherwise);
+2. with Redis, the fan-out (:class:`chimera.cluster.fanout.RedisFanout`), from
+   the store alone: the broadcaster's remote feed and the job manager's cancel
+   relay;
+3. the :class:`chimera.actors.jobs.RunningJobs` (the supervisors of the jobs
+   running here), which the broadcaster reports unrecordable events to and the
+   job manager keeps its supervisors in: it breaks the broadcaster / job
+   manager cycle;
+4. the broadcaster (the store, the running jobs, the fan-out), then the job
+   manager (the store, the broadcaster, the providers, the running jobs, the
+   fan-out);
+5. the gateways, each reading the Health (the gRPC gateway subscribes to it, once);
+6. with Redis, the cluster node: the fan-out's handler (the broadcaster's
+   ``receive`` and ``fail_removed_jobs``, the job manager's ``cancel_local``),
+   given to the fan-out once, when it starts running (as Centrifuge's
+   ``Broker.Run(handler)``), and the membership, which sets the Health;
+7. retention and the metrics listener.
+
 :meth:`ChimeraServer.serve` is the top frame of a server; it returns after
 :meth:`ChimeraServer.stop` once everything has shut down, in this order:
 
@@ -28,14 +50,17 @@ import ssl
 from pathlib import Path
 
 from chimera.actors.broadcaster import Broadcaster
-from chimera.actors.jobs import NODE_LOST, JobManager, ProviderFactory
+from chimera.actors.jobs import NODE_LOST, JobManager, ProviderFactory, RunningJobs
 from chimera.actors.retention import Retention
 from chimera.auth.tokens import Authenticator, TokenVerifier
+from chimera.cluster.fanout import RedisFanout
+from chimera.cluster.node import ClusterNode
 from chimera.config import ServerConfig
 from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.ws_gateway import WebSocketGateway
+from chimera.health import Health
 from chimera.http.hosts import HostAllowList
 from chimera.observability.listener import MetricsListener
 from chimera.providers.registry import Providers
@@ -88,12 +113,14 @@ class ChimeraServer:
         *,
         providers: ProviderFactory | None = None,
         store: Store | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         """Raises :class:`ConfigError` for a configuration it must not run with
-        (e.g. no authentication on a non-loopback address)."""
+        (e.g. no authentication on a non-loopback address). ``auth``: who callers
+        are (default: the config's JWT settings)."""
         config.check()
         self.config = config
-        auth = authenticator(config)
+        auth = auth or authenticator(config)
         self.limits = limits = SubscriberLimits(
             config.max_subscribers_per_job, config.max_subscribers_per_address
         )
@@ -110,13 +137,20 @@ class ChimeraServer:
                 else SQLiteStore(config.db)
             )
         self.store: Store = store
+        # Built in the order the module docstring gives.
+        self.health = Health()
+        fanout = RedisFanout(store) if isinstance(store, RedisStore) else None
+        running = RunningJobs()
         self.broadcaster = Broadcaster(
-            self.store, subscriber_max_bytes=config.subscriber_max_bytes
+            self.store, listener=running, remote=fanout,
+            subscriber_max_bytes=config.subscriber_max_bytes,
         )
         self.jobs = JobManager(
             self.store,
             self.broadcaster,
             providers,
+            running=running,
+            relay=fanout,
             max_brief_chars=config.max_brief_chars,
             job_deadline=config.job_deadline,
             max_jobs_per_caller=config.max_jobs_per_caller,
@@ -131,6 +165,7 @@ class ChimeraServer:
             count_deliveries=config.metrics_port is not None,
             reuse_port=config.reuse_port,
             connection_limits=config.grpc_connection_limits,
+            health=self.health,
         )
         self.ws = WebSocketGateway(
             self.jobs,
@@ -143,14 +178,12 @@ class ChimeraServer:
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),
             count_deliveries=config.metrics_port is not None,
+            health=self.health,
+            reuse_port=config.reuse_port,
         )
-        self.ws.reuse_port = config.reuse_port
-        # Imported here: chimera.cluster depends on the actors and gateways.
-        from chimera.cluster.node import ClusterNode
-
         self.cluster = (
-            ClusterNode(store, self.broadcaster, self.jobs, self.grpc, self.ws)
-            if isinstance(store, RedisStore)
+            ClusterNode(store, fanout, self.broadcaster, self.jobs, self.health)
+            if isinstance(store, RedisStore) and fanout is not None
             else None
         )
         self.retention = (

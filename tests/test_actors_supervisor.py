@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from chimera.actors.broadcaster import Broadcaster
-from chimera.actors.jobs import JobManager, JobRequest, ProviderFactory
+from chimera.actors.jobs import JobManager, JobRequest, ProviderFactory, RunningJobs
 from chimera.actors.supervisor import JobSupervisor
 from chimera.actors.team import TeamActor
 from chimera.auth.principal import ANONYMOUS
@@ -169,8 +169,9 @@ async def managed(providers: ProviderFactory) -> AsyncIterator[tuple[JobManager,
     in the server's order (jobs, then the broadcaster) when the block ends."""
     store = MemoryStore()
     await store.open()
-    broadcaster = Broadcaster(store)
-    manager = JobManager(store, broadcaster, providers)
+    running = RunningJobs()
+    broadcaster = Broadcaster(store, listener=running)
+    manager = JobManager(store, broadcaster, providers, running=running)
     async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
         tg.create_task(broadcaster.run(), name="broadcaster")
         jobs = tg.create_task(manager.run(), name="jobs")

@@ -85,6 +85,19 @@ class RemoteFeed(Protocol):
         ...
 
 
+class RecordingListener(Protocol):
+    """Told which jobs' events cannot be recorded (the job manager's running jobs:
+    :class:`chimera.actors.jobs.RunningJobs`), so it stops them."""
+
+    def storage_failed(self, job_ids: list[str], error: ChimeraError) -> None:
+        """Writes fail (disk full): these jobs' events wait, unrecorded."""
+        ...
+
+    def rejected(self, job_id: str, reason: str) -> None:
+        """The store refused ``job_id``'s events: none of them will be recorded here."""
+        ...
+
+
 def _ignore(job_ids: list[str], error: ChimeraError) -> None:
     pass
 
@@ -310,9 +323,20 @@ class Broadcaster:
     Lifecycle: :meth:`run` until :meth:`stop`; ``run`` then drains what was
     already published, records it, fans it out, ends every subscription with
     :class:`Unavailable`, and returns.
+
+    Wiring, given here and never changed: ``listener`` is told which jobs' events
+    cannot be recorded; ``remote`` brings the events of jobs that run in other
+    processes (scale-out; ``None`` in one process).
     """
 
-    def __init__(self, store: Store, *, subscriber_max_bytes: int = DEFAULT_SUBSCRIBER_MAX_BYTES):
+    def __init__(
+        self,
+        store: Store,
+        *,
+        listener: RecordingListener | None = None,
+        remote: RemoteFeed | None = None,
+        subscriber_max_bytes: int = DEFAULT_SUBSCRIBER_MAX_BYTES,
+    ) -> None:
         self.store = store
         self.subscriber_max_bytes = subscriber_max_bytes
         self._inbox: asyncio.Queue[Draft | None] = asyncio.Queue(INBOX_SIZE)
@@ -324,13 +348,17 @@ class Broadcaster:
         # who is told which jobs' events could not be recorded; whether to keep
         # retrying; jobs whose events were dropped (at shutdown: no gap after them).
         self.storage_error: ChimeraError | None = None
-        self.on_storage_failure: Callable[[list[str], ChimeraError], None] = _ignore
+        self.on_storage_failure: Callable[[list[str], ChimeraError], None] = (
+            listener.storage_failed if listener is not None else _ignore
+        )
         self._retrying = True
         self._dropped: set[str] = set()
-        # Set when several processes share the store (see chimera.cluster).
-        self.remote: RemoteFeed | None = None
+        # Given when several processes share the store (see chimera.cluster).
+        self.remote = remote
         # Called with (job_id, reason) when the store refuses a job's events.
-        self.on_rejected: Callable[[str, str], None] = lambda job_id, reason: None
+        self.on_rejected: Callable[[str, str], None] = (
+            listener.rejected if listener is not None else lambda job_id, reason: None
+        )
         self._rejected: set[str] = set()
 
     # -- called by the job manager and the actors ---------------------------------

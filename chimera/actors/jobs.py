@@ -9,6 +9,11 @@ Scaled out (several processes on one Redis), ``recover`` runs periodically
 and closes only jobs whose process is gone (``interrupted: node lost``), each
 in exactly one survivor; a cancel for a job running elsewhere is relayed to
 its process (:class:`CancelRelay`).
+
+Wiring: the broadcaster is built before the job manager (which needs it), yet
+tells it which jobs' events cannot be recorded. So both are handed one
+:class:`RunningJobs`, built first: the broadcaster reports to it, the job
+manager keeps its supervisors in it. Nothing is attached to either afterwards.
 """
 
 from __future__ import annotations
@@ -81,6 +86,40 @@ async def close_as_failed(
     await publish(Draft.status(job_id, None, JobState.FAILED.value))
 
 
+class RunningJobs:
+    """The supervisors of the jobs running in this process, by id, and why the store
+    refused a job's events: the :class:`chimera.actors.broadcaster.RecordingListener`
+    the broadcaster reports to, and the job manager's record of what it runs.
+
+    Built first and given to both (see the module docstring).
+    """
+
+    def __init__(self) -> None:
+        self.supervisors: dict[str, JobSupervisor] = {}
+        # Why the store refused a job's events, until JobManager.recover() closes
+        # the job or has had its one chance to (see recover()).
+        self.rejected_reasons: dict[str, str] = {}
+
+    def storage_failed(self, job_ids: list[str], error: ChimeraError) -> None:
+        """The broadcaster cannot record these jobs' events: they stop and fail, saying
+        why, once the store takes writes again."""
+        for job_id in job_ids:
+            supervisor = self.supervisors.get(job_id)
+            if supervisor is not None:
+                supervisor.interrupt(f"stopped: its events could not be recorded ({error})")
+
+    def rejected(self, job_id: str, reason: str) -> None:
+        """The store refused the job's events: stop its teams (nothing they
+        produce can be recorded any more)."""
+        supervisor = self.supervisors.get(job_id)
+        if supervisor is not None:
+            supervisor.interrupt()
+        # If the store gives the job back to recover() (Redis answers again), it is
+        # closed with this reason, not the generic one: also when its supervisor
+        # ended first (its final events were among those refused).
+        self.rejected_reasons[job_id] = reason
+
+
 class JobManager:
     def __init__(
         self,
@@ -88,6 +127,8 @@ class JobManager:
         broadcaster: Broadcaster,
         providers: ProviderFactory,
         *,
+        running: RunningJobs,
+        relay: CancelRelay | None = None,
         max_brief_chars: int = MAX_BRIEF_CHARS,
         job_deadline: float | None = None,
         max_jobs_per_caller: int = DEFAULT_MAX_JOBS_PER_CALLER,
@@ -98,17 +139,16 @@ class JobManager:
         self._max_brief_chars = max_brief_chars
         self._job_deadline = job_deadline
         self._max_jobs_per_caller = max_jobs_per_caller
-        self._supervisors: dict[str, JobSupervisor] = {}
+        # The running jobs' supervisors and the reasons the store refused jobs' events:
+        # the dicts of the RunningJobs the broadcaster reports to (module docstring).
+        self._supervisors = running.supervisors
+        self._rejected_reasons = running.rejected_reasons
         # Running (or being created) jobs per caller, for the in-flight limit.
         self._in_flight: dict[str, int] = {}
-        # Why the store refused a job's events, until recover() closes the job or
-        # has had its one chance to (see recover()).
-        self._rejected_reasons: dict[str, str] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
-        self.relay: CancelRelay | None = None
-        broadcaster.on_rejected = self._rejected
-        broadcaster.on_storage_failure = self._storage_failed
+        # Scaled out: reaches the process that runs a job (None in one process).
+        self._relay = relay
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -151,14 +191,6 @@ class JobManager:
             for supervisor in self._supervisors.values():
                 supervisor.interrupt()
 
-    def _storage_failed(self, job_ids: list[str], error: ChimeraError) -> None:
-        """The broadcaster cannot record these jobs' events: they stop and fail, saying
-        why, once the store takes writes again."""
-        for job_id in job_ids:
-            supervisor = self._supervisors.get(job_id)
-            if supervisor is not None:
-                supervisor.interrupt(f"stopped: its events could not be recorded ({error})")
-
     def stop(self) -> None:
         """Refuses new jobs from now on and interrupts the running ones."""
         self._stop.set()
@@ -168,17 +200,6 @@ class JobManager:
         supervisor = self._supervisors.get(job_id)
         if supervisor is not None:
             supervisor.cancel()
-
-    def _rejected(self, job_id: str, reason: str) -> None:
-        """The store refused the job's events: stop its teams (nothing they
-        produce can be recorded any more)."""
-        supervisor = self._supervisors.get(job_id)
-        if supervisor is not None:
-            supervisor.interrupt()
-        # If the store gives the job back to recover() (Redis answers again), it is
-        # closed with this reason, not the generic one: also when its supervisor
-        # ended first (its final events were among those refused).
-        self._rejected_reasons[job_id] = reason
 
     # -- operations ----------------------------------------------------------------------
 
@@ -305,7 +326,7 @@ class JobManager:
                     "request: use a new request_id"
                 )
             return stored, False
-        self._broadcaster.open_job(Job.from_json(job.to_json()))
+        self._broadcaster.open_job(job.copy())
         publish = self._broadcaster.publish
         actors = [
             TeamActor(job_id, team, self._providers(team), request.brief, publish)
@@ -326,6 +347,7 @@ class JobManager:
         An unexpected error in a supervisor is logged here and does not take
         down the other jobs sharing the TaskGroup.
         """
+        closed_here = False  # the job's final event is this frame's, not the supervisor's
         try:
             try:
                 await supervisor.run()
@@ -334,7 +356,7 @@ class JobManager:
                 if not supervisor.announced_final:
                     # Whatever happened, the job ends with its final event: the
                     # path start-up recovery takes for jobs a crash left running.
-                    supervisor.state = JobState.FAILED
+                    closed_here = True
                     await close_as_failed(
                         self._broadcaster.publish, supervisor.job_id,
                         supervisor.unfinished_teams(),
@@ -345,8 +367,9 @@ class JobManager:
             # No await since the final event was queued: the place is free before
             # anyone can see the job end (test_jobs_in_flight_without_auth...).
             self._release(caller_key)
-            log.info("job %s finished: %s", supervisor.job_id, supervisor.state.value)
-            metrics.job_finished(supervisor.state)
+            state = JobState.FAILED if closed_here else supervisor.state
+            log.info("job %s finished: %s", supervisor.job_id, state.value)
+            metrics.job_finished(state)
 
     async def _load(
         self, job_id: str, principal: Principal, view: JobView = JobView.BASIC
@@ -492,7 +515,7 @@ class JobManager:
                 supervisor.cancel()
                 async for _ in subscription:
                     pass  # ends after the job's final event, which is then stored
-        elif self.relay is not None and job.state is JobState.RUNNING:
+        elif self._relay is not None and job.state is JobState.RUNNING:
             relayed = True
             await self._cancel_elsewhere(job)
         job = await self._load(job_id, principal, JobView.DEFAULT)
@@ -508,8 +531,8 @@ class JobManager:
     async def _cancel_elsewhere(self, job: Job) -> None:
         """Relays the cancel to the job's process, repeated until the job's final
         event arrives (a relayed message may be lost; cancelling twice is harmless)."""
-        assert self.relay is not None
-        relay = self.relay
+        assert self._relay is not None
+        relay = self._relay
 
         async def nag() -> None:
             while True:

@@ -13,9 +13,12 @@ a message whose seq jumps makes the gap be read from the job's stream first, and
 every (re)subscription confirmation reads whatever was recorded since. So
 events reach subscribers in order, without gaps or duplicates.
 
-Lifecycle: :meth:`RedisFanout.run` (owned by the server's TaskGroup) reads
-messages until cancelled; the connection re-connects and re-subscribes by
-itself after an error.
+Lifecycle: built (from the store alone) before the broadcaster and the job
+manager, which are given it as their remote feed and cancel relay; then
+:meth:`RedisFanout.run` (owned by the server's TaskGroup) is given the
+:class:`FanoutHandler` that takes what arrives, once, at start (as Centrifuge's
+``Broker.Run(handler)``), and reads messages until cancelled; the connection
+re-connects and re-subscribes by itself after an error.
 
 One task does everything on the pub/sub connection: redis-py's ``PubSub`` is not
 safe for two tasks at once. Each call re-connects a broken connection by itself,
@@ -52,6 +55,23 @@ GAP_PAGE = 512
 READ_WAIT = 0.05
 
 
+@dataclass(frozen=True, slots=True)
+class FanoutHandler:
+    """What the fan-out hands on, given to :meth:`RedisFanout.run` once, at start:
+    ``deliver`` gets another process's events (in order, gap-free), ``gone`` the
+    jobs whose history is gone (retention removed them, or the stream lost
+    events), ``cancel`` the job ids a cancel was relayed for."""
+
+    deliver: Callable[[Sequence[Event]], None]
+    gone: Callable[[list[str]], None]
+    cancel: Callable[[str], None]
+
+
+_NOT_RUNNING = FanoutHandler(
+    deliver=lambda events: None, gone=lambda job_ids: None, cancel=lambda job_id: None
+)
+
+
 @dataclass(slots=True)
 class _Followed:
     last: int | None = None  # the last seq handed on; None until subscribed
@@ -64,17 +84,11 @@ class RedisFanout:
     """:class:`chimera.actors.broadcaster.RemoteFeed` and
     :class:`chimera.actors.jobs.CancelRelay` over Redis pub/sub."""
 
-    def __init__(
-        self,
-        store: RedisStore,
-        deliver: Callable[[Sequence[Event]], None],
-        gone: Callable[[list[str]], None],
-        cancel: Callable[[str], None],
-    ) -> None:
+    def __init__(self, store: RedisStore) -> None:
         self._store = store
-        self._deliver = deliver
-        self._gone = gone
-        self._cancel = cancel
+        # Where what arrives goes: the handler run() is given (nothing arrives before).
+        handler = _NOT_RUNNING
+        self._deliver, self._gone, self._cancel = handler.deliver, handler.gone, handler.cancel
         self._followed: dict[str, _Followed] = {}
         self._pubsub: PubSub = store.pubsub()
         # (Un)subscriptions asked for, sent by the reader between reads.
@@ -106,8 +120,10 @@ class RedisFanout:
 
     # -- the actor -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Sends (un)subscriptions and reads messages until cancelled, in this one task."""
+    async def run(self, handler: FanoutHandler) -> None:
+        """Sends (un)subscriptions and reads messages until cancelled, in this one task;
+        what arrives goes to ``handler``."""
+        self._deliver, self._gone, self._cancel = handler.deliver, handler.gone, handler.cancel
         await self._retrying(self._pubsub.subscribe, CONTROL_CHANNEL)
         await self._read()
 

@@ -21,8 +21,10 @@ Every ``interval`` seconds, while :meth:`Membership.run` runs:
 
 A check that fails, or takes longer than ``slow`` (Redis paused), counts as this
 process being cut off. While Redis cannot be used (unreachable, out of memory,
-read-only) the process reports itself not ready (gRPC health NOT_SERVING,
-``/readyz`` 503, saying why) and keeps trying; no Redis error ends the process.
+read-only) the process reports itself not ready (it sets the server's
+:class:`chimera.health.Health`, which the gateways follow: gRPC health
+NOT_SERVING, ``/readyz`` 503, saying why) and keeps trying; no Redis error ends
+the process.
 
 Lifecycle: :meth:`join` once before serving (so no job is created without a
 lease), :meth:`run` until :meth:`stop`, :meth:`leave` at the end of shutdown.
@@ -39,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from chimera.cluster.lease import LeaseKeeper
 from chimera.cluster.liveness import Liveness
 from chimera.errors import ChimeraError
+from chimera.health import Health
 from chimera.store.redis import RedisStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ class Membership:
         store: RedisStore,
         *,
         recover: Callable[[], Awaitable[object]],
-        set_ready: Callable[[bool, str], Awaitable[None]],
+        health: Health,
         data_lost: Callable[[], None],
         ttl: float = LEASE_TTL,
         interval: float = INTERVAL,
@@ -65,7 +68,7 @@ class Membership:
     ) -> None:
         self._store = store
         self._recover = recover
-        self._set_ready = set_ready
+        self._health = health
         self._data_lost = data_lost
         self._ttl = ttl
         self._interval = interval
@@ -124,9 +127,9 @@ class Membership:
             if self.ready or str(exc) != self._unready:  # e.g. unreachable, then full
                 log.error("Redis cannot be used: not ready until it can (%s)", exc)
                 self.ready, self._unready = False, str(exc)
-                await self._set_ready(False, self._unready)
+                await self._health.set(False, self._unready)
             return
         if not self.ready:
             log.info("Redis usable again: ready")
             self.ready, self._unready = True, ""
-            await self._set_ready(True, "")
+            await self._health.set(True)

@@ -1,8 +1,14 @@
 """One process's part in a cluster: fan-out and membership, wired to the server's actors.
 
+The server builds the :class:`chimera.cluster.fanout.RedisFanout` first (the
+broadcaster and the job manager are given it as their remote feed and cancel
+relay), then this node with them and the server's
+:class:`chimera.health.Health`, which the membership sets. It knows no gateway.
+
 Lifecycle (driven by :class:`chimera.server.ChimeraServer`): :meth:`ClusterNode.join`
 after the store opens and before anything is served (the lease exists before
-the first job); :meth:`run` in the server's TaskGroup; :meth:`stop` once the
+the first job); :meth:`run` in the server's TaskGroup (it starts the fan-out
+with its handler: the broadcaster and the job manager); :meth:`stop` once the
 broadcaster has ended every subscription; :meth:`leave` (drops the lease) just
 before the store closes.
 """
@@ -13,10 +19,9 @@ import asyncio
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import NODE_LOST, JobManager
-from chimera.cluster.fanout import RedisFanout
+from chimera.cluster.fanout import FanoutHandler, RedisFanout
 from chimera.cluster.membership import Membership
-from chimera.gateways.grpc_gateway import GrpcGateway
-from chimera.gateways.ws_gateway import WebSocketGateway
+from chimera.health import Health
 from chimera.store.redis import RedisStore
 
 
@@ -24,28 +29,23 @@ class ClusterNode:
     def __init__(
         self,
         store: RedisStore,
+        fanout: RedisFanout,
         broadcaster: Broadcaster,
         jobs: JobManager,
-        grpc: GrpcGateway,
-        ws: WebSocketGateway,
+        health: Health,
     ) -> None:
         self.store = store
-        self.fanout = RedisFanout(
-            store, broadcaster.receive, broadcaster.fail_removed_jobs, jobs.cancel_local
+        self.fanout = fanout
+        self._handler = FanoutHandler(
+            deliver=broadcaster.receive, gone=broadcaster.fail_removed_jobs,
+            cancel=jobs.cancel_local,
         )
-        broadcaster.remote = self.fanout
-        jobs.relay = self.fanout
-
-        async def set_ready(ready: bool, reason: str) -> None:
-            ws.ready = ready
-            ws.unready_reason = reason
-            await grpc.set_serving(ready)
 
         async def recover() -> None:
             await jobs.recover(NODE_LOST)
 
         self.membership = Membership(
-            store, recover=recover, set_ready=set_ready, data_lost=broadcaster.data_lost
+            store, recover=recover, health=health, data_lost=broadcaster.data_lost
         )
         self._stop = asyncio.Event()
 
@@ -54,7 +54,7 @@ class ClusterNode:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            fanout = tg.create_task(self.fanout.run(), name="fanout")
+            fanout = tg.create_task(self.fanout.run(self._handler), name="fanout")
             membership = tg.create_task(self.membership.run(), name="membership")
             await self._stop.wait()
             self.membership.stop()

@@ -8,9 +8,10 @@ HistoryGone → OUT_OF_RANGE, Unauthenticated → UNAUTHENTICATED, PermissionDen
 PERMISSION_DENIED (see :func:`aborting_on_error`). A StreamJobEvents stream ends
 UNAUTHENTICATED ("token expired: …") when the token it was opened with expires.
 
-When auth is on, :class:`chimera.auth.grpc_interceptor.AuthInterceptor` refuses
-JobService calls without a valid token; each method then reads the caller's
-principal from the metadata and passes it to the job manager explicitly.
+:class:`chimera.auth.grpc_interceptor.AuthInterceptor` decides each JobService
+call's principal once (verifying its token; it refuses a call without a valid
+one when auth is on); each method reads it with ``call_principal()`` and
+passes it to the job manager explicitly.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ from grpc_reflection.v1alpha import reflection
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, JobRequest
-from chimera.auth.grpc_interceptor import AuthInterceptor, principal_from_metadata
-from chimera.auth.principal import Principal
+from chimera.auth.grpc_interceptor import AuthInterceptor, call_principal
 from chimera.auth.tokens import Authenticator
 from chimera.defaults import MAX_MESSAGE_BYTES, ConnectionLimits
 from chimera.errors import (
@@ -42,6 +42,7 @@ from chimera.errors import (
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.expiry import end_at_expiry
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.health import Health
 from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
 from chimera.v1 import jobs_pb2 as pb
@@ -210,18 +211,14 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         self,
         jobs: JobManager,
         broadcaster: Broadcaster,
-        authenticator: Authenticator,
         limits: SubscriberLimits,
         deliveries: Deliveries | None = None,
     ) -> None:
+        """Serves behind :class:`AuthInterceptor`, which decides each call's principal."""
         self._jobs = jobs
         self._broadcaster = broadcaster
-        self._auth = authenticator
         self._limits = limits
         self._deliveries = deliveries
-
-    def _principal(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
-        return principal_from_metadata(self._auth, context.invocation_metadata())
 
     async def CreateJob(
         self, request: pb.CreateJobRequest, context: grpc.aio.ServicerContext[object, object]
@@ -234,7 +231,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     job_id=request.job_id,
                     request_id=request.request_id,
                 ),
-                principal=self._principal(context),
+                principal=call_principal(),
                 caller=peer_host(context.peer()),
             )
         # After: creating the job is what moves a store that lost its data on to
@@ -247,7 +244,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         epoch = self._jobs.epoch  # before the job: see JobManager.epoch
         async with aborting_on_error(context):
             job = await self._jobs.get(
-                request.job_id, principal=self._principal(context),
+                request.job_id, principal=call_principal(),
                 view=view_from_pb(request.view),
             )
         return pb.GetJobResponse(job=job_to_pb(job, epoch))
@@ -257,7 +254,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.ListJobsResponse:
         epoch = self._jobs.epoch
         async with aborting_on_error(context):
-            principal, view = self._principal(context), view_from_pb(request.view)
+            principal, view = call_principal(), view_from_pb(request.view)
             self._jobs.authorize_list(principal=principal)  # before parsing the token
             jobs, cursor = await self._jobs.list(
                 request.page_size, decode_page_token(request.page_token),
@@ -272,7 +269,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> pb.CancelJobResponse:
         epoch = self._jobs.epoch
         async with aborting_on_error(context):
-            job = await self._jobs.cancel(request.job_id, principal=self._principal(context))
+            job = await self._jobs.cancel(request.job_id, principal=call_principal())
         return pb.CancelJobResponse(job=job_to_pb(job, epoch))
 
     async def StreamJobEvents(
@@ -290,7 +287,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         ended: the id may name another job now).
         """
         async with aborting_on_error(context):
-            principal = self._principal(context)
+            principal = call_principal()
             subscription = await self._jobs.watch(
                 request.job_id, request.after_sequence, principal=principal,
                 epoch=request.epoch,
@@ -312,9 +309,13 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
 class GrpcGateway:
     """The grpc.aio server with JobService, reflection and health.
 
-    Lifecycle: :meth:`start` binds and serves; :meth:`stop` sets health to
-    NOT_SERVING, then stops the server with a grace period during which
-    in-flight calls finish (streams end when the broadcaster closes them).
+    Lifecycle: :meth:`start` binds and serves; :meth:`enter_shutdown` sets health
+    to NOT_SERVING for good; :meth:`stop` stops the server with a grace period
+    during which in-flight calls finish (streams end when the broadcaster closes
+    them).
+
+    The health service follows the server's :class:`Health` (subscribed to here,
+    once): SERVING while it is ready, NOT_SERVING while it is not.
     """
 
     def __init__(
@@ -329,6 +330,7 @@ class GrpcGateway:
         count_deliveries: bool = False,
         reuse_port: bool = False,
         connection_limits: ConnectionLimits | None = None,
+        health: Health | None = None,
     ) -> None:
         """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
         ``count_deliveries``: observe each streamed event's delivery latency.
@@ -361,12 +363,14 @@ class GrpcGateway:
         self._tls = tls
         self._reuse_port = reuse_port
         servicer = JobService(
-            jobs, broadcaster, authenticator, limits or SubscriberLimits(),
+            jobs, broadcaster, limits or SubscriberLimits(),
             DELIVERIES if count_deliveries else None,
         )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
-        self._health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._health_service = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health_service, self._server)
+        self._health = health or Health()
+        self._health.subscribe(self._follow_health)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME],
@@ -390,20 +394,20 @@ class GrpcGateway:
         if self.port == 0:
             raise OSError(f"cannot listen for gRPC on {address}")
         await self._server.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._follow_health(self._health.ready, self._health.reason)
         return self.port
 
-    async def set_serving(self, serving: bool) -> None:
-        """Health SERVING or NOT_SERVING (e.g. while the shared store is unreachable)."""
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
+    async def _follow_health(self, ready: bool, reason: str) -> None:
+        """Health SERVING or NOT_SERVING (e.g. while the shared store is unreachable);
+        ignored once :meth:`enter_shutdown` has run."""
+        status = (health_pb2.HealthCheckResponse.SERVING if ready
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
-            await self._health.set(name, status)
+            await self._health_service.set(name, status)
 
     async def enter_shutdown(self) -> None:
         """Health NOT_SERVING, so balancers stop sending new calls."""
-        await self._health.enter_graceful_shutdown()
+        await self._health_service.enter_graceful_shutdown()
 
     async def stop(self, grace: float) -> None:
         await self._server.stop(grace)

@@ -46,6 +46,7 @@ from chimera.gateways.http_api import HttpApi
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.pages import Pages, WebFiles
 from chimera.gateways.ws_session import Sessions
+from chimera.health import Health
 from chimera.http.cors import Cors
 from chimera.http.hosts import HostAllowList
 from chimera.http.responses import nosniff, nosniff_later
@@ -78,10 +79,14 @@ class WebSocketGateway:
         tls: ssl.SSLContext | None = None,
         count_deliveries: bool = False,
         web_root: str = "",
+        health: Health | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """``count_deliveries``: count messages, bytes and delivery latencies for the
         metrics (the hot path; connections are always counted). ``web_root``: the
-        Command Center's files (default: the package's ``chimera/web``)."""
+        Command Center's files (default: the package's ``chimera/web``). ``health``:
+        the server's, which ``/readyz`` reads. ``reuse_port``: SO_REUSEPORT, so
+        several worker processes share the port."""
         self._jobs = jobs
         self._broadcaster = broadcaster
         limits = limits or SubscriberLimits()
@@ -113,10 +118,9 @@ class WebSocketGateway:
         )
         self._server: Server | None = None
         self.port = 0
-        # False while the server cannot do its work (the shared store is unreachable).
-        self.ready = True
-        self.unready_reason = ""  # what /readyz says while not ready
-        self.reuse_port = False
+        # Not ready while the server cannot do its work (the shared store is unreachable).
+        self._health = health or Health()
+        self.reuse_port = reuse_port
 
     async def start(self, host: str, port: int) -> int:
         self._server = await serve(
@@ -180,7 +184,7 @@ class WebSocketGateway:
     def _readyz(
         self, connection: ServerConnection, request: Request, target: Target
     ) -> Response:
-        if self.ready:
+        if self._health.ready:
             return connection.respond(http.HTTPStatus.OK, "ready\n")
-        reason = self.unready_reason or "the store (Redis) is unreachable"
+        reason = self._health.reason or "the store (Redis) is unreachable"
         return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}\n")
