@@ -26,7 +26,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from chimera.actors.broadcaster import Broadcaster
@@ -365,7 +365,7 @@ class GrpcGateway:
             DELIVERIES if count_deliveries else None,
         )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
-        self._health = HealthServicer()
+        self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
