@@ -33,7 +33,7 @@ def test_bad_policies_are_refused() -> None:
     for bad in ({"first": -1, "cap": 1}, {"first": 1, "cap": -1}, {"first": 1, "cap": 1,
                 "factor": 0.5}, {"first": 1, "cap": 1, "jitter": 1.5}):
         with pytest.raises(ValueError):
-            Backoff(**bad)  # type: ignore[arg-type]
+            Backoff(**bad)
 
 
 def test_provider_retries_take_the_default_pause_from_it_and_honour_retry_after() -> None:

@@ -60,7 +60,10 @@ def test_exposition_is_prometheus_clients_own() -> None:
         for seconds in half:
             reference.observe(seconds)
         assert same(generate_latest(ours), generate_latest(theirs))
-        assert same(openmetrics_latest(ours), openmetrics_latest(theirs))
+        assert same(
+            openmetrics_latest(ours),  # type: ignore[no-untyped-call]
+            openmetrics_latest(theirs),  # type: ignore[no-untyped-call]
+        )
     assert b'chimera_event_delivery_seconds_bucket{le="0.0001"} 2.0' in generate_latest(ours)
     assert b"chimera_event_delivery_seconds_count 10.0" in generate_latest(ours)
 

@@ -46,7 +46,7 @@ from chimera.store.redis import CONTROL_CHANNEL, P, RedisStore, channel
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = P + "ch:"
-RETRY = Backoff(first=0.05, cap=1.0)  # between tries of a failed pub/sub call or read
+RETRY = Backoff(first=0.5, cap=2.0)  # between tries of a failed pub/sub call or read
 GAP_PAGE = 512
 # How long a read waits for a message before the (un)subscriptions asked for
 # meanwhile are sent (the reader sends them: see the module docstring).

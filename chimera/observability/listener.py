@@ -36,7 +36,8 @@ from websockets.http11 import Request, Response
 
 from chimera.gateways.hosts import HostAllowList
 from chimera.gateways.routes import Reply, Route, Routes, Target
-from chimera.observability.metrics import DELIVERIES, EVENT_DELIVERY, MULTIPROC_ENV
+from chimera.observability.metrics import DELIVERIES, EVENT_DELIVERY
+from chimera.observability.metrics import MULTIPROC_ENV as MULTIPROC_ENV  # workers set it
 
 log = logging.getLogger(__name__)
 
