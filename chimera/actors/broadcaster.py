@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chimera.backoff import Backoff
 from chimera.defaults import DEFAULT_SUBSCRIBER_MAX_BYTES
 from chimera.errors import (
     ChimeraError,
@@ -56,8 +57,7 @@ MAX_BATCH = 64
 PIPELINE_DEPTH = 2
 MAX_COMMIT = 256
 HISTORY_PAGE = 512
-RETRY_FIRST = 0.05  # seconds before retrying a failed write; doubles up to RETRY_MAX
-RETRY_MAX = 1.0
+RETRY = Backoff(first=0.05, cap=1.0)  # between tries of a failed write
 
 class Listener(Protocol):
     """Takes live events without blocking; transport-neutral (see the module docstring)."""
@@ -583,7 +583,7 @@ class Broadcaster:
         until a write succeeds. Returns the events written: at shutdown those that
         cannot be are dropped, with every later event of their jobs (no gap).
         """
-        delay = RETRY_FIRST
+        delays = RETRY.delays()
         while True:
             if self._dropped or self._rejected:
                 events = [e for e in events
@@ -608,8 +608,7 @@ class Broadcaster:
                     )
                     self._dropped.update(job_ids)
                     return []
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+                await asyncio.sleep(next(delays))
                 continue
             if self.storage_error is not None:
                 log.warning("events are recorded again")

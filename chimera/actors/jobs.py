@@ -184,10 +184,19 @@ class JobManager:
         return recovered
 
     async def run(self) -> None:
+        """Owns every job's tasks until :meth:`stop`; returns once they have ended.
+
+        Cancelled, the jobs' tasks are cancelled with it. Either way no task is
+        created on the group once its body has ended: :meth:`create` raises
+        :class:`ShuttingDown` from then on (a creation already under way is a
+        task of the group, so the group is still open for the job it starts).
+        """
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            await self._stop.wait()
-            self._tg = None
+            try:
+                await self._stop.wait()
+            finally:
+                self._tg = None
             for supervisor in self._supervisors.values():
                 supervisor.interrupt()
 

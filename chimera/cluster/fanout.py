@@ -34,13 +34,14 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from chimera.backoff import Backoff
 from chimera.errors import ChimeraError, Unavailable
 from chimera.events import Event
 from chimera.store.redis import CONTROL_CHANNEL, P, RedisStore, channel
@@ -48,7 +49,7 @@ from chimera.store.redis import CONTROL_CHANNEL, P, RedisStore, channel
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = P + "ch:"
-RETRY_DELAY = 0.5
+RETRY = Backoff(first=0.5, cap=2.0)  # between tries of a failed pub/sub call or read
 GAP_PAGE = 512
 # How long a read waits for a message before the (un)subscriptions asked for
 # meanwhile are sent (the reader sends them: see the module docstring).
@@ -137,35 +138,40 @@ class RedisFanout:
                 await self._retrying(self._pubsub.unsubscribe, name)
 
     async def _retrying(self, command: Callable[[str], Awaitable[Any]], name: str) -> None:
+        delays = RETRY.delays()
         while True:
             try:
                 await command(name)
                 return
             except (RedisError, OSError) as exc:  # no Redis error ends the process
                 log.warning("Redis pub/sub: %s; retrying", exc)
-            await asyncio.sleep(RETRY_DELAY)
+            await asyncio.sleep(next(delays))
 
     async def _read(self) -> None:
+        outage: Iterator[float] | None = None  # the pauses of the reads failing now
         while True:
             await self._send_commands()
             try:
                 message = await self._pubsub.get_message(timeout=READ_WAIT)
             except (RedisError, OSError) as exc:
                 log.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(RETRY_DELAY)
+                outage = outage or RETRY.delays()
+                await asyncio.sleep(next(outage))
                 continue
+            outage = None
             if message is None:
                 continue
             # Reading the stream (a gap, a catch-up) is retried until Redis answers:
             # nothing after it may be delivered before it, and nothing else can be
             # read meanwhile anyway.
+            handling = RETRY.delays()
             while True:
                 try:
                     await self._handle(message)
                     break
                 except ChimeraError as exc:
                     log.warning("Redis fan-out: %s; retrying", exc)
-                    await asyncio.sleep(RETRY_DELAY)
+                    await asyncio.sleep(next(handling))
 
     async def _handle(self, message: dict[str, Any]) -> None:
         name = message["channel"]

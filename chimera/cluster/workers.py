@@ -6,25 +6,37 @@ spreads connections over them (SO_REUSEPORT on both listeners). They share
 the Redis store, so any worker serves any job.
 
 Supervision: a child that exits while the parent is not stopping is started
-again (after a short pause, so a child that cannot start does not spin); its
-jobs are closed by the survivors like any lost node's. SIGTERM or SIGINT to the
-parent sends SIGTERM to every child, which shuts down gracefully; the parent
-returns once all have exited.
+again, after a pause that grows while it keeps dying (:data:`RESTART`, reset
+once a child has stayed up :data:`STABLE_AFTER` seconds), so a child that
+cannot start does not spin; its jobs are closed by the survivors like any lost
+node's. SIGTERM or SIGINT to the parent sends SIGTERM to every child, which
+shuts down gracefully; the parent returns once all have exited.
+
+Every child is owned by the task that started it (all in one ``TaskGroup``):
+however that task ends (the parent stopping, or cancelled), the child is sent
+SIGTERM, then SIGKILL if it has not exited after :data:`STOP_GRACE` seconds,
+and has exited before the task ends; a cancellation propagates after that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
+from chimera.backoff import Backoff
 from chimera.observability.listener import worker_exited, worker_metrics
 
 log = logging.getLogger(__name__)
 
-RESTART_PAUSE = 0.5
+RESTART = Backoff(first=0.5, cap=30.0)  # pauses before starting a dying worker again
+STABLE_AFTER = 60.0  # seconds up after which a worker's next restart pause is the first again
+STOP_GRACE = 30.0  # seconds a worker has to exit after SIGTERM before it is killed
 
 
 def worker_argv(argv: Sequence[str]) -> list[str]:
@@ -45,36 +57,102 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
 
 
 async def supervise(argv: Sequence[str], workers: int) -> int:
+    """Runs ``workers`` children of the parent's ``serve`` arguments until SIGTERM or
+    SIGINT, then stops them (:func:`keep_workers`); returns 0 once all have exited."""
     child_argv = [sys.executable, "-m", "chimera", *worker_argv(argv)]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     log.info("starting %d workers", workers)
-
-    async def keep(index: int) -> None:
-        while True:
-            process = await asyncio.create_subprocess_exec(*child_argv)
-            log.info("worker %d started (pid %d)", index, process.pid)
-            exited = asyncio.ensure_future(process.wait())
-            stop = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if stopping.is_set():
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                await exited
-                stop.cancel()
-                return
-            stop.cancel()
-            log.warning("worker %d (pid %d) exited with %s; starting it again",
-                        index, process.pid, process.returncode)
-            worker_exited(process.pid)
-            await asyncio.sleep(RESTART_PAUSE)
-
-    # One PROMETHEUS_MULTIPROC_DIR for the workers: one scrape of the shared port shows all.
-    with worker_metrics():
-        async with asyncio.TaskGroup() as tg:
-            for index in range(workers):
-                tg.create_task(keep(index))
+    try:
+        # One PROMETHEUS_MULTIPROC_DIR for the workers: one scrape of the shared port
+        # shows all.
+        with worker_metrics():
+            await keep_workers(child_argv, workers, stopping)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     log.info("all workers stopped")
     return 0
+
+
+async def keep_workers(
+    argv: Sequence[str],
+    workers: int,
+    stopping: asyncio.Event,
+    *,
+    restart: Backoff = RESTART,
+    stable_after: float = STABLE_AFTER,
+    stop_grace: float = STOP_GRACE,
+) -> None:
+    """Keeps ``workers`` processes of ``argv`` running until ``stopping`` is set, then
+    stops them all and returns once each has exited.
+
+    Cancelled: each child is stopped the same way (SIGTERM, SIGKILL after
+    ``stop_grace``) and has exited before the ``CancelledError`` propagates.
+    """
+    async with asyncio.TaskGroup() as tg:
+        for index in range(workers):
+            tg.create_task(_keep(index, argv, stopping, restart, stable_after, stop_grace))
+
+
+async def _keep(
+    index: int,
+    argv: Sequence[str],
+    stopping: asyncio.Event,
+    restart: Backoff,
+    stable_after: float,
+    stop_grace: float,
+) -> None:
+    """Worker ``index``: started, and started again each time it exits, until ``stopping``."""
+    pauses = restart.delays()
+    while not stopping.is_set():
+        process = await asyncio.create_subprocess_exec(*argv)
+        started = time.monotonic()
+        log.info("worker %d started (pid %d)", index, process.pid)
+        try:
+            await _until(process.wait(), stopping)
+        finally:  # stopping, or cancelled: a child never outlives its task
+            await _stop(process, stop_grace)
+        if stopping.is_set():
+            return
+        worker_exited(process.pid)
+        if time.monotonic() - started >= stable_after:
+            pauses = restart.delays()  # it had stayed up: not one of a run of crashes
+        pause = next(pauses)
+        log.warning("worker %d (pid %d) exited with %s; starting it again in %.2f s",
+                    index, process.pid, process.returncode, pause)
+        await _until(asyncio.sleep(pause), stopping)
+
+
+async def _until(waiting: Coroutine[Any, Any, object], stopping: asyncio.Event) -> None:
+    """Runs ``waiting`` until it returns or ``stopping`` is set, whichever comes first."""
+    async with asyncio.TaskGroup() as tg:
+        tasks = {tg.create_task(waiting), tg.create_task(stopping.wait())}
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+
+
+async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM to ``process`` if it runs, SIGKILL if it has not exited ``grace``
+    seconds later; returns once it has exited (reaped). Cancelled meanwhile: it is
+    killed at once, and the cancellation propagates."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):  # it has just exited
+        process.send_signal(signal.SIGTERM)
+    try:
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            log.warning("worker (pid %d) still running %g s after SIGTERM: killing it",
+                        process.pid, grace)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        raise

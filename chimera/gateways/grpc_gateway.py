@@ -27,7 +27,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in grpc-stubs
 from grpc_reflection.v1alpha import reflection
 
 from chimera.actors.broadcaster import Broadcaster
@@ -367,7 +367,7 @@ class GrpcGateway:
             DELIVERIES if count_deliveries else None,
         )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
-        self._health_service = HealthServicer()
+        self._health_service = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health_service, self._server)
         self._health = health or Health()
         self._health.subscribe(self._follow_health)

@@ -9,10 +9,10 @@ prometheus-client's (``choose_encoder``: text, or OpenMetrics when asked for),
 produced in a worker thread so a scrape does not hold up the loop.
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set, a scrape reads every process's files
-(``MultiProcessCollector``) and the port is bound with ``SO_REUSEPORT``, so
-the workers of one server share it and any of them answers for all. Values
-are then flushed every second, so a scrape sees other processes' deliveries
-at most a second late.
+(``MultiProcessCollector``, and the delivery histogram's own files) and the
+port is bound with ``SO_REUSEPORT``, so the workers of one server share it
+and any of them answers for all. Values are then flushed every second, so a
+scrape sees other processes' deliveries at most a second late.
 
 Lifecycle: :meth:`MetricsListener.start` binds; :meth:`MetricsListener.run`
 flushes every second until :meth:`MetricsListener.stop`, then closes the
@@ -36,12 +36,12 @@ from websockets.http11 import Request, Response
 
 from chimera.http.hosts import HostAllowList
 from chimera.http.routes import Reply, Route, Routes, Target
-from chimera.observability.metrics import DELIVERIES
+from chimera.observability.metrics import DELIVERIES, EVENT_DELIVERY
+from chimera.observability.metrics import MULTIPROC_ENV as MULTIPROC_ENV  # workers set it
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 1.0
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def multiprocess_mode() -> bool:
@@ -80,6 +80,7 @@ def _registry() -> CollectorRegistry:
         return REGISTRY  # ours, and the client's process_* and python_* collectors
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(EVENT_DELIVERY)  # not in prometheus-client's files: it reads its own
     return registry
 
 

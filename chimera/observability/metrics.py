@@ -11,26 +11,39 @@ Hot path: a delivery to N subscribers must not cost N lock-taking increments.
 :class:`Deliveries` counts WebSocket messages, bytes and delivery latencies in
 plain ints and a bucket array on the event loop; :meth:`Deliveries.flush` adds
 them to the metrics in bulk (before every scrape, and every second). The
-delivery histogram is a regular :class:`prometheus_client.Histogram`, so its
-exposition (and multiprocess mode) is the client's own; the bulk add writes the
-bucket counts into its values directly (``observe`` adds one at a time).
+delivery histogram is therefore not a :class:`prometheus_client.Histogram`
+(whose only public way in is one ``observe`` per value) but
+:class:`DeliveryHistogram`, a custom collector that reports the flushed totals
+as a ``HistogramMetricFamily``: the same name, buckets and exposition.
+prometheus-client's multiprocess mode does not take custom collectors in (its
+``MultiProcessCollector`` reads only its own files), so in that mode each
+process also writes its totals to a file of its own in the same directory, and
+the collector reports the sum of every process's file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
+import json
+import os
 import time
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 from chimera.errors import CLOSE_LABELS
 from chimera.events import Event, EventType, JobState, TeamName, TeamStatus
 
 # No ``*_created`` series: they would double a scrape for nothing.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# Read by prometheus-client when it is imported: its values then live in files there.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Latency buckets in seconds, from a fast local write to a badly backed-up subscriber.
 DELIVERY_BUCKETS = (
@@ -64,12 +77,6 @@ WS_BYTES_SENT = Counter(
 )
 WS_DISCONNECTS = Counter(
     "chimera_ws_disconnects", "WebSocket subscriber connections ended, by why.", ["reason"]
-)
-EVENT_DELIVERY = Histogram(
-    "chimera_event_delivery_seconds",
-    "From the broadcaster taking an event (or reading it from the log, for history) "
-    "to its frame being written to a subscriber, per delivery (WebSocket and gRPC).",
-    buckets=DELIVERY_BUCKETS,
 )
 EVENTS = Counter("chimera_events", "Job events recorded, by type.", ["type"])
 JOBS_CREATED = Counter("chimera_jobs_created", "Jobs created.")
@@ -118,6 +125,101 @@ GRPC_HANDLING = Histogram(
 )
 
 
+class DeliveryHistogram(Collector):
+    """``chimera_event_delivery_seconds``: a histogram reported from plain totals.
+
+    :meth:`add` takes a batch of observations (counts per bucket, and their sum)
+    on the event loop; :meth:`collect` reports the totals to a scrape, from any
+    thread (the totals are one tuple, replaced whole, never changed in place).
+
+    With ``directory`` (``PROMETHEUS_MULTIPROC_DIR``), every :meth:`add` also
+    writes this process's totals to its own file there (replaced atomically), and
+    :meth:`collect` reports the sum of every process's file: what a stopped or
+    crashed process counted stays, as with prometheus-client's own counters. A
+    process whose pid was used before in the directory carries on from that
+    file, as prometheus-client's values do.
+    """
+
+    name = "chimera_event_delivery_seconds"
+    documentation = (
+        "From the broadcaster taking an event (or reading it from the log, for history) "
+        "to its frame being written to a subscriber, per delivery (WebSocket and gRPC)."
+    )
+    bounds = (*DELIVERY_BUCKETS, float("inf"))
+    _file_glob = "chimera_delivery_seconds_*.json"
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._directory = directory
+        self._path: str | None = None  # this process's file, found at the first add
+        self._totals: tuple[tuple[int, ...], float] = ((0,) * len(self.bounds), 0.0)
+
+    def add(self, counts: Sequence[int], total: float) -> None:
+        """Adds ``counts[i]`` observations to bucket ``i`` (:attr:`bounds`, not
+        cumulative) and ``total`` to the sum."""
+        if self._directory is not None and self._path is None:
+            self._path = os.path.join(
+                self._directory, self._file_glob.replace("*", str(os.getpid()))
+            )
+            self._totals = _read_totals(self._path) or self._totals
+        buckets, seconds = self._totals
+        self._totals = (
+            tuple(a + b for a, b in zip(buckets, counts, strict=True)), seconds + total
+        )
+        if self._path is not None:
+            _write_totals(self._path, self._totals)
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        if self._directory is None:
+            buckets, seconds = self._totals
+        else:
+            buckets, seconds = (0,) * len(self.bounds), 0.0
+            for path in glob.glob(os.path.join(self._directory, self._file_glob)):
+                totals = _read_totals(path)
+                if totals is None or len(totals[0]) != len(buckets):
+                    continue  # not one of ours after all
+                buckets = tuple(a + b for a, b in zip(buckets, totals[0], strict=True))
+                seconds += totals[1]
+        cumulative = 0
+        points = []
+        for bound, count in zip(self.bounds, buckets, strict=True):
+            cumulative += count
+            points.append((_le(bound), float(cumulative)))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=points, sum_value=seconds
+        )
+
+
+def _le(bound: float) -> str:
+    """A bucket's ``le`` label as prometheus-client writes it (Go's float format)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def _read_totals(path: str) -> tuple[tuple[int, ...], float] | None:
+    """A process's delivery totals, or None if its file is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+        return tuple(int(n) for n in data["buckets"]), float(data["sum"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_totals(path: str, totals: tuple[tuple[int, ...], float]) -> None:
+    """Replaces ``path`` whole (a scrape never reads half a file)."""
+    buckets, seconds = totals
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as file:
+        json.dump({"buckets": buckets, "sum": seconds}, file)
+    os.replace(partial, path)
+
+
+EVENT_DELIVERY = DeliveryHistogram(os.environ.get(MULTIPROC_ENV) or None)
+REGISTRY.register(EVENT_DELIVERY)
+
+
 def _initialize() -> None:
     """Creates the series whose label values are known, at 0, so they exist before use."""
     for reason in (*WS_CLOSE_REASONS.values(), WS_CLIENT):
@@ -141,19 +243,6 @@ def _initialize() -> None:
 _initialize()
 
 
-def add_observations(histogram: Histogram, counts: list[int], total: float) -> None:
-    """Adds ``counts[i]`` observations to bucket ``i`` of ``histogram`` (buckets as
-    given at creation, then +Inf; not cumulative) and ``total`` to its sum.
-
-    What ``observe`` does for one value, for many at once: one locked add per
-    non-empty bucket instead of one per observation.
-    """
-    for value, count in zip(histogram._buckets, counts, strict=True):
-        if count:
-            value.inc(count)
-    histogram._sum.inc(total)
-
-
 def message_size(text: str) -> int:
     """Bytes of ``text`` on the wire (``isascii`` is O(1) for a ``str``)."""
     return len(text) if text.isascii() else len(text.encode())
@@ -173,7 +262,7 @@ class Deliveries:
     """
 
     __slots__ = ("_settle", "buckets", "bytes", "live", "messages", "seconds")
-    _bounds = (*DELIVERY_BUCKETS, float("inf"))
+    _bounds = DeliveryHistogram.bounds
     RUN = 32
 
     def __init__(self) -> None:
@@ -245,7 +334,7 @@ class Deliveries:
             WS_BYTES_SENT.inc(self.bytes)
             self.messages = self.bytes = 0
         if any(self.buckets):
-            add_observations(EVENT_DELIVERY, self.buckets, self.seconds)
+            EVENT_DELIVERY.add(self.buckets, self.seconds)
             self.buckets = [0] * len(self._bounds)
             self.seconds = 0.0
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar, Generic, Protocol, TypeVar
 
+from chimera.backoff import Backoff
 from chimera.errors import ProviderError
 from chimera.observability.metrics import PROVIDER_RETRIES, retry_reason
 from chimera.providers.base import AnswerStarted, ProviderEvent
@@ -48,8 +48,8 @@ class RetryPolicy:
 
     ``max_attempts`` counts the first attempt too (1 = never retry). The n-th
     retry waits ``backoff_base * 2**(n-1)`` seconds, at most ``backoff_max``,
-    times a random factor in [0.5, 1] (jitter), unless the provider said how
-    long to wait. Tests set ``backoff_base`` near zero.
+    times a random factor in [0.5, 1] (jitter: :class:`~chimera.backoff.Backoff`),
+    unless the provider said how long to wait. Tests set ``backoff_base`` near zero.
     """
 
     max_attempts: int = 4
@@ -63,12 +63,17 @@ class RetryPolicy:
         if self.backoff_base < 0 or self.backoff_max < 0 or self.max_retry_after < 0:
             raise ValueError("back-off times must not be negative")
 
+    @property
+    def backoff(self) -> Backoff:
+        """The pauses when the provider does not say how long to wait."""
+        return Backoff(first=self.backoff_base, cap=self.backoff_max)
+
     def delay(self, retry: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
+        """Seconds to wait before retry number ``retry`` (1-based): the provider's
+        ``retry-after`` if it sent one, else :attr:`backoff`'s."""
         if retry_after is not None:
             return retry_after
-        backoff: float = min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1))
-        return backoff * random.uniform(0.5, 1.0)
+        return self.backoff.delay(retry)
 
 
 async def with_retries(

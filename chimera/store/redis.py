@@ -54,7 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import (
     OutOfMemoryError,
@@ -64,6 +64,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chimera.backoff import Backoff
 from chimera.errors import (
     AlreadyExists,
     ChimeraError,
@@ -97,7 +98,7 @@ RETENTION_LOCK = P + "retention"
 CONTROL_CHANNEL = P + "control"
 DEFAULT_WRITE_TIMEOUT = 10.0
 PASSWORD_ENV = "REDISCLI_AUTH"
-RETRY_FIRST = 0.05  # seconds before a write is sent again; doubles up to 1 s
+WRITE_RETRY = Backoff(first=0.05, cap=1.0)  # before a write is sent again
 MAX_CONNECTIONS = 32  # per process (pub/sub takes one more)
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 # Answers of a Redis that is up but cannot take writes for now (out of memory under
@@ -325,7 +326,10 @@ class RedisStore:
                 # reached Redis answers as a caller's own retry would: _APPEND
                 # recognises it; _CREATE returns the job for its request_id, or
                 # AlreadyExists without one.
-                retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
+                retry=Retry(
+                    ExponentialWithJitterBackoff(cap=WRITE_RETRY.cap, base=WRITE_RETRY.first), 1
+                ),
+                retry_on_error=[RedisConnectionError],
                 **settings,
             )
             self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
@@ -593,7 +597,8 @@ class RedisStore:
         sent again that had reached Redis is recognised by the script ("ok").
         """
         deadline = time.monotonic() + self.write_timeout
-        delay = RETRY_FIRST
+        delays = WRITE_RETRY.delays()
+        retries = 0
         results: list[Any] = [None] * len(calls)
         waiting = list(range(len(calls)))
         while True:
@@ -622,6 +627,7 @@ class RedisStore:
                 waiting = left
                 if not waiting:
                     return results
+            delay, retries = next(delays), retries + 1
             if time.monotonic() + delay > deadline:
                 # Shown to clients: the exception's text (addresses) stays in the log.
                 reason = f"events could not be recorded: {why}"
@@ -631,11 +637,10 @@ class RedisStore:
                 for i in waiting:
                     results[i] = reason
                 return results
-            if delay == RETRY_FIRST:  # once per outage of this write, not per try
+            if retries == 1:  # once per outage of this write, not per try
                 log.warning("Redis cannot take events just now (%s); retrying for up to "
                             "%g s: %s", why, self.write_timeout, error)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     async def read_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         """The events, read together with the data set's epoch (one script): a read
