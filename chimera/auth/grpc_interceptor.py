@@ -11,16 +11,16 @@ principal is anonymous.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from chimera.auth.principal import Principal
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import Unauthenticated
+from chimera.grpc_handlers import Handler, HandlerInterceptor, behaviour, preceded, same_shape
 
 
 def principal_from_metadata(
@@ -57,13 +57,7 @@ def call_principal() -> Principal:
     return principal
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # generic only in the type stubs
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(HandlerInterceptor):
     """Decides the principal of each call to the methods under ``protected`` (a service
     path), once: refuses the call if it has none, else runs it with it (:func:`call_principal`)."""
 
@@ -71,75 +65,31 @@ class AuthInterceptor(_Interceptor):
         self._authenticator = authenticator
         self._prefix = f"/{protected}/"
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        # handler is None for an unknown method: grpc answers UNIMPLEMENTED.
-        if handler is None or not method.startswith(self._prefix):
+    def intercept_handler(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        method: str = details.method
+        if not method.startswith(self._prefix):
             return handler
         try:
-            principal = principal_from_metadata(
-                self._authenticator, handler_call_details.invocation_metadata
-            )
+            principal = principal_from_metadata(self._authenticator, details.invocation_metadata)
         except Unauthenticated as exc:
             return _refusal(handler, str(exc))
         return _with_principal(handler, principal)
 
 
-def _with_principal(
-    handler: grpc.RpcMethodHandler[Any, Any], principal: Principal
-) -> grpc.RpcMethodHandler[Any, Any]:
+def _with_principal(handler: Handler, principal: Principal) -> Handler:
     """A handler of the same shape as ``handler`` that runs it with ``principal`` as
     :func:`call_principal`, set in the call's context before its method starts."""
 
-    def wrapped(method: Any) -> Any:
-        if inspect.isasyncgenfunction(method):
-            async def stream(request: Any, context: Any) -> Any:
-                _PRINCIPAL.set(principal)
-                async for response in method(request, context):
-                    yield response
-            return stream
+    async def set_principal(request: Any, context: Any) -> None:
+        _PRINCIPAL.set(principal)
 
-        async def call(request: Any, context: Any) -> Any:
-            _PRINCIPAL.set(principal)
-            return await method(request, context)
-        return call
-
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(wrapped(handler.unary_unary), **kwargs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(wrapped(handler.unary_stream), **kwargs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(wrapped(handler.stream_unary), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(wrapped(handler.stream_stream), **kwargs)
+    return same_shape(handler, preceded(behaviour(handler), set_principal))
 
 
-def _refusal(
-    handler: grpc.RpcMethodHandler[Any, Any], message: str
-) -> grpc.RpcMethodHandler[Any, Any]:
+def _refusal(handler: Handler, message: str) -> Handler:
     """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+    return same_shape(handler, refuse)

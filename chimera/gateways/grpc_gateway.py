@@ -17,11 +17,10 @@ passes it to the job manager explicitly.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -42,6 +41,14 @@ from chimera.errors import (
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.expiry import end_at_expiry
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.grpc_handlers import (
+    Handler,
+    HandlerInterceptor,
+    behaviour,
+    grpc_type,
+    preceded,
+    same_shape,
+)
 from chimera.health import Health
 from chimera.observability.grpc_metrics import MetricsInterceptor
 from chimera.observability.metrics import DELIVERIES, Deliveries
@@ -142,29 +149,18 @@ def bad_utf8_field(message_type: object, data: bytes) -> str | None:
     return None
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # generic only in the type stubs
-    _Interceptor = grpc.aio.ServerInterceptor
-
-
-class DecodeGuard(_Interceptor):
+class DecodeGuard(HandlerInterceptor):
     """Answers INVALID_ARGUMENT to a request that is not valid protobuf (truncated,
     invalid UTF-8 in a string: the message names that field), which grpc would
     report as UNKNOWN "Unexpected DecodeError": the deserializer hands a marker
     over instead of raising, and the method is replaced by a refusal when it
     receives one."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+    def intercept_handler(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        if handler.request_deserializer is None:
             return handler
+        if grpc_type(handler) not in ("unary", "server_stream"):
+            return handler  # no streaming requests in this API
         decode = handler.request_deserializer
         # The generated handlers' deserializer is the request class's FromString.
         message_type = getattr(decode, "__self__", None)
@@ -175,33 +171,15 @@ class DecodeGuard(_Interceptor):
             except DecodeError as exc:
                 return _Undecodable(exc, bad_utf8_field(message_type, data))
 
-        async def refuse(request: _Undecodable, context: Any) -> None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message())
+        async def refuse_undecodable(request: Any, context: Any) -> None:
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message())
 
-        def guarded(method: Any) -> Any:
-            if inspect.isasyncgenfunction(method):
-                async def stream(request: Any, context: Any) -> Any:
-                    if isinstance(request, _Undecodable):
-                        await refuse(request, context)
-                    async for item in method(request, context):
-                        yield item
-                return stream
-
-            async def unary(request: Any, context: Any) -> Any:
-                if isinstance(request, _Undecodable):
-                    await refuse(request, context)
-                return await method(request, context)
-            return unary
-
-        kwargs = {
-            "request_deserializer": deserialize,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(guarded(handler.unary_unary), **kwargs)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(guarded(handler.unary_stream), **kwargs)
-        return handler  # no streaming requests in this API
+        return same_shape(
+            handler,
+            preceded(behaviour(handler), refuse_undecodable),
+            request_deserializer=deserialize,
+        )
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):

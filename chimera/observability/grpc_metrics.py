@@ -13,49 +13,54 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from chimera.grpc_handlers import Handler, HandlerInterceptor, behaviour, grpc_type, same_shape
 from chimera.observability.logs import log_context
 from chimera.observability.metrics import GRPC_HANDLED, GRPC_HANDLING, GRPC_STARTED
 
 if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
     _Context = grpc.aio.ServicerContext[Any, Any]
 else:  # generic only in the type stubs
-    _Interceptor = grpc.aio.ServerInterceptor
     _Context = grpc.aio.ServicerContext
 
 
-class MetricsInterceptor(_Interceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED, not counted
-            return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+class MetricsInterceptor(HandlerInterceptor):
+    """Counts each call to a known method (an unknown one, which grpc answers
+    UNIMPLEMENTED, is not counted)."""
+
+    def intercept_handler(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        service, _, method = details.method.lstrip("/").rpartition("/")
         return _measured(handler, service, method)
 
 
 class _Call:
-    """One call's labels and clock."""
+    """One call's labels and clock, from its start to its end (the ``with`` block):
+    counted as started, then handled with the status it ends with."""
 
-    __slots__ = ("labels", "started")
+    __slots__ = ("context", "labels", "started")
 
     def __init__(self, kind: str, service: str, method: str, context: _Context) -> None:
+        self.context = context
         self.labels = (kind, service, method)
         self.started = time.perf_counter()
         GRPC_STARTED.labels(*self.labels).inc()
         log_context(peer=context.peer())
 
-    def done(self, code: grpc.StatusCode) -> None:
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        code = _code(self.context, error)
         GRPC_HANDLED.labels(*self.labels, code.name).inc()
         GRPC_HANDLING.labels(*self.labels).observe(time.perf_counter() - self.started)
 
@@ -75,55 +80,24 @@ def _code(context: _Context, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-def _measured(
-    handler: grpc.RpcMethodHandler[Any, Any], service: str, method: str
-) -> grpc.RpcMethodHandler[Any, Any]:
+def _measured(handler: Handler, service: str, method: str) -> Handler:
     """``handler`` with the same shape, counted."""
-    behavior: Any  # the stubs type behaviours for the sync API
-    if handler.unary_unary is not None:
-        kind, behavior, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    elif handler.unary_stream is not None:
-        kind, behavior = "server_stream", handler.unary_stream
-        make = grpc.unary_stream_rpc_method_handler
-    elif handler.stream_unary is not None:
-        kind, behavior = "client_stream", handler.stream_unary
-        make = grpc.stream_unary_rpc_method_handler
-    else:
-        kind, behavior = "bidi_stream", handler.stream_stream
-        make = grpc.stream_stream_rpc_method_handler
+    kind, behavior = grpc_type(handler), behaviour(handler)
     wrapped: Callable[..., Any]
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(request: Any, context: _Context) -> AsyncIterator[Any]:
-            call = _Call(kind, service, method, context)
-            error: BaseException | None = None
-            try:
+            with _Call(kind, service, method, context):
                 async for response in behavior(request, context):
                     yield response
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                call.done(_code(context, error))
 
         wrapped = streaming
     else:
 
         async def returning(request: Any, context: _Context) -> Any:
-            call = _Call(kind, service, method, context)
-            error: BaseException | None = None
-            try:
+            with _Call(kind, service, method, context):
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                call.done(_code(context, error))
 
         wrapped = returning
-    return make(
-        wrapped,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return same_shape(handler, wrapped)
