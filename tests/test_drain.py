@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,12 +25,21 @@ from websockets.exceptions import ConnectionClosedError
 
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import first_events, job_events, read_until_closed, ws_connect
-from tests.processes import DRAINING, Node, chimera_serve, wait_for_lines
+from tests.processes import (
+    DRAINING,
+    Node,
+    chimera_serve,
+    free_port,
+    read_text,
+    spawn,
+    wait_for_lines,
+)
 from tests.redis_fixture import RedisServer, needs_redis, redis_server, start_node
 
 DRAINED = re.compile(r"drained: no job running")
 DRAIN_TIMEOUT = re.compile(r"drain timeout \(1 s\): interrupting the jobs still running")
 AT_ONCE = re.compile(r"stopping at once: interrupting the jobs still running")
+SERVING_LINE = re.compile("serving gRPC on")
 FINISHED = re.compile(r"job (\S+) finished: (\w+)")
 
 
@@ -202,3 +212,41 @@ async def test_a_draining_node_hands_other_nodes_jobs_subscribers_on_with_1012(
     finally:
         await a.stop()
         await b.stop()
+
+
+@needs_redis
+async def test_workers_drain_on_the_parents_sigterm_and_a_second_one_stops_them(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    grpc_port, ws_port = free_port(), free_port()
+    log = tmp_path / "workers.log"
+    parent, _, _ = await spawn("workers", log, [
+        "serve", "--redis", redis.url, "--workers", "2", "--grpc-port", str(grpc_port),
+        "--ws-port", str(ws_port), "--sim-delay", "5", "--no-metrics",
+    ])
+    try:
+        await wait_for_lines(log, SERVING_LINE, parent, 2)  # both workers listen
+        workers = Node("w", parent, log, grpc_port, ws_port)
+        async with workers.client() as client:
+            await client.create("Create a login form", job_id="long")
+        parent.send_signal(signal.SIGTERM)
+        await wait_for_lines(log, DRAINING, parent, 2)  # sent on: each worker drains
+        parent.send_signal(signal.SIGTERM)  # the second: sent on too, they stop at once
+        # Well before the job's end (its 5 s steps: about 40 s) and the drain timeout.
+        assert await asyncio.wait_for(parent.wait(), 10) == 0
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+        await parent.wait()
+    text = read_text(log)
+    assert "all workers stopped" in text
+    # The worker without a job drained at once; the job's stopped at the second signal.
+    assert len(DRAINED.findall(text)) == 1 and len(AT_ONCE.findall(text)) == 1
+    later = await start_node(redis, tmp_path, "later")
+    try:
+        async with later.client() as client:
+            job = await client.get("long")
+        assert job.state == pb.JOB_STATE_FAILED
+        assert {t.error for t in job.teams} == {"interrupted: server stopped"}
+    finally:
+        await later.stop()
