@@ -458,6 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    """Serves until a signal. SIGTERM and SIGINT mean the same: the first drains
+    (:meth:`ChimeraServer.drain`: new jobs refused, running ones finish, for up to
+    ``--drain-timeout`` s; Ctrl-C in a terminal too, so a deploy and a person stop
+    alike), the second stops at once. Returns 0 either way."""
     if args.workers > 1:
         if not args.redis:
             raise ConfigError("--workers needs --redis: the workers share jobs through it")

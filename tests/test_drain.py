@@ -189,6 +189,9 @@ async def test_a_draining_node_hands_other_nodes_jobs_subscribers_on_with_1012(
             seen_b += job_events(await read_until_refused(watch_b))
             assert watch_b.close_code == 1012
             assert watch_b.close_reason == "server is draining: resume on another server"
+            fresh = await ws_connect(a.ws_url("on-b", seen_b[-1]["seq"]))  # new ones too
+            assert not job_events(await read_until_refused(fresh))
+            assert fresh.close_code == 1012
             with pytest.raises(grpc.aio.AioRpcError) as closed:
                 async for _ in grpc_b:
                     pass
