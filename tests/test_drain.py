@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosedError
 
@@ -87,6 +88,11 @@ async def test_sigterm_drains_the_running_job_to_its_end_and_exits_0(tmp_path: P
         await wait_for_lines(node.log, DRAINING, node.process)
         # Not ready, saying why, at once.
         assert await asyncio.to_thread(readyz, node) == (503, "not ready: draining\n")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
         async with node.client() as client:
             # New jobs are refused, on both planes, with the table's code.
             with pytest.raises(grpc.aio.AioRpcError) as refused:
