@@ -40,6 +40,7 @@ from chimera.cluster.workers import supervise
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig
 from chimera.console import render_code, render_event, render_job, render_jobs
 from chimera.defaults import (
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_JOBS_PER_CALLER,
     DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
     DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
@@ -231,6 +232,12 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         "(default 10)",
     )
     p.add_argument(
+        "--drain-timeout", type=_non_negative, default=DEFAULT_DRAIN_TIMEOUT, metavar="SECONDS",
+        help="on SIGTERM or SIGINT, wait this long for the running jobs to end before "
+        f"interrupting those left (default {DEFAULT_DRAIN_TIMEOUT:g}; a second signal "
+        "stops at once)",
+    )
+    p.add_argument(
         "--sim-delay", type=_non_negative, default=DEFAULT_SIM_DELAY, metavar="SECONDS",
         help=f"simulated teams: pause between steps (default {DEFAULT_SIM_DELAY}; 0 = no pause)",
     )
@@ -286,6 +293,7 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
         "db": args.db,
         "redis_url": args.redis,
         "redis_write_timeout": args.redis_write_timeout,
+        "drain_timeout": args.drain_timeout,
         "reuse_port": getattr(args, "reuse_port", False),
         "sim_delay": args.sim_delay,
         "sim_fail": frozenset(args.sim_fail),
@@ -450,18 +458,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    """Serves until a signal. SIGTERM and SIGINT mean the same: the first drains
+    (:meth:`ChimeraServer.drain`: new jobs refused, running ones finish, for up to
+    ``--drain-timeout`` s; Ctrl-C in a terminal too, so a deploy and a person stop
+    alike), the second stops at once. Returns 0 either way."""
     if args.workers > 1:
         if not args.redis:
             raise ConfigError("--workers needs --redis: the workers share jobs through it")
         if args.grpc_port == 0 or args.ws_port == 0:
             raise ConfigError("--workers needs fixed --grpc-port and --ws-port (not 0)")
         _config(args).check()
-        return await supervise(args.raw_argv, args.workers)
+        return await supervise(args.raw_argv, args.workers, drain_timeout=args.drain_timeout)
     server = ChimeraServer(_config(args))
     loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        # The first SIGTERM or SIGINT drains; the next one stops at once.
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            server.drain()
+        else:
+            server.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.stop)
+        loop.add_signal_handler(sig, on_signal)
     config = server.config
+    log.info("SIGTERM or SIGINT drains (new jobs refused, running ones finish, for up "
+             "to %g s: --drain-timeout); a second one stops at once", config.drain_timeout)
     if config.auth_enabled:
         kind = "HS256 secret" if config.jwt_secret else "public key"
         log.info("auth on: tokens checked with the %s (aud %r, iss %r)",

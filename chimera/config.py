@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from chimera.auth.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 from chimera.defaults import (
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_JOBS_PER_CALLER,
     DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
     DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
@@ -55,6 +56,9 @@ class ServerConfig:
     # end; None keeps everything. Checked every retention_interval seconds.
     retention: float | None = None
     retention_interval: float = DEFAULT_RETENTION_INTERVAL
+    # A draining server (SIGTERM) waits this long for its running jobs to end; those
+    # still running then are interrupted, as at shutdown.
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     # Seconds in-flight gRPC calls get to finish at shutdown.
     shutdown_grace: float = 5.0
     # Auth: an HS256 secret, or an RS256/ES256 public key (PEM text); neither = auth off,

@@ -33,6 +33,10 @@ MAX_CLIENT_FRAME = 64 * 1024
 # Seconds between a simulated team's steps.
 DEFAULT_SIM_DELAY = 0.4
 
+# Seconds a draining server (SIGTERM) waits for its running jobs to end before it
+# interrupts those left and stops.
+DEFAULT_DRAIN_TIMEOUT = 120.0
+
 # The Prometheus listener's port (the CLI's default; ServerConfig's is no listener).
 DEFAULT_METRICS_PORT = 9464
 

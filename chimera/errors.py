@@ -12,6 +12,7 @@ Hierarchy, and the one error table: each class's attributes (``grpc_code``,
     ├── FailedPrecondition     FAILED_PRECONDITION 409
     ├── Unavailable            UNAVAILABLE         503  1013                       try_later
     │   ├── ShuttingDown                                1001  server shutting down shutdown
+    │   ├── Draining                                    1012  (the message)        draining
     │   └── StorageUnavailable
     ├── Unauthenticated        UNAUTHENTICATED     401
     │   └── TokenExpired                                4401  token expired        token_expired
@@ -33,6 +34,9 @@ What each one means:
   request) is taken. FailedPrecondition: the job is in a state where this is not
   allowed (HTTP 409 Conflict: the request conflicts with the job's current state).
 - Unavailable: try again later; ShuttingDown: the server is stopping;
+  Draining: the server is draining (SIGTERM: it finishes its running jobs, then
+  exits): submit, or resume a stream of another server's job, elsewhere (close
+  1012, service restart, RFC 6455);
   StorageUnavailable: the store cannot read or write (I/O error, read-only).
 - Unauthenticated: no token, or a token that is malformed, expired or badly signed;
   TokenExpired: a stream's token expired while it was open.
@@ -69,6 +73,7 @@ CLOSE_FINISHED = 1000  # not an error: the job's final event was sent
 CLOSE_SHUTTING_DOWN = 1001
 CLOSE_FRAME_TOO_LARGE = 1009  # not an error of ours: websockets closes it itself
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
 CLOSE_TOO_SLOW = 4008
 CLOSE_TOKEN_EXPIRED = 4401
@@ -149,6 +154,15 @@ class ShuttingDown(Unavailable):
     ws_close = CLOSE_SHUTTING_DOWN
     ws_reason = "server shutting down"
     ws_label = "shutdown"
+
+
+class Draining(Unavailable):
+    """The server is draining: it takes no new jobs, and in a cluster ends its streams of
+    jobs that run on other servers (close 1012, service restart), so their clients
+    resume elsewhere; its own running jobs run to their end."""
+
+    ws_close = CLOSE_SERVICE_RESTART
+    ws_label = "draining"
 
 
 class Unauthenticated(ChimeraError):

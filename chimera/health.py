@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+DRAINING = "draining"
+
 HealthListener = Callable[[bool, str], Awaitable[None]]
 
 
@@ -26,14 +28,24 @@ class Health:
     def __init__(self) -> None:
         self.ready = True
         self.reason = ""
+        self.draining = False
         self._listeners: list[HealthListener] = []
 
     def subscribe(self, listener: HealthListener) -> None:
         """Calls ``listener(ready, reason)`` on every :meth:`set` from now on."""
         self._listeners.append(listener)
 
+    async def drain(self) -> None:
+        """Not ready, reason ``"draining"``, for good: later :meth:`set` calls (the
+        membership seeing Redis again) no longer make the server ready."""
+        self.draining = True
+        await self.set(False, DRAINING)
+
     async def set(self, ready: bool, reason: str = "") -> None:
-        """Records the new state (a ready server has no reason), then tells every listener."""
+        """Records the new state (a ready server has no reason), then tells every
+        listener; once draining, the state stays not ready, ``"draining"``."""
+        if self.draining:
+            ready, reason = False, DRAINING
         self.ready, self.reason = ready, "" if ready else reason
         for listener in self._listeners:
             await listener(self.ready, self.reason)

@@ -25,6 +25,15 @@ what it uses (nothing is attached to a part once it is built), in this order:
 :meth:`ChimeraServer.serve` is the top frame of a server; it returns after
 :meth:`ChimeraServer.stop` once everything has shut down, in this order:
 
+0. Only after :meth:`ChimeraServer.drain` (the CLI's first SIGTERM or SIGINT):
+   the drain. The Health goes not ready, ``"draining"``, for good (``/readyz``
+   503, gRPC health NOT_SERVING); the job manager refuses new jobs
+   (:class:`chimera.errors.Draining`, ``UNAVAILABLE``); with ``--redis`` the
+   broadcaster ends the streams of jobs running on other nodes (close 1012 /
+   ``UNAVAILABLE``: they resume elsewhere) and refuses new ones. The jobs
+   running here run on, streamed and readable as before, until the last one
+   ends, or ``drain_timeout`` seconds pass, or :meth:`ChimeraServer.stop` is
+   called (the second signal); then the steps below, as without a drain.
 1. gRPC health goes NOT_SERVING, so balancers stop sending calls.
 2. Retention stops sweeping. The job manager refuses new jobs and interrupts
    the running ones; each supervisor stops its teams and publishes its final
@@ -201,6 +210,8 @@ class ChimeraServer:
         )
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._drain = asyncio.Event()
+        self._woken = asyncio.Event()  # drain() or stop() was called
 
     @property
     def grpc_port(self) -> int:
@@ -222,8 +233,38 @@ class ChimeraServer:
         return f"{scheme}://{host}:{self.ws_port}/"
 
     def stop(self) -> None:
-        """Starts the shutdown; :meth:`serve` returns when it is complete. Idempotent."""
+        """Starts the shutdown (ends a drain at once); :meth:`serve` returns when it
+        is complete. Idempotent."""
         self._stop.set()
+        self._woken.set()
+
+    def drain(self) -> None:
+        """Starts a drain (step 0 of the module docstring), then the shutdown. Idempotent."""
+        self._drain.set()
+        self._woken.set()
+
+    async def _drained(self) -> None:
+        """Step 0: returns once no job runs here, after ``drain_timeout`` seconds, or
+        at :meth:`stop`, whichever comes first."""
+        log.info("draining: no new jobs; waiting up to %g s for the running ones to end "
+                 "(a second SIGTERM or SIGINT stops at once)", self.config.drain_timeout)
+        await self.health.drain()
+        self.jobs.drain()
+        self.broadcaster.drain()
+        try:
+            async with asyncio.timeout(self.config.drain_timeout), asyncio.TaskGroup() as tg:
+                waits = {tg.create_task(self.jobs.drained()), tg.create_task(self._stop.wait())}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits:
+                    task.cancel()
+        except TimeoutError:
+            log.warning("drain timeout (%g s): interrupting the jobs still running",
+                        self.config.drain_timeout)
+            return
+        if self._stop.is_set():
+            log.info("stopping at once: interrupting the jobs still running")
+        else:
+            log.info("drained: no job running")
 
     async def _start_metrics(self) -> None:
         """Binds the metrics listener, if any; a taken port is a :class:`ConfigError`,
@@ -275,7 +316,9 @@ class ChimeraServer:
                     for team, text in self.owned_providers.descriptions.items():
                         log.info("team %s: %s", team.value, text)
                 self.ready.set()
-                await self._stop.wait()
+                await self._woken.wait()
+                if self._drain.is_set() and not self._stop.is_set():
+                    await self._drained()  # 0
                 log.info("shutting down")
                 await self.grpc.enter_shutdown()  # 1
                 if self.retention is not None:

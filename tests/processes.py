@@ -17,6 +17,7 @@ from pathlib import Path
 from chimera.client import JobsClient
 
 SERVING = re.compile(r"serving gRPC on [\d.]+:(\d+) and WebSocket on [\d.]+:(\d+)")
+DRAINING = re.compile(r"draining: no new jobs")
 
 
 def free_port() -> int:
@@ -83,9 +84,22 @@ class Node:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGCONT)
 
+    def drain(self) -> None:
+        """One SIGTERM: the server drains (its running jobs finish), then exits."""
+        self.process.send_signal(signal.SIGTERM)
+
     async def stop(self) -> None:
+        """Stops at once, interrupting the jobs running here: SIGTERM, and once the
+        drain it starts is logged, a second SIGTERM."""
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
+            try:
+                await wait_for_lines(self.log, DRAINING, self.process, within=20)
+            except (AssertionError, TimeoutError):
+                pass  # it exited (or never drained): the wait below says how
+            else:
+                if self.process.returncode is None:
+                    self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), 20)
             except TimeoutError:

@@ -88,7 +88,8 @@ def start_serve(
             [
                 sys.executable, "-m", "chimera", "serve", "--grpc-port", "0",
                 "--ws-port", str(ws_port), "--db", str(db or tmp / f"{name}.db"),
-                "--teams", "anthropic=simulated,google=simulated", *flags,
+                "--teams", "anthropic=simulated,google=simulated",
+                "--drain-timeout", "0", *flags,  # stop(): SIGTERM interrupts, no drain
             ],
             stdout=out, stderr=out,
         )

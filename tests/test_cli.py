@@ -107,7 +107,7 @@ async def test_submit_exit_code_is_1_when_the_job_fails(start_server: StartServe
 async def test_serve_shuts_down_cleanly_on_sigterm(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *CHIMERA, "serve", "--grpc-port", "0", "--ws-port", "0",
-        "--db", str(tmp_path / "serve.db"), "--sim-delay", "5",
+        "--db", str(tmp_path / "serve.db"), "--sim-delay", "5", "--drain-timeout", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None

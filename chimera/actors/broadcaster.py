@@ -36,6 +36,7 @@ from chimera.backoff import Backoff
 from chimera.defaults import DEFAULT_SUBSCRIBER_MAX_BYTES
 from chimera.errors import (
     ChimeraError,
+    Draining,
     EventsRejected,
     HistoryGone,
     ShuttingDown,
@@ -96,6 +97,9 @@ class RecordingListener(Protocol):
     def rejected(self, job_id: str, reason: str) -> None:
         """The store refused ``job_id``'s events: none of them will be recorded here."""
         ...
+
+
+RESUME_ELSEWHERE = "server is draining: resume on another server"
 
 
 def _ignore(job_ids: list[str], error: ChimeraError) -> None:
@@ -360,6 +364,8 @@ class Broadcaster:
             listener.rejected if listener is not None else lambda job_id, reason: None
         )
         self._rejected: set[str] = set()
+        # Draining in a cluster: only the jobs running here are streamed from here.
+        self._draining = False
 
     # -- called by the job manager and the actors ---------------------------------
 
@@ -413,9 +419,27 @@ class Broadcaster:
         """Registers a subscriber for ``job_id`` (which may not exist yet)."""
         if self._stopped:
             raise ShuttingDown("the server is shutting down")
+        if self._draining:
+            channel = self._channels.get(job_id)
+            if channel is None or channel.job is None:
+                raise Draining(RESUME_ELSEWHERE)
         sub = Subscription(self, job_id, after_seq, max_bytes or self.subscriber_max_bytes)
         self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
         return sub
+
+    def drain(self) -> None:
+        """The server drains. In a cluster (with a ``remote`` feed), the subscriptions
+        of jobs that do not run here end with :class:`Draining` (close 1012) after
+        the events already queued for them, so they resume on another server with
+        no gap; new ones are refused the same way. Those of the jobs running here
+        go on to their final event. In one process, nothing changes here."""
+        if self.remote is None:
+            return
+        self._draining = True
+        for channel in self._channels.values():
+            if channel.job is None:
+                for sub in channel.subscribers:
+                    sub._end(Draining(RESUME_ELSEWHERE))
 
     def fail_removed_jobs(self, job_ids: list[str]) -> None:
         """Ends the subscriptions of jobs retention removed (:class:`HistoryGone`):

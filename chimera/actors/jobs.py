@@ -4,6 +4,9 @@ Lifecycle: :meth:`JobManager.recover` once at start-up (jobs a crash left
 ``running`` are closed as failed), then :meth:`JobManager.run` owns every
 supervisor in one ``TaskGroup`` until :meth:`JobManager.stop`, which interrupts
 the running jobs; ``run`` returns once each has published its final event.
+Before that, :meth:`JobManager.drain` may refuse new jobs (:class:`Draining`)
+while the running ones go on; :meth:`JobManager.drained` returns once none is
+left.
 
 Scaled out (several processes on one Redis), ``recover`` runs periodically
 and closes only jobs whose process is gone (``interrupted: node lost``), each
@@ -31,6 +34,7 @@ from chimera.auth.principal import Principal, Scope
 from chimera.defaults import DEFAULT_MAX_JOBS_PER_CALLER, MAX_BRIEF_CHARS
 from chimera.errors import (
     ChimeraError,
+    Draining,
     FailedPrecondition,
     HistoryGone,
     InvalidArgument,
@@ -145,6 +149,10 @@ class JobManager:
         self._rejected_reasons = running.rejected_reasons
         # Running (or being created) jobs per caller, for the in-flight limit.
         self._in_flight: dict[str, int] = {}
+        # Set whenever no job is running or being created (drained() waits for it).
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._draining = False
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         # Scaled out: reaches the process that runs a job (None in one process).
@@ -204,6 +212,14 @@ class JobManager:
         """Refuses new jobs from now on and interrupts the running ones."""
         self._stop.set()
 
+    def drain(self) -> None:
+        """Refuses new jobs from now on (:class:`Draining`); the running ones go on."""
+        self._draining = True
+
+    async def drained(self) -> None:
+        """Returns once no job runs here nor is being created (at once if none is)."""
+        await self._idle.wait()
+
     def cancel_local(self, job_id: str) -> None:
         """Cancels ``job_id`` if it runs in this process (a relayed CancelJob)."""
         supervisor = self._supervisors.get(job_id)
@@ -251,6 +267,8 @@ class JobManager:
         job_id, teams = self._validate(request)
         if self._tg is None or self._stop.is_set():
             raise ShuttingDown("the server is shutting down and takes no new jobs")
+        if self._draining:
+            raise Draining("server is draining: submit to another server")
         if self._broadcaster.storage_error is not None:
             raise self._broadcaster.storage_error  # its events could not be recorded
         key = principal.sub if principal.authenticated else caller
@@ -262,6 +280,7 @@ class JobManager:
             )
         # Reserved before the first await, so concurrent calls cannot pass the limit.
         self._in_flight[key] = running + 1
+        self._idle.clear()
         # Recording and starting run in a task of the jobs' group, shielded: once
         # the row is written the job is started (and, if the server is stopping,
         # interrupted: it ends with its final event), even if this caller is
@@ -300,6 +319,8 @@ class JobManager:
             self._in_flight[key] = left
         else:
             self._in_flight.pop(key, None)
+            if not self._in_flight:
+                self._idle.set()
 
     async def _start(
         self,

@@ -10,12 +10,15 @@ again, after a pause that grows while it keeps dying (:data:`RESTART`, reset
 once a child has stayed up :data:`STABLE_AFTER` seconds), so a child that
 cannot start does not spin; its jobs are closed by the survivors like any lost
 node's. SIGTERM or SIGINT to the parent sends SIGTERM to every child, which
-shuts down gracefully; the parent returns once all have exited.
+drains (finishes its running jobs, for up to ``--drain-timeout`` seconds) and
+shuts down; a second SIGTERM or SIGINT to the parent sends each child a second
+SIGTERM, which stops it at once. The parent returns once all have exited.
 
 Every child is owned by the task that started it (all in one ``TaskGroup``):
 however that task ends (the parent stopping, or cancelled), the child is sent
 SIGTERM, then SIGKILL if it has not exited after :data:`STOP_GRACE` seconds,
 and has exited before the task ends; a cancellation propagates after that.
+Stopping, the SIGKILL comes :data:`STOP_GRACE` seconds after the drain timeout.
 """
 
 from __future__ import annotations
@@ -56,20 +59,27 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
     return [*out, "--reuse-port"]
 
 
-async def supervise(argv: Sequence[str], workers: int) -> int:
+async def supervise(argv: Sequence[str], workers: int, *, drain_timeout: float = 0.0) -> int:
     """Runs ``workers`` children of the parent's ``serve`` arguments until SIGTERM or
-    SIGINT, then stops them (:func:`keep_workers`); returns 0 once all have exited."""
+    SIGINT, then stops them (:func:`keep_workers`); returns 0 once all have exited.
+    A second SIGTERM or SIGINT is sent on to the children (they stop at once)."""
     child_argv = [sys.executable, "-m", "chimera", *worker_argv(argv)]
     stopping = asyncio.Event()
+    hurry = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (hurry if stopping.is_set() else stopping).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, on_signal)
     log.info("starting %d workers", workers)
     try:
         # One PROMETHEUS_MULTIPROC_DIR for the workers: one scrape of the shared port
         # shows all.
         with worker_metrics():
-            await keep_workers(child_argv, workers, stopping)
+            await keep_workers(child_argv, workers, stopping, hurry=hurry,
+                               stop_grace=drain_timeout + STOP_GRACE)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -85,16 +95,20 @@ async def keep_workers(
     restart: Backoff = RESTART,
     stable_after: float = STABLE_AFTER,
     stop_grace: float = STOP_GRACE,
+    hurry: asyncio.Event | None = None,
 ) -> None:
     """Keeps ``workers`` processes of ``argv`` running until ``stopping`` is set, then
-    stops them all and returns once each has exited.
+    stops them all and returns once each has exited; ``hurry`` set meanwhile sends
+    each child that has not exited a second SIGTERM.
 
     Cancelled: each child is stopped the same way (SIGTERM, SIGKILL after
     ``stop_grace``) and has exited before the ``CancelledError`` propagates.
     """
     async with asyncio.TaskGroup() as tg:
         for index in range(workers):
-            tg.create_task(_keep(index, argv, stopping, restart, stable_after, stop_grace))
+            tg.create_task(
+                _keep(index, argv, stopping, restart, stable_after, stop_grace, hurry)
+            )
 
 
 async def _keep(
@@ -104,6 +118,7 @@ async def _keep(
     restart: Backoff,
     stable_after: float,
     stop_grace: float,
+    hurry: asyncio.Event | None = None,
 ) -> None:
     """Worker ``index``: started, and started again each time it exits, until ``stopping``."""
     pauses = restart.delays()
@@ -114,7 +129,7 @@ async def _keep(
         try:
             await _until(process.wait(), stopping)
         finally:  # stopping, or cancelled: a child never outlives its task
-            await _stop(process, stop_grace)
+            await _stop(process, stop_grace, hurry)
         if stopping.is_set():
             return
         worker_exited(process.pid)
@@ -135,9 +150,12 @@ async def _until(waiting: Coroutine[Any, Any, object], stopping: asyncio.Event) 
             task.cancel()
 
 
-async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM to ``process`` if it runs, SIGKILL if it has not exited ``grace``
-    seconds later; returns once it has exited (reaped). Cancelled meanwhile: it is
+async def _stop(
+    process: asyncio.subprocess.Process, grace: float, hurry: asyncio.Event | None = None
+) -> None:
+    """SIGTERM to ``process`` if it runs (it drains), a second SIGTERM once ``hurry``
+    is set (it stops at once), SIGKILL if it has not exited ``grace`` seconds after
+    the first; returns once it has exited (reaped). Cancelled meanwhile: it is
     killed at once, and the cancellation propagates."""
     if process.returncode is not None:
         return
@@ -145,7 +163,13 @@ async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
         process.send_signal(signal.SIGTERM)
     try:
         try:
-            await asyncio.wait_for(process.wait(), grace)
+            async with asyncio.timeout(grace):
+                if hurry is not None:
+                    await _until(process.wait(), hurry)
+                    if process.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            process.send_signal(signal.SIGTERM)
+                await process.wait()
         except TimeoutError:
             log.warning("worker (pid %d) still running %g s after SIGTERM: killing it",
                         process.pid, grace)
