@@ -26,6 +26,7 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
+from chimera import __version__
 from chimera.auth.principal import parse_scopes
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import (
@@ -339,6 +340,7 @@ def _config(args: argparse.Namespace, **override: object) -> ServerConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chimera", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the server (gRPC + WebSocket)")

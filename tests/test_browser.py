@@ -299,6 +299,8 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
         times = panel.locator(".thought time").all_inner_texts()
         assert times and all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in times)
     assert page.locator("h1.brief").inner_text() == GUIDE_BRIEF
+    assert page.locator("#job-missing").is_hidden()  # opened before its job existed
+    assert page.get_attribute("#crumb-job", "title") == job_id
     assert page.locator("#cancel").is_hidden()  # the job is over
     # Copy puts the code on the clipboard.
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
@@ -347,6 +349,52 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
     page.wait_for_selector(f'#jobs li[data-job-id="{job_id}"][data-state="succeeded"]')
     assert GUIDE_BRIEF in page.locator(f'#jobs li[data-job-id="{job_id}"]').inner_text()
     page.screenshot(path=str(shots / "command-center.png"), full_page=True)
+
+
+def test_a_link_to_an_unknown_job_says_no_such_job_until_the_job_starts(
+    page: Page, sites: Sites, tmp_path: Path
+) -> None:
+    serve = sites.chimera
+    page.goto(f"{serve.base}/jobs/does-not-exist")
+    page.wait_for_selector("#job-missing:not([hidden])")
+    missing = page.inner_text("#job-missing")
+    assert "No such job" in missing and "does-not-exist" in missing
+    assert page.locator("#job-missing a[href='/']").is_visible()
+    assert "Waiting for this job to start" not in page.inner_text("main")
+    assert page.locator("#cancel").is_hidden()
+    assert page.locator("#connection").is_hidden()  # no "Live" pill
+    assert page.inner_text("#crumb-job") == "Job does-not-exist"  # the whole id
+    assert page.title() == "Chimera · no such job"
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "job-missing.png"), full_page=True)
+    # The page still waits on the id: a job created with it now shows (a link may be
+    # handed out before its job is created).
+    page.goto(f"{serve.base}/jobs/turns-up")
+    page.wait_for_selector("#job-missing:not([hidden])")
+    create_job(serve, "turns-up", "A pricing table with three tiers")
+    wait_attr(page, "#job", "data-job-status", ("running", "succeeded"))
+    assert page.locator("#job-missing").is_hidden()
+    assert page.locator("#connection").is_visible()
+    wait_attr(page, "#job", "data-job-status", "succeeded")
+    # The link goes back to the list of jobs.
+    page.goto(f"{serve.base}/jobs/does-not-exist")
+    page.click("#job-missing a[href='/']")
+    page.wait_for_selector("form#submit")
+    assert page.evaluate("location.pathname") == "/"
+
+
+def test_the_breadcrumb_shows_the_briefs_first_words_and_the_whole_id_on_hover(
+    page: Page, sites: Sites, tmp_path: Path
+) -> None:
+    job_id = "breadcrumb-0123456789abcdef"  # longer than the 8 characters it was cut to
+    create_job(sites.chimera, job_id, GUIDE_BRIEF)
+    page.goto(f"{sites.chimera.base}/jobs/{job_id}")
+    page.wait_for_selector("#crumb-job.words:not([hidden])")
+    crumb = page.locator("#crumb-job")
+    assert crumb.inner_text() == "Create a login form with email and…"
+    assert crumb.get_attribute("title") == job_id
+    assert page.locator("#job-missing").is_hidden()
+    assert page.locator(f'#job[data-job-id="{job_id}"] .eyebrow code').inner_text() == job_id
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "job-crumb.png"))
 
 
 def test_recent_jobs_update_live(page: Page, sites: Sites) -> None:

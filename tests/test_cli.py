@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import chimera
 from chimera.client import JobsClient
 from chimera.events import TeamName
 from tests.conftest import (
@@ -33,6 +35,13 @@ async def run(*args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def test_version_prints_the_package_version() -> None:
+    code, out, err = await run("--version")
+    assert code == 0, err
+    assert out == f"chimera {importlib.metadata.version('chimera')}\n"
+    assert importlib.metadata.version("chimera") == chimera.__version__
 
 
 async def test_demo_runs_the_main_job_end_to_end() -> None:

@@ -7,6 +7,10 @@ import json
 import re
 from typing import Any
 
+import grpc
+from google.protobuf import descriptor_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+
 from tests.conftest import Running, grpcurl, wait_for_sequence
 
 SERVICE = "chimera.v1.JobService"
@@ -46,6 +50,48 @@ async def test_list_shows_service_reflection_and_health(server: Running) -> None
     assert SERVICE in services
     assert "grpc.health.v1.Health" in services
     assert "grpc.reflection.v1alpha.ServerReflection" in services
+    assert "grpc.reflection.v1.ServerReflection" in services
+
+
+async def test_describe_shows_the_protos_comments(server: Running) -> None:
+    code, out, err = await grpcurl(server.grpc_target, "describe", SERVICE)
+    assert code == 0, err
+    # Comment lines of protos/chimera/v1/jobs.proto, as grpcurl prints them.
+    assert "// Creates a job and starts its teams at once." in out
+    assert "// Streams the job's events after `after_sequence`, then live ones, and ends" in out
+    code, out, err = await grpcurl(server.grpc_target, "describe", "chimera.v1.JobView")
+    assert code == 0, err
+    assert "//" in out
+
+
+async def test_reflection_v1_answers(server: Running) -> None:
+    """Reflection under its v1 name (what newer clients ask first; grpcurl 1.8.6 asks
+    v1alpha): the same messages, so v1alpha's classes speak it on the wire."""
+    request = reflection_pb2.ServerReflectionRequest
+    response = reflection_pb2.ServerReflectionResponse
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=request.SerializeToString,
+            response_deserializer=response.FromString,
+        )
+        call = info(iter([
+            request(list_services=""),
+            request(file_containing_symbol=SERVICE),
+            request(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+        ]))
+        answers = [answer async for answer in call]
+    names = {service.name for service in answers[0].list_services_response.service}
+    assert {SERVICE, "grpc.reflection.v1.ServerReflection"} <= names
+    files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
+             for raw in answers[1].file_descriptor_response.file_descriptor_proto]
+    jobs = next(file for file in files if file.name == "chimera/v1/jobs.proto")
+    comments = [location.leading_comments for location in jobs.source_code_info.location]
+    assert " Creates a job and starts its teams at once.\n" in comments
+    (v1,) = (descriptor_pb2.FileDescriptorProto.FromString(raw)
+             for raw in answers[2].file_descriptor_response.file_descriptor_proto)
+    assert v1.package == "grpc.reflection.v1"
+    assert v1.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"
 
 
 async def test_describe_shows_the_contract(server: Running) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from chimera.observability import logs
-from tests.conftest import read_until_closed, ws_connect
+from tests.conftest import Running, read_until_closed, until, ws_connect
+from tests.http_raw import http_request
 from tests.processes import chimera_serve, read_text
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
@@ -84,3 +86,54 @@ def test_the_default_is_text_on_a_terminal_and_json_otherwise() -> None:
 
     assert logs.default_format(Terminal()) == "text"
     assert logs.default_format(io.StringIO()) == "json"
+
+
+ACCESS = "chimera.gateways.ws_gateway.connections"
+PEER = r"from 127\.0\.0\.1:\d+"
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == ACCESS]
+
+
+async def test_access_lines_carry_request_status_and_peer_and_probes_log_at_debug(
+    server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = server.server.ws_port
+    # At INFO (the default): a probe logs nothing, a plain answer one line.
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    for path in ("/healthz", "/readyz", f"/api/jobs/nope?token={JWT}"):
+        await http_request(port, "GET", path)
+    ws = await ws_connect(server.ws_url("waited-for"))
+    await ws.close()
+    await until(lambda: any("connection closed: GET /ws/orchestrate/waited-for" in m
+                            for _, m in access_lines(caplog)))
+    lines = access_lines(caplog)
+    assert not any("/healthz" in m or "/readyz" in m for _, m in lines), lines
+    (answer,) = [(lvl, m) for lvl, m in lines if m.startswith("HTTP response sent")]
+    assert answer[0] == logging.INFO
+    (record,) = [r for r in caplog.records if r.getMessage() == answer[1]]
+    assert getattr(record, "peer", None) == "127.0.0.1"  # the JSON lines' `peer`
+    assert re.fullmatch(
+        rf"HTTP response sent \(404 Not Found\): GET /api/jobs/nope\?token=\[redacted\] {PEER}",
+        answer[1],
+    ), answer
+    # The closed line of a plain HTTP answer says nothing more: not at INFO.
+    closed = [m for lvl, m in lines if m.startswith("connection closed")]
+    assert len(closed) == 1 and "/ws/orchestrate/waited-for" in closed[0]
+    (opened,) = [r for r in caplog.records if r.getMessage().startswith("connection open")]
+    assert opened.levelno == logging.INFO
+    assert re.fullmatch(rf"connection open: GET /ws/orchestrate/waited-for {PEER}",
+                        opened.getMessage())
+    assert getattr(opened, "job_id", None) == "waited-for"  # a line about the job
+
+    # At DEBUG the probes are there, with their path, status and peer.
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger=ACCESS)
+    await http_request(port, "GET", "/healthz")
+    await until(lambda: any(m.startswith("connection closed: GET /healthz")
+                            for _, m in access_lines(caplog)))
+    probe = [(lvl, m) for lvl, m in access_lines(caplog) if "/healthz" in m]
+    assert {lvl for lvl, _ in probe} == {logging.DEBUG}
+    assert any(re.fullmatch(rf"HTTP response sent \(200 OK\): GET /healthz {PEER}", m)
+               for _, m in probe), probe

@@ -27,7 +27,6 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in grpc-stubs
-from grpc_reflection.v1alpha import reflection
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, JobRequest
@@ -41,6 +40,7 @@ from chimera.errors import (
 from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view_from_pb
 from chimera.gateways.expiry import end_at_expiry
 from chimera.gateways.limits import SubscriberLimits, peer_host
+from chimera.gateways.reflection import enable_reflection
 from chimera.grpc_handlers import (
     Handler,
     HandlerInterceptor,
@@ -349,9 +349,8 @@ class GrpcGateway:
         health_pb2_grpc.add_HealthServicer_to_server(self._health_service, self._server)
         self._health = health or Health()
         self._health.subscribe(self._follow_health)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+        enable_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
             self._server,
         )
         self.port = 0

@@ -47,6 +47,7 @@ from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.pages import Pages, WebFiles
 from chimera.gateways.ws_session import Sessions
 from chimera.health import Health
+from chimera.http.access_log import access_logger
 from chimera.http.cors import Cors
 from chimera.http.hosts import HostAllowList
 from chimera.http.responses import nosniff, nosniff_later
@@ -131,7 +132,8 @@ class WebSocketGateway:
             select_subprotocol=select_subprotocol,
             ssl=self._tls,
             # websockets logs request lines and headers at DEBUG: keep tokens out.
-            logger=redacting_logger(f"{__name__}.connections"),
+            # Its access lines get the request and the peer; health probes go to DEBUG.
+            logger=access_logger(redacting_logger(f"{__name__}.connections"), self._job_of),
             max_size=self._max_frame_bytes,
             ping_interval=20,
             ping_timeout=20,
@@ -175,6 +177,11 @@ class WebSocketGateway:
         if reply is None:
             return None
         return nosniff_later(reply)
+
+    def _job_of(self, method: str, path: str) -> str | None:
+        """The job a request is about (its route's ``job_id``), for its access line."""
+        found = self._routes.match(method, path)
+        return found[1].get("job_id") if isinstance(found, tuple) else None
 
     def _healthz(
         self, connection: ServerConnection, request: Request, target: Target

@@ -234,6 +234,7 @@ function showJob(jobId) {
     token: token(),
     onUpdate: (job) => view?.render(job),
     onConnection: (state, info) => view?.setConnection(state, info),
+    onMissing: () => view?.setMissing(true),
     onError: (error) => {
       if (error.kind === "auth") showAuth(error.message, error.expired);
       else view?.showError(error);
@@ -250,12 +251,21 @@ function openJobView(jobId, current) {
   view = new JobView(jobId, current);
   container.replaceChildren(view.root);
   container.hidden = false;
-  const crumb = $("#crumb-job");
-  crumb.textContent = `Job ${jobId.slice(0, 8)}`;
-  crumb.hidden = false;
+  $("#crumb-job").hidden = false;
   $("#connection").hidden = false;
   view.setConnection(current.connection, { attempt: current.attempt, attempts: 5 });
   view.render(current.job);
+}
+
+/** The first words of a brief, cut at a word to about `max` characters. */
+function firstWords(text, max = 40) {
+  let shown = "";
+  for (const word of text.trim().split(/\s+/)) {
+    const next = shown ? `${shown} ${word}` : word;
+    if (next.length > max) return `${shown || word.slice(0, max)}…`;
+    shown = next;
+  }
+  return shown;
 }
 
 function clock(iso) {
@@ -388,20 +398,39 @@ class JobView {
     this.cancel = el("button", { type: "button", id: "cancel", class: "danger", hidden: true, text: "Cancel job" });
     this.error = el("p", { class: "job-error", id: "job-error", role: "alert", hidden: true });
     this.teams = el("div", { class: "teams" });
+    this.missing = false;
+    // What a link to an id the server does not know shows (mistyped, or not created yet).
+    this.missingBox = el(
+      "div",
+      { class: "card missing", id: "job-missing", role: "alert", hidden: true },
+      el("h1", { text: "No such job" }),
+      el(
+        "p",
+        {},
+        el("span", { text: "This server has no job with the id " }),
+        el("code", { text: jobId }),
+        el("span", { text: ". Check the link, or " }),
+        el("a", { href: "/", id: "back-to-jobs", text: "go back to the list of jobs" }),
+        el("span", { text: "." }),
+      ),
+      el("p", { class: "hint", text: "If a job with this id starts, it will show here." }),
+    );
+    this.head = el(
+      "div",
+      { class: "job-head" },
+      el(
+        "div",
+        { class: "job-title" },
+        el("p", { class: "eyebrow" }, el("span", { text: "Job " }), el("code", { text: jobId })),
+        this.brief,
+      ),
+      el("div", { class: "job-actions" }, this.state, this.cancel),
+    );
     this.root = el(
       "section",
       { id: "job", "data-job-id": jobId, "data-job-status": "pending" },
-      el(
-        "div",
-        { class: "job-head" },
-        el(
-          "div",
-          { class: "job-title" },
-          el("p", { class: "eyebrow" }, el("span", { text: "Job " }), el("code", { text: jobId })),
-          this.brief,
-        ),
-        el("div", { class: "job-actions" }, this.state, this.cancel),
-      ),
+      this.missingBox,
+      this.head,
       this.error,
       this.teams,
     );
@@ -428,11 +457,18 @@ class JobView {
   }
 
   render(job) {
+    // An event or a snapshot: the job exists (it was created after the page opened).
+    if (this.missing && (job.last_sequence > 0 || job.brief)) this.setMissing(false);
     this.root.dataset.jobStatus = job.state;
     this.state.textContent = job.state;
     this.state.dataset.state = job.state;
     this.brief.textContent = job.brief || (job.state === "pending" ? "Waiting for this job to start…" : "…");
-    document.title = `Chimera · ${job.state} · ${job.brief || this.jobId}`;
+    if (!this.missing) document.title = `Chimera · ${job.state} · ${job.brief || this.jobId}`;
+    // The breadcrumb: the brief's first words (the whole id on hover), or the whole id.
+    const crumb = $("#crumb-job");
+    crumb.textContent = job.brief ? firstWords(job.brief) : `Job ${this.jobId}`;
+    crumb.title = this.jobId;
+    crumb.classList.toggle("words", Boolean(job.brief));
     const names = Object.keys(job.teams);
     for (const name of names.length ? names : TEAMS) {
       this.panel(name).jobOver = isFinal(job.state);
@@ -442,10 +478,23 @@ class JobView {
     this.updateCancel();
   }
 
+  /** No such job (the snapshot's 404), or (false) the job turned up after all. */
+  setMissing(missing) {
+    this.missing = missing;
+    this.root.dataset.missing = String(missing);
+    this.missingBox.hidden = !missing;
+    this.head.hidden = missing;
+    this.teams.hidden = missing;
+    // The socket still waits for the id, but "Live" would say a job is being followed.
+    $("#connection").hidden = missing;
+    if (missing) document.title = "Chimera · no such job";
+    this.updateCancel();
+  }
+
   updateCancel() {
     const final = isFinal(this.root.dataset.jobStatus);
     const allowed = tokenAllows(token(), "cancel", this.jobId);
-    this.cancel.hidden = final || !allowed;
+    this.cancel.hidden = final || !allowed || this.missing;
     if (!this.cancel.textContent.startsWith("Cancelling")) {
       this.cancel.disabled = this.follower.connection !== "connected";
     }

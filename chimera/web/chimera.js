@@ -246,10 +246,15 @@ export function isFinal(state) {
  *                             info.attempt, info.attempts for reconnecting
  *   onMessage(msg)            every WebSocket message, as parsed
  *   onCreated(jobId)          the server accepted `create`
+ *   onMissing(jobId)          the first snapshot answered 404: no such job (yet). Following
+ *                             goes on (the socket waits for a job with this id: a page may
+ *                             open before its job is created); the first event ends it.
+ *                             Never with `create`.
  *   onError(error)            {kind: "auth" | "create" | "cancel" | "gone" | "server", message, status?, code?,
  *                             expired? (auth: the token expired while the socket was open, close 4401)}
  *   log                       a console-like object (default console); null for silence
- * Returns {job, cancel(), close(), get connection()}.
+ * Returns {job, missing, cancel(), close(), get connection()} (`missing`: the last snapshot
+ * answered 404 and no event has come since).
  */
 export function followJob(jobId, options = {}) {
   return new JobFollower(jobId, options);
@@ -273,6 +278,7 @@ class JobFollower {
     this.retryTimer = null;
     this.pingTimer = null;
     this.stopped = false;
+    this.missing = false;
     this.pendingCreate = options.create ? { request_id: newJobId(), ...options.create } : null;
     // Back online: try the WebSocket now rather than at the next retry.
     this.onOnline = () => {
@@ -296,7 +302,10 @@ class JobFollower {
   }
 
   async start() {
-    if (!this.pendingCreate) await this.loadSnapshot();
+    if (!this.pendingCreate) {
+      await this.loadSnapshot();
+      if (this.missing && !this.stopped) this.emit("onMissing", this.jobId);
+    }
     if (!this.stopped) this.connect();
   }
 
@@ -309,6 +318,7 @@ class JobFollower {
         applied = applySnapshot(this.job, await getJob(this.jobId, { ...where, view: "full" }));
       }
       if (this.stopped) return true;
+      this.missing = false;
       if (applied === true) this.emit("onUpdate", this.job);
       if (isFinal(this.job.state)) this.finish();
       return true;
@@ -318,6 +328,7 @@ class JobFollower {
           this.fail({ kind: "auth", status: err.status, message: err.message });
         }
         // 404: the job does not exist (yet): the WebSocket waits for it.
+        if (err.status === 404 && this.job.last_sequence === 0) this.missing = true;
         return true;
       }
       return false; // the server cannot be reached
@@ -388,6 +399,7 @@ class JobFollower {
         break;
     }
     if (typeof msg.seq === "number") {
+      this.missing = false;
       if (applyEvent(this.job, msg)) this.emit("onUpdate", this.job);
       if (!this.job.brief && !this.briefAsked) {
         // The job came into being while we waited on its socket: the brief is in its snapshot.
