@@ -10,6 +10,8 @@ import os
 import random
 import shutil
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -262,3 +264,12 @@ async def run_job(server: Running, job_id: str, brief: str = "a counter") -> pb.
         async for _ in client.events(job_id):
             pass
         return await client.get(job_id)
+
+
+def http_answer(url: str) -> tuple[int, str]:
+    """A plain GET's status and body, error statuses included (sync: run in a thread)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

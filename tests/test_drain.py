@@ -13,8 +13,6 @@ import asyncio
 import json
 import re
 import signal
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosedError
 
 from chimera.v1 import jobs_pb2 as pb
-from tests.conftest import first_events, job_events, read_until_closed, ws_connect
+from tests.conftest import first_events, http_answer, job_events, read_until_closed, ws_connect
 from tests.processes import (
     DRAINING,
     Node,
@@ -46,12 +44,7 @@ FINISHED = re.compile(r"job (\S+) finished: (\w+)")
 
 def readyz(node: Node) -> tuple[int, str]:
     """``GET /readyz``: status and body (sync: run in a thread)."""
-    url = f"http://127.0.0.1:{node.ws_port}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    return http_answer(f"http://127.0.0.1:{node.ws_port}/readyz")
 
 
 async def exit_code(node: Node, within: float = 30.0) -> int:

@@ -5,8 +5,6 @@ while Redis cannot be used)."""
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import Running, StartServer, until
+from tests.conftest import Running, StartServer, http_answer, until
 from tests.redis_fixture import RedisServer, needs_redis, redis_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -24,12 +22,7 @@ SERVICES = ("", "chimera.v1.JobService")
 
 def readyz(node: Running) -> tuple[int, str]:
     """``/readyz``'s status and body."""
-    url = f"http://127.0.0.1:{node.server.ws_port}/readyz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    return http_answer(f"http://127.0.0.1:{node.server.ws_port}/readyz")
 
 
 async def grpc_health(node: Running) -> set[int]:
