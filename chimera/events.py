@@ -2,7 +2,9 @@
 
 A team or supervisor produces a :class:`Draft` (no sequence number yet); the
 broadcaster numbers it and turns it into an :class:`Event`, whose ``frame`` is
-the exact WebSocket text every subscriber receives.
+the exact WebSocket text every subscriber receives, as UTF-8 bytes: encoded once,
+then stored, published between processes and written to every connection as
+they are.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -113,19 +115,57 @@ class Draft:
         return Draft(job_id, EventType.ERROR, team, {"error": message, "status": "error"})
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    """A numbered job event and its encoded WebSocket frame."""
+    """A numbered job event and its encoded WebSocket frame.
 
-    job_id: str
-    seq: int
-    type: EventType
-    team: TeamName | None
-    data: Mapping[str, Any]
-    timestamp: datetime
-    frame: str
-    # When the broadcaster numbered it (or the log was read): where delivery latency starts.
-    taken: float = field(default_factory=time.monotonic, compare=False, repr=False)
+    ``frame`` is the exact WebSocket text every subscriber receives, as UTF-8
+    bytes, encoded once (:func:`encode`) and then stored, published and written
+    as they are. An event read back (:meth:`from_frame`) parses only what
+    numbering and delivery need (its type, and whether it is the job's last):
+    ``team``, ``data`` and ``timestamp`` are parsed from the frame the first time
+    they are read. ``wire`` is the frame as a transport writes it (the
+    WebSocket gateway's serialized frame), made by the first writer and shared by
+    every connection after it. Treat an event as immutable: nothing else changes
+    after it is made.
+    """
+
+    __slots__ = (
+        "_data", "_team", "_timestamp", "frame", "is_final", "job_id", "seq", "taken",
+        "type", "wire",
+    )
+
+    def __init__(
+        self,
+        job_id: str,
+        seq: int,
+        type: EventType,
+        team: TeamName | None,
+        data: Mapping[str, Any] | None,
+        timestamp: datetime,
+        frame: bytes,
+        taken: float | None = None,
+        *,
+        final: bool | None = None,
+    ) -> None:
+        """``data`` ``None`` (with ``final`` given): ``team``, ``data`` and
+        ``timestamp`` are parsed from ``frame`` when first read."""
+        self.job_id: Final = job_id
+        self.seq: Final = seq
+        self.type: Final = type
+        self.frame: Final = frame
+        self._team = team
+        self._data = data
+        self._timestamp = timestamp
+        # True for the job's last event (a job-level status change to a final state).
+        self.is_final: Final[bool] = (
+            final if final is not None else
+            type is EventType.STATUS_CHANGE and team is None and data is not None
+            and data["status"] in JOB_FINAL
+        )
+        # When the broadcaster numbered it (or the log was read): where delivery
+        # latency starts.
+        self.taken: Final = time.monotonic() if taken is None else taken
+        self.wire: bytes | None = None
 
     @staticmethod
     def from_draft(draft: Draft, seq: int) -> Event:
@@ -135,19 +175,66 @@ class Event:
         )
 
     @staticmethod
-    def from_frame(frame: str) -> Event:
-        """Rebuilds an event from its stored frame (the frame is the record)."""
+    def from_frame(frame: bytes, job_id: str | None = None, seq: int | None = None) -> Event:
+        """Rebuilds an event from its stored frame (the frame is the record).
+
+        With ``job_id`` and ``seq`` (what the store keeps beside the frame; for
+        ``seq``, also the end of a frame as :func:`encode` writes it), a frame
+        whose header is :func:`encode`'s is not parsed now unless it is a
+        job-level status change (which may be the job's last); any other
+        frame is parsed in full.
+        """
+        if job_id is not None:
+            if seq is None:
+                seq = _tail_seq(frame)
+            kind = _header_type(frame)
+            if kind is not None and seq is not None:
+                return Event(job_id, seq, kind, None, None, _UNPARSED, frame, final=False)
         obj = orjson.loads(frame)
         team = obj.get("team")
         return Event(
-            job_id=obj["job_id"],
-            seq=obj["seq"],
-            type=EventType(obj["type"]),
-            team=TeamName(team) if team else None,
-            data=obj["data"],
-            timestamp=parse_timestamp(obj["timestamp"]),
-            frame=frame,
+            obj["job_id"], obj["seq"], EventType(obj["type"]),
+            TeamName(team) if team else None, obj["data"],
+            parse_timestamp(obj["timestamp"]), frame,
         )
+
+    def _parse(self) -> None:
+        obj = orjson.loads(self.frame)
+        team = obj.get("team")
+        self._team = TeamName(team) if team else None
+        self._timestamp = parse_timestamp(obj["timestamp"])
+        self._data = obj["data"]
+
+    @property
+    def team(self) -> TeamName | None:
+        if self._data is None:
+            self._parse()
+        return self._team
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        if self._data is None:
+            self._parse()
+            assert self._data is not None
+        return self._data
+
+    @property
+    def timestamp(self) -> datetime:
+        if self._data is None:
+            self._parse()
+        return self._timestamp
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when they are the same job's same event, byte for byte."""
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (self.job_id, self.seq, self.frame) == (other.job_id, other.seq, other.frame)
+
+    def __hash__(self) -> int:
+        return hash((self.job_id, self.seq, self.frame))
+
+    def __repr__(self) -> str:
+        return f"Event(job_id={self.job_id!r}, seq={self.seq}, frame={self.frame!r})"
 
     @property
     def size(self) -> int:
@@ -161,14 +248,44 @@ class Event:
             return JobState(self.data["status"])
         return None
 
-    @property
-    def is_final(self) -> bool:
-        """True for the job's last event (a job-level status change to a final state)."""
-        return self.job_state in JOB_FINAL
+
+# Placeholder for the parsed timestamp of an event read back and not parsed yet.
+_UNPARSED = datetime.min.replace(tzinfo=UTC)
+_TYPE_PREFIX = b'{"type":"'
+_TYPES = {t.value.encode(): t for t in EventType}
 
 
-def encode(draft: Draft, seq: int) -> str:
-    """The guide's message shape plus ``job_id`` and ``seq``; job events omit ``team``."""
+def _header_type(frame: bytes) -> EventType | None:
+    """The type of a frame written by :func:`encode` (``{"type":"…",`` first),
+    if reading its header is enough to know it is not the job's last event:
+    ``None`` for a job-level status change (no ``team`` after the type), or a
+    frame laid out otherwise, which are parsed in full."""
+    if not frame.startswith(_TYPE_PREFIX):
+        return None
+    end = frame.find(b'"', 9)
+    kind = _TYPES.get(frame[9:end])
+    if kind is None:
+        return None
+    if kind is EventType.STATUS_CHANGE and not frame.startswith(b',"team":"', end + 1):
+        return None
+    return kind
+
+
+def _tail_seq(frame: bytes) -> int | None:
+    """The ``seq`` of a frame :func:`encode` wrote (its last member, ``,"seq":N}``),
+    or ``None`` if the frame does not end that way."""
+    at = frame.rfind(b',"seq":', -32)
+    if at < 0 or not frame.endswith(b"}"):
+        return None
+    digits = frame[at + 7:-1]
+    if not digits.isdigit() or len(digits) > 18:
+        return None
+    return int(digits)
+
+
+def encode(draft: Draft, seq: int) -> bytes:
+    """The guide's message shape plus ``job_id`` and ``seq`` (last); job events
+    omit ``team``. UTF-8 JSON, as :func:`dumps` writes it."""
     message: dict[str, Any] = {"type": draft.type.value}
     if draft.team is not None:
         message["team"] = draft.team.value
@@ -176,7 +293,26 @@ def encode(draft: Draft, seq: int) -> str:
     message["timestamp"] = iso_timestamp(draft.timestamp)
     message["job_id"] = draft.job_id
     message["seq"] = seq
-    return dumps(message)
+    return dumps_bytes(message)
+
+
+def dumps_bytes(message: Mapping[str, Any]) -> bytes:
+    """:func:`dumps`, UTF-8 encoded: orjson's own output, encoded once. Text that
+    UTF-8 cannot hold (a lone surrogate, through the standard library) is kept
+    as ``surrogatepass`` bytes, which are not valid UTF-8: the store refuses
+    such a frame (:func:`check_utf8`), as it refused the text before."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "surrogatepass")
+
+
+def check_utf8(frame: bytes) -> None:
+    """Raises ``UnicodeDecodeError`` unless ``frame`` is valid UTF-8 (cheap for
+    ASCII; a frame :func:`dumps_bytes` made through orjson always is)."""
+    if not frame.isascii():
+        frame.decode()
 
 
 def dumps(message: Mapping[str, Any]) -> str:

@@ -45,7 +45,7 @@ class MemoryStore:
         self.commits: list[list[tuple[str, int]]] = []
         self._jobs: dict[str, Job] = {}  # kept as written: thoughts are in the events
         self._order: dict[str, int] = {}  # job id -> insertion number (the list cursor)
-        self._events: dict[str, list[str]] = {}  # job id -> frames, in seq order
+        self._events: dict[str, list[bytes]] = {}  # job id -> frames, in seq order
         self._requests: dict[tuple[str, str], str] = {}  # (owner, request_id) -> job id
         self._retired: set[str] = set()
         self._next = 1
@@ -132,7 +132,7 @@ class MemoryStore:
     async def read_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         self._check_open()
         frames = self._events.get(job_id, [])
-        events = [Event.from_frame(f) for f in frames]
+        events = [Event.from_frame(f, job_id) for f in frames]
         return [e for e in events if e.seq > after_seq][:limit]
 
     async def unfinished_jobs(self) -> list[Job]:

@@ -240,7 +240,10 @@ async def test_a_bad_event_in_an_append_group_commit_refuses_only_its_own_job(
             return Event.from_draft(Draft.status(job_id, team, status), seq)
 
         running = event("broken", 1, None, "running")
-        bad = replace(running, frame=running.frame.replace("running", "run\ud800"))
+        # A frame that is not UTF-8 (what the standard library's encoding of a lone
+        # surrogate gives, kept as bytes).
+        frame = running.frame.replace(b"running", "run\ud800".encode("utf-8", "surrogatepass"))
+        bad = Event(running.job_id, 1, running.type, None, running.data, running.timestamp, frame)
         batch = [
             event("fine", 1, None, "running"), bad,
             event("fine", 2, TeamName.ANTHROPIC, "thinking"),

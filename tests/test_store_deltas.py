@@ -55,7 +55,7 @@ def fetch(url: str) -> dict[str, Any]:
 def fold(job: Job, history: list[str]) -> Job:
     """The job as :meth:`Job.apply` folds the delivered events: the reference."""
     for frame in history:
-        job.apply(Event.from_frame(frame))
+        job.apply(Event.from_frame(frame.encode()))
     return job
 
 

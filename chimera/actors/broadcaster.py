@@ -63,10 +63,10 @@ RETRY = Backoff(first=0.05, cap=1.0)  # between tries of a failed write
 class Listener(Protocol):
     """Takes live events without blocking; transport-neutral (see the module docstring)."""
 
-    def offer(self, event: Event, payload: bytes) -> bool:
-        """``event`` (``payload`` is its frame UTF-8 encoded, once for every
-        subscriber) if it can be delivered now; ``False``, having done nothing,
-        to have it queued for the consumer instead."""
+    def offer(self, event: Event) -> bool:
+        """``event`` if it can be delivered now (its ``frame`` is the same bytes
+        for every subscriber); ``False``, having done nothing, to have it queued
+        for the consumer instead."""
         ...
 
 
@@ -170,7 +170,7 @@ class Subscription:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _push(self, event: Event, payload: bytes, final: bool) -> None:
+    def _push(self, event: Event, final: bool) -> None:
         """Called by the broadcaster, never blocks. ``final`` is ``event.is_final``."""
         if self._error is not None:
             return
@@ -180,7 +180,7 @@ class Subscription:
             and not final
             and not self._pending
             and event.seq > self.last_seq
-            and listener.offer(event, payload)
+            and listener.offer(event)
         ):
             self.last_seq = event.seq
             return
@@ -482,16 +482,15 @@ class Broadcaster:
 
     def receive(self, events: Sequence[Event]) -> None:
         """Hands events recorded by another process (in order, gap-free) to this
-        process's subscribers; each is encoded once. Subscribers drop any they
+        process's subscribers, as they were encoded there. Subscribers drop any they
         already have, by seq."""
         for event in events:
             channel = self._channels.get(event.job_id)
             if channel is None or not channel.subscribers:
                 continue
-            payload = event.frame.encode()
             final = event.is_final
             for sub in list(channel.subscribers):
-                sub._push(event, payload, final)
+                sub._push(event, final)
         if self._ended:
             self._unsubscribe_ended()
 
@@ -648,10 +647,9 @@ class Broadcaster:
             channel = self._channels.get(event.job_id)
             if channel is None or not channel.subscribers:
                 continue
-            # Once per event, not per subscriber.
-            payload = event.frame.encode()
+            # The same event (its frame encoded once) for every subscriber.
             for sub in channel.subscribers:
-                sub._push(event, payload, final)
+                sub._push(event, final)
             if self._ended:
                 self._unsubscribe_ended()
         for job_id in finished:

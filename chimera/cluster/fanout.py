@@ -200,7 +200,8 @@ class RedisFanout:
             else:
                 await self._catch_up(job_id, followed, None)
         elif kind == "message" and followed.last is not None:
-            event = Event.from_frame(bytes(message["data"]).decode())
+            # The frame's bytes as recorded; its seq read from its end.
+            event = Event.from_frame(bytes(message["data"]), job_id)
             if event.seq <= followed.last:
                 return
             if event.seq > followed.last + 1:

@@ -1,6 +1,6 @@
 """The WebSocket fast path: a caught-up subscriber's live events written straight to
 its connection by the broadcaster (like ``websockets.broadcast()``), with each
-event's frame built once for every connection.
+event's frame built once for every connection (:func:`ws_frame`).
 
 While the transport's buffer is under its high-water mark, :class:`DirectWriter`
 (the subscription's :class:`~chimera.actors.broadcaster.Listener`) writes the
@@ -19,25 +19,18 @@ from chimera.events import Event
 from chimera.observability.metrics import Deliveries
 
 
-class FrameCache:
-    """The last event's WebSocket frame, shared by every connection's direct writer.
+def ws_frame(event: Event) -> bytes:
+    """``event``'s WebSocket frame, serialized by the first writer that needs it
+    and kept on the event (:attr:`Event.wire`) for every other connection, live,
+    queued and catching up alike.
 
     A server's frames are not masked and we use no extension, so one event's
-    frame is the same bytes on every connection: the broadcaster hands an event
-    to all its subscribers in a row, and only the first writer serializes it.
+    frame is the same bytes on every connection.
     """
-
-    __slots__ = ("event", "frame")
-
-    def __init__(self) -> None:
-        self.event: Event | None = None
-        self.frame = b""
-
-    def frame_for(self, event: Event, payload: bytes) -> bytes:
-        if self.event is not event:
-            self.frame = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
-            self.event = event
-        return self.frame
+    wire = event.wire
+    if wire is None:
+        wire = event.wire = Frame(Opcode.TEXT, event.frame).serialize(mask=False, extensions=[])
+    return wire
 
 
 class DirectWriter:
@@ -48,7 +41,7 @@ class DirectWriter:
     otherwise refuses, and the event is queued for the writer task.
 
     What ``websockets.broadcast()`` does for one connection, with the frame
-    serialized once for all of them, and refusing rather than buffering past
+    serialized once for all of them (:func:`ws_frame`), and refusing rather than buffering past
     the high-water mark. Writing a whole frame to the transport is what
     ``protocol.send_text`` plus ``send_data`` do; it only happens between whole
     frames (the loop is single-threaded and every other write is a whole frame
@@ -56,28 +49,25 @@ class DirectWriter:
     documented API, hence websockets is pinned to the major version tested (17).
     """
 
-    __slots__ = ("_frames", "_limit", "_live", "_protocol", "_transport", "caught_up")
+    __slots__ = ("_limit", "_live", "_protocol", "_transport", "caught_up")
 
-    def __init__(
-        self, ws: ServerConnection, frames: FrameCache, deliveries: Deliveries | None
-    ) -> None:
+    def __init__(self, ws: ServerConnection, deliveries: Deliveries | None) -> None:
         self.caught_up = False
         self._protocol = ws.protocol
         self._transport = ws.transport
         self._limit = ws.write_limit_high
-        self._frames = frames
         self._live = deliveries.live if deliveries is not None else None
 
-    def offer(self, event: Event, payload: bytes) -> bool:
+    def offer(self, event: Event) -> bool:
         if (
             not self.caught_up
             or self._protocol.state is not State.OPEN
             or self._transport.get_write_buffer_size() > self._limit
         ):
             return False
-        self._transport.write(self._frames.frame_for(event, payload))
+        self._transport.write(ws_frame(event))
         if self._live is not None:
-            self._live(event, len(payload))
+            self._live(event, len(event.frame))
         return True
 
     def room(self) -> int:
@@ -90,6 +80,5 @@ class DirectWriter:
         written nothing, if the connection is not open."""
         if self._protocol.state is not State.OPEN:
             return False
-        frame_for = self._frames.frame_for
-        self._transport.write(b"".join([frame_for(e, e.frame.encode()) for e in events]))
+        self._transport.write(b"".join([ws_frame(e) for e in events]))
         return True

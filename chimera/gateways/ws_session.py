@@ -60,7 +60,7 @@ from chimera.errors import (
 from chimera.events import Event, control_message
 from chimera.gateways.admission import Admission, Admitted, peer_address
 from chimera.gateways.expiry import end_at_expiry, seconds_left
-from chimera.gateways.fast_path import DirectWriter, FrameCache
+from chimera.gateways.fast_path import DirectWriter
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.ws_commands import (
     BadCommand,
@@ -93,7 +93,6 @@ class Sessions:
         self._admission = admission
         self._limits = limits
         self._deliveries = deliveries
-        self._frames = FrameCache()
         # Create-only sockets still waiting for their create_job: no subscription
         # ends them at shutdown, so the gateway's stop() closes them.
         self.awaiting_create: set[ServerConnection] = set()
@@ -282,11 +281,11 @@ class Sessions:
         While it waits for live events with nothing queued, the connection has
         caught up, and the broadcaster may write to it directly (:class:`DirectWriter`).
         """
-        direct = DirectWriter(ws, self._frames, self._deliveries)
+        direct = DirectWriter(ws, self._deliveries)
         subscription.listener = direct
         try:
             async for event in subscription.history():
-                await self._send_event(ws, event)
+                await self._send_queued(ws, direct, [event])
             while not subscription.done:
                 # Behind: what is queued goes out in batches that fill the
                 # transport's buffer to its high-water mark, one write each.
@@ -317,20 +316,21 @@ class Sessions:
             await ws.close(*close_for(error))
 
     async def _send_event(self, ws: ServerConnection, event: Event) -> None:
-        await ws.send(event.frame)
+        await ws.send(event.frame, text=True)
         self._delivered([event])
 
     def _delivered(self, events: list[Event]) -> None:
         if self._deliveries is not None:
             for event in events:
-                self._deliveries.ws_delivered(event, message_size(event.frame))
+                self._deliveries.ws_delivered(event, len(event.frame))
 
     async def _send_queued(
         self, ws: ServerConnection, direct: DirectWriter, events: list[Event]
     ) -> None:
         """Writes ``events`` in one transport write, then waits as ``ws.send`` does
         for the buffer to drain below its high-water mark (a ``send`` per queued
-        event cost ten times the bare server's catch-up)."""
+        event cost ten times the bare server's catch-up). Each event's frame is
+        the one serialized for every connection (history, queued and live alike)."""
         if not direct.write(events):
             # Not open: websockets waits for the closing handshake, then raises
             # ConnectionClosed.

@@ -80,6 +80,7 @@ from chimera.events import (
     JobState,
     TeamName,
     TeamStatus,
+    check_utf8,
     iso_timestamp,
     parse_timestamp,
 )
@@ -528,8 +529,19 @@ class RedisStore:
         for event in events:
             by_job[event.job_id].append(event)
         calls = []
+        # Frames are UTF-8 bytes, sent as they are; Redis does not check them, so
+        # this does: a job whose frame is not UTF-8 is refused alone.
+        refused: dict[str, str] = {}
         for change in changes(events):
             batch = by_job[change.job_id]
+            try:
+                for event in batch:
+                    check_utf8(event.frame)
+            except UnicodeError as exc:
+                refused[change.job_id] = (
+                    f"the job's text cannot be recorded, it is not valid UTF-8 ({exc}): send UTF-8"
+                )
+                continue
             fields: dict[str, str | int] = {
                 "seq": change.last_sequence, "update": iso_timestamp(change.update_time),
             }
@@ -562,12 +574,9 @@ class RedisStore:
                 json.dumps(thoughts), end, channel(change.job_id), change.job_id,
                 f"{P}thoughts:{change.job_id}:", *(e.frame for e in batch),
             ]))
-        if not calls:
-            return
-        results = await self._write(calls)
+        results = await self._write(calls) if calls else []
         # A call's own error (the pipeline goes on past it) refuses only its job, which
         # is still this process's: closed as failed, saying why, by the next recovery.
-        refused = {}
         for (job_id, _, _), r in zip(calls, results, strict=True):
             if isinstance(r, BaseException):
                 refused[job_id] = f"events could not be recorded: Redis refused them ({r})"
@@ -652,7 +661,12 @@ class RedisStore:
             )
         if epoch is not None:
             self._note_epoch(_text(epoch))
-        return [Event.from_frame(_text(fields[1])) for _, fields in rows]
+        # Entry id ``<seq>-0``; the frame's bytes as recorded, parsed only as far
+        # as replay needs (Event.from_frame).
+        return [
+            Event.from_frame(bytes(fields[1]), job_id, int(bytes(entry).partition(b"-")[0]))
+            for entry, fields in rows
+        ]
 
     async def last_seq(self, job_id: str) -> int:
         """The job's last recorded seq (0 for none, or no such job)."""

@@ -45,6 +45,7 @@ from chimera.events import (
     JobState,
     TeamName,
     TeamStatus,
+    check_utf8,
     iso_timestamp,
     parse_timestamp,
     upgrade_frame,
@@ -100,7 +101,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITH
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    frame TEXT NOT NULL,                    -- the exact WebSocket text
+    frame TEXT NOT NULL,                    -- the exact WebSocket text (bound as UTF-8 bytes)
     thought TEXT,                           -- the team of a thought_added event, else NULL
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
@@ -152,9 +153,16 @@ class _AppendRows:
         return rows
 
     def write(self, conn: sqlite3.Connection) -> None:
-        """Inside the caller's transaction."""
+        """Inside the caller's transaction.
+
+        A frame is UTF-8 bytes, bound as they are and stored as TEXT (``CAST``: no
+        decoding, the same column as ever); SQLite does not check UTF-8, so this
+        does (:func:`check_utf8`: a frame that is not is its job's record error)."""
+        for row in self.events:
+            check_utf8(row[2])
         conn.executemany(
-            "INSERT INTO events (job_id, seq, frame, thought) VALUES (?, ?, ?, ?)", self.events
+            "INSERT INTO events (job_id, seq, frame, thought) VALUES (?, ?, CAST(? AS TEXT), ?)",
+            self.events,
         )
         conn.executemany(
             "UPDATE jobs SET last_sequence = ?, update_time = ?,"
@@ -381,11 +389,14 @@ class SQLiteStore:
 
     async def read_events(self, job_id: str, after_seq: int, limit: int) -> list[Event]:
         def select(conn: sqlite3.Connection) -> list[Event]:
+            # The frame's UTF-8 bytes as stored (no decoding), parsed only as far
+            # as replay needs (Event.from_frame).
             rows = conn.execute(
-                "SELECT frame FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, CAST(frame AS BLOB) FROM events"
+                " WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (job_id, after_seq, limit),
             ).fetchall()
-            return [Event.from_frame(r[0]) for r in rows]
+            return [Event.from_frame(frame, job_id, seq) for seq, frame in rows]
 
         return await self._call(select)
 
