@@ -41,7 +41,6 @@ from chimera.fakes.server import (
     Pause,
     RecordedRequest,
     Reply,
-    Script,
     json_reply,
 )
 from chimera.fakes.sse import SSE, sse_reply
@@ -186,9 +185,8 @@ class FakeGeminiAPI(FakeHTTPServer):
     scripted reply is used.
     """
 
-    def __init__(self, default: Script | None = None, *, api_key: str | None = None) -> None:
-        super().__init__(default if default is not None else stream_reply())
-        self.api_key = api_key
+    def standard_reply(self) -> Reply:
+        return stream_reply()
 
     def route(self, request: RecordedRequest) -> Reply | None:
         if request.method != "POST" or not STREAM_PATH.match(request.path):
