@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +38,13 @@ async def http_request(
     return parse_reply(await exchange(port, ("\r\n".join(lines) + "\r\n\r\n").encode()))
 
 
-async def exchange(port: int, raw: bytes, *, half_close: bool = False) -> bytes:
+async def exchange(
+    port: int, raw: bytes, *, half_close: bool = False, tls: ssl.SSLContext | None = None
+) -> bytes:
     """Writes ``raw`` as it is, in one write (then the end of the stream if
-    ``half_close``), and returns every byte the server sends until it closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ``half_close``; over TLS with ``tls``), and returns every byte the server sends
+    until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     try:
         writer.write(raw)
         if half_close:

@@ -14,11 +14,16 @@ import json
 import logging
 import os
 import re
+import ssl
+from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
-from tests.conftest import Running, StartServer, logged
+from tests.conftest import Running, StartServer, logged, until, ws_connect
 from tests.http_raw import HttpReply, exchange, parse_reply
+from tests.security import self_signed
 
 HOST = b"Host: 127.0.0.1\r\n"
 BEYOND_ONE_READ = 1 << 20  # asyncio reads a socket 256 KiB at a time
@@ -231,3 +236,53 @@ async def test_the_metrics_port_answers_them_too(start_server: StartServer) -> N
         port, b"POST /metrics HTTP/1.1\r\n" + HOST + b"Content-Length: 2\r\n\r\nhi"
     )
     assert only_reply(raw, 405, nosniff=False).header("Allow") == "GET"
+
+
+async def test_over_tls_too(start_server: StartServer, tmp_path: Path) -> None:
+    """The same answers on an ``https://`` port: a body, then a pipelined pair."""
+    cert = self_signed(tmp_path)
+    server = await start_server(tls_cert=str(cert.cert), tls_key=str(cert.key))
+    tls = ssl.create_default_context(cafile=str(cert.cert))
+    port = server.server.ws_port
+    raw = await exchange(
+        port, b"POST /api/jobs HTTP/1.1\r\n" + HOST + b"Content-Length: 2\r\n\r\nhi", tls=tls
+    )
+    assert only_reply(raw, 405).header("Allow") == "GET, OPTIONS"
+    pair = b"GET /healthz HTTP/1.1\r\n" + HOST + b"\r\n"
+    assert only_reply(await exchange(port, pair * 2, tls=tls), 200).body == b"ok\n"
+    raw = await exchange(port, b"HELLO\r\n\r\n", tls=tls)
+    assert b"invalid HTTP request line" in only_reply(raw, 400).body
+
+
+async def test_over_tls_each_closed_subscriber_gives_its_address_s_place_back(
+    start_server: StartServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio's TLS transport forgets its peer once closed, which is when a session
+    releases its place in the per-address limit: the address is the one it opened with.
+    (It was None: the place was never given back, a KeyError was logged, and from the
+    limit on every subscriber from that address was refused 429.)"""
+    caplog.set_level(logging.INFO)
+    cert = self_signed(tmp_path)
+    server = await start_server(
+        tls_cert=str(cert.cert), tls_key=str(cert.key), max_subscribers_per_address=2
+    )
+    tls = ssl.create_default_context(cafile=str(cert.cert))
+    url = f"wss://127.0.0.1:{server.server.ws_port}/ws/orchestrate/"
+    opened: list[ClientConnection] = []
+
+    async def accepted(job_id: str) -> bool:
+        """Asked again while the last one's place is being given back (its session's
+        end runs after the client sees the close)."""
+        try:
+            opened.append(await ws_connect(url + job_id, ssl=tls))
+        except InvalidStatus as exc:
+            assert exc.response.status_code == 429
+            return False
+        return True
+
+    for i in range(6):  # three times the limit, one after the other
+        await until(lambda: accepted(f"w{i}"))  # noqa: B023 (awaited in this turn)
+        ws = opened.pop()
+        assert json.loads(await ws.recv())["type"] == "connected"
+        await ws.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

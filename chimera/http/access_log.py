@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chimera.auth.redact import redact
-from chimera.http.edge import refusal_of
+from chimera.http.edge import peer_of, refusal_of
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 _ANSWERED = ("HTTP response sent (%d %s)", "connection rejected (%d %s)")
@@ -53,7 +53,7 @@ class AccessLines(logging.Filter):
         try:
             request = connection.request if connection is not None else None
             response = connection.response if connection is not None else None
-            peer = _peer(connection.remote_address) if connection is not None else "unknown"
+            peer = _peer(peer_of(connection)) if connection is not None else "unknown"
         except ReferenceError:  # a weak proxy to a connection already gone
             return True
         if request is None:

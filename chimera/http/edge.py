@@ -30,10 +30,15 @@ websockets' own parser (:class:`HeadReader`, Sans-I/O) before passing it on:
 Every answer here is websockets' plain-text refusal (``Connection: close``, a one-line
 body) with ``nosniff``, logged as websockets logs an answer; the access line names the
 reason (:func:`refusal_of`).
+
+The connection also keeps its peer's address from the start (:func:`peer_of`): on
+TLS, asyncio's transport forgets it once closed, which is when a session gives back
+its place in the per-address limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http
 import re
 from collections.abc import Awaitable, Callable, Generator
@@ -179,15 +184,21 @@ class EdgeConnection(ServerConnection):
     the head is passed on and the socket is not read until websockets has written its
     answer; what came in the same read as the head is held until then
     (:meth:`_release`). Not reading also holds back the end of the stream, which
-    websockets would take, before its answer, for a failed connection.
+    websockets would take, before its answer, for a failed connection (a client
+    half-closing after its request).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.peer: Any = None  # see peer_of
         self._head: HeadReader | None = HeadReader()
         self._held: bytes | None = None  # not None: the head was passed on, not answered
         self.announced_body: str | None = None
         self.refusal: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peer = transport.get_extra_info("peername")
 
     def data_received(self, data: bytes) -> None:
         if self._head is None:
@@ -202,10 +213,9 @@ class EdgeConnection(ServerConnection):
             verdict = self._head.feed_eof()
             if verdict is not None:
                 self._decide(verdict)
-        if self._held is not None:
-            # Not while reading is paused, but TLS may end a stream all the same: no
-            # answer can go back, and websockets, told, would fail on its own answer.
-            return
+        # Reading is paused while a head is answered, but TLS hands over a close_notify
+        # read with the head all the same (asyncio's sslproto): no answer can go back
+        # then, and websockets, told, closes the connection at once.
         super().eof_received()
 
     def _decide(self, verdict: Head | Refusal) -> None:
@@ -257,6 +267,16 @@ class EdgeConnection(ServerConnection):
         self.transport.resume_reading()  # first: reading the frames may pause it again
         if held and self.protocol.state is OPEN:
             super().data_received(held)
+
+
+def peer_of(connection: ServerConnection) -> Any:
+    """The peer's address (``(host, port)`` on TCP) as it was when the connection
+    opened. asyncio's TLS transport forgets it once closed (``None``, or an
+    ``AttributeError``), which is when a session's end releases its place in the
+    per-address limits and websockets logs ``connection closed``."""
+    if isinstance(connection, EdgeConnection):
+        return connection.peer
+    return connection.remote_address
 
 
 def announced_body(connection: ServerConnection) -> str | None:
