@@ -351,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and fixed ports; default 1)",
     )
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # A --workers child's index, named on each of its log lines; set by the parent.
+    p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     _add_provider_flags(p)
     _add_security_flags(p)
     _add_metrics_flags(p)
@@ -432,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The namespace is made holding the command line as given (``--workers`` runs it
     # again in each worker); argparse fills in the rest.
     args = build_parser().parse_args(raw_argv, argparse.Namespace(raw_argv=raw_argv))
-    logs.configure(getattr(args, "log_format", None), verbose=args.verbose)
+    logs.configure(getattr(args, "log_format", None), verbose=args.verbose,
+                   worker=getattr(args, "worker_id", None))
     command = {
         "serve": _serve,
         "submit": _submit,

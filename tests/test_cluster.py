@@ -59,7 +59,7 @@ from tests.test_shedding_retention import open_stuck_subscriber, read_frame, rea
 
 pytestmark = needs_redis
 
-NODE_LOST_BOUND = 12.0  # seconds, as the README promises (about 7 s; 8 at worst, idle)
+NODE_LOST_BOUND = 12.0  # seconds, as docs/cluster.md promises (about 7 s; 8 at worst, idle)
 
 
 async def watch_ws(node: Node, job_id: str, since: int = 0) -> list[dict[str, Any]]:

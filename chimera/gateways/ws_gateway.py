@@ -18,9 +18,11 @@ This module is the server and its assembly; each job has a module of its own:
 
 Plain HTTP on the same port goes through ``process_request``: the endpoints are one
 table (:data:`WebSocketGateway._routes`); every request first has its ``Host``
-checked (421: the DNS rebinding guard), then its route (404/405), its ``Origin``
-where the route asks (403), then its handler. ``GET /healthz`` and ``GET /readyz``
-are answered here. Errors are answered by the error table (:mod:`chimera.errors`).
+checked (421: the DNS rebinding guard), then its route (404/405), its body (413),
+its ``Origin`` where the route asks (403), then its handler. A head websockets cannot
+parse is answered before that (400, 414, 431: :mod:`chimera.http.edge`). ``GET
+/healthz`` and ``GET /readyz`` are answered here. Errors are answered by the error
+table (:mod:`chimera.errors`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from chimera.gateways.serving import Serving
 from chimera.gateways.ws_session import Sessions
 from chimera.http.access_log import access_logger
 from chimera.http.cors import Cors
+from chimera.http.edge import EdgeConnection
 from chimera.http.hosts import HostAllowList
 from chimera.http.responses import nosniff, nosniff_later
 from chimera.http.routes import Reply, Route, Routes, Target
@@ -123,6 +126,9 @@ class WebSocketGateway:
             close_timeout=5,
             compression=None,  # frames are encoded once and sent as they are
             reuse_port=self.reuse_port,
+            # Answers the requests websockets closes on without a word (a body, a
+            # malformed head) and holds pipelined bytes until the first answer.
+            create_connection=EdgeConnection,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
