@@ -75,6 +75,21 @@ def splice(code: str, offset: int, text: str) -> str:
     return code[:offset] + text
 
 
+def common_prefix_length(a: str, b: str) -> int:
+    """How many leading characters ``a`` and ``b`` share: where a delta that turns
+    one into the other starts (a binary search of slice compares, done in C)."""
+    low, high = 0, min(len(a), len(b))
+    if a[:high] == b[:high]:
+        return high
+    while high - low > 1:  # a[:low] == b[:low], a[:high] != b[:high]
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
 def utc_now() -> datetime:
     """Now, to the millisecond: the stored frame's precision (:func:`iso_timestamp`),
     so an event, a job's times and their replay after a restart are the same."""

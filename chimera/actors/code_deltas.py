@@ -15,9 +15,9 @@ seconds, any monotonic clock), as the Sans-I/O actor tests do.
 from __future__ import annotations
 
 import math
-import os
 
 from chimera.defaults import DELTA_INTERVAL, DELTA_MAX_CHARS
+from chimera.events import common_prefix_length
 from chimera.providers.base import CodeDelta
 
 
@@ -82,7 +82,7 @@ class DeltaCoalescer:
         ``code`` (a provider whose deltas did not end as its code, or sent none)."""
         so_far = self.code
         if so_far != code:
-            same = len(os.path.commonprefix([so_far, code]))
+            same = common_prefix_length(so_far, code)
             self._merge(same, code[same:])
         return self.flush(now)
 

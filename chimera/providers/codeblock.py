@@ -18,11 +18,11 @@ of the whole answer are the same, byte for byte.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
 from chimera.errors import ProviderError
+from chimera.events import common_prefix_length
 from chimera.providers.base import CodeDelta
 
 DEFAULT_LANGUAGE = "text"
@@ -83,8 +83,17 @@ class CodeStream:
     while it is larger than every closed one, else the largest closed one.
     """
 
-    __slots__ = ("_blank", "_carry", "_line", "_open", "_out", "_shown", "_showing_open",
-                 "best", "blocks")
+    __slots__ = (
+        "_blank",
+        "_carry",
+        "_line",
+        "_open",
+        "_out",
+        "_showing_open",
+        "_shown",
+        "best",
+        "blocks",
+    )
 
     def __init__(self) -> None:
         self.blocks: list[CodeBlock] = []  # closed blocks that hold code, in order
@@ -233,7 +242,7 @@ class CodeStream:
         """Replaces the code shown (``shown``) with ``code`` from where they differ."""
         if shown == code:
             return
-        same = len(os.path.commonprefix([shown, code]))
+        same = common_prefix_length(shown, code)
         self._out.append(CodeDelta(same, code[same:]))
         self._shown = len(code)
 
