@@ -126,7 +126,9 @@ class TeamActor:
             return
         await items.put(_Ended())
 
-    async def _next(self, items: asyncio.Queue[ProviderEvent | _Ended]) -> ProviderEvent | None:
+    async def _next(
+        self, items: asyncio.Queue[ProviderEvent | _Ended]
+    ) -> ProviderEvent | _Ended | None:
         """The next provider event, or ``None`` when a waiting delta fell due first."""
         if not items.empty():
             return items.get_nowait()
