@@ -70,7 +70,7 @@ def test_streamed_code_is_the_whole_answers_code_however_it_is_cut(
 @settings(max_examples=500, deadline=None)
 @given(ANSWERS)
 def test_one_character_at_a_time_gives_the_same_code(answer: str) -> None:
-    stream, deltas = streamed(answer, list(range(len(answer))))
+    _, deltas = streamed(answer, list(range(len(answer))))
     expected = reference.find_code_blocks(answer)
     if expected:
         assert spliced(deltas) == max(expected, key=lambda b: len(b.code)).code
