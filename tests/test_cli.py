@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from rich.console import Console
 
 import chimera
