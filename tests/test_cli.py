@@ -12,10 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import chimera
 from chimera.client import JobsClient
+from chimera.console import LiveView
 from chimera.events import TeamName
+from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     Running,
     StartServer,
@@ -163,3 +166,60 @@ def test_team_flags_and_their_environment_defaults_reach_the_providers(
         "model": "gemini-x", "base_url": "http://g",
         "thinking_budget": 0, "max_output_tokens": 4096,
     }
+
+
+async def test_submit_types_each_teams_code_as_it_is_written(server: Running) -> None:
+    code, out, err = await run("submit", "a counter", "--server", server.grpc_target,
+                               "--job-id", "cli-typed")
+    assert code == 0, err
+    lines = out.splitlines()
+    async with server.client() as client:
+        job = await client.get("cli-typed")
+    for run_ in job.teams:
+        who = "anthropic" if run_.team == pb.TEAM_ANTHROPIC else "google"
+        typed = [line.split(f"[{who}] │ ", 1)[1] for line in lines if f"[{who}] │ " in line]
+        assert typed == run_.code.splitlines(), who  # every line, once, in order
+        generated = next(i for i, line in enumerate(lines)
+                         if f"[{who}] generated" in line)
+        first_typed = next(i for i, line in enumerate(lines) if f"[{who}] │ " in line)
+        assert first_typed < generated  # typed while it came, before it was done
+
+
+async def test_watch_no_deltas_leaves_them_out_with_their_seqs(server: Running) -> None:
+    ws = f"ws://127.0.0.1:{server.server.ws_port}"
+    code, out, err = await run("submit", "a counter", "--server", server.grpc_target,
+                               "--job-id", "cli-lean")
+    assert code == 0, err
+    code, out, err = await run("watch", "cli-lean", "--ws", ws)
+    every = [json.loads(line) for line in out.splitlines()][1:]
+    code, out, err = await run("watch", "cli-lean", "--ws", ws, "--no-deltas")
+    assert code == 0, err
+    lean = [json.loads(line) for line in out.splitlines()][1:]
+    assert any(m["type"] == "code_delta" for m in every)
+    assert lean == [m for m in every if m["type"] != "code_delta"]
+
+
+def test_the_live_view_prints_each_line_of_code_once_it_is_complete() -> None:
+    """Fed events one by one: a line is printed as soon as its newline came (not at
+    the end), a restart says so, the last partial line comes with the code."""
+    console = Console(record=True, width=200, color_system=None)
+    view = LiveView(console)
+
+    def delta(seq: int, offset: int, text: str) -> pb.JobEvent:
+        return pb.JobEvent(sequence=seq, team=pb.TEAM_GOOGLE,
+                           code_delta=pb.CodeDelta(offset=offset, text=text))
+
+    view.show(delta(1, 0, "const a"))
+    assert console.export_text(clear=False) == ""  # half a line: nothing yet
+    view.show(delta(2, 7, " = 1;\nconst b"))
+    assert console.export_text(clear=False).splitlines() == ["     [google] │ const a = 1;"]
+    view.show(delta(3, 0, "let a = 1;\nlet b = 2;\nlet c"))  # started again
+    view.show(pb.JobEvent(sequence=4, team=pb.TEAM_GOOGLE, code_generated=pb.CodeGenerated(
+        code="let a = 1;\nlet b = 2;\nlet c = 3;", language="ts", token_count=9)))
+    assert console.export_text(clear=False).splitlines()[1:] == [
+        "     [google] writes its code again:",
+        "     [google] │ let a = 1;",
+        "     [google] │ let b = 2;",
+        "     [google] │ let c = 3;",
+        "   4 [google] generated 3 lines of ts (9 tokens)",
+    ]

@@ -9,7 +9,9 @@ request (``?alt=sse``) through google-genai's async client
 - text parts with ``thought: true`` → :class:`Thought`, grouped into
   sentences or paragraphs by :class:`~chimera.providers.thoughts.ThoughtGrouper`;
 - the first text part without ``thought`` → :class:`AnswerStarted` (the
-  thoughts still buffered are flushed first);
+  thoughts still buffered are flushed first); those parts → :class:`CodeDelta`,
+  the code of the answer's fenced block as it streams (not the prose around it:
+  :class:`~chimera.providers.codeblock.CodeStream`);
 - the chunk with ``finishReason`` → :class:`CodeResult` once the stream
   ends, with ``token_count`` = ``candidatesTokenCount + thoughtsTokenCount``
   of the last ``usageMetadata`` (what the model generated, thinking included;
@@ -161,7 +163,8 @@ class GoogleProvider(RetryingProvider[GoogleConfig]):
         if finish not in (genai_types.FinishReason.STOP, genai_types.FinishReason.MAX_TOKENS):
             raise ProviderError(f"Gemini stopped without finishing the answer ({_name(finish)})")
         stop_reason = "max_tokens" if finish == genai_types.FinishReason.MAX_TOKENS else None
-        yield assembler.result(token_count=_tokens(usage), stop_reason=stop_reason)
+        for item in assembler.result(token_count=_tokens(usage), stop_reason=stop_reason):
+            yield item
 
     def _translate(self, exc: Exception) -> ProviderError:
         """The one place SDK and transport exceptions become Chimera's."""
