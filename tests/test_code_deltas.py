@@ -23,6 +23,7 @@ from websockets.exceptions import InvalidStatus
 from chimera.events import TeamName, splice
 from chimera.fakes import anthropic_api, gemini_api
 from chimera.fakes.server import Pause
+from chimera.fakes.sse import SSE
 from chimera.providers.registry import Mode, Providers, ProviderSettings
 from chimera.v1 import jobs_pb2 as pb
 from chimera.wire import TEAM_FROM_PB
@@ -139,7 +140,7 @@ class Fakes:
 def _held(items: list[Any], marker: str, hold: asyncio.Event) -> list[Any]:
     """``items`` with a pause until ``hold`` halfway through the answer's pieces."""
     answer = [i for i, item in enumerate(items)
-              if marker in (item.data if isinstance(item, anthropic_api.SSE) else json.dumps(item))
+              if marker in (item.data if isinstance(item, SSE) else json.dumps(item))
               and "thought" not in json.dumps(getattr(item, "data", item))]
     middle = answer[len(answer) // 2]
     return [*items[:middle], Pause(0, until=hold), *items[middle:]]

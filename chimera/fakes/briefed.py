@@ -58,7 +58,7 @@ def anthropic_reply(delay: float) -> Script:
             paced.append(event)
             if isinstance(event, SSE) and event.event == "content_block_stop":
                 paced.append(Pause(delay))
-            elif isinstance(event, anthropic_api.SSE) and '"text_delta"' in event.data:
+            elif isinstance(event, SSE) and '"text_delta"' in event.data:
                 paced.append(Pause(delay / ANSWER_PACE))
         return anthropic_api.stream_reply(paced)
 
