@@ -19,11 +19,11 @@ const STEPS = ["thinking", "generating", "complete"];
 const TEAM_DONE = new Set(["complete", "error", "cancelled"]);
 // Each team's figures, in the panel and in the Compare view: [key, label].
 const STATS = [
-  ["first_thought", "First thought"],
-  ["first_code", "First code"],
-  ["total", "Total time"],
-  ["input_tokens", "Input tokens"],
-  ["output_tokens", "Output tokens"],
+  ["first_thought", "1st thought"],
+  ["first_code", "1st code"],
+  ["total", "Total"],
+  ["input_tokens", "Tokens in"],
+  ["output_tokens", "Tokens out"],
 ];
 const CONNECTION_LABELS = {
   connecting: () => "Connecting…",
@@ -654,10 +654,12 @@ class JobView {
     const head = el("tr", {}, el("th", { scope: "col", text: "" }),
       ...runs.map((run) => el("th", { scope: "col", "data-team": run.team, text: TEAM_LABELS[run.team] || run.team })));
     const body = STATS.map(([key, label]) => {
-      const values = stats.map((s) => s[key].value).filter((v) => v !== null);
-      const best = values.length === stats.length && new Set(values).size > 1 ? Math.min(...values) : null;
+      // Marked only where the figures shown differ (not 0.21 s against 0.24 s, both "0.2 s").
+      const known = stats.every((s) => s[key].value !== null);
+      const differ = new Set(stats.map((s) => s[key].text)).size > 1;
+      const best = known && differ ? Math.min(...stats.map((s) => s[key].value)) : null;
       return el("tr", { "data-stat": key }, el("th", { scope: "row", text: label }),
-        ...stats.map((s) => el("td", { "data-best": String(best !== null && s[key].value === best), text: s[key].text })));
+        ...stats.map((s) => el("td", { "data-best": String(s[key].value === best), text: s[key].text })));
     });
     return el("table", { class: "compare-stats" }, el("thead", {}, head), el("tbody", {}, ...body));
   }

@@ -213,6 +213,19 @@ function applyCodeDelta(run, data) {
   run.code_length += codePoints(text);
 }
 
+/** A thought from an event or a snapshot: `{id, text, timestamp}`. */
+function thoughtOf(value, team, index, fallbackTime) {
+  if (typeof value === "string") {
+    // Servers before the guide's format carried no id: the position is stable.
+    return { id: `${team}-${index}`, text: value, timestamp: fallbackTime || "" };
+  }
+  return {
+    id: String(value.id ?? `${team}-${index}`),
+    text: String(value.text ?? value.thought ?? ""),
+    timestamp: value.timestamp || fallbackTime || "",
+  };
+}
+
 /** The model of one job that events and snapshots are folded into. */
 export function emptyJob(jobId, { brief = "", teams = [] } = {}) {
   // epoch: the server store's lifetime last_sequence belongs to ("" until known).

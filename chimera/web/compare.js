@@ -14,16 +14,76 @@ function lines(text) {
   return all;
 }
 
+// Two lines are shown as one changed pair when this share of their words is common.
+const PAIR_SIMILARITY = 0.3;
+// Larger runs of changed lines are paired in order (aligning them costs their product).
+const ALIGN_MAX = 200;
+
+function words(line) {
+  return new Set(line.match(/[A-Za-z_$][\w$]*|\S/g) || []);
+}
+
+/** How alike two lines are: the share of their words they have in common (0 to 1). */
+function similarity(a, b) {
+  if (a.size === 0 && b.size === 0) return 1;
+  let common = 0;
+  for (const word of a) if (b.has(word)) common += 1;
+  return common / Math.max(a.size, b.size);
+}
+
+/**
+ * Which removed lines pair with which added ones, in order: the pairing whose
+ * similarities add up to the most, among lines at least PAIR_SIMILARITY alike (a
+ * Needleman–Wunsch alignment), so that a line is set beside its own new version rather
+ * than beside whatever line has its position. Returns [[i, j], ...].
+ */
+function align(removed, added) {
+  const n = removed.length;
+  const m = added.length;
+  if (n * m > ALIGN_MAX * ALIGN_MAX) {
+    return Array.from({ length: Math.min(n, m) }, (_, k) => [k, k]);
+  }
+  const a = removed.map(words);
+  const b = added.map(words);
+  const score = Array.from({ length: n + 1 }, () => new Float64Array(m + 1));
+  const sim = Array.from({ length: n }, (_, i) => b.map((w) => similarity(a[i], w)));
+  for (let i = 1; i <= n; i += 1) {
+    for (let j = 1; j <= m; j += 1) {
+      const s = sim[i - 1][j - 1];
+      const pair = s >= PAIR_SIMILARITY ? score[i - 1][j - 1] + s : -1;
+      score[i][j] = Math.max(score[i - 1][j], score[i][j - 1], pair);
+    }
+  }
+  const pairs = [];
+  for (let i = n, j = m; i > 0 && j > 0;) {
+    const s = sim[i - 1][j - 1];
+    if (s >= PAIR_SIMILARITY && score[i][j] === score[i - 1][j - 1] + s) {
+      pairs.push([i - 1, j - 1]);
+      i -= 1;
+      j -= 1;
+    } else if (score[i][j] === score[i - 1][j]) i -= 1;
+    else j -= 1;
+  }
+  return pairs.reverse();
+}
+
 /**
  * The rows of a side-by-side view of `left` and `right`: `{kind, left, right}` where kind
  * is "same", "changed" (a line on each side, different), "removed" (only on the left) or
  * "added" (only on the right), and each side is `{n, text}` (its 1-based line number) or
- * null. A run of removed lines followed by added ones is paired line by line.
+ * null. In a run of removed lines followed by added ones, alike lines are paired (align).
  */
 export function compareRows(left, right) {
   const rows = [];
   let l = 1;
   let r = 1;
+  const only = (kind, texts) => {
+    for (const text of texts) {
+      rows.push(kind === "removed"
+        ? { kind, left: { n: l++, text }, right: null }
+        : { kind, left: null, right: { n: r++, text } });
+    }
+  };
   const changes = diffLines(left, right);
   for (let i = 0; i < changes.length; i += 1) {
     const change = changes[i];
@@ -39,11 +99,17 @@ export function compareRows(left, right) {
       added = lines(changes[i + 1].value);
       i += 1;
     }
-    for (let k = 0; k < Math.max(removed.length, added.length); k += 1) {
-      const a = k < removed.length ? { n: l++, text: removed[k] } : null;
-      const b = k < added.length ? { n: r++, text: added[k] } : null;
-      rows.push({ kind: a && b ? "changed" : a ? "removed" : "added", left: a, right: b });
+    let a = 0;
+    let b = 0;
+    for (const [x, y] of align(removed, added)) {
+      only("removed", removed.slice(a, x));
+      only("added", added.slice(b, y));
+      rows.push({ kind: "changed", left: { n: l++, text: removed[x] }, right: { n: r++, text: added[y] } });
+      a = x + 1;
+      b = y + 1;
     }
+    only("removed", removed.slice(a));
+    only("added", added.slice(b));
   }
   return rows;
 }
