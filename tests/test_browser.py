@@ -1120,14 +1120,31 @@ def test_a_finished_job_opened_later_shows_each_teams_figures(
         assert int(page.inner_text(stat % "output_tokens").replace(",", "")) > 0
 
 
+# Records in window.__compare each "anthropic-status google-status compare-tab" the page
+# shows, as it changes (an init script: the page's CSP does not apply to it).
+RECORD_COMPARE = """
+window.__compare = [];
+new MutationObserver(() => {
+  const teams = [...document.querySelectorAll("article[data-team]")].map((t) => t.dataset.status);
+  const tab = document.querySelector('[role=tab][data-tab="compare"]');
+  if (teams.length !== 2 || !tab) return;
+  const seen = `${teams.join(" ")} ${tab.disabled ? "disabled" : "enabled"}`;
+  if (window.__compare.at(-1) !== seen) window.__compare.push(seen);
+}).observe(document, { subtree: true, childList: true, attributes: true });
+"""
+
+
 def test_the_compare_view_marks_a_known_difference(
     page: Page, real_teams: Serve, tmp_path: Path
 ) -> None:
+    page.add_init_script(RECORD_COMPARE)
     job_id = submit(page, real_teams)
     compare = page.locator('[role=tab][data-tab="compare"]')
-    page.wait_for_selector('[data-team="anthropic"][data-status="thinking"]')
-    assert compare.is_disabled()  # the teams have not finished
     wait_attr(page, "#job", "data-job-status", "succeeded")
+    # Offered only once both teams have finished.
+    seen = page.evaluate("() => window.__compare")
+    assert any("thinking" in s and s.endswith("disabled") for s in seen), seen
+    assert [s for s in seen if s.endswith("enabled")] == ["complete complete enabled"], seen
     codes = {team: code.strip() for team, code in server_code(real_teams, job_id).items()}
     assert codes == {"anthropic": STATE_FORM.strip(), "google": REDUCER_FORM.strip()}
     compare.click()
@@ -1176,7 +1193,7 @@ def test_on_a_phone_tabs_switch_between_the_teams(
     anthropic, google = (page.locator(f'[data-team="{t}"]') for t in ("anthropic", "google"))
     tab = {name: page.locator(f'[role=tab][data-tab="{name}"]')
            for name in ("anthropic", "google", "teams", "compare")}
-    page.wait_for_selector('[data-team="anthropic"][data-status="thinking"]')
+    wait_attr(page, "#job", "data-job-status", "succeeded")
     # One team at a time; "Both teams" is for wide screens.
     assert tab["teams"].is_hidden() and tab["anthropic"].is_visible()
     assert anthropic.is_visible() and google.is_hidden()
@@ -1189,7 +1206,6 @@ def test_on_a_phone_tabs_switch_between_the_teams(
     assert box and box["width"] <= 390  # the whole width, no second column
     tab["google"].press("ArrowLeft")  # the tabs pattern: arrows move between them
     assert anthropic.is_visible() and google.is_hidden()
-    wait_attr(page, "#job", "data-job-status", "succeeded")
     tab["google"].click()
     assert "useReducer" in (google.locator("pre[data-code]").text_content() or "")
     page.screenshot(path=str(screenshot_dir(tmp_path) / "phone-google.png"), full_page=True)

@@ -652,7 +652,7 @@ class JobView {
   statsTable(runs, job) {
     const stats = runs.map((run) => teamStats(run, job));
     const head = el("tr", {}, el("th", { scope: "col", text: "" }),
-      ...runs.map((run) => el("th", { scope: "col", "data-team": run.team, text: TEAM_LABELS[run.team] || run.team })));
+      ...runs.map((run) => el("th", { scope: "col", "data-column-team": run.team, text: TEAM_LABELS[run.team] || run.team })));
     const body = STATS.map(([key, label]) => {
       // Marked only where the figures shown differ (not 0.21 s against 0.24 s, both "0.2 s").
       const known = stats.every((s) => s[key].value !== null);
