@@ -86,15 +86,17 @@ class JobsClient:
         return response.job
 
     async def events(
-        self, job_id: str, after_sequence: int = 0, epoch: str = ""
+        self, job_id: str, after_sequence: int = 0, epoch: str = "", *, deltas: bool = True
     ) -> AsyncGenerator[pb.JobEvent, None]:
         """The job's events after ``after_sequence``. ``epoch`` (``Job.epoch`` of the
         answer the position came from) makes the server refuse a position from
         another lifetime of its store (``OUT_OF_RANGE``) rather than stream
-        another job that reuses the id."""
+        another job that reuses the id. ``deltas`` false: no ``code_delta`` events
+        (their sequence numbers are skipped: gaps, not a loss)."""
         call = self._stub.StreamJobEvents(
             pb.StreamJobEventsRequest(
-                job_id=job_id, after_sequence=after_sequence, epoch=epoch
+                job_id=job_id, after_sequence=after_sequence, epoch=epoch,
+                exclude_code_deltas=not deltas,
             ),
             metadata=self._metadata,
         )

@@ -33,6 +33,13 @@ MAX_CLIENT_FRAME = 64 * 1024
 # Seconds between a simulated team's steps.
 DEFAULT_SIM_DELAY = 0.4
 
+# A team's code_delta events: at most one per DELTA_INTERVAL seconds, or sooner once
+# DELTA_MAX_CHARS characters wait (chimera.actors.code_deltas). 50 ms is faster than
+# anyone reads and slower than a model's tokens (often 5-20 ms apart), so a fast model
+# costs subscribers ~20 events a second per team, however small its chunks.
+DELTA_INTERVAL = 0.05
+DELTA_MAX_CHARS = 512
+
 # Seconds a draining server (SIGTERM) waits for its running jobs to end before it
 # interrupts those left and stops.
 DEFAULT_DRAIN_TIMEOUT = 120.0

@@ -56,6 +56,38 @@ class EventType(StrEnum):
     THOUGHT_ADDED = "thought_added"
     CODE_GENERATED = "code_generated"
     ERROR = "error"
+    # Added by Chimera (the guide has no such type): the code while it is written.
+    CODE_DELTA = "code_delta"
+
+
+def splice(code: str, offset: int, text: str) -> str:
+    """The code so far after one ``code_delta``: ``text`` replaces what ``code`` has
+    from ``offset`` on. Offsets count Unicode code points (Python ``str`` indices).
+
+    Mostly ``offset == len(code)`` and this appends, so a team's deltas joined in
+    offset order are its code. An ``offset`` below ``len(code)`` means the team
+    started its code again there (a provider retry, or a larger code block that
+    overtook the one shown): what followed is dropped. Applied in ``seq`` order,
+    a team's deltas always end as its ``code_generated.code``, byte for byte.
+    """
+    if offset == len(code):
+        return code + text
+    return code[:offset] + text
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """How many leading characters ``a`` and ``b`` share: where a delta that turns
+    one into the other starts (a binary search of slice compares, done in C)."""
+    low, high = 0, min(len(a), len(b))
+    if a[:high] == b[:high]:
+        return high
+    while high - low > 1:  # a[:low] == b[:low], a[:high] != b[:high]
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def utc_now() -> datetime:
@@ -109,6 +141,12 @@ class Draft:
     def code(job_id: str, team: TeamName, code: str, language: str, token_count: int) -> Draft:
         data = {"code": code, "language": language, "token_count": token_count}
         return Draft(job_id, EventType.CODE_GENERATED, team, data)
+
+    @staticmethod
+    def code_delta(job_id: str, team: TeamName, offset: int, text: str) -> Draft:
+        """A piece of the code while the team writes it: ``text`` goes at ``offset``
+        of the code so far (:func:`splice`)."""
+        return Draft(job_id, EventType.CODE_DELTA, team, {"offset": offset, "text": text})
 
     @staticmethod
     def error(job_id: str, team: TeamName | None, message: str) -> Draft:

@@ -2,9 +2,13 @@
 
 The snapshot is derived from the job's events by :meth:`Job.apply`, so the
 event log and the snapshot can never disagree. A store keeps only the small
-parts of it (state, team statuses, code, counts: :func:`changes`) and reads
-the thoughts back from their ``thought_added`` events, so recording an event
-costs the same whatever the job's length.
+parts of it (state, team statuses, code, the code so far, counts:
+:func:`changes`) and reads the thoughts back from their ``thought_added``
+events, so recording an event costs the same whatever the job's length.
+
+A team's ``code_so_far`` is its ``code_delta`` events spliced
+(:func:`chimera.events.splice`) while it writes, and its ``code`` once
+``code_generated`` came: a poller sees the code grow as a subscriber does.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from chimera.events import (
     TeamStatus,
     iso_timestamp,
     parse_timestamp,
+    splice,
 )
 
 
@@ -84,6 +89,8 @@ class TeamRun:
     error: str = ""
     # Every thought the team had; ``thoughts`` may hold only the latest of them.
     thought_count: int = 0
+    # The code as far as it is written (its code_delta events); ``code`` once it came.
+    code_so_far: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +103,7 @@ class TeamRun:
             "token_count": self.token_count,
             "error": self.error,
             "thought_count": self.thought_count,
+            "code_so_far": self.code_so_far,
         }
 
     def copy(self) -> TeamRun:
@@ -116,6 +124,7 @@ class TeamRun:
             token_count=obj["token_count"],
             error=obj["error"],
             thought_count=obj.get("thought_count", len(obj["thoughts"])),
+            code_so_far=obj.get("code_so_far", obj["code"]),
         )
 
 
@@ -168,8 +177,10 @@ class Job:
         elif event.type is EventType.THOUGHT_ADDED:
             run.thoughts.append(thought_of(data))
             run.thought_count += 1
+        elif event.type is EventType.CODE_DELTA:
+            run.code_so_far = splice(run.code_so_far, int(data["offset"]), data["text"])
         elif event.type is EventType.CODE_GENERATED:
-            run.code = data["code"]
+            run.code = run.code_so_far = data["code"]
             run.language = data.get("language", "")
             run.token_count = int(data.get("token_count", 0))
         elif event.type is EventType.ERROR:
@@ -221,6 +232,9 @@ class TeamChange:
     error: str | None = None
     code: tuple[str, str, int] | None = None  # code, language, token_count
     thoughts_added: int = 0
+    # The batch's code deltas as one: ``(offset, text)`` to splice into the code so
+    # far (``(0, "")`` empties it: the code came, and ``code`` holds it now).
+    draft: tuple[int, str] | None = None
 
 
 @dataclass(slots=True)
@@ -261,8 +275,22 @@ def changes(events: Iterable[Event]) -> list[JobChange]:
                 team.model = data["model"]
         elif event.type is EventType.THOUGHT_ADDED:
             team.thoughts_added += 1
+        elif event.type is EventType.CODE_DELTA:
+            team.draft = merge_splices(team.draft, (int(data["offset"]), data["text"]))
         elif event.type is EventType.CODE_GENERATED:
             team.code = (data["code"], data.get("language", ""), int(data.get("token_count", 0)))
+            team.draft = (0, "")
         elif event.type is EventType.ERROR:
             team.error = data["error"]
     return list(jobs.values())
+
+
+def merge_splices(
+    first: tuple[int, str] | None, second: tuple[int, str]
+) -> tuple[int, str]:
+    """One splice (``(offset, text)``, :func:`chimera.events.splice`) that does what
+    ``first`` then ``second`` do, whatever the code they are applied to."""
+    if first is None or second[0] < first[0]:
+        return second
+    offset, text = first
+    return offset, text[: second[0] - offset] + second[1]

@@ -19,11 +19,11 @@ from typing import Any, ClassVar, Unpack
 import pytest
 
 from chimera.errors import ProviderError
-from chimera.events import TeamName
+from chimera.events import TeamName, splice
 from chimera.fakes import anthropic_api, gemini_api
 from chimera.fakes.server import Delivery, FakeHTTPServer, RecordedRequest, Reply
 from chimera.providers.anthropic import AnthropicConfig, AnthropicProvider
-from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
+from chimera.providers.base import AnswerStarted, CodeDelta, CodeResult, ProviderEvent, Thought
 from chimera.providers.google import GoogleConfig, GoogleProvider
 from chimera.providers.retry import RetryingProvider
 from chimera.providers.table import SPECS, ProviderSpec, RealConfig
@@ -295,8 +295,18 @@ def thoughts(events: list[ProviderEvent]) -> list[str]:
     return [event.text for event in events if isinstance(event, Thought)]
 
 
+def spliced(events: list[ProviderEvent]) -> str:
+    """The code the events' deltas make, spliced in order (chimera.events.splice)."""
+    code = ""
+    for event in events:
+        if isinstance(event, CodeDelta):
+            code = splice(code, event.offset, event.text)
+    return code
+
+
 def assert_complete(wire: Wire, events: list[ProviderEvent]) -> None:
-    """Thoughts, one AnswerStarted, then one CodeResult with the fake's code, last."""
+    """Thoughts, one AnswerStarted, code deltas, then one CodeResult with the fake's
+    code, last; the deltas (of every attempt, in order) make exactly that code."""
     assert sum(isinstance(event, AnswerStarted) for event in events) == 1, wire
     expected = CodeResult(
         code=anthropic_api.DEFAULT_CODE, language="tsx", token_count=wire.token_count
@@ -304,6 +314,7 @@ def assert_complete(wire: Wire, events: list[ProviderEvent]) -> None:
     assert events[-1] == expected, wire
     before_answer = events[: events.index(AnswerStarted())]
     assert all(isinstance(event, Thought) for event in before_answer), wire
+    assert spliced(events) == expected.code, wire
 
 
 # -- the happy path ------------------------------------------------------------

@@ -73,7 +73,9 @@ def supervisor_of(
 def completed(thought: str) -> list[tuple[str, Any]]:
     return [
         ("status_change", "thinking"), ("thought_added", f"{thought} (a brief)"),
-        ("status_change", "generating"), ("code_generated", "code"),
+        # The scripted provider streams no code: its one delta is the whole code.
+        ("status_change", "generating"), ("code_delta", "export const x = 1;"),
+        ("code_generated", "code"),
         ("status_change", "complete"),
     ]
 

@@ -116,8 +116,15 @@ async def test_every_message_type_has_the_guides_fields(start_server: StartServe
     assert_like(pong, GUIDE["pong"], "pong")
     events = job_events(messages)
     seen = {m["type"] for m in events}
-    assert seen == {"status_change", "thought_added", "code_generated", "error"}
+    # The guide's types, and the one Chimera adds (not in the guide: checked below).
+    assert seen == {"status_change", "thought_added", "code_generated", "error", "code_delta"}
+    deltas = [m for m in events if m["type"] == "code_delta"]
+    assert [(m["team"], m["data"]) for m in deltas] == [
+        ("google", {"offset": 0, "text": "export const A = 1;"})
+    ]
     for message in events:
+        if message["type"] == "code_delta":
+            continue
         example = dict(GUIDE[message["type"]])
         if message["type"] == "status_change" and message["data"]["status"] in (
             "running", "succeeded", "failed", "cancelled"

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from chimera.providers.base import AnswerStarted, CodeResult, ProviderEvent, Thought
+from chimera.fakes.anthropic_api import DEFAULT_ANSWER, DEFAULT_CODE
+from chimera.providers.base import AnswerStarted, CodeDelta, CodeResult, ProviderEvent, Thought
 from chimera.providers.faults import RATE_LIMIT_MESSAGE
 from tests.provider_wires import (
     BRIEF,
@@ -69,8 +70,29 @@ def per_wire(cases: Callable[[Wire], Iterable[tuple[str, Any]]]) -> pytest.MarkD
 async def test_streams_grouped_thoughts_then_answer_then_code(contract: Contract) -> None:
     events = await collect(contract.provider())
 
-    assert events == [*map(Thought, EXPECTED_THOUGHTS), AnswerStarted(), events[-1]], contract.wire
+    others = [e for e in events if not isinstance(e, CodeDelta)]
+    assert others == [*map(Thought, EXPECTED_THOUGHTS), AnswerStarted(), events[-1]], contract.wire
     assert_complete(contract.wire, events)
+
+
+async def test_code_deltas_are_the_code_as_it_streams_without_the_prose(
+    contract: Contract,
+) -> None:
+    """The fake streams its answer word by word, prose before and after the block;
+    the deltas come between AnswerStarted and the code, in order, each starting
+    where the last ended, and join to exactly the code."""
+    assert "Here is the component." in DEFAULT_ANSWER and DEFAULT_ANSWER.rstrip().endswith(".")
+    events = await collect(contract.provider())
+
+    started = events.index(AnswerStarted())
+    deltas = [e for e in events if isinstance(e, CodeDelta)]
+    assert len(deltas) > 5, contract.wire  # as the chunks came, not at the end
+    assert events[started + 1 : -1] == deltas, contract.wire
+    offset = 0
+    for delta in deltas:
+        assert delta.offset == offset and delta.text, contract.wire
+        offset += len(delta.text)
+    assert "".join(d.text for d in deltas) == events[-1].code == DEFAULT_CODE, contract.wire
 
 
 @pytest.mark.parametrize(

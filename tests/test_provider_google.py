@@ -17,7 +17,7 @@ from chimera.fakes.gemini_api import (
     stream_reply,
     thinking_config,
 )
-from chimera.providers.base import AnswerStarted, CodeResult, Thought
+from chimera.providers.base import AnswerStarted, CodeDelta, CodeResult, Thought
 from chimera.providers.faults import RATE_LIMIT_MESSAGE
 from chimera.providers.google import GoogleConfig
 from tests.provider_wires import (
@@ -65,6 +65,7 @@ async def test_thought_and_answer_parts_in_one_chunk(contract: Contract) -> None
     assert events == [
         Thought("Plan: one form."),
         AnswerStarted(),
+        CodeDelta(0, DEFAULT_CODE),  # the whole block came in one part
         CodeResult(code=DEFAULT_CODE, language="tsx", token_count=100),
     ]
 

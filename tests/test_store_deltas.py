@@ -157,6 +157,8 @@ async def test_a_schema_1_database_opens_and_serves_its_jobs(
             assert [t["text"] for t in ours] == team["thoughts"]  # the same texts as before
             team["thoughts"] = ours
             team["thoughtCount"] = str(len(ours))
+            # Added since: the code so far, which is the code once it came.
+            team["codeSoFar"] = team["code"]
         # The file gets its epoch when first opened (positions from before had none).
         before["epoch"] = (await client.get("old-done")).epoch
         assert re.fullmatch(r"[0-9a-f]{16}", before["epoch"])

@@ -31,8 +31,11 @@ GUIDE_DATA_KEYS = {
     "thought_added": {"id", "text", "timestamp", "team"},
     "code_generated": {"code", "token_count"},
     "error": {"error", "status"},
+    # Not the guide's: Chimera's one added type (README, WebSocket message types).
+    "code_delta": {"offset", "text"},
 }
 GUIDE_EXTRA_KEYS: dict[str, set[str]] = {
+    "code_delta": set(),
     "status_change": {"model"},
     "thought_added": set(),
     "code_generated": {"language"},
@@ -57,6 +60,8 @@ def check_guide_shape(message: dict[str, Any]) -> None:
         assert re.match(TIMESTAMP, data["timestamp"])
     if message["type"] == "code_generated":
         assert isinstance(data["token_count"], int)
+    if message["type"] == "code_delta":
+        assert isinstance(data["offset"], int) and isinstance(data["text"], str)
 
 
 async def test_subscribers_before_during_after_get_the_same_complete_sequence(

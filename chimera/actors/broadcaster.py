@@ -43,7 +43,7 @@ from chimera.errors import (
     SubscriberTooSlow,
     Unavailable,
 )
-from chimera.events import Draft, Event
+from chimera.events import Draft, Event, EventType
 from chimera.job import Job
 from chimera.observability.metrics import events_recorded
 from chimera.store.base import Store
@@ -119,7 +119,9 @@ class _Channel:
 class Subscription:
     """One subscriber's view of one job: its history after ``after_seq``, then live events.
 
-    Iterate it to receive events in order, each once. Iteration ends after the
+    Iterate it to receive events in order, each once (without ``code_delta``
+    events if ``deltas`` is false: their seqs are skipped, so the seqs received
+    have gaps there; ``last_seq`` still moves past them). Iteration ends after the
     job's final event (at once if ``after_seq`` is already the final event's);
     it raises :class:`SubscriberTooSlow` if the subscriber fell behind,
     :class:`chimera.errors.HistoryGone` if retention removed the job meanwhile,
@@ -133,11 +135,13 @@ class Subscription:
     # their connections), so the queue and the futures are made only when needed.
     __slots__ = (
         "_broadcaster", "_error", "_failed", "_max_bytes", "_pending",
-        "_pending_bytes", "_waiter", "done", "epoch", "job_id", "last_seq", "listener",
+        "_pending_bytes", "_skip_deltas", "_waiter", "done", "epoch", "job_id", "last_seq",
+        "listener",
     )
 
     def __init__(
-        self, broadcaster: Broadcaster, job_id: str, after_seq: int, max_bytes: int
+        self, broadcaster: Broadcaster, job_id: str, after_seq: int, max_bytes: int,
+        *, deltas: bool = True,
     ) -> None:
         self.job_id = job_id
         self.last_seq = after_seq
@@ -152,6 +156,7 @@ class Subscription:
         self._failed: asyncio.Future[ChimeraError] | None = None
         self._error: ChimeraError | None = None
         self.listener: Listener | None = None
+        self._skip_deltas = not deltas
         # True once the job's final event was delivered (or resuming found
         # nothing left to wait for): nothing more will come.
         self.done = False
@@ -174,6 +179,8 @@ class Subscription:
         """Called by the broadcaster, never blocks. ``final`` is ``event.is_final``."""
         if self._error is not None:
             return
+        if self._skip_deltas and event.type is EventType.CODE_DELTA:
+            return  # not queued, so a filtered subscriber is never shed for deltas
         listener = self.listener
         if (
             listener is not None
@@ -248,6 +255,8 @@ class Subscription:
             self.epoch = store.epoch  # read together with the page
             for event in page:
                 self.last_seq = event.seq
+                if self._skip_deltas and event.type is EventType.CODE_DELTA:
+                    continue
                 self.done = event.is_final
                 yield event
                 if self.done:
@@ -414,16 +423,20 @@ class Broadcaster:
     # -- called by the gateways ----------------------------------------------------
 
     def subscribe(
-        self, job_id: str, after_seq: int = 0, max_bytes: int | None = None
+        self, job_id: str, after_seq: int = 0, max_bytes: int | None = None,
+        *, deltas: bool = True,
     ) -> Subscription:
-        """Registers a subscriber for ``job_id`` (which may not exist yet)."""
+        """Registers a subscriber for ``job_id`` (which may not exist yet); without
+        ``code_delta`` events if ``deltas`` is false."""
         if self._stopped:
             raise ShuttingDown("the server is shutting down")
         if self._draining:
             channel = self._channels.get(job_id)
             if channel is None or channel.job is None:
                 raise Draining(RESUME_ELSEWHERE)
-        sub = Subscription(self, job_id, after_seq, max_bytes or self.subscriber_max_bytes)
+        sub = Subscription(
+            self, job_id, after_seq, max_bytes or self.subscriber_max_bytes, deltas=deltas
+        )
         self._channels.setdefault(job_id, _Channel()).subscribers.add(sub)
         return sub
 

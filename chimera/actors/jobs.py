@@ -449,7 +449,8 @@ class JobManager:
         return self._store.epoch
 
     async def watch(
-        self, job_id: str, since: int, *, principal: Principal, epoch: str = ""
+        self, job_id: str, since: int, *, principal: Principal, epoch: str = "",
+        deltas: bool = True,
     ) -> Subscription:
         """The one subscribe/resume rule, for every gateway: a registered
         subscription to ``job_id``'s events after ``since``.
@@ -467,6 +468,8 @@ class JobManager:
           after such a loss, a job created again under the same id would be
           resumed as if it were the old one.
         - :class:`Unavailable` while shutting down.
+        - ``deltas`` false: no ``code_delta`` events (their seqs are skipped, not
+          renumbered; resuming after the last seq received is still exact).
 
         Checked after registering, so a job removed in between (or a lost data
         set noticed in between) still ends the subscription (with
@@ -477,7 +480,7 @@ class JobManager:
         if since < 0:
             raise InvalidArgument("since must be 0 or more (the last seq you received)")
         check_epoch(epoch)
-        subscription = self._broadcaster.subscribe(job_id, since)
+        subscription = self._broadcaster.subscribe(job_id, since, deltas=deltas)
         try:
             await self._check_resume(job_id, since, epoch, subscription.epoch)
         except BaseException:

@@ -68,7 +68,11 @@ export default function LoginForm() {
     </form>
   );
 }"""
-DEFAULT_ANSWER = f"Here is the component.\n\n```tsx\n{DEFAULT_CODE}\n```\n"
+# Prose before and after the block, as models write it: none of it is code.
+DEFAULT_ANSWER = (
+    f"Here is the component.\n\n```tsx\n{DEFAULT_CODE}\n```\n\n"
+    "Both fields are controlled inputs; the form does not submit anywhere yet.\n"
+)
 DEFAULT_INPUT_TOKENS = 57
 DEFAULT_OUTPUT_TOKENS = 912
 
@@ -88,8 +92,12 @@ def sse(event: str, payload: object) -> SSE:
     return SSE(event, json.dumps(payload))
 
 
-def deltas(text: str) -> list[str]:
-    """``text`` cut into word-sized deltas, the way the API streams it."""
+def deltas(text: str, chars: int | None = None) -> list[str]:
+    """``text`` cut into word-sized deltas, the way the API streams it; into
+    deltas of ``chars`` characters each when given (a model streaming one
+    character at a time: ``chars=1``)."""
+    if chars is not None:
+        return [text[i : i + chars] for i in range(0, len(text), chars)] or [text]
     return re.findall(r"\S*\s*", text)[:-1] or [text]
 
 
@@ -102,11 +110,13 @@ def message_events(
     output_tokens: int = DEFAULT_OUTPUT_TOKENS,
     stop_reason: str = "end_turn",
     ping: bool = True,
+    answer_chars: int | None = None,
 ) -> list[Item]:
     """The events of one successful streamed message.
 
     Each string of ``thinking`` becomes one thinking block (streamed word by
-    word, then its signature); ``answer`` is one text block.
+    word, then its signature); ``answer`` is one text block, streamed word by
+    word, or ``answer_chars`` characters per delta when given.
     """
     events: list[Item] = [
         sse(
@@ -156,7 +166,10 @@ def message_events(
             },
         )
     )
-    events += [_delta(index, {"type": "text_delta", "text": piece}) for piece in deltas(answer)]
+    events += [
+        _delta(index, {"type": "text_delta", "text": piece})
+        for piece in deltas(answer, answer_chars)
+    ]
     events.append(_stop(index))
     events.append(
         sse(

@@ -18,6 +18,9 @@ from chimera.fakes.server import Pause, RecordedRequest, Reply, Script
 from chimera.providers.simulated import plan
 
 FAKE_KEY = "fake-key-for-local-apis"
+# The answer streams this many times faster than the thoughts (a pause of
+# delay / ANSWER_PACE after each of its deltas), so its code visibly grows.
+ANSWER_PACE = 20
 
 
 def _brief(text: str) -> str:
@@ -37,7 +40,8 @@ def _plan(content: Any, team: str) -> tuple[list[str], str]:
 
 
 def _answer(code: str) -> str:
-    return f"Here is the component.\n\n```tsx\n{code}```\n"
+    """The code in one fenced block, with prose before and after it."""
+    return f"Here is the component.\n\n```tsx\n{code}```\n\nIt needs nothing beyond React.\n"
 
 
 def anthropic_reply(delay: float) -> Script:
@@ -53,6 +57,8 @@ def anthropic_reply(delay: float) -> Script:
             paced.append(event)
             if isinstance(event, anthropic_api.SSE) and event.event == "content_block_stop":
                 paced.append(Pause(delay))
+            elif isinstance(event, anthropic_api.SSE) and '"text_delta"' in event.data:
+                paced.append(Pause(delay / ANSWER_PACE))
         return anthropic_api.stream_reply(paced)
 
     return reply
@@ -62,15 +68,18 @@ def gemini_reply(delay: float) -> Script:
     def reply(request: RecordedRequest) -> Reply:
         body = request.json()
         thoughts, code = _plan(body["contents"][-1]["parts"], "google")
-        items = gemini_api.response_chunks(
-            thinking=[t + "\n\n" for t in thoughts], answer=_answer(code),
-            words_per_chunk=1000,  # one chunk per thought, so the pauses fall between them
-            candidates_tokens=len(code) // 4,
-        )
+        # One chunk per thought, so the pauses fall between them; the answer a few
+        # words a chunk, so its code streams.
+        items = [
+            *(gemini_api.chunk([{"text": t + "\n\n", "thought": True}]) for t in thoughts),
+            *gemini_api.response_chunks(
+                thinking=[], answer=_answer(code), candidates_tokens=len(code) // 4,
+            ),
+        ]
         paced: list[gemini_api.Item] = []
-        for item in items:
+        for i, item in enumerate(items):
             paced.append(item)
-            paced.append(Pause(delay))
+            paced.append(Pause(delay if i < len(thoughts) else delay / ANSWER_PACE))
         return gemini_api.stream_reply(paced)
 
     return reply

@@ -94,8 +94,10 @@ def response_chunks(
     thoughts_tokens: int = DEFAULT_THOUGHTS_TOKENS,
     candidates_tokens: int = DEFAULT_CANDIDATES_TOKENS,
     words_per_chunk: int = 6,
+    answer_chars: int | None = None,
 ) -> list[Item]:
-    """The chunks of one successful streamed answer: thoughts, then the answer."""
+    """The chunks of one successful streamed answer: thoughts, then the answer
+    (``words_per_chunk`` words a chunk, or ``answer_chars`` characters when given)."""
     usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
     items: list[Item] = []
     for block in thinking:
@@ -103,11 +105,10 @@ def response_chunks(
         for start in range(0, len(words), words_per_chunk):
             text = "".join(words[start : start + words_per_chunk])
             items.append(chunk([{"text": text, "thought": True}], usage=usage))
-    words = deltas(answer)
-    for start in range(0, len(words), words_per_chunk):
-        items.append(
-            chunk([{"text": "".join(words[start : start + words_per_chunk])}], usage=usage)
-        )
+    words = deltas(answer, answer_chars)
+    per_chunk = 1 if answer_chars is not None else words_per_chunk
+    for start in range(0, len(words), per_chunk):
+        items.append(chunk([{"text": "".join(words[start : start + per_chunk])}], usage=usage))
     final_usage = {
         "promptTokenCount": prompt_tokens,
         "candidatesTokenCount": candidates_tokens,

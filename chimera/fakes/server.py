@@ -63,9 +63,11 @@ _REASONS = {
 
 @dataclass(frozen=True, slots=True)
 class Pause:
-    """A pause of ``seconds`` in the middle of a body."""
+    """A pause of ``seconds`` in the middle of a body; with ``until``, a pause until
+    that event is set instead (a test looks at a job mid-stream, then lets it go on)."""
 
     seconds: float
+    until: asyncio.Event | None = None
 
 
 Piece = bytes | Pause
@@ -278,7 +280,10 @@ class FakeHTTPServer:
         await self._write(writer, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1"), reply)
         for piece in reply.body:
             if isinstance(piece, Pause):
-                await asyncio.sleep(piece.seconds)
+                if piece.until is not None:
+                    await piece.until.wait()
+                else:
+                    await asyncio.sleep(piece.seconds)
             elif reply.chunked:
                 if piece:
                     await self._write(writer, b"%x\r\n%s\r\n" % (len(piece), piece), reply)

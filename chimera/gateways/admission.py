@@ -39,9 +39,10 @@ MAX_SINCE = 2**53
 BEARER_PROTOCOL = "chimera.bearer"
 
 
-def parse_subscription(target: Target) -> tuple[str, int, str]:
-    """``(job_id, since, epoch)`` of a subscription request (``epoch`` ``""`` when
-    not given); ``ValueError`` says what is wrong."""
+def parse_subscription(target: Target) -> tuple[str, int, str, bool]:
+    """``(job_id, since, epoch, deltas)`` of a subscription request (``epoch`` ``""``
+    when not given; ``deltas`` false for ``deltas=0``: no ``code_delta`` events);
+    ``ValueError`` says what is wrong."""
     job_id = target.params["job_id"]
     if not is_valid_job_id(job_id):
         raise ValueError("malformed job id: use 1 to 64 characters from A-Z, a-z, 0-9, '-', '_'")
@@ -58,7 +59,12 @@ def parse_subscription(target: Target) -> tuple[str, int, str]:
             f"epoch must be one value of at most {MAX_EPOCH_LENGTH} characters from A-Z, "
             "a-z, 0-9, '-', '_' (the epoch of the connected message you resume from)"
         )
-    return job_id, since, epochs[0]
+    deltas = target.query.get("deltas", ["1"])
+    if len(deltas) != 1 or deltas[0] not in ("0", "1"):
+        raise ValueError(
+            "deltas must be one value, 0 (no code_delta events) or 1 (the default)"
+        )
+    return job_id, since, epochs[0], deltas[0] == "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,8 @@ class Admitted:
     watching: bool = True
     # The position's epoch ("": none, trusted by seq alone): JobManager.watch checks it.
     epoch: str = ""
+    # False (?deltas=0): no code_delta events; their seqs are skipped.
+    deltas: bool = True
 
 
 class Admission:
@@ -118,7 +126,7 @@ class Admission:
     ) -> Response | None:
         """Path, token, the right to this job, then the subscriber limits; None accepts."""
         try:
-            job_id, since, epoch = parse_subscription(target)
+            job_id, since, epoch, deltas = parse_subscription(target)
         except ValueError as exc:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
         try:
@@ -133,7 +141,9 @@ class Admission:
             self._limits.check(job_id, peer_address(connection))
         except ChimeraError as exc:
             return refusal(connection, exc)
-        self._admitted[connection] = Admitted(job_id, since, principal, watching, epoch)
+        self._admitted[connection] = Admitted(
+            job_id, since, principal, watching, epoch, deltas
+        )
         return None
 
     def take(self, connection: ServerConnection) -> Admitted:

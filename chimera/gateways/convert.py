@@ -74,6 +74,7 @@ def job_to_pb(job: Job, epoch: str) -> pb.Job:
                 error=run.error,
                 language=run.language,
                 thought_count=run.thought_count,
+                code_so_far=run.code_so_far,
             )
             for run in job.teams.values()
         ],
@@ -107,6 +108,9 @@ def event_to_pb(event: Event) -> pb.JobEvent:
         message.code_generated.code = data["code"]
         message.code_generated.language = data.get("language", "")
         message.code_generated.token_count = int(data.get("token_count", 0))
+    elif event.type is EventType.CODE_DELTA:
+        message.code_delta.offset = int(data["offset"])
+        message.code_delta.text = data["text"]
     elif event.type is EventType.ERROR:
         message.error.error = data["error"]
         message.error.status = data.get("status", "error")

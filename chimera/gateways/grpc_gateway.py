@@ -268,7 +268,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             principal = call_principal()
             subscription = await self._jobs.watch(
                 request.job_id, request.after_sequence, principal=principal,
-                epoch=request.epoch,
+                epoch=request.epoch, deltas=not request.exclude_code_deltas,
             )
             async with subscription:
                 # The stream ends UNAUTHENTICATED when the token expires.

@@ -1,6 +1,6 @@
 """One WebSocket connection's life, from ``connected`` to its close.
 
-``ws://HOST:PORT/ws/orchestrate/{job_id}[?since=N[&epoch=E]]``, admitted by
+``ws://HOST:PORT/ws/orchestrate/{job_id}[?since=N[&epoch=E]][&deltas=0]``, admitted by
 :mod:`chimera.gateways.admission`: the server sends ``connected`` (its
 ``data.epoch`` names the store's lifetime the ``seq`` numbers belong to), then every
 event after ``since`` (default 0, the whole history), then live events, each
@@ -8,7 +8,10 @@ exactly once and in order, and closes with 1000 after the job's final event. A
 resume sends back the epoch with its ``since``; one from another lifetime of the
 store (its data was lost since, and the id may name another job now) is closed
 4410, never spliced onto the new job's events. ``since=0`` for an unknown job is
-not an error: it waits for the job to exist.
+not an error: it waits for the job to exist. ``deltas=0`` leaves out the
+``code_delta`` events (only the guide's types): their seqs are skipped, not
+renumbered, so such a subscriber sees gaps in ``seq`` where they were, and
+resumes after the last seq it received as any other.
 
 The client may send ``ping`` or ``{"type":"ping"}`` and gets ``pong``;
 ``create_job`` and ``cancel_job`` (:mod:`chimera.gateways.ws_commands`) submit and
@@ -249,7 +252,8 @@ class Sessions:
                     self._limits.release(job_id, address)
                     return None
             subscription = await self._jobs.watch(
-                job_id, since, principal=admitted.principal, epoch=admitted.epoch
+                job_id, since, principal=admitted.principal, epoch=admitted.epoch,
+                deltas=admitted.deltas,
             )
         except ConnectionClosed:
             self._limits.release(job_id, address)

@@ -182,7 +182,8 @@ class AnthropicProvider(RetryingProvider[AnthropicConfig]):
             yield item
         if stop_reason == "refusal":
             raise ProviderError("Anthropic model declined the brief (stop_reason refusal)")
-        yield assembler.result(token_count=output_tokens, stop_reason=stop_reason)
+        for item in assembler.result(token_count=output_tokens, stop_reason=stop_reason):
+            yield item
 
     def _translate(self, exc: Exception) -> ProviderError:
         """The one place SDK and transport exceptions become Chimera's."""

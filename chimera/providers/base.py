@@ -2,7 +2,8 @@
 
 A provider turns a brief into an async stream of :data:`ProviderEvent` values:
 any number of :class:`Thought`, then :class:`AnswerStarted` once the answer
-(not the thinking) begins, then exactly one :class:`CodeResult`. It raises
+(not the thinking) begins, then any number of :class:`CodeDelta` while the
+code is written, then exactly one :class:`CodeResult`. It raises
 :class:`chimera.errors.ProviderError` when it fails for good (after its own
 retries). Cancelling the consumer's task must close the provider's connection
 at once: providers use ``async with``/``try``-``finally`` around their streams
@@ -29,6 +30,16 @@ class AnswerStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeDelta:
+    """Code as it is written: ``text`` replaces the code so far from ``offset`` on
+    (:func:`chimera.events.splice`; mostly an append). A provider's deltas end as
+    its :class:`CodeResult`'s code; the team actor makes sure they do."""
+
+    offset: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class CodeResult:
     """The finished answer's code and what it cost."""
 
@@ -37,7 +48,7 @@ class CodeResult:
     token_count: int
 
 
-ProviderEvent = Thought | AnswerStarted | CodeResult
+ProviderEvent = Thought | AnswerStarted | CodeDelta | CodeResult
 
 
 class Provider(Protocol):

@@ -161,7 +161,8 @@ class GoogleProvider(RetryingProvider[GoogleConfig]):
         if finish not in (genai_types.FinishReason.STOP, genai_types.FinishReason.MAX_TOKENS):
             raise ProviderError(f"Gemini stopped without finishing the answer ({_name(finish)})")
         stop_reason = "max_tokens" if finish == genai_types.FinishReason.MAX_TOKENS else None
-        yield assembler.result(token_count=_tokens(usage), stop_reason=stop_reason)
+        for item in assembler.result(token_count=_tokens(usage), stop_reason=stop_reason):
+            yield item
 
     def _translate(self, exc: Exception) -> ProviderError:
         """The one place SDK and transport exceptions become Chimera's."""

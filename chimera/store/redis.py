@@ -12,6 +12,9 @@ Keys (``chimera:`` prefix)::
     thoughts:{id}:{team}  list of the team's thoughts (their events' data, JSON), so
                       the latest N are one
                       LRANGE (a stream has no index by team)
+    draft:{id}:{team}  list of the team's code deltas while it writes (each batch's
+                      as one ``[offset, text]``, JSON), spliced when read: its
+                      code so far; deleted once its code came
     events:{id}       stream, entry id ``<seq>-0``, field ``f`` = the WebSocket frame:
                       Redis itself refuses a duplicate or out-of-order seq
     jobs              zset order -> job id (ListJobs, newest first)
@@ -83,6 +86,7 @@ from chimera.events import (
     check_utf8,
     iso_timestamp,
     parse_timestamp,
+    splice,
 )
 from chimera.job import LATEST_THOUGHTS, Job, changes, thought_of
 
@@ -162,6 +166,10 @@ def thoughts_key(job_id: str, team: TeamName) -> str:
     return f"{P}thoughts:{job_id}:{team.value}"
 
 
+def draft_key(job_id: str, team: TeamName) -> str:
+    return f"{P}draft:{job_id}:{team.value}"
+
+
 def channel(job_id: str) -> str:
     return f"{P}ch:{job_id}"
 
@@ -200,7 +208,8 @@ return {'created'}
 
 # ARGV: epoch, node, first seq, changed fields (JSON object), counts to add (JSON
 # object), thoughts (JSON object team -> list), end score ('' unless it ended),
-# channel, job id, thoughts key prefix, then the frames.
+# channel, job id, thoughts key prefix, drafts (JSON object key -> delta to push,
+# or '' to delete the key), then the frames.
 _APPEND = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'epoch' end
 local h = redis.call('HMGET', KEYS[1], 'node', 'seq')
@@ -210,25 +219,28 @@ local first = tonumber(ARGV[3])
 if tonumber(h[2]) ~= first - 1 then
   -- A retry of a write that did reach Redis (the connection dropped before the
   -- answer came back): already recorded, so it succeeded.
-  if tonumber(h[2]) == first + #ARGV - 11 then
+  if tonumber(h[2]) == first + #ARGV - 12 then
     local e = redis.call('XRANGE', KEYS[2], first .. '-0', first .. '-0')
-    if e[1] and e[1][2][2] == ARGV[11] then return 'ok' end
+    if e[1] and e[1][2][2] == ARGV[12] then return 'ok' end
   end
   return 'seq'
 end
-for i = 11, #ARGV do
-  redis.call('XADD', KEYS[2], (first + i - 11) .. '-0', 'f', ARGV[i])
+for i = 12, #ARGV do
+  redis.call('XADD', KEYS[2], (first + i - 12) .. '-0', 'f', ARGV[i])
 end
 for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, v) end
 for k, v in pairs(cjson.decode(ARGV[5])) do redis.call('HINCRBY', KEYS[1], k, v) end
 for team, list in pairs(cjson.decode(ARGV[6])) do
   for _, t in ipairs(list) do redis.call('RPUSH', ARGV[10] .. team, t) end
 end
+for key, delta in pairs(cjson.decode(ARGV[11])) do
+  if delta == '' then redis.call('DEL', key) else redis.call('RPUSH', key, delta) end
+end
 if ARGV[7] ~= '' then
   redis.call('SREM', KEYS[4], ARGV[9])
   redis.call('ZADD', KEYS[5], ARGV[7], ARGV[9])
 end
-for i = 11, #ARGV do redis.call('PUBLISH', ARGV[8], ARGV[i]) end
+for i = 12, #ARGV do redis.call('PUBLISH', ARGV[8], ARGV[i]) end
 return 'ok'
 """
 
@@ -279,7 +291,10 @@ for _, id in ipairs(ids) do
   local h = redis.call('HMGET', ARGV[3] .. 'job:' .. id, 'owner', 'rid')
   redis.call('SADD', ARGV[3] .. 'retired', id)
   redis.call('DEL', ARGV[3] .. 'job:' .. id, ARGV[3] .. 'events:' .. id)
-  for i = 4, #ARGV do redis.call('DEL', ARGV[3] .. 'thoughts:' .. id .. ':' .. ARGV[i]) end
+  for i = 4, #ARGV do
+    redis.call('DEL', ARGV[3] .. 'thoughts:' .. id .. ':' .. ARGV[i],
+               ARGV[3] .. 'draft:' .. id .. ':' .. ARGV[i])
+  end
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   if h[1] then redis.call('ZREM', ARGV[3] .. 'owner:' .. h[1], id) end
@@ -493,6 +508,11 @@ class RedisStore:
                 run.error = _text(error)
             if (code := get(f"{team}:code".encode())) is not None:
                 run.code, run.language, run.token_count = json.loads(code)
+                run.code_so_far = run.code
+            else:
+                for delta in await self.client.lrange(draft_key(job_id, name), 0, -1):
+                    offset, text = json.loads(delta)
+                    run.code_so_far = splice(run.code_so_far, offset, text)
             run.thought_count = int(get(f"{team}:thoughts".encode(), 0))
             if thoughts != 0:
                 start = 0 if thoughts is None else -thoughts
@@ -546,6 +566,7 @@ class RedisStore:
                 "seq": change.last_sequence, "update": iso_timestamp(change.update_time),
             }
             counts: dict[str, int] = {}
+            drafts: dict[str, str] = {}
             end = ""
             if change.state is not None:
                 fields["state"] = change.state.value
@@ -563,6 +584,10 @@ class RedisStore:
                     fields[f"{name.value}:code"] = json.dumps(list(team.code))
                 if team.thoughts_added:
                     counts[f"{name.value}:thoughts"] = team.thoughts_added
+                if team.code is not None:
+                    drafts[draft_key(change.job_id, name)] = ""  # the code holds it now
+                elif team.draft is not None:
+                    drafts[draft_key(change.job_id, name)] = json.dumps(list(team.draft))
             thoughts: dict[str, list[str]] = defaultdict(list)
             for event in batch:
                 if event.type is EventType.THOUGHT_ADDED and event.team is not None:
@@ -572,7 +597,7 @@ class RedisStore:
             ], [
                 self.epoch, self.node, batch[0].seq, json.dumps(fields), json.dumps(counts),
                 json.dumps(thoughts), end, channel(change.job_id), change.job_id,
-                f"{P}thoughts:{change.job_id}:", *(e.frame for e in batch),
+                f"{P}thoughts:{change.job_id}:", json.dumps(drafts), *(e.frame for e in batch),
             ]))
         results = await self._write(calls) if calls else []
         # A call's own error (the pipeline goes on past it) refuses only its job, which

@@ -62,7 +62,9 @@ T = TypeVar("T")
 # on every batch: :func:`_migrate` converts such a file when it is opened.
 # Schema 3: every ``thought_added`` frame has the guide's ``{id, text, timestamp,
 # team}``; older frames (``{"thought": text}``) are rewritten with a derived id.
-SCHEMA_VERSION = 3
+# Schema 4: ``teams.draft``, a team's code so far while it writes it (its
+# ``code_delta`` events spliced; emptied once ``code`` holds the code).
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- creation order, the ListJobs cursor
@@ -90,6 +92,7 @@ CREATE TABLE IF NOT EXISTS teams (
     token_count INTEGER NOT NULL,
     error TEXT NOT NULL,
     thought_count INTEGER NOT NULL,
+    draft TEXT NOT NULL DEFAULT '',         -- the code so far, until `code` holds it
     PRIMARY KEY (job_id, team)
 ) WITHOUT ROWID;
 -- Ids of jobs retention removed: never given again, so a client resuming the
@@ -119,6 +122,7 @@ _JOB_FIELDS = (
     "last_sequence"
 )
 _TEAM_FIELDS = "team, status, model, code, language, token_count, error, thought_count"
+_TEAM_READ = _TEAM_FIELDS + ", draft"
 
 @dataclass(frozen=True, slots=True)
 class _AppendRows:
@@ -129,6 +133,7 @@ class _AppendRows:
     jobs: list[tuple[Any, ...]]
     teams: list[tuple[Any, ...]]
     code: list[tuple[Any, ...]]
+    drafts: list[tuple[Any, ...]]
 
     @classmethod
     def of(cls, events: Sequence[Event]) -> _AppendRows:
@@ -136,7 +141,7 @@ class _AppendRows:
             (e.job_id, e.seq, e.frame,
              e.team.value if e.team is not None and e.type is EventType.THOUGHT_ADDED else None)
             for e in events
-        ], [], [], [])
+        ], [], [], [], [])
         for change in changes(events):
             rows.jobs.append((
                 change.last_sequence, iso_timestamp(change.update_time),
@@ -150,6 +155,8 @@ class _AppendRows:
                 ))
                 if t.code is not None:
                     rows.code.append((*t.code, change.job_id, team.value))
+                if t.draft is not None:
+                    rows.drafts.append((*t.draft, change.job_id, team.value))
         return rows
 
     def write(self, conn: sqlite3.Connection) -> None:
@@ -180,6 +187,11 @@ class _AppendRows:
             "UPDATE teams SET code = ?, language = ?, token_count = ?"
             " WHERE job_id = ? AND team = ?",
             self.code,
+        )
+        # splice() in SQL: substr counts characters (code points), as offsets do.
+        conn.executemany(
+            "UPDATE teams SET draft = substr(draft, 1, ?) || ? WHERE job_id = ? AND team = ?",
+            self.drafts,
         )
 
 
@@ -563,12 +575,13 @@ def _read_job(conn: sqlite3.Connection, row: Sequence[Any], thoughts: int | None
     _, job_id, key, state, end_time, owner, brief, created, updated, last_seq = row
     request_id = request_id_of(key)
     teams = {}
-    for team, status, model, code, language, tokens, error, count in conn.execute(
-        f"SELECT {_TEAM_FIELDS} FROM teams WHERE job_id = ? ORDER BY position", (job_id,)
+    for team, status, model, code, language, tokens, error, count, draft in conn.execute(
+        f"SELECT {_TEAM_READ} FROM teams WHERE job_id = ? ORDER BY position", (job_id,)
     ):
         name = TeamName(team)
         teams[name] = TeamRun(
-            name, TeamStatus(status), model, [], code, language, tokens, error, count
+            name, TeamStatus(status), model, [], code, language, tokens, error, count,
+            code or draft,
         )
     if thoughts is None:
         for team, frame in conn.execute(
@@ -609,7 +622,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
     the thought events and gives old thoughts their ids (schema 3)."""
     with conn:
         conn.execute("BEGIN")
-        for table, added in (("jobs", _JOB_COLUMNS), ("events", {"thought": "TEXT"})):
+        for table, added in (
+            ("jobs", _JOB_COLUMNS), ("events", {"thought": "TEXT"}),
+            ("teams", {"draft": "TEXT NOT NULL DEFAULT ''"}),
+        ):
             have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             for column, kind in added.items():
                 if column not in have:

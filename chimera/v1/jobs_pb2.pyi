@@ -163,6 +163,7 @@ class TeamRun(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     THOUGHT_COUNT_FIELD_NUMBER: _builtins.int
+    CODE_SO_FAR_FIELD_NUMBER: _builtins.int
     team: Global___Team.ValueType
     status: Global___TeamStatus.ValueType
     model: _builtins.str
@@ -176,6 +177,11 @@ class TeamRun(_message.Message):
     thought_count: _builtins.int
     """How many thoughts the team has had; `thoughts` holds the latest of them
     (all, some or none, as the request's JobView asks).
+    """
+    code_so_far: _builtins.str
+    """The code as far as the team has written it: its CodeDelta events applied in
+    order, so a poller sees the code grow while the team is generating; the same
+    as `code` once that has come.
     """
     @_builtins.property
     def thoughts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Thought]: ...
@@ -191,10 +197,11 @@ class TeamRun(_message.Message):
         error: _builtins.str = ...,
         language: _builtins.str = ...,
         thought_count: _builtins.int = ...,
+        code_so_far: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "error", b"error", "language", b"language", "model", b"model", "status", b"status", "team", b"team", "thought_count", b"thought_count", "thoughts", b"thoughts", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "code_so_far", b"code_so_far", "error", b"error", "language", b"language", "model", b"model", "status", b"status", "team", b"team", "thought_count", b"thought_count", "thoughts", b"thoughts", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -449,6 +456,7 @@ class StreamJobEventsRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    EXCLUDE_CODE_DELTAS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     after_sequence: _builtins.int
     """Only events with a greater sequence number are sent; 0 sends the whole history."""
@@ -458,16 +466,22 @@ class StreamJobEventsRequest(_message.Message):
     the events after it are not kept, and the job_id may name another job now.
     Empty: after_sequence is trusted as it is.
     """
+    exclude_code_deltas: _builtins.bool
+    """True: no CodeDelta events (only the guide's kinds). Their sequence numbers are
+    skipped, not renumbered: such a stream's sequences have gaps where the deltas
+    were, and resuming after the last one received is still exact.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
         epoch: _builtins.str = ...,
+        exclude_code_deltas: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "epoch", b"epoch", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "epoch", b"epoch", "exclude_code_deltas", b"exclude_code_deltas", "job_id", b"job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -554,6 +568,35 @@ class CodeGenerated(_message.Message):
 Global___CodeGenerated: _TypeAlias = CodeGenerated  # noqa: Y015
 
 @_typing.final
+class CodeDelta(_message.Message):
+    """A piece of a team's code while the team writes it (the WebSocket's code_delta):
+    `text` replaces the code so far from `offset` on (offsets count Unicode code
+    points). Mostly offset is the length of the code so far and this appends; a
+    smaller offset means the team started its code again there (a provider retry).
+    Applied in sequence order, a team's deltas end exactly as its CodeGenerated code.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CodeDelta: _TypeAlias = CodeDelta  # noqa: Y015
+
+@_typing.final
 class ErrorOccurred(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -589,6 +632,7 @@ class JobEvent(_message.Message):
     CODE_GENERATED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     THOUGHT_ADDED_FIELD_NUMBER: _builtins.int
+    CODE_DELTA_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     job_id: _builtins.str
     team: Global___Team.ValueType
@@ -603,6 +647,8 @@ class JobEvent(_message.Message):
     def error(self) -> Global___ErrorOccurred: ...
     @_builtins.property
     def thought_added(self) -> Global___Thought: ...
+    @_builtins.property
+    def code_delta(self) -> Global___CodeDelta: ...
     def __init__(
         self,
         *,
@@ -614,12 +660,13 @@ class JobEvent(_message.Message):
         code_generated: Global___CodeGenerated | None = ...,
         error: Global___ErrorOccurred | None = ...,
         thought_added: Global___Thought | None = ...,
+        code_delta: Global___CodeDelta | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["code_generated", b"code_generated", "error", b"error", "kind", b"kind", "status_change", b"status_change", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["code_delta", b"code_delta", "code_generated", b"code_generated", "error", b"error", "kind", b"kind", "status_change", b"status_change", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_generated", b"code_generated", "error", b"error", "job_id", b"job_id", "kind", b"kind", "sequence", b"sequence", "status_change", b"status_change", "team", b"team", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_delta", b"code_delta", "code_generated", b"code_generated", "error", b"error", "job_id", b"job_id", "kind", b"kind", "sequence", b"sequence", "status_change", b"status_change", "team", b"team", "thought_added", b"thought_added", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status_change", "code_generated", "error", "thought_added"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["status_change", "code_generated", "error", "thought_added", "code_delta"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
