@@ -527,7 +527,7 @@ CODE_FOLDING = """async () => {
   const mid = emptyJob("k");
   applySnapshot(mid, { job_id: "k", brief: "b", state: "running", last_sequence: 6,
     create_time: at(0), teams: [{ team: "google", status: "generating", thoughts: [],
-    thought_count: 0, code: "const b", language: "", token_count: 0 }] });
+    thought_count: 0, code: "", code_so_far: "const b", language: "", token_count: 0 }] });
   out.snapshot = [mid.teams.google.code, mid.teams.google.code_final];
   out.older = applyEvent(mid, { ...delta(6, 0, "const b"), job_id: "k" });
   applyEvent(mid, { ...delta(7, 7, " = 2;"), job_id: "k" });

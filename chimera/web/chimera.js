@@ -320,11 +320,13 @@ export function applySnapshot(job, snap) {
     const had = job.teams[t.team];
     const times = { ...emptyTimes(), ...had?.times };
     if (thoughts.length === count && thoughts.length) earliest(times, "first_thought", thoughts[0].timestamp);
-    const code = typeof t.code === "string" ? t.code : "";
+    // `code` is the whole, once code_generated came; until then `code_so_far` is what the
+    // team wrote so far (its code_delta events spliced).
+    const whole = typeof t.code === "string" ? t.code : "";
+    const code = whole || (typeof t.code_so_far === "string" ? t.code_so_far : "");
     teams[t.team] = {
       ...emptyTeam(t.team), ...t, thoughts, code, times,
-      // While the team writes, the snapshot's code is what it wrote so far.
-      code_final: Boolean(code) && TEAM_FINAL.has(t.status),
+      code_final: Boolean(whole),
       code_length: codePoints(code),
       input_tokens: typeof t.input_tokens === "number" ? t.input_tokens : had?.input_tokens ?? null,
     };
