@@ -39,7 +39,7 @@ from chimera.auth.tokens import (
 from chimera.client import JobsClient
 from chimera.cluster.workers import supervise
 from chimera.config import DEFAULT_DB, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, ServerConfig
-from chimera.console import render_code, render_event, render_job, render_jobs
+from chimera.console import LiveView, render_code, render_job, render_jobs
 from chimera.defaults import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_JOBS_PER_CALLER,
@@ -387,6 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the epoch of that seq (data.epoch of the connected line it came with): "
         "resuming is refused (close 4410) if the server's store has lost its data since",
     )
+    p.add_argument(
+        "--no-deltas", action="store_true",
+        help="leave out code_delta messages (?deltas=0): only the guide's types; their "
+        "seqs are skipped, so seq has gaps, and --since the last one printed still resumes",
+    )
     _add_client_flags(p)
 
     p = sub.add_parser("token", help="mint a signed token (prints it)")
@@ -570,8 +575,9 @@ async def _follow(client: JobsClient, job: pb.Job, console: Console) -> pb.Job:
     The stream carries the epoch CreateJob answered with: should the server's
     store lose its data meanwhile, the stream fails (OUT_OF_RANGE) rather than
     showing another job created under the same id."""
+    view = LiveView(console)
     async for event in client.events(job.job_id, 0, job.epoch):
-        render_event(console, event)
+        view.show(event)
     return await client.get(job.job_id)
 
 
@@ -623,7 +629,10 @@ async def _watch(args: argparse.Namespace) -> int:
     if not is_valid_job_id(args.job_id):
         errors.print(f"[red]error:[/] malformed job id {args.job_id!r}")
         return 2
-    query = {"since": args.since, **({"epoch": args.epoch} if args.epoch else {})}
+    query = {
+        "since": args.since, **({"epoch": args.epoch} if args.epoch else {}),
+        **({"deltas": 0} if args.no_deltas else {}),
+    }
     url = f"{args.ws.rstrip('/')}/ws/orchestrate/{args.job_id}?{urlencode(query)}"
     context = None
     if args.tls_ca is not None:

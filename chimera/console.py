@@ -1,4 +1,5 @@
-"""Terminal output for the CLI (rich): live team lines, then each team's code."""
+"""Terminal output for the CLI (rich): live team lines, each team's code typed out
+as it is written, then each team's code."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from chimera.events import splice
 from chimera.v1 import jobs_pb2 as pb
 from chimera.wire import STATE_FROM_PB, STATUS_FROM_PB, TEAM_FROM_PB
 
@@ -50,6 +52,49 @@ def render_event(console: Console, event: pb.JobEvent) -> None:
     elif kind == "error":
         line.append(f"error: {event.error.error}", style="bold red")
     console.print(line)
+
+
+class LiveView:
+    """The live view of ``chimera submit`` (and ``demo``): a line per event, and each
+    team's code typed out as its ``code_delta`` events come, a line as soon as it
+    is complete, under the team's name (two teams write at once: whole lines keep
+    them apart). A delta that starts the code again (a provider retry) says so and
+    goes on from there; a team's last partial line comes with its ``code_generated``.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._code: dict[str, str] = {}
+        self._typed: dict[str, int] = {}  # characters of the code already printed
+
+    def show(self, event: pb.JobEvent) -> None:
+        kind = event.WhichOneof("kind")
+        who = team_label(event.team)
+        if kind == "code_delta":
+            self._type(who, event.code_delta.offset, event.code_delta.text)
+            return
+        if kind == "code_generated":
+            self._type(who, 0, event.code_generated.code, final=True)
+        render_event(self._console, event)
+
+    def _type(self, who: str, offset: int, text: str, *, final: bool = False) -> None:
+        code = self._code.get(who, "")
+        typed = self._typed.get(who, 0)
+        if final:
+            offset = len(code) if code and text.startswith(code) else 0
+            text = text[offset:]
+        new = splice(code, offset, text)
+        if offset < typed:
+            self._console.print(Text(f"     [{who}] writes its code again:", style="dim"))
+            typed = new.rfind("\n", 0, offset) + 1
+        end = len(new) if final else new.rfind("\n") + 1
+        for line in new[typed:end].splitlines():
+            row = Text("     ")
+            row.append(f"[{who}] │ ", style=TEAM_STYLE.get(who, ""))
+            row.append(line)
+            self._console.print(row)
+        self._code[who] = new
+        self._typed[who] = max(typed, end)
 
 
 def render_code(console: Console, job: pb.Job) -> None:

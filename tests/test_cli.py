@@ -16,6 +16,7 @@ import pytest
 import chimera
 from chimera.client import JobsClient
 from chimera.events import TeamName
+from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     Running,
     StartServer,
@@ -163,3 +164,34 @@ def test_team_flags_and_their_environment_defaults_reach_the_providers(
         "model": "gemini-x", "base_url": "http://g",
         "thinking_budget": 0, "max_output_tokens": 4096,
     }
+
+
+async def test_submit_types_each_teams_code_as_it_is_written(server: Running) -> None:
+    code, out, err = await run("submit", "a counter", "--server", server.grpc_target,
+                               "--job-id", "cli-typed")
+    assert code == 0, err
+    lines = out.splitlines()
+    async with server.client() as client:
+        job = await client.get("cli-typed")
+    for run_ in job.teams:
+        who = "anthropic" if run_.team == pb.TEAM_ANTHROPIC else "google"
+        typed = [line.split(f"[{who}] │ ", 1)[1] for line in lines if f"[{who}] │ " in line]
+        assert typed == run_.code.splitlines(), who  # every line, once, in order
+        generated = next(i for i, line in enumerate(lines)
+                         if f"[{who}] generated" in line)
+        first_typed = next(i for i, line in enumerate(lines) if f"[{who}] │ " in line)
+        assert first_typed < generated  # typed while it came, before it was done
+
+
+async def test_watch_no_deltas_leaves_them_out_with_their_seqs(server: Running) -> None:
+    ws = f"ws://127.0.0.1:{server.server.ws_port}"
+    code, out, err = await run("submit", "a counter", "--server", server.grpc_target,
+                               "--job-id", "cli-lean")
+    assert code == 0, err
+    code, out, err = await run("watch", "cli-lean", "--ws", ws)
+    every = [json.loads(line) for line in out.splitlines()][1:]
+    code, out, err = await run("watch", "cli-lean", "--ws", ws, "--no-deltas")
+    assert code == 0, err
+    lean = [json.loads(line) for line in out.splitlines()][1:]
+    assert any(m["type"] == "code_delta" for m in every)
+    assert lean == [m for m in every if m["type"] != "code_delta"]

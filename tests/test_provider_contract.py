@@ -92,7 +92,9 @@ async def test_code_deltas_are_the_code_as_it_streams_without_the_prose(
     for delta in deltas:
         assert delta.offset == offset and delta.text, contract.wire
         offset += len(delta.text)
-    assert "".join(d.text for d in deltas) == events[-1].code == DEFAULT_CODE, contract.wire
+    result = events[-1]
+    assert isinstance(result, CodeResult), contract.wire
+    assert "".join(d.text for d in deltas) == result.code == DEFAULT_CODE, contract.wire
 
 
 @pytest.mark.parametrize(
