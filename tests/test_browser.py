@@ -23,7 +23,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,11 @@ from playwright.sync_api import Browser, FloatRect, Page, WebSocketRoute, sync_p
 from websockets.sync.client import connect
 
 from chimera.auth.tokens import LEEWAY_SECONDS
+from chimera.events import splice
 from chimera.fakes import anthropic_api, gemini_api
 from chimera.fakes.briefed import FAKE_KEY
-from chimera.fakes.server import Pause, RecordedRequest, Reply
+from chimera.fakes.server import Pause, RecordedRequest, Reply, Script
+from chimera.providers.codeblock import CodeStream
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1.jobs_pb2_grpc import JobServiceStub
 from tests.security import SECRET, token
@@ -988,17 +991,47 @@ def answer(code: str) -> str:
     return f"Here is the component.\n\n```tsx\n{code}```\n\nIt has no dependencies.\n"
 
 
-def anthropic_answer(request: RecordedRequest) -> Reply:
+def anthropic_events() -> tuple[list[anthropic_api.Item], int]:
+    """The Anthropic fake's answer, and the event a held answer stops after (the
+    middle of its text deltas)."""
     events = anthropic_api.message_events(
         thinking=["Two fields, one button.", "Each field keeps its own state."],
         answer=answer(STATE_FORM), input_tokens=321, output_tokens=654,
     )
-    paced: list[anthropic_api.Item] = []
-    for n, event in enumerate(events):
-        paced.append(event)
-        if n % 8 == 7:
-            paced.append(Pause(FAKE_PAUSE))
-    return anthropic_api.stream_reply(paced)
+    text = [n for n, e in enumerate(events)
+            if isinstance(e, anthropic_api.SSE) and '"text_delta"' in e.data]
+    return events, text[len(text) // 2]
+
+
+def written_when_held() -> str:
+    """The code a held answer has written: its text so far, read as the provider does."""
+    events, held = anthropic_events()
+    reader = CodeStream()
+    written = ""
+    for event in events[: held + 1]:
+        if isinstance(event, anthropic_api.SSE) and '"text_delta"' in event.data:
+            for delta in reader.feed(json.loads(event.data)["delta"]["text"]):
+                written = splice(written, delta.offset, delta.text)
+    return written
+
+
+def anthropic_answer(holds: deque[asyncio.Event]) -> Script:
+    """The Anthropic fake's answer; one given a hold (``holds``, taken by the next
+    request) stops halfway through its code until that event is set."""
+
+    def reply(request: RecordedRequest) -> Reply:
+        events, held = anthropic_events()
+        hold = holds.popleft() if holds else None
+        paced: list[anthropic_api.Item] = []
+        for n, event in enumerate(events):
+            paced.append(event)
+            if n % 8 == 7:
+                paced.append(Pause(FAKE_PAUSE))
+            if hold is not None and n == held:
+                paced.append(Pause(0, until=hold))
+        return anthropic_api.stream_reply(paced)
+
+    return reply
 
 
 def gemini_answer(request: RecordedRequest) -> Reply:
@@ -1012,16 +1045,31 @@ def gemini_answer(request: RecordedRequest) -> Reply:
     return gemini_api.stream_reply(paced)
 
 
+@dataclass
+class RealTeams:
+    serve: Serve
+    loop: asyncio.AbstractEventLoop  # the fakes'
+    holds: deque[asyncio.Event]
+
+    def hold_next_answer(self) -> Callable[[], None]:
+        """The next Anthropic answer stops halfway through its code; returns what lets
+        it go on."""
+        hold = asyncio.Event()
+        self.holds.append(hold)
+        return lambda: self.loop.call_soon_threadsafe(hold.set)
+
+
 @pytest.fixture(scope="module")
-def real_teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+def real_teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealTeams]:
     """``chimera serve`` with both real providers, their SDKs talking to the fake APIs
     (run on an event loop of their own, in a thread: Playwright's sync API owns this one)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-apis", daemon=True)
     thread.start()
+    holds: deque[asyncio.Event] = deque()
 
     async def start() -> tuple[anthropic_api.FakeAnthropicAPI, gemini_api.FakeGeminiAPI]:
-        fakes = (anthropic_api.FakeAnthropicAPI(anthropic_answer, api_key=FAKE_KEY),
+        fakes = (anthropic_api.FakeAnthropicAPI(anthropic_answer(holds), api_key=FAKE_KEY),
                  gemini_api.FakeGeminiAPI(gemini_answer, api_key=FAKE_KEY))
         for fake in fakes:
             await fake.start()
@@ -1035,7 +1083,7 @@ def real_teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
             teams="anthropic=real,google=real",
             env={"ANTHROPIC_API_KEY": FAKE_KEY, "GEMINI_API_KEY": FAKE_KEY},
         )
-        yield serve
+        yield RealTeams(serve, loop, holds)
         serve.stop()
     finally:
         for fake in (anthropic, gemini):
@@ -1052,6 +1100,108 @@ def submit(page: Page, serve: Serve, brief: str = GUIDE_BRIEF) -> str:
     page.click("form#submit button[type=submit]")
     page.wait_for_url(re.compile(r".*/jobs/[0-9a-f-]{36}$"))
     return page.url.rsplit("/", 1)[1]
+
+
+# Records in window.__code each team's [status, code shown] as they change (an init
+# script: the page's CSP does not apply to it).
+RECORD_CODE = """
+window.__code = {};
+new MutationObserver(() => {
+  for (const team of document.querySelectorAll("article[data-team]")) {
+    const code = team.querySelector("pre[data-code]")?.textContent || "";
+    const seen = (window.__code[team.dataset.team] ||= []);
+    const last = seen.at(-1);
+    if (!last || last[0] !== team.dataset.status || last[1] !== code) {
+      seen.push([team.dataset.status, code]);
+    }
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+"""
+
+
+def code_seen(page: Page) -> dict[str, list[tuple[str, str]]]:
+    """What RECORD_CODE saw: each team's (status, code shown), in order."""
+    seen: dict[str, list[list[str]]] = page.evaluate("() => window.__code")
+    return {team: [(status, code) for status, code in entries] for team, entries in seen.items()}
+
+
+def test_the_code_grows_on_the_page_before_the_team_completes(
+    page: Page, sites: Sites
+) -> None:
+    page.add_init_script(RECORD_CODE)
+    job_id = submit(page, sites.chimera)
+    wait_attr(page, "#job", "data-job-status", "succeeded")
+    final = server_code(sites.chimera, job_id)
+    for team, seen in code_seen(page).items():
+        # While the team was writing, its code grew piece by piece, each a beginning of
+        # the whole; the whole (code_generated's, byte for byte) is what stays.
+        partial = [code for status, code in seen if status == "generating" and code
+                   and code != final[team]]
+        assert len(partial) >= 3, (team, seen)
+        assert all(final[team].startswith(code) for code in partial), team
+        assert [len(c) for c in partial] == sorted({len(c) for c in partial}), team
+        assert seen[-1] == ("complete", final[team])
+    # Highlighted once written.
+    assert page.locator('[data-team="google"] pre[data-code] .hljs-keyword').count() > 0
+
+
+def test_a_page_opened_mid_write_shows_the_code_so_far_then_the_rest(
+    page: Page, real_teams: RealTeams, tmp_path: Path
+) -> None:
+    """The real Anthropic SDK, its fake answer held halfway through the code: the page
+    that watched it start shows the code written so far, and so does a page opened now
+    (from the snapshot's code_so_far); once let go, both end with the whole code."""
+    serve = real_teams.serve
+    release = real_teams.hold_next_answer()
+    page.add_init_script(RECORD_CODE)
+    job_id = submit(page, serve)
+    snapshot = f"{serve.base}/api/jobs/{job_id}"
+
+    def so_far() -> str:
+        with urllib.request.urlopen(snapshot, timeout=10) as response:
+            teams = json.loads(response.read())["teams"]
+        written: str = next(t["code_so_far"] for t in teams if t["team"] == "anthropic")
+        return written
+
+    # Held: the code written so far is on the page, unfinished, and in the snapshot.
+    written = written_when_held()
+    assert "useState" in written and len(written) < len(STATE_FORM) - 100
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel)?.textContent === text",
+        arg=['[data-team="anthropic"] pre[data-code]', written], timeout=30_000,
+    )
+    assert so_far() == written
+    assert page.get_attribute('[data-team="anthropic"]', "data-status") == "generating"
+    assert page.get_attribute('[data-team="anthropic"] .code-box', "data-final") == "false"
+    assert page.get_attribute('[data-team="anthropic"] pre[data-code]', "data-writing") == "true"
+    # Highlighted as it is written (within the throttle's interval).
+    page.wait_for_function(
+        "(sel) => { const c = document.querySelector(sel);"
+        " return c.dataset.highlighted === String(c.textContent.length); }",
+        arg='[data-team="anthropic"] pre[data-code] code', timeout=10_000,
+    )
+    assert page.locator('[data-team="anthropic"] pre[data-code] .hljs-keyword').count() > 0
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "live-code.png"), animations="disabled")
+    # Opened now: the snapshot's code so far, then the deltas after it.
+    later = page.context.new_page()
+    later.goto(f"{serve.base}/jobs/{job_id}")
+    later_code = later.locator('[data-team="anthropic"] pre[data-code]')
+    later.wait_for_function(
+        "(sel) => document.querySelector(sel)?.textContent.length > 0",
+        arg='[data-team="anthropic"] pre[data-code]', timeout=10_000,
+    )
+    assert later_code.text_content() == written
+    assert later.get_attribute('[data-team="anthropic"]', "data-status") == "generating"
+
+    release()
+    whole = None
+    for shown in (page, later):
+        wait_attr(shown, "#job", "data-job-status", "succeeded")
+        whole = whole or server_code(serve, job_id)["anthropic"]
+        assert shown.locator('[data-team="anthropic"] pre[data-code]').text_content() == whole
+    seen = code_seen(page)["anthropic"]
+    grown = [c for status, c in seen if status == "generating" and c]
+    assert written in grown and grown[-1] == whole and grown.index(written) >= 1, seen
 
 
 def test_the_code_is_highlighted_and_long_lines_wrap_or_scroll(
@@ -1135,23 +1285,24 @@ new MutationObserver(() => {
 
 
 def test_the_compare_view_marks_a_known_difference(
-    page: Page, real_teams: Serve, tmp_path: Path
+    page: Page, real_teams: RealTeams, tmp_path: Path
 ) -> None:
     page.add_init_script(RECORD_COMPARE)
-    job_id = submit(page, real_teams)
+    job_id = submit(page, real_teams.serve)
     compare = page.locator('[role=tab][data-tab="compare"]')
     wait_attr(page, "#job", "data-job-status", "succeeded")
     # Offered only once both teams have finished.
     seen = page.evaluate("() => window.__compare")
     assert any("thinking" in s and s.endswith("disabled") for s in seen), seen
     assert [s for s in seen if s.endswith("enabled")] == ["complete complete enabled"], seen
-    codes = {team: code.strip() for team, code in server_code(real_teams, job_id).items()}
+    codes = {team: code.strip() for team, code in server_code(real_teams.serve, job_id).items()}
     assert codes == {"anthropic": STATE_FORM.strip(), "google": REDUCER_FORM.strip()}
     compare.click()
     view = page.locator("#compare")
     assert view.is_visible() and page.locator("#teams").is_hidden()
     assert compare.get_attribute("aria-selected") == "true"
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "compare.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "compare.png"), full_page=True,
+                    animations="disabled")
     # Line 1 differs in one word, each side's marked.
     first = view.locator(".diff-row").first
     assert first.get_attribute("data-kind") == "changed"
@@ -1172,8 +1323,8 @@ def test_the_compare_view_marks_a_known_difference(
     # The figures side by side, from the events: the SDKs' input and output tokens.
     stats = view.locator(".compare-stats")
     assert stats.locator('[data-stat="input_tokens"] td').all_inner_texts() == ["321", "123"]
-    tokens = {m["team"]: m["data"]["token_count"] for m in server_events(real_teams, job_id)
-              if m["type"] == "code_generated"}  # the SDKs' output tokens, thoughts included
+    tokens = {m["team"]: m["data"]["token_count"]  # the SDKs' output tokens, thoughts included
+              for m in server_events(real_teams.serve, job_id) if m["type"] == "code_generated"}
     assert tokens["anthropic"] == 654
     assert stats.locator('[data-stat="output_tokens"] td').all_inner_texts() == [
         f"{tokens['anthropic']:,}", f"{tokens['google']:,}"]
@@ -1186,10 +1337,10 @@ def test_the_compare_view_marks_a_known_difference(
 
 
 def test_on_a_phone_tabs_switch_between_the_teams(
-    page: Page, real_teams: Serve, tmp_path: Path
+    page: Page, real_teams: RealTeams, tmp_path: Path
 ) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
-    submit(page, real_teams)
+    submit(page, real_teams.serve)
     anthropic, google = (page.locator(f'[data-team="{t}"]') for t in ("anthropic", "google"))
     tab = {name: page.locator(f'[role=tab][data-tab="{name}"]')
            for name in ("anthropic", "google", "teams", "compare")}
