@@ -350,7 +350,8 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
     assert errors == []
 
     shots = screenshot_dir(tmp_path)
-    page.screenshot(path=str(shots / "job-page.png"), full_page=True)
+    # Animations off: a full-page capture in headless Chromium catches them mid-way.
+    page.screenshot(path=str(shots / "job-page.png"), full_page=True, animations="disabled")
     # Laptop: the two teams side by side; phone: one at a time, by its tab (below).
     first, second = panels(page)
     assert first["y"] == second["y"] and first["x"] < second["x"]
@@ -1056,7 +1057,11 @@ class RealTeams:
         it go on."""
         hold = asyncio.Event()
         self.holds.append(hold)
-        return lambda: self.loop.call_soon_threadsafe(hold.set)
+
+        def release() -> None:
+            self.loop.call_soon_threadsafe(hold.set)
+
+        return release
 
 
 @pytest.fixture(scope="module")

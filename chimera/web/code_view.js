@@ -108,6 +108,7 @@ export class CodeView {
     this.final = false;
     this.timer = null;
     this.cost = 0; // ms the last highlight took
+    this.followed = false; // the view scrolled itself to the new text
   }
 
   /** Shows `code` (the whole, when `final`); the same text again changes nothing. */
@@ -128,7 +129,16 @@ export class CodeView {
     this.pre.dataset.writing = String(!final);
     if (final) this.highlight();
     else this.schedule();
-    if (follow && !final) this.pre.scrollTop = this.pre.scrollHeight;
+    if (follow && !final) {
+      this.pre.scrollTop = this.pre.scrollHeight;
+      this.followed = true;
+    } else if (final && this.followed) {
+      // It followed the writing to the end: show the whole from its beginning.
+      this.pre.scrollTop = 0;
+      this.followed = false;
+    } else {
+      this.followed = false; // the reader scrolled away: leave the view where it is
+    }
   }
 
   schedule() {
