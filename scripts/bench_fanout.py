@@ -355,6 +355,8 @@ class Client(asyncio.Protocol):
         if at >= 0:
             at += 11
         else:  # the guide's thought object: {"id": …, "text": …}
+            if not buf.startswith(b'{"type":"thought_added"', start):
+                return  # a code_delta has a "text" too, but no stamp
             at = buf.find(b'"text":"', start, end)
             if at < 0:
                 return

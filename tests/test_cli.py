@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import chimera
 from chimera.client import JobsClient
+from chimera.console import LiveView
 from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
@@ -195,3 +197,29 @@ async def test_watch_no_deltas_leaves_them_out_with_their_seqs(server: Running) 
     lean = [json.loads(line) for line in out.splitlines()][1:]
     assert any(m["type"] == "code_delta" for m in every)
     assert lean == [m for m in every if m["type"] != "code_delta"]
+
+
+def test_the_live_view_prints_each_line_of_code_once_it_is_complete() -> None:
+    """Fed events one by one: a line is printed as soon as its newline came (not at
+    the end), a restart says so, the last partial line comes with the code."""
+    console = Console(record=True, width=200, color_system=None)
+    view = LiveView(console)
+
+    def delta(seq: int, offset: int, text: str) -> pb.JobEvent:
+        return pb.JobEvent(sequence=seq, team=pb.TEAM_GOOGLE,
+                           code_delta=pb.CodeDelta(offset=offset, text=text))
+
+    view.show(delta(1, 0, "const a"))
+    assert console.export_text(clear=False) == ""  # half a line: nothing yet
+    view.show(delta(2, 7, " = 1;\nconst b"))
+    assert console.export_text(clear=False).splitlines() == ["     [google] │ const a = 1;"]
+    view.show(delta(3, 0, "let a = 1;\nlet b = 2;\nlet c"))  # started again
+    view.show(pb.JobEvent(sequence=4, team=pb.TEAM_GOOGLE, code_generated=pb.CodeGenerated(
+        code="let a = 1;\nlet b = 2;\nlet c = 3;", language="ts", token_count=9)))
+    assert console.export_text(clear=False).splitlines()[1:] == [
+        "     [google] writes its code again:",
+        "     [google] │ let a = 1;",
+        "     [google] │ let b = 2;",
+        "     [google] │ let c = 3;",
+        "   4 [google] generated 3 lines of ts (9 tokens)",
+    ]

@@ -9,6 +9,9 @@ One :meth:`AnthropicProvider.stream` call sends one Messages API request
   paragraphs by :class:`~chimera.providers.thoughts.ThoughtGrouper`, the rest
   flushed when the thinking block stops;
 - the first ``text`` content block start → :class:`AnswerStarted`;
+- ``text_delta`` (the answer after the thinking) → :class:`CodeDelta`, the
+  code of its fenced block as it streams (the prose around it is not code:
+  :class:`~chimera.providers.codeblock.CodeStream`);
 - ``message_stop`` → :class:`CodeResult` with the code of the answer's
   fenced block, ``token_count`` = the message's ``output_tokens`` (what
   the model generated, thinking included; the prompt is not counted) and

@@ -9,7 +9,9 @@ request (``?alt=sse``) through google-genai's async client
 - text parts with ``thought: true`` → :class:`Thought`, grouped into
   sentences or paragraphs by :class:`~chimera.providers.thoughts.ThoughtGrouper`;
 - the first text part without ``thought`` → :class:`AnswerStarted` (the
-  thoughts still buffered are flushed first);
+  thoughts still buffered are flushed first); those parts → :class:`CodeDelta`,
+  the code of the answer's fenced block as it streams (not the prose around it:
+  :class:`~chimera.providers.codeblock.CodeStream`);
 - the chunk with ``finishReason`` → :class:`CodeResult` once the stream
   ends, with ``token_count`` = ``candidatesTokenCount + thoughtsTokenCount``
   of the last ``usageMetadata`` (what the model generated, thinking included;
