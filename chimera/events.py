@@ -138,8 +138,16 @@ class Draft:
         return Draft(job_id, EventType.THOUGHT_ADDED, team, data, now)
 
     @staticmethod
-    def code(job_id: str, team: TeamName, code: str, language: str, token_count: int) -> Draft:
-        data = {"code": code, "language": language, "token_count": token_count}
+    def code(
+        job_id: str, team: TeamName, code: str, language: str, token_count: int,
+        input_tokens: int = 0,
+    ) -> Draft:
+        """The guide's ``code_generated``, plus ``language`` and ``input_tokens`` (the
+        tokens of the request the model read)."""
+        data = {
+            "code": code, "language": language, "token_count": token_count,
+            "input_tokens": input_tokens,
+        }
         return Draft(job_id, EventType.CODE_GENERATED, team, data)
 
     @staticmethod

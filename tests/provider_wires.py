@@ -52,6 +52,7 @@ class Wire:
     provider_type: ClassVar[type[RetryingProvider[Any]]]
     source: ClassVar[str]  # the API's name in the provider's messages
     token_count: ClassVar[int]  # what the fake's default stream costs
+    input_tokens: ClassVar[int]  # the prompt's tokens, as the fake's stream says
     cut_message: ClassVar[str]  # the stream ended without its final event
     malformed_message: ClassVar[str]
     overload: ClassVar[ErrorCase]  # what error_event() says, as the provider reports it
@@ -127,6 +128,7 @@ class AnthropicWire(Wire):
     provider_type = AnthropicProvider
     source = "Anthropic"
     token_count = anthropic_api.DEFAULT_OUTPUT_TOKENS
+    input_tokens = anthropic_api.DEFAULT_INPUT_TOKENS
     cut_message = "Anthropic stream ended before message_stop"
     malformed_message = "Anthropic API sent a malformed stream event"
     overload = (529, "overloaded_error", "Anthropic API is overloaded (529 overloaded_error)")
@@ -190,6 +192,7 @@ class GeminiWire(Wire):
     provider_type = GoogleProvider
     source = "Gemini"
     token_count = gemini_api.DEFAULT_CANDIDATES_TOKENS + gemini_api.DEFAULT_THOUGHTS_TOKENS
+    input_tokens = gemini_api.DEFAULT_PROMPT_TOKENS
     cut_message = "Gemini stream ended without a finishReason"
     malformed_message = "Gemini API sent a malformed stream chunk"
     overload = (503, "UNAVAILABLE", "Gemini API is overloaded (503 UNAVAILABLE)")
@@ -309,7 +312,8 @@ def assert_complete(wire: Wire, events: list[ProviderEvent]) -> None:
     code, last; the deltas (of every attempt, in order) make exactly that code."""
     assert sum(isinstance(event, AnswerStarted) for event in events) == 1, wire
     expected = CodeResult(
-        code=anthropic_api.DEFAULT_CODE, language="tsx", token_count=wire.token_count
+        code=anthropic_api.DEFAULT_CODE, language="tsx", token_count=wire.token_count,
+        input_tokens=wire.input_tokens,
     )
     assert events[-1] == expected, wire
     before_answer = events[: events.index(AnswerStarted())]

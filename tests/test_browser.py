@@ -11,6 +11,7 @@ the test's temporary directory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -18,12 +19,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -31,6 +35,12 @@ from playwright.sync_api import Browser, FloatRect, Page, WebSocketRoute, sync_p
 from websockets.sync.client import connect
 
 from chimera.auth.tokens import LEEWAY_SECONDS
+from chimera.events import splice
+from chimera.fakes import anthropic_api, gemini_api
+from chimera.fakes.briefed import FAKE_KEY
+from chimera.fakes.server import Pause, RecordedRequest, Reply, Script
+from chimera.fakes.sse import SSE
+from chimera.providers.codeblock import CodeStream
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1.jobs_pb2_grpc import JobServiceStub
 from tests.security import SECRET, token
@@ -79,19 +89,21 @@ class Serve:
 
 
 def start_serve(
-    tmp: Path, name: str, *flags: str, db: Path | None = None, ws_port: int = 0
+    tmp: Path, name: str, *flags: str, db: Path | None = None, ws_port: int = 0,
+    teams: str = "anthropic=simulated,google=simulated", env: dict[str, str] | None = None,
 ) -> Serve:
-    """A real ``chimera serve`` (simulated teams) on loopback; waits for its "serving" line."""
+    """A real ``chimera serve`` (simulated teams unless ``teams`` says otherwise) on
+    loopback; waits for its "serving" line."""
     log = tmp / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "chimera", "serve", "--grpc-port", "0",
                 "--ws-port", str(ws_port), "--db", str(db or tmp / f"{name}.db"),
-                "--teams", "anthropic=simulated,google=simulated",
+                "--teams", teams,
                 "--drain-timeout", "0", *flags,  # stop(): SIGTERM interrupts, no drain
             ],
-            stdout=out, stderr=out,
+            stdout=out, stderr=out, env={**os.environ, **(env or {})},
         )
     deadline = time.monotonic() + 30
     while not (found := SERVING.search(log.read_text())):
@@ -119,17 +131,27 @@ def create_job(serve: Serve, job_id: str, brief: str = GUIDE_BRIEF, tok: str | N
         )
 
 
-def server_thoughts(serve: Serve, job_id: str, tok: str | None = None) -> dict[str, list[str]]:
-    """Each team's thought ids, in order, from the job's whole history (read to the end)."""
+def server_events(serve: Serve, job_id: str, tok: str | None = None) -> list[dict[str, Any]]:
+    """The job's whole history as the WebSocket sends it (read to the end)."""
     headers = {"Authorization": f"Bearer {tok}"} if tok else None
-    thoughts: dict[str, list[str]] = {}
     with connect(f"ws://127.0.0.1:{serve.ws_port}/ws/orchestrate/{job_id}",
                  additional_headers=headers, open_timeout=10) as ws:
-        for raw in ws:
-            message = json.loads(raw)
-            if message["type"] == "thought_added":
-                thoughts.setdefault(message["team"], []).append(message["data"]["id"])
+        return [json.loads(raw) for raw in ws]
+
+
+def server_thoughts(serve: Serve, job_id: str, tok: str | None = None) -> dict[str, list[str]]:
+    """Each team's thought ids, in order, from the job's whole history."""
+    thoughts: dict[str, list[str]] = {}
+    for message in server_events(serve, job_id, tok):
+        if message["type"] == "thought_added":
+            thoughts.setdefault(message["team"], []).append(message["data"]["id"])
     return thoughts
+
+
+def server_code(serve: Serve, job_id: str) -> dict[str, str]:
+    """Each team's ``code_generated.code``."""
+    return {m["team"]: m["data"]["code"] for m in server_events(serve, job_id)
+            if m["type"] == "code_generated"}
 
 
 def http_status(url: str, origin: str | None = None) -> int:
@@ -329,13 +351,14 @@ def test_guide_brief_from_the_form_streams_both_teams_with_the_guide_console_lin
     assert errors == []
 
     shots = screenshot_dir(tmp_path)
-    page.screenshot(path=str(shots / "job-page.png"), full_page=True)
-    # Laptop: the two teams side by side; phone: one above the other.
+    # Animations off: a full-page capture in headless Chromium catches them mid-way.
+    page.screenshot(path=str(shots / "job-page.png"), full_page=True, animations="disabled")
+    # Laptop: the two teams side by side; phone: one at a time, by its tab (below).
     first, second = panels(page)
     assert first["y"] == second["y"] and first["x"] < second["x"]
     page.set_viewport_size({"width": 390, "height": 844})
-    first, second = panels(page)
-    assert second["y"] >= first["y"] + first["height"]
+    assert page.locator('[data-team="anthropic"]').is_visible()
+    assert page.locator('[data-team="google"]').is_hidden()
     page.screenshot(path=str(shots / "job-page-phone.png"), full_page=True)
     page.emulate_media(color_scheme="dark")
     background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
@@ -468,6 +491,78 @@ def test_events_and_snapshots_fold_into_one_model_each_thought_once(
         "full": True,
         "afterFull": "t1 t2 t3 t4 t5 t6 t7 t8 t9",
         "replayed": False,
+    }
+
+
+CODE_FOLDING = """async () => {
+  const { emptyJob, applyEvent, applySnapshot, applyStats } = await import("/static/chimera.js");
+  const at = (s) => `2025-12-01T10:00:${String(s).padStart(2, "0")}.000Z`;
+  const ev = (seq, type, data, s = seq) => ({ type, team: "google", seq, data, timestamp: at(s) });
+  const delta = (seq, offset, text) => ev(seq, "code_delta", { offset, text });
+  const job = emptyJob("j");
+  const code = () => job.teams.google.code;
+  const out = {};
+  applyEvent(job, ev(1, "status_change", { status: "thinking", model: "m" }));
+  applyEvent(job, ev(2, "thought_added", { id: "t1", text: "x", timestamp: at(3) }));
+  applyEvent(job, ev(3, "status_change", { status: "generating" }));
+  out.appended = [delta(4, 0, "const a"), delta(5, 7, " = 1;")].map((d) => applyEvent(job, d));
+  out.grown = code();
+  out.resent = applyEvent(job, delta(5, 7, " = 1;"));  // a resume's duplicate: dropped by seq
+  out.afterResent = code();
+  applyEvent(job, delta(6, 8, "= 2;"));  // the team wrote it again from offset 8
+  out.spliced = code();
+  applyEvent(job, delta(7, 99, "lost"));  // past the end: no piece to put it after
+  out.afterGap = code();
+  applyEvent(job, delta(8, 12, "\\u{1F600}"));  // offsets count code points
+  applyEvent(job, delta(9, 13, "!"));
+  out.astral = code();
+  out.final = job.teams.google.code_final;
+  applyEvent(job, ev(10, "code_generated",
+    { code: "const a = 3;", language: "tsx", token_count: 7, input_tokens: 40 }));
+  applyEvent(job, delta(11, 0, "late"));  // after the whole code: nothing changes
+  applyEvent(job, ev(12, "status_change", { status: "complete" }, 20));
+  const run = job.teams.google;
+  out.whole = [run.code, run.code_final, run.token_count, run.input_tokens];
+  out.times = run.times;
+  // Replayed (a history read) or out of order: the earliest of each kind stays.
+  applyStats(job, ev(2, "thought_added", { id: "t1", text: "x", timestamp: at(3) }));
+  applyStats(job, ev(1, "status_change", { status: "complete" }, 30));
+  out.replayedTimes = run.times;
+  // A page opened mid-write: the snapshot's code so far, then the deltas after it.
+  const mid = emptyJob("k");
+  applySnapshot(mid, { job_id: "k", brief: "b", state: "running", last_sequence: 6,
+    create_time: at(0), teams: [{ team: "google", status: "generating", thoughts: [],
+    thought_count: 0, code: "", code_so_far: "const b", language: "", token_count: 0 }] });
+  out.snapshot = [mid.teams.google.code, mid.teams.google.code_final];
+  out.older = applyEvent(mid, { ...delta(6, 0, "const b"), job_id: "k" });
+  applyEvent(mid, { ...delta(7, 7, " = 2;"), job_id: "k" });
+  out.resumed = mid.teams.google.code;
+  return out;
+}"""
+
+
+TIMES = {"started": "2025-12-01T10:00:01.000Z", "first_thought": "2025-12-01T10:00:03.000Z",
+         "first_code": "2025-12-01T10:00:04.000Z", "ended": "2025-12-01T10:00:20.000Z"}
+
+
+def test_code_deltas_and_times_fold_into_the_model(page: Page, sites: Sites) -> None:
+    """chimera.js's code_delta splicing and per-team times, in the browser."""
+    page.goto(f"{sites.chimera.base}/")
+    assert page.evaluate(CODE_FOLDING) == {
+        "appended": [True, True],
+        "grown": "const a = 1;",
+        "resent": False,
+        "afterResent": "const a = 1;",
+        "spliced": "const a = 2;",
+        "afterGap": "const a = 2;",
+        "astral": "const a = 2;\U0001F600!",
+        "final": False,
+        "whole": ["const a = 3;", True, 7, 40],
+        "times": TIMES,
+        "replayedTimes": TIMES,
+        "snapshot": ["const b", False],
+        "older": False,
+        "resumed": "const b = 2;",
     }
 
 
@@ -837,3 +932,443 @@ def test_cancel_button_with_a_cancel_token_cancels_the_running_job(
     assert page.locator("#cancel").is_hidden()
     statuses = page.eval_on_selector_all("[data-team]", "ps => ps.map((p) => p.dataset.status)")
     assert statuses == ["cancelled", "cancelled"]
+
+
+# -- the code: as it is written, highlighted, compared; phones ---------------------------------
+
+# Two teams that write different programs for the same brief: the real SDKs against the
+# local fake APIs, each fake with its own answer (prose around the fenced block), streamed
+# in small pieces with pauses, so the code is written over a second or two.
+STATE_FORM = """import { FormEvent, useState } from 'react';
+
+export function LoginForm({ onSubmit }: { onSubmit: (email: string, password: string) => void }) {
+  const [email, setEmail] = useState('');
+  const [password, setPassword] = useState('');
+
+  function handleSubmit(event: FormEvent) {
+    event.preventDefault();
+    onSubmit(email, password);
+  }
+
+  return (
+    <form onSubmit={handleSubmit}>
+      <input type="email" value={email} onChange={(e) => setEmail(e.target.value)} />
+      <input type="password" value={password} onChange={(e) => setPassword(e.target.value)} />
+      <button type="submit">Sign in</button>
+    </form>
+  );
+}
+"""
+REDUCER_FORM = """import { FormEvent, useReducer } from 'react';
+
+type Fields = { email: string; password: string };
+
+function reducer(fields: Fields, change: Partial<Fields>): Fields {
+  return { ...fields, ...change };
+}
+
+export function LoginForm({ onSubmit }: { onSubmit: (email: string, password: string) => void }) {
+  const [fields, update] = useReducer(reducer, { email: '', password: '' });
+
+  function handleSubmit(event: FormEvent) {
+    event.preventDefault();
+    onSubmit(fields.email, fields.password);
+  }
+
+  return (
+    <form onSubmit={handleSubmit}>
+      <input type="email" value={fields.email}
+        onChange={(e) => update({ email: e.target.value })} />
+      <input type="password" value={fields.password}
+        onChange={(e) => update({ password: e.target.value })} />
+      <button type="submit">Sign in</button>
+    </form>
+  );
+}
+"""
+FAKE_PAUSE = 0.1  # seconds after every few pieces of the answer
+
+
+def answer(code: str) -> str:
+    return f"Here is the component.\n\n```tsx\n{code}```\n\nIt has no dependencies.\n"
+
+
+def anthropic_events() -> tuple[list[anthropic_api.Item], int]:
+    """The Anthropic fake's answer, and the event a held answer stops after (the
+    middle of its text deltas)."""
+    events = anthropic_api.message_events(
+        thinking=["Two fields, one button.", "Each field keeps its own state."],
+        answer=answer(STATE_FORM), input_tokens=321, output_tokens=654,
+    )
+    text = [n for n, e in enumerate(events)
+            if isinstance(e, SSE) and '"text_delta"' in e.data]
+    return events, text[len(text) // 2]
+
+
+def written_when_held() -> str:
+    """The code a held answer has written: its text so far, read as the provider does."""
+    events, held = anthropic_events()
+    reader = CodeStream()
+    written = ""
+    for event in events[: held + 1]:
+        if isinstance(event, SSE) and '"text_delta"' in event.data:
+            for delta in reader.feed(json.loads(event.data)["delta"]["text"]):
+                written = splice(written, delta.offset, delta.text)
+    return written
+
+
+def anthropic_answer(holds: deque[asyncio.Event]) -> Script:
+    """The Anthropic fake's answer; one given a hold (``holds``, taken by the next
+    request) stops halfway through its code until that event is set."""
+
+    def reply(request: RecordedRequest) -> Reply:
+        events, held = anthropic_events()
+        hold = holds.popleft() if holds else None
+        paced: list[anthropic_api.Item] = []
+        for n, event in enumerate(events):
+            paced.append(event)
+            if n % 8 == 7:
+                paced.append(Pause(FAKE_PAUSE))
+            if hold is not None and n == held:
+                paced.append(Pause(0, until=hold))
+        return anthropic_api.stream_reply(paced)
+
+    return reply
+
+
+def gemini_answer(request: RecordedRequest) -> Reply:
+    items = gemini_api.response_chunks(
+        thinking=["Two fields in one reducer.\n\n"], answer=answer(REDUCER_FORM),
+        prompt_tokens=123, candidates_tokens=456, words_per_chunk=4,
+    )
+    paced: list[gemini_api.Item] = []
+    for item in items:
+        paced += [item, Pause(FAKE_PAUSE / 2)]
+    return gemini_api.stream_reply(paced)
+
+
+@dataclass
+class RealTeams:
+    serve: Serve
+    loop: asyncio.AbstractEventLoop  # the fakes'
+    holds: deque[asyncio.Event]
+
+    def hold_next_answer(self) -> Callable[[], None]:
+        """The next Anthropic answer stops halfway through its code; returns what lets
+        it go on."""
+        hold = asyncio.Event()
+        self.holds.append(hold)
+
+        def release() -> None:
+            self.loop.call_soon_threadsafe(hold.set)
+
+        return release
+
+
+@pytest.fixture(scope="module")
+def real_teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealTeams]:
+    """``chimera serve`` with both real providers, their SDKs talking to the fake APIs
+    (run on an event loop of their own, in a thread: Playwright's sync API owns this one)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-apis", daemon=True)
+    thread.start()
+    holds: deque[asyncio.Event] = deque()
+
+    async def start() -> tuple[anthropic_api.FakeAnthropicAPI, gemini_api.FakeGeminiAPI]:
+        fakes = (anthropic_api.FakeAnthropicAPI(anthropic_answer(holds), api_key=FAKE_KEY),
+                 gemini_api.FakeGeminiAPI(gemini_answer, api_key=FAKE_KEY))
+        for fake in fakes:
+            await fake.start()
+        return fakes
+
+    anthropic, gemini = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        serve = start_serve(
+            tmp_path_factory.mktemp("real-teams"), "real-teams",
+            "--anthropic-base-url", anthropic.url, "--google-base-url", gemini.url,
+            teams="anthropic=real,google=real",
+            env={"ANTHROPIC_API_KEY": FAKE_KEY, "GEMINI_API_KEY": FAKE_KEY},
+        )
+        yield RealTeams(serve, loop, holds)
+        serve.stop()
+    finally:
+        for fake in (anthropic, gemini):
+            asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def submit(page: Page, serve: Serve, brief: str = GUIDE_BRIEF) -> str:
+    """Submits ``brief`` from the Command Center's form; the new job's id."""
+    page.goto(f"{serve.base}/")
+    page.fill("form#submit textarea[name=brief]", brief)
+    page.click("form#submit button[type=submit]")
+    page.wait_for_url(re.compile(r".*/jobs/[0-9a-f-]{36}$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+# Records in window.__code each team's [status, code shown] as they change (an init
+# script: the page's CSP does not apply to it).
+RECORD_CODE = """
+window.__code = {};
+new MutationObserver(() => {
+  for (const team of document.querySelectorAll("article[data-team]")) {
+    const code = team.querySelector("pre[data-code]")?.textContent || "";
+    const seen = (window.__code[team.dataset.team] ||= []);
+    const last = seen.at(-1);
+    if (!last || last[0] !== team.dataset.status || last[1] !== code) {
+      seen.push([team.dataset.status, code]);
+    }
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+"""
+
+
+def code_seen(page: Page) -> dict[str, list[tuple[str, str]]]:
+    """What RECORD_CODE saw: each team's (status, code shown), in order."""
+    seen: dict[str, list[list[str]]] = page.evaluate("() => window.__code")
+    return {team: [(status, code) for status, code in entries] for team, entries in seen.items()}
+
+
+def test_the_code_grows_on_the_page_before_the_team_completes(
+    page: Page, sites: Sites
+) -> None:
+    page.add_init_script(RECORD_CODE)
+    job_id = submit(page, sites.chimera)
+    wait_attr(page, "#job", "data-job-status", "succeeded")
+    final = server_code(sites.chimera, job_id)
+    for team, seen in code_seen(page).items():
+        # While the team was writing, its code grew piece by piece, each a beginning of
+        # the whole; the whole (code_generated's, byte for byte) is what stays.
+        partial = [code for status, code in seen if status == "generating" and code
+                   and code != final[team]]
+        assert len(partial) >= 3, (team, seen)
+        assert all(final[team].startswith(code) for code in partial), team
+        assert [len(c) for c in partial] == sorted({len(c) for c in partial}), team
+        assert seen[-1] == ("complete", final[team])
+    # Highlighted once written.
+    assert page.locator('[data-team="google"] pre[data-code] .hljs-keyword').count() > 0
+
+
+def test_a_page_opened_mid_write_shows_the_code_so_far_then_the_rest(
+    page: Page, real_teams: RealTeams, tmp_path: Path
+) -> None:
+    """The real Anthropic SDK, its fake answer held halfway through the code: the page
+    that watched it start shows the code written so far, and so does a page opened now
+    (from the snapshot's code_so_far); once let go, both end with the whole code."""
+    serve = real_teams.serve
+    release = real_teams.hold_next_answer()
+    page.add_init_script(RECORD_CODE)
+    job_id = submit(page, serve)
+    snapshot = f"{serve.base}/api/jobs/{job_id}"
+
+    def so_far() -> str:
+        with urllib.request.urlopen(snapshot, timeout=10) as response:
+            teams = json.loads(response.read())["teams"]
+        written: str = next(t["code_so_far"] for t in teams if t["team"] == "anthropic")
+        return written
+
+    # Held: the code written so far is on the page, unfinished, and in the snapshot.
+    written = written_when_held()
+    assert "useState" in written and len(written) < len(STATE_FORM) - 100
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel)?.textContent === text",
+        arg=['[data-team="anthropic"] pre[data-code]', written], timeout=30_000,
+    )
+    assert so_far() == written
+    assert page.get_attribute('[data-team="anthropic"]', "data-status") == "generating"
+    assert page.get_attribute('[data-team="anthropic"] .code-box', "data-final") == "false"
+    assert page.get_attribute('[data-team="anthropic"] pre[data-code]', "data-writing") == "true"
+    # Highlighted as it is written (within the throttle's interval).
+    page.wait_for_function(
+        "(sel) => { const c = document.querySelector(sel);"
+        " return c.dataset.highlighted === String(c.textContent.length); }",
+        arg='[data-team="anthropic"] pre[data-code] code', timeout=10_000,
+    )
+    assert page.locator('[data-team="anthropic"] pre[data-code] .hljs-keyword').count() > 0
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "live-code.png"), animations="disabled")
+    # Opened now: the snapshot's code so far, then the deltas after it.
+    later = page.context.new_page()
+    later.goto(f"{serve.base}/jobs/{job_id}")
+    later_code = later.locator('[data-team="anthropic"] pre[data-code]')
+    later.wait_for_function(
+        "(sel) => document.querySelector(sel)?.textContent.length > 0",
+        arg='[data-team="anthropic"] pre[data-code]', timeout=10_000,
+    )
+    assert later_code.text_content() == written
+    assert later.get_attribute('[data-team="anthropic"]', "data-status") == "generating"
+
+    release()
+    whole = None
+    for shown in (page, later):
+        wait_attr(shown, "#job", "data-job-status", "succeeded")
+        whole = whole or server_code(serve, job_id)["anthropic"]
+        assert shown.locator('[data-team="anthropic"] pre[data-code]').text_content() == whole
+    seen = code_seen(page)["anthropic"]
+    grown = [c for status, c in seen if status == "generating" and c]
+    assert written in grown and grown[-1] == whole and grown.index(written) >= 1, seen
+
+
+def test_the_code_is_highlighted_and_long_lines_wrap_or_scroll(
+    page: Page, sites: Sites
+) -> None:
+    loaded: dict[str, tuple[int, str]] = {}
+    page.on("response", lambda r: loaded.update(
+        {r.url.split("/static/", 1)[1]: (r.status, r.headers.get("content-type", ""))}
+        if "/static/" in r.url else {}))
+    job_id = submit(page, sites.chimera)
+    wait_attr(page, "#job", "data-job-status", "succeeded")
+    code = page.locator('[data-team="anthropic"] pre[data-code]')
+    # highlight.js's classes on the code's tokens: keywords, strings, JSX tags.
+    page.wait_for_selector('[data-team="anthropic"] pre[data-code] .hljs-keyword')
+    keywords = code.locator(".hljs-keyword").all_inner_texts()
+    assert {"import", "export", "function", "const"} <= set(keywords), keywords
+    assert "'react'" in code.locator(".hljs-string").all_inner_texts()
+    assert code.locator(".hljs-tag .hljs-name").count() > 0
+    assert code.locator("code").get_attribute("class") == "hljs language-tsx"
+    # Highlighting changes no character of the code.
+    assert code.text_content() == server_code(sites.chimera, job_id)["anthropic"]
+    # Served by Chimera itself.
+    assert loaded["vendor/highlight/highlight.min.js"] == (200, "text/javascript; charset=utf-8")
+    assert loaded["vendor/highlight/github-dark.min.css"] == (200, "text/css; charset=utf-8")
+
+    # Long lines: wrapped (the default): nothing beyond the right edge.
+    longest = max((code.text_content() or "").splitlines(), key=len)
+    assert len(longest) > 100
+    size = "(pre) => [pre.scrollWidth, pre.clientWidth, getComputedStyle(pre).overflowX]"
+    wide, shown, _ = code.evaluate(size)
+    assert wide <= shown
+    # Unwrapped: they scroll sideways, to their last character.
+    wrap = page.locator('[data-team="anthropic"] button.wrap-toggle')
+    wrap.click()
+    assert wrap.get_attribute("aria-pressed") == "false"
+    wide, shown, overflow = code.evaluate(size)
+    assert wide > shown and overflow == "auto"
+    code.evaluate("(pre) => { pre.scrollLeft = pre.scrollWidth; }")
+    assert code.evaluate("(pre) => pre.scrollLeft") == wide - shown
+
+
+def test_a_finished_job_opened_later_shows_each_teams_figures(
+    page: Page, sites: Sites
+) -> None:
+    """The snapshot carries no step times: the page reads them from the job's history."""
+    job_id = "figures-later"
+    create_job(sites.chimera, job_id)
+    deadline = time.monotonic() + 30
+    while json.loads(urllib.request.urlopen(
+            f"{sites.chimera.base}/api/jobs/{job_id}", timeout=10).read())["state"] != "succeeded":
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.1)  # polled: the job runs in another process
+    page.goto(f"{sites.chimera.base}/jobs/{job_id}")
+    wait_attr(page, "#connection", "data-connection-state", "closed")
+    for team in ("anthropic", "google"):
+        stat = f'[data-team="{team}"] [data-stat="%s"]'
+        page.wait_for_function(
+            "(sel) => /^\\d+\\.\\d s$/.test(document.querySelector(sel)?.textContent)",
+            arg=stat % "total", timeout=10_000,
+        )
+        first_thought, first_code, total = (
+            float(page.inner_text(stat % key).removesuffix(" s"))
+            for key in ("first_thought", "first_code", "total")
+        )
+        assert 0 < first_thought <= first_code <= total < 30
+        assert int(page.inner_text(stat % "output_tokens").replace(",", "")) > 0
+
+
+# Records in window.__compare each "anthropic-status google-status compare-tab" the page
+# shows, as it changes (an init script: the page's CSP does not apply to it).
+RECORD_COMPARE = """
+window.__compare = [];
+new MutationObserver(() => {
+  const teams = [...document.querySelectorAll("article[data-team]")].map((t) => t.dataset.status);
+  const tab = document.querySelector('[role=tab][data-tab="compare"]');
+  if (teams.length !== 2 || !tab) return;
+  const seen = `${teams.join(" ")} ${tab.disabled ? "disabled" : "enabled"}`;
+  if (window.__compare.at(-1) !== seen) window.__compare.push(seen);
+}).observe(document, { subtree: true, childList: true, attributes: true });
+"""
+
+
+def test_the_compare_view_marks_a_known_difference(
+    page: Page, real_teams: RealTeams, tmp_path: Path
+) -> None:
+    page.add_init_script(RECORD_COMPARE)
+    job_id = submit(page, real_teams.serve)
+    compare = page.locator('[role=tab][data-tab="compare"]')
+    wait_attr(page, "#job", "data-job-status", "succeeded")
+    # Offered only once both teams have finished.
+    seen = page.evaluate("() => window.__compare")
+    assert any("thinking" in s and s.endswith("disabled") for s in seen), seen
+    assert [s for s in seen if s.endswith("enabled")] == ["complete complete enabled"], seen
+    codes = {team: code.strip() for team, code in server_code(real_teams.serve, job_id).items()}
+    assert codes == {"anthropic": STATE_FORM.strip(), "google": REDUCER_FORM.strip()}
+    compare.click()
+    view = page.locator("#compare")
+    assert view.is_visible() and page.locator("#teams").is_hidden()
+    assert compare.get_attribute("aria-selected") == "true"
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "compare.png"), full_page=True,
+                    animations="disabled")
+    # Line 1 differs in one word, each side's marked.
+    first = view.locator(".diff-row").first
+    assert first.get_attribute("data-kind") == "changed"
+    assert first.locator(".left mark.diff-word").all_inner_texts() == ["useState"]
+    assert first.locator(".right mark.diff-word").all_inner_texts() == ["useReducer"]
+    # The reducer's lines are only on Google's side.
+    added = view.locator('.diff-row[data-kind="added"] .right code').all_inner_texts()
+    assert "function reducer(fields: Fields, change: Partial<Fields>): Fields {" in added
+    empty = view.locator('.diff-row[data-kind="added"] .left[data-empty="true"]')
+    assert empty.count() == len(added)
+    # The lines both have are not marked, and are highlighted on both sides.
+    same = view.locator('.diff-row[data-kind="same"]', has_text="export function LoginForm")
+    assert same.count() == 1 and same.locator("mark").count() == 0
+    assert same.locator(".left .hljs-keyword").first.inner_text() == "export"
+    differ = int(view.get_attribute("data-differences") or 0)
+    summary = page.inner_text("#compare-summary")
+    assert differ > 0 and re.match(rf"{differ} of \d+ lines differ", summary), summary
+    # The figures side by side, from the events: the SDKs' input and output tokens.
+    stats = view.locator(".compare-stats")
+    assert stats.locator('[data-stat="input_tokens"] td').all_inner_texts() == ["321", "123"]
+    tokens = {m["team"]: m["data"]["token_count"]  # the SDKs' output tokens, thoughts included
+              for m in server_events(real_teams.serve, job_id) if m["type"] == "code_generated"}
+    assert tokens["anthropic"] == 654
+    assert stats.locator('[data-stat="output_tokens"] td').all_inner_texts() == [
+        f"{tokens['anthropic']:,}", f"{tokens['google']:,}"]
+    for key in ("first_thought", "first_code", "total"):
+        times = stats.locator(f'[data-stat="{key}"] td').all_inner_texts()
+        assert all(re.fullmatch(r"\d+\.\d s", t) for t in times), (key, times)
+    # Back to the teams.
+    page.click('[role=tab][data-tab="teams"]')
+    assert page.locator("#teams").is_visible() and view.is_hidden()
+
+
+def test_on_a_phone_tabs_switch_between_the_teams(
+    page: Page, real_teams: RealTeams, tmp_path: Path
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    submit(page, real_teams.serve)
+    anthropic, google = (page.locator(f'[data-team="{t}"]') for t in ("anthropic", "google"))
+    tab = {name: page.locator(f'[role=tab][data-tab="{name}"]')
+           for name in ("anthropic", "google", "teams", "compare")}
+    wait_attr(page, "#job", "data-job-status", "succeeded")
+    # One team at a time; "Both teams" is for wide screens.
+    assert tab["teams"].is_hidden() and tab["anthropic"].is_visible()
+    assert anthropic.is_visible() and google.is_hidden()
+    assert tab["anthropic"].get_attribute("aria-selected") == "true"
+    tab["google"].click()
+    assert google.is_visible() and anthropic.is_hidden()
+    assert tab["google"].get_attribute("aria-selected") == "true"
+    assert tab["anthropic"].get_attribute("aria-selected") == "false"
+    box = google.bounding_box()
+    assert box and box["width"] <= 390  # the whole width, no second column
+    tab["google"].press("ArrowLeft")  # the tabs pattern: arrows move between them
+    assert anthropic.is_visible() and google.is_hidden()
+    tab["google"].click()
+    assert "useReducer" in (google.locator("pre[data-code]").text_content() or "")
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "phone-google.png"), full_page=True)
+    # Compare in one column: a changed line's two sides one above the other.
+    tab["compare"].click()
+    first = page.locator("#compare .diff-row").first
+    left, right = (first.locator(f".{side}").bounding_box() for side in ("left", "right"))
+    assert left and right and right["y"] >= left["y"] + left["height"] - 1
+    page.screenshot(path=str(screenshot_dir(tmp_path) / "phone-compare.png"), full_page=True)

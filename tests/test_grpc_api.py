@@ -136,6 +136,7 @@ async def test_create_stream_get_list(server: Running) -> None:
     codes = [e for e in events if "code_generated" in e]
     assert {e["team"] for e in codes} == {"TEAM_ANTHROPIC", "TEAM_GOOGLE"}
     assert all("LoginForm" in e["code_generated"]["code"] for e in codes)
+    assert all(int(e["code_generated"]["input_tokens"]) > 0 for e in codes)  # as on the WebSocket
 
     code, got, err = await call(server, "GetJob", {"job_id": job_id})
     assert code == 0, err

@@ -66,7 +66,7 @@ async def test_thought_and_answer_parts_in_one_chunk(contract: Contract) -> None
         Thought("Plan: one form."),
         AnswerStarted(),
         CodeDelta(0, DEFAULT_CODE),  # the whole block came in one part
-        CodeResult(code=DEFAULT_CODE, language="tsx", token_count=100),
+        CodeResult(code=DEFAULT_CODE, language="tsx", token_count=100, input_tokens=5),
     ]
 
 

@@ -33,7 +33,7 @@ async def test_code_fits_the_brief(brief: str, expected: list[str]) -> None:
     assert brief[:40] in thoughts[0].text
     result = items[-1]
     assert isinstance(result, CodeResult)
-    assert result.language == "tsx" and result.token_count > 0
+    assert result.language == "tsx" and result.token_count > 0 and result.input_tokens > 0
     for text in expected:
         assert text in result.code
     # Then the code, a few lines at a time: its pieces, end to end, are the code.

@@ -38,7 +38,7 @@ GUIDE_EXTRA_KEYS: dict[str, set[str]] = {
     "code_delta": set(),
     "status_change": {"model"},
     "thought_added": set(),
-    "code_generated": {"language"},
+    "code_generated": {"language", "input_tokens"},
     "error": set(),
 }
 
@@ -50,7 +50,8 @@ def check_guide_shape(message: dict[str, Any]) -> None:
     if "team" in message:
         assert message["team"] in ("anthropic", "google")
     # The guide's data keys per type (status_change may add "model",
-    # code_generated "language"); a thought is exactly {id, text, timestamp, team}.
+    # code_generated "language" and "input_tokens"); a thought is exactly {id, text,
+    # timestamp, team}.
     data = message["data"]
     required = GUIDE_DATA_KEYS[message["type"]]
     assert required <= data.keys(), (message["type"], data)

@@ -166,7 +166,10 @@ class TeamActor:
                     await self.set_status(TeamStatus.GENERATING)
                 await self._send(self._deltas.finish(item.code, self._clock()))
                 await self._publish(
-                    Draft.code(self.job_id, self.team, item.code, item.language, item.token_count)
+                    Draft.code(
+                        self.job_id, self.team, item.code, item.language, item.token_count,
+                        item.input_tokens,
+                    )
                 )
                 self.produced_code = True
                 timing.tokens(item.token_count)

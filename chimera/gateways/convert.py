@@ -108,6 +108,7 @@ def event_to_pb(event: Event) -> pb.JobEvent:
         message.code_generated.code = data["code"]
         message.code_generated.language = data.get("language", "")
         message.code_generated.token_count = int(data.get("token_count", 0))
+        message.code_generated.input_tokens = int(data.get("input_tokens", 0))
     elif event.type is EventType.CODE_DELTA:
         message.code_delta.offset = int(data["offset"])
         message.code_delta.text = data["text"]

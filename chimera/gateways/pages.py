@@ -18,7 +18,9 @@ framing; every response of the gateway carries ``X-Content-Type-Options: nosniff
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http
+import operator
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -52,11 +54,23 @@ PAGES: dict[str, Page] = {
 }
 # The files the pages are made of.
 PAGE_FILES: tuple[str, ...] = (SHELL, *(page.part for page in PAGES.values() if page.part))
-# The files served under /static/, with their content types.
+_JS = "text/javascript; charset=utf-8"
+_CSS = "text/css; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
+# The files served under /static/, with their content types. vendor/ holds the browser
+# libraries Chimera ships (pinned in web/vendor/vendored.json, each with its licence):
+# the pages load them from this server, never from a CDN.
 STATIC: dict[str, str] = {
-    "chimera.js": "text/javascript; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "app.css": "text/css; charset=utf-8",
+    "chimera.js": _JS,
+    "app.js": _JS,
+    "code_view.js": _JS,
+    "compare.js": _JS,
+    "app.css": _CSS,
+    "vendor/highlight/highlight.min.js": _JS,
+    "vendor/highlight/github-dark.min.css": _CSS,
+    "vendor/highlight/LICENSE": _TEXT,
+    "vendor/diff/diff.min.js": _JS,
+    "vendor/diff/LICENSE": _TEXT,
 }
 PAGE_TYPE = "text/html; charset=utf-8"
 # A Host that passed the allow-list, checked again before it goes into a header.
@@ -91,7 +105,9 @@ class WebFiles:
             return None
         if name not in self._cache:
             try:
-                self._cache[name] = (self._root / name).read_bytes()
+                # One part at a time: not every Traversable takes "a/b" in one step.
+                path = functools.reduce(operator.truediv, name.split("/"), self._root)
+                self._cache[name] = path.read_bytes()
             except OSError:
                 self._cache[name] = None
         return self._cache[name]

@@ -13,8 +13,9 @@ One :meth:`AnthropicProvider.stream` call sends one Messages API request
   code of its fenced block as it streams (the prose around it is not code:
   :class:`~chimera.providers.codeblock.CodeStream`);
 - ``message_stop`` → :class:`CodeResult` with the code of the answer's
-  fenced block and ``token_count`` = the message's ``output_tokens`` (what
-  the model generated, thinking included; the prompt is not counted).
+  fenced block, ``token_count`` = the message's ``output_tokens`` (what
+  the model generated, thinking included; the prompt is not counted) and
+  ``input_tokens`` = its ``input_tokens`` (the prompt).
 
 Failures are retried by :func:`chimera.providers.retry.with_retries` (the
 SDK's own retries are off, ``max_retries=0``); see that module for the list.
@@ -139,7 +140,7 @@ class AnthropicProvider(RetryingProvider[AnthropicConfig]):
         if config.thinking_display is not None:
             thinking["display"] = config.thinking_display
         assembler = AnswerAssembler(_SOURCE, missing_end="before message_stop")
-        output_tokens = 0
+        output_tokens = input_tokens = 0
         stop_reason: str | None = None
         stopped = False
         try:
@@ -156,6 +157,7 @@ class AnthropicProvider(RetryingProvider[AnthropicConfig]):
                     events: list[ProviderEvent] = []
                     if isinstance(event, RawMessageStartEvent):
                         output_tokens = event.message.usage.output_tokens or 0
+                        input_tokens = event.message.usage.input_tokens or 0
                     elif isinstance(event, RawContentBlockStartEvent):
                         if isinstance(event.content_block, TextBlock):
                             events = assembler.answer(event.content_block.text or "")
@@ -169,6 +171,7 @@ class AnthropicProvider(RetryingProvider[AnthropicConfig]):
                         events = assembler.thinking_ended()
                     elif isinstance(event, RawMessageDeltaEvent):
                         output_tokens = event.usage.output_tokens or output_tokens
+                        input_tokens = event.usage.input_tokens or input_tokens
                         stop_reason = event.delta.stop_reason or stop_reason
                     elif isinstance(event, RawMessageStopEvent):
                         stopped = True
@@ -185,7 +188,9 @@ class AnthropicProvider(RetryingProvider[AnthropicConfig]):
             yield item
         if stop_reason == "refusal":
             raise ProviderError("Anthropic model declined the brief (stop_reason refusal)")
-        for item in assembler.result(token_count=output_tokens, stop_reason=stop_reason):
+        for item in assembler.result(
+            token_count=output_tokens, input_tokens=input_tokens, stop_reason=stop_reason
+        ):
             yield item
 
     def _translate(self, exc: Exception) -> ProviderError:

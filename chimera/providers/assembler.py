@@ -61,13 +61,18 @@ class AnswerAssembler:
             raise RetryableError(f"{self._source} stream ended {self._missing_end}")
         return self.thinking_ended()
 
-    def result(self, *, token_count: int, stop_reason: str | None = None) -> list[ProviderEvent]:
+    def result(
+        self, *, token_count: int, input_tokens: int = 0, stop_reason: str | None = None
+    ) -> list[ProviderEvent]:
         """The last deltas (if the code shown was not the answer's code yet), then the
         :class:`CodeResult` of the answer's largest fenced block; ``stop_reason``
         explains a block cut off at the token limit."""
         events: list[ProviderEvent] = [*self._code.finish()]
         block = self._code.block(source=self._source, stop_reason=stop_reason)
         events.append(
-            CodeResult(code=block.code, language=block.language, token_count=token_count)
+            CodeResult(
+                code=block.code, language=block.language, token_count=token_count,
+                input_tokens=input_tokens,
+            )
         )
         return events

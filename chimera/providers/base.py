@@ -41,11 +41,14 @@ class CodeDelta:
 
 @dataclass(frozen=True, slots=True)
 class CodeResult:
-    """The finished answer's code and what it cost."""
+    """The finished answer's code and what it cost: ``token_count`` the tokens the
+    model generated (thinking included), ``input_tokens`` those of the request it
+    read (instructions and brief; 0 if the API did not say)."""
 
     code: str
     language: str
     token_count: int
+    input_tokens: int = 0
 
 
 ProviderEvent = Thought | AnswerStarted | CodeDelta | CodeResult

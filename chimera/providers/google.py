@@ -15,7 +15,8 @@ request (``?alt=sse``) through google-genai's async client
 - the chunk with ``finishReason`` → :class:`CodeResult` once the stream
   ends, with ``token_count`` = ``candidatesTokenCount + thoughtsTokenCount``
   of the last ``usageMetadata`` (what the model generated, thinking included;
-  the prompt is not counted), like the Anthropic provider.
+  the prompt is not counted), like the Anthropic provider, and
+  ``input_tokens`` = its ``promptTokenCount``.
 
 Failures are retried by :func:`chimera.providers.retry.with_retries`. The
 SDK's own retries stay off (no ``retry_options``) and so does its automatic
@@ -163,7 +164,10 @@ class GoogleProvider(RetryingProvider[GoogleConfig]):
         if finish not in (genai_types.FinishReason.STOP, genai_types.FinishReason.MAX_TOKENS):
             raise ProviderError(f"Gemini stopped without finishing the answer ({_name(finish)})")
         stop_reason = "max_tokens" if finish == genai_types.FinishReason.MAX_TOKENS else None
-        for item in assembler.result(token_count=_tokens(usage), stop_reason=stop_reason):
+        prompt = (usage.prompt_token_count or 0) if usage is not None else 0
+        for item in assembler.result(
+            token_count=_tokens(usage), input_tokens=prompt, stop_reason=stop_reason
+        ):
             yield item
 
     def _translate(self, exc: Exception) -> ProviderError:

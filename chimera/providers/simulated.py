@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from chimera.defaults import DEFAULT_SIM_DELAY
 from chimera.errors import ProviderError
 from chimera.providers.base import AnswerStarted, CodeDelta, CodeResult, ProviderEvent, Thought
+from chimera.providers.prompt import SYSTEM_PROMPT, user_message
 
 SIMULATED_MODEL = "simulated"
 # The code is written a few lines per step (one step per ``delay``, like a thought).
@@ -549,8 +550,13 @@ class SimulatedProvider:
             await asyncio.sleep(self._delay)
             yield CodeDelta(offset, piece)
             offset += len(piece)
-        # Roughly four characters a token, like the real tokenizers.
-        yield CodeResult(code=code, language="tsx", token_count=max(1, len(code) // 4))
+        # Roughly four characters a token, like the real tokenizers; the request is the
+        # one the real providers send.
+        request = len(SYSTEM_PROMPT) + len(user_message(brief))
+        yield CodeResult(
+            code=code, language="tsx", token_count=max(1, len(code) // 4),
+            input_tokens=max(1, request // 4),
+        )
 
 
 def _pieces(code: str) -> list[str]:

@@ -549,19 +549,24 @@ class CodeGenerated(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     TOKEN_COUNT_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     language: _builtins.str
     token_count: _builtins.int
+    """Tokens the model generated (its thinking included)."""
+    input_tokens: _builtins.int
+    """Tokens of the request the model read (instructions and brief); 0 if unknown."""
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         language: _builtins.str = ...,
         token_count: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "language", b"language", "token_count", b"token_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "input_tokens", b"input_tokens", "language", b"language", "token_count", b"token_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,5 +1,6 @@
 // The Command Center page: the brief form and recent jobs at /, one job at /jobs/{id}.
-// Everything the models or users wrote is put in the page with textContent, never as HTML.
+// Everything the models or users wrote is put in the page with textContent, never as HTML
+// (code goes through highlight.js, which escapes it: code_view.js).
 import {
   TEAMS,
   followJob,
@@ -8,11 +9,22 @@ import {
   newJobId,
   tokenAllows,
 } from "./chimera.js";
+import { CodeView } from "./code_view.js";
+import { renderDiff } from "./compare.js";
 
 const TOKEN_KEY = "chimera.token";
 const JOBS_POLL_MS = 2000;
 const TEAM_LABELS = { anthropic: "Anthropic", google: "Google" };
 const STEPS = ["thinking", "generating", "complete"];
+const TEAM_DONE = new Set(["complete", "error", "cancelled"]);
+// Each team's figures, in the panel and in the Compare view: [key, label].
+const STATS = [
+  ["first_thought", "1st thought"],
+  ["first_code", "1st code"],
+  ["total", "Total"],
+  ["input_tokens", "Tokens in"],
+  ["output_tokens", "Tokens out"],
+];
 const CONNECTION_LABELS = {
   connecting: () => "Connecting…",
   connected: () => "Live",
@@ -23,6 +35,8 @@ const CONNECTION_LABELS = {
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
+// Teams in a stable order: Anthropic, then Google, then anything else.
+const teamOrder = (name) => (TEAMS.includes(name) ? TEAMS.indexOf(name) : TEAMS.length);
 
 /** Makes an element; `text` goes in as textContent (never HTML). */
 function el(tag, attrs = {}, ...children) {
@@ -232,6 +246,7 @@ let view = null;
 function showJob(jobId) {
   const current = followJob(jobId, {
     token: token(),
+    history: true, // opened on a job under way: its earlier events give the teams' times
     onUpdate: (job) => view?.render(job),
     onConnection: (state, info) => view?.setConnection(state, info),
     onMissing: () => view?.setMissing(true),
@@ -268,6 +283,33 @@ function firstWords(text, max = 40) {
   return shown;
 }
 
+/** Seconds from `from` to `to` (ISO timestamps) as "1.2 s" or "2 min 05 s"; "—" if unknown. */
+function duration(from, to) {
+  const ms = Date.parse(to) - Date.parse(from);
+  if (!from || !to || !Number.isFinite(ms) || ms < 0) return "—";
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+}
+
+/** A team's figures: `{key: {text, value}}` (value: a number to compare, or null). */
+function teamStats(run, job) {
+  const times = run.times || {};
+  const start = times.started || job.create_time || "";
+  const since = (at) => {
+    const text = duration(start, at);
+    return { text, value: text === "—" ? null : Date.parse(at) - Date.parse(start) };
+  };
+  const count = (n, known) => (known ? { text: Number(n).toLocaleString("en"), value: Number(n) } : { text: "—", value: null });
+  return {
+    first_thought: since(times.first_thought),
+    first_code: since(times.first_code),
+    total: since(times.ended),
+    input_tokens: count(run.input_tokens, typeof run.input_tokens === "number"),
+    output_tokens: count(run.token_count, run.code_final || TEAM_DONE.has(run.status)),
+  };
+}
+
 function clock(iso) {
   const date = new Date(iso);
   if (!iso || Number.isNaN(date.getTime())) return "";
@@ -293,14 +335,21 @@ class TeamPanel {
     this.language = el("span", { class: "lang", text: "" });
     this.tokens = el("span", { class: "tokens", text: "" });
     this.copy = el("button", { type: "button", class: "copy", text: "Copy" });
-    this.codeText = el("code", {});
-    this.code = el("pre", { class: "code", "data-code": "" }, this.codeText);
+    this.wrap = el("button", { type: "button", class: "wrap-toggle", "aria-pressed": "true", text: "Wrap", title: "Wrap long lines (off: scroll sideways)" });
+    this.codeView = new CodeView();
+    this.codeTitle = el("span", { class: "code-title", text: "Code" });
     this.codeBox = el(
       "div",
       { class: "code-box", hidden: true },
-      el("div", { class: "code-head" }, el("span", { class: "code-title", text: "Code" }), this.language, this.tokens, this.copy),
-      this.code,
+      el("div", { class: "code-head" }, this.codeTitle, this.language, this.tokens, this.wrap, this.copy),
+      this.codeView.pre,
     );
+    this.stats = el("dl", { class: "stats" });
+    this.statValues = {};
+    for (const [key, label] of STATS) {
+      this.statValues[key] = el("dd", { "data-stat": key, text: "—" });
+      this.stats.append(el("div", {}, el("dt", { text: label }), this.statValues[key]));
+    }
     this.root = el(
       "article",
       { class: "team card", "data-team": team, "data-status": "idle" },
@@ -312,6 +361,7 @@ class TeamPanel {
         this.status,
       ),
       this.steps,
+      this.stats,
       this.error,
       el("h3", { class: "sub" }, el("span", { text: "Thoughts" }), this.count),
       this.thoughts,
@@ -320,16 +370,21 @@ class TeamPanel {
       this.codeBox,
     );
     this.copy.addEventListener("click", () => this.copyCode());
+    this.wrap.addEventListener("click", () => {
+      const wrap = this.wrap.getAttribute("aria-pressed") !== "true";
+      this.wrap.setAttribute("aria-pressed", String(wrap));
+      this.codeView.setWrap(wrap);
+    });
   }
 
   async copyCode() {
-    const text = this.codeText.textContent;
+    const text = this.codeView.text;
     try {
       await navigator.clipboard.writeText(text);
     } catch {
       // No clipboard API (not a secure context): select the code and copy that.
       const range = document.createRange();
-      range.selectNodeContents(this.codeText);
+      range.selectNodeContents(this.codeView.code);
       const selection = getSelection();
       selection.removeAllRanges();
       selection.addRange(range);
@@ -339,7 +394,7 @@ class TeamPanel {
     setTimeout(() => (this.copy.textContent = "Copy"), 1500);
   }
 
-  render(run) {
+  render(run, job) {
     this.root.dataset.status = run.status;
     this.status.textContent = run.status;
     this.status.dataset.state = run.status;
@@ -357,13 +412,19 @@ class TeamPanel {
     this.working.hidden = !working || this.jobOver;
     this.workingText.textContent = working || "";
     if (run.code) {
-      if (this.codeText.textContent !== run.code) this.codeText.textContent = run.code;
+      // While the team writes, its code so far; the whole once code_generated came.
+      const final = Boolean(run.code_final) || TEAM_DONE.has(run.status) || this.jobOver;
+      this.codeView.show(run.code, { language: run.language || "", final });
+      this.codeBox.dataset.final = String(final);
+      this.codeTitle.textContent = final ? "Code" : "Code (being written)";
       this.language.textContent = run.language || "";
-      this.tokens.textContent = `${Number(run.token_count || 0).toLocaleString("en")} tokens`;
+      this.tokens.textContent = final ? `${Number(run.token_count || 0).toLocaleString("en")} tokens` : "";
       this.codeBox.hidden = false;
     } else {
       this.codeBox.hidden = true;
     }
+    const stats = teamStats(run, job);
+    for (const [key] of STATS) this.statValues[key].textContent = stats[key].text;
   }
 
   renderThoughts(thoughts) {
@@ -397,8 +458,20 @@ class JobView {
     this.brief = el("h1", { class: "brief", text: "" });
     this.cancel = el("button", { type: "button", id: "cancel", class: "danger", hidden: true, text: "Cancel job" });
     this.error = el("p", { class: "job-error", id: "job-error", role: "alert", hidden: true });
-    this.teams = el("div", { class: "teams" });
+    this.teams = el("div", { class: "teams", id: "teams" });
     this.missing = false;
+    // The views: both teams (one at a time on a phone, by its tab) or the Compare view.
+    this.mode = "teams";
+    this.selected = TEAMS[0];
+    this.tabs = el("div", { class: "view-tabs", role: "tablist", "aria-label": "Teams and the Compare view" });
+    this.teamTabs = new Map();
+    this.bothTab = this.tab("teams", "Both teams", "teams");
+    this.compareTab = this.tab("compare", "Compare", "compare");
+    this.compareTab.disabled = true;
+    this.compareTab.title = "When both teams have finished";
+    this.tabs.append(this.bothTab, this.compareTab);
+    this.compare = el("section", { class: "compare card", id: "compare", role: "tabpanel", "aria-label": "Compare", hidden: true });
+    this.compareKey = "";
     // What a link to an id the server does not know shows (mistyped, or not created yet).
     this.missingBox = el(
       "div",
@@ -432,8 +505,11 @@ class JobView {
       this.missingBox,
       this.head,
       this.error,
+      this.tabs,
       this.teams,
+      this.compare,
     );
+    this.tabs.addEventListener("keydown", (event) => this.onTabKey(event));
     this.cancel.addEventListener("click", () => {
       if (this.follower.cancel()) {
         this.cancel.disabled = true;
@@ -442,18 +518,150 @@ class JobView {
     });
   }
 
+  /** A tab button; `kind`: "team" (phones only), "teams" (wide screens only), "compare". */
+  tab(name, label, kind) {
+    const button = el("button", {
+      type: "button", role: "tab", class: "view-tab", "data-tab": name, "data-kind": kind,
+      "aria-controls": kind === "compare" ? "compare" : "teams", "aria-selected": "false",
+      text: label,
+    });
+    button.addEventListener("click", () => this.select(name));
+    return button;
+  }
+
+  /** Shows one tab's view: a team (on a phone: that team alone), both teams, or Compare. */
+  select(name) {
+    if (name === "compare") {
+      if (this.compareTab.disabled) return;
+      this.mode = "compare";
+    } else {
+      this.mode = "teams";
+      if (name !== "teams") this.selected = name;
+    }
+    this.showTabs();
+  }
+
+  showTabs() {
+    const teams = this.mode === "teams";
+    this.teams.hidden = !teams || this.missing;
+    this.compare.hidden = teams || this.missing;
+    this.root.dataset.view = this.mode;
+    this.teams.dataset.selected = this.selected;
+    for (const [name, panel] of this.panels) panel.root.dataset.selected = String(name === this.selected);
+    for (const [name, button] of this.teamTabs) {
+      const on = teams && name === this.selected;
+      button.setAttribute("aria-selected", String(on));
+      button.tabIndex = on ? 0 : -1;
+    }
+    this.bothTab.setAttribute("aria-selected", String(teams));
+    this.bothTab.tabIndex = teams ? 0 : -1;
+    this.compareTab.setAttribute("aria-selected", String(!teams));
+    this.compareTab.tabIndex = teams ? -1 : 0;
+  }
+
+  /** Arrow keys move between the tabs shown (the WAI-ARIA tabs pattern). */
+  onTabKey(event) {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (!step) return;
+    const shown = [...this.tabs.querySelectorAll("[role=tab]")].filter(
+      (tab) => tab.offsetParent !== null && !tab.disabled,
+    );
+    const at = shown.indexOf(document.activeElement);
+    if (at < 0) return;
+    const next = shown[(at + step + shown.length) % shown.length];
+    next.focus();
+    next.click();
+    event.preventDefault();
+  }
+
   panel(team) {
     let panel = this.panels.get(team);
     if (!panel) {
       panel = new TeamPanel(team);
       this.panels.set(team, panel);
-      // Keep a stable order: Anthropic, then Google, then anything else.
-      const order = (name) => (TEAMS.includes(name) ? TEAMS.indexOf(name) : TEAMS.length);
-      const after = [...this.panels.keys()].filter((name) => order(name) > order(team));
+      panel.root.id = `team-${team}`;
+      const after = [...this.panels.keys()].filter((name) => teamOrder(name) > teamOrder(team))
+        .sort((a, b) => teamOrder(a) - teamOrder(b));
       const before = after.length ? this.panels.get(after[0]).root : null;
       this.teams.insertBefore(panel.root, before && before.parentNode ? before : null);
+      const button = this.tab(team, TEAM_LABELS[team] || team, "team");
+      button.setAttribute("aria-controls", panel.root.id);
+      this.teamTabs.set(team, button);
+      const next = after.length ? this.teamTabs.get(after[0]) : this.bothTab;
+      this.tabs.insertBefore(button, next && next.parentNode ? next : this.bothTab);
+      if (!this.panels.has(this.selected)) this.selected = team;
+      this.showTabs();
     }
     return panel;
+  }
+
+  /** The Compare view, once both teams finished with code; otherwise its tab says why not. */
+  renderCompare(job) {
+    const names = [...this.panels.keys()].sort((a, b) => teamOrder(a) - teamOrder(b));
+    this.tabs.hidden = this.missing || names.length < 2; // one team: nothing to switch or compare
+    const runs = names.map((name) => job.teams[name]).filter(Boolean);
+    const ready = runs.length >= 2 && runs.every((run) => TEAM_DONE.has(run.status));
+    const withCode = ready && runs.slice(0, 2).every((run) => run.code && (run.code_final || run.status === "complete"));
+    this.compareTab.disabled = !withCode;
+    this.compareTab.title = withCode ? "The two programs side by side" : ready
+      ? "Compare needs both teams' code" : "When both teams have finished";
+    if (!withCode) {
+      if (this.mode === "compare") this.select("teams");
+      return;
+    }
+    const [left, right] = runs;
+    const key = JSON.stringify([left.code, right.code, left.language, right.language, left.model, right.model]);
+    if (key !== this.compareKey) {
+      // The diff is made again only when a program changed; the figures on every update.
+      this.compareKey = key;
+      const title = (run) => `${TEAM_LABELS[run.team] || run.team}${run.model ? ` · ${run.model}` : ""}`;
+      const { root, counts } = renderDiff(
+        { title: title(left), code: left.code, language: left.language },
+        { title: title(right), code: right.code, language: right.language },
+      );
+      const differ = counts.changed + counts.removed + counts.added;
+      const name = (run) => TEAM_LABELS[run.team] || run.team;
+      const summary = differ === 0
+        ? "The two programs are the same."
+        : `${differ.toLocaleString("en")} of ${(differ + counts.same).toLocaleString("en")} lines differ: `
+          + `${counts.changed} changed, ${counts.removed} only in ${name(left)}, `
+          + `${counts.added} only in ${name(right)}.`;
+      this.compare.dataset.differences = String(differ);
+      this.statsNode = el("table", { class: "compare-stats" });
+      this.statsKey = "";
+      this.compare.replaceChildren(
+        el("div", { class: "compare-head" }, el("h2", { text: "Compare" }),
+          el("p", { class: "muted", id: "compare-summary", text: summary }),
+          el("p", { class: "legend" }, el("span", { class: "minus", text: `− ${name(left)}` }),
+            el("span", { class: "plus", text: `+ ${name(right)}` }))),
+        this.statsNode,
+        root,
+      );
+    }
+    const pair = runs.slice(0, 2);
+    const statsKey = JSON.stringify(pair.map((run) => teamStats(run, job)));
+    if (statsKey !== this.statsKey) {
+      this.statsKey = statsKey;
+      const table = this.statsTable(pair, job);
+      this.statsNode.replaceWith(table);
+      this.statsNode = table;
+    }
+  }
+
+  /** The teams' figures side by side; the lower of each is marked (faster, fewer tokens). */
+  statsTable(runs, job) {
+    const stats = runs.map((run) => teamStats(run, job));
+    const head = el("tr", {}, el("th", { scope: "col", text: "" }),
+      ...runs.map((run) => el("th", { scope: "col", "data-column-team": run.team, text: TEAM_LABELS[run.team] || run.team })));
+    const body = STATS.map(([key, label]) => {
+      // Marked only where the figures shown differ (not 0.21 s against 0.24 s, both "0.2 s").
+      const known = stats.every((s) => s[key].value !== null);
+      const differ = new Set(stats.map((s) => s[key].text)).size > 1;
+      const best = known && differ ? Math.min(...stats.map((s) => s[key].value)) : null;
+      return el("tr", { "data-stat": key }, el("th", { scope: "row", text: label }),
+        ...stats.map((s) => el("td", { "data-best": String(s[key].value === best), text: s[key].text })));
+    });
+    return el("table", { class: "compare-stats" }, el("thead", {}, head), el("tbody", {}, ...body));
   }
 
   render(job) {
@@ -472,8 +680,9 @@ class JobView {
     const names = Object.keys(job.teams);
     for (const name of names.length ? names : TEAMS) {
       this.panel(name).jobOver = isFinal(job.state);
-      this.panel(name).render(job.teams[name] || { status: "idle", thoughts: [], code: "", error: "", model: "" });
+      this.panel(name).render(job.teams[name] || { status: "idle", thoughts: [], code: "", error: "", model: "", times: {} }, job);
     }
+    this.renderCompare(job);
     if (job.error) this.showError({ message: job.error });
     this.updateCancel();
   }
@@ -484,7 +693,8 @@ class JobView {
     this.root.dataset.missing = String(missing);
     this.missingBox.hidden = !missing;
     this.head.hidden = missing;
-    this.teams.hidden = missing;
+    this.tabs.hidden = missing;
+    this.showTabs();
     // The socket still waits for the id, but "Live" would say a job is being followed.
     $("#connection").hidden = missing;
     if (missing) document.title = "Chimera · no such job";

@@ -9,7 +9,10 @@
 // thought is there exactly once whatever path it took. A position is {seq, epoch}: the
 // epoch (from `connected` or the snapshot) names the server store's lifetime, so after
 // the server lost its data a resume is refused (4410) instead of splicing another job's
-// events under the same id. See docs/browser.md ("chimera.js") for the API.
+// events under the same id. A team's code grows with its code_delta events (spliced at
+// their offsets, as the server does) until code_generated replaces it. Each team's times
+// (started, first thought, first code, ended) and tokens come from the events' timestamps
+// and data. See docs/browser.md ("chimera.js") for the API.
 
 export const RECONNECT_ATTEMPTS = 5;
 export const RECONNECT_DELAY_MS = 2000;
@@ -20,6 +23,7 @@ export const BEARER_PROTOCOL = "chimera.bearer";
 
 export const TEAMS = ["anthropic", "google"];
 const JOB_FINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TEAM_FINAL = new Set(["complete", "error", "cancelled"]);
 const CLOSE_TOO_SLOW = 4008;
 const CLOSE_HISTORY_GONE = 4410;
 const CLOSE_SINCE_TOO_LARGE = 4416;
@@ -56,6 +60,13 @@ export function webSocketUrl(baseUrl, jobId, since = 0, epoch = "") {
   if (since > 0) {
     url.search = epoch ? `?since=${since}&epoch=${encodeURIComponent(epoch)}` : `?since=${since}`;
   }
+  return url.toString();
+}
+
+/** The socket that reads a job's history from its start, in store lifetime `epoch`. */
+function historyUrl(baseUrl, jobId, epoch) {
+  const url = new URL(webSocketUrl(baseUrl, jobId));
+  url.search = epoch ? `?since=0&epoch=${encodeURIComponent(epoch)}` : "";
   return url.toString();
 }
 
@@ -122,8 +133,84 @@ export async function listJobs({ pageSize = 20, pageToken = "", ...options } = {
   return { jobs: body?.jobs || [], next_page_token: body?.next_page_token || "" };
 }
 
+/** When a team's steps happened (ISO timestamps, "" until known). */
+function emptyTimes() {
+  return { started: "", first_thought: "", first_code: "", ended: "" };
+}
+
 function emptyTeam(team) {
-  return { team, status: "idle", model: "", thoughts: [], code: "", language: "", token_count: 0, error: "" };
+  // code: the code so far (the code_delta texts joined, or a snapshot's), and the whole
+  // of it once code_final; code_length: its length in code points, the unit of a delta's
+  // offset (Python's str, not JavaScript's UTF-16 units). input_tokens: null until known.
+  return {
+    team, status: "idle", model: "", thoughts: [], code: "", language: "", token_count: 0,
+    error: "", code_final: false, code_length: 0, input_tokens: null, times: emptyTimes(),
+  };
+}
+
+/** The length of `text` in code points. */
+function codePoints(text) {
+  let n = 0;
+  for (const _ of text) n += 1;
+  return n;
+}
+
+/** Keeps the earliest of `times[key]` and `timestamp` (ISO 8601 UTC strings sort as times). */
+function earliest(times, key, timestamp) {
+  if (timestamp && (!times[key] || timestamp < times[key])) times[key] = timestamp;
+}
+
+/**
+ * Folds what one team event says about the team's times and tokens into `job`, whether or
+ * not the event was folded before (a replayed history read for them): each time is the
+ * earliest event of its kind, so folding an event twice, or out of order, changes nothing.
+ */
+export function applyStats(job, msg) {
+  if (!msg.team || !msg.timestamp) return;
+  const run = teamOf(job, msg.team);
+  const data = msg.data || {};
+  const at = msg.timestamp;
+  switch (msg.type) {
+    case "status_change":
+      if (data.status === "thinking") earliest(run.times, "started", at);
+      else if (TEAM_FINAL.has(data.status)) earliest(run.times, "ended", at);
+      break;
+    case "thought_added":
+      earliest(run.times, "first_thought", data.timestamp || at);
+      break;
+    case "code_delta":
+      earliest(run.times, "first_code", at);
+      break;
+    case "code_generated":
+      // A server without code_delta: the code's first sight is the whole of it.
+      earliest(run.times, "first_code", at);
+      if (typeof data.input_tokens === "number") run.input_tokens = data.input_tokens;
+      break;
+    default:
+      break;
+  }
+}
+
+/**
+ * One code_delta, as the server splices it (chimera.events.splice): `text` replaces the
+ * code so far from `offset` on (in code points) — mostly an append; an offset below the
+ * end means the team started its code again there. Deltas seen before (a resume, a
+ * snapshot that had them) never come here: applyEvent drops them by seq. A delta past the
+ * end (a piece this model never had: a snapshot without the code so far) is left out
+ * until code_generated brings the whole.
+ */
+function applyCodeDelta(run, data) {
+  const offset = data.offset;
+  const text = typeof data.text === "string" ? data.text : "";
+  if (run.code_final || !Number.isInteger(offset) || offset < 0 || offset > run.code_length) {
+    return;
+  }
+  if (offset < run.code_length) {
+    run.code = [...run.code].slice(0, offset).join("");
+    run.code_length = offset;
+  }
+  run.code += text;
+  run.code_length += codePoints(text);
 }
 
 /** A thought from an event or a snapshot: `{id, text, timestamp}`. */
@@ -143,7 +230,8 @@ function thoughtOf(value, team, index, fallbackTime) {
 export function emptyJob(jobId, { brief = "", teams = [] } = {}) {
   // epoch: the server store's lifetime last_sequence belongs to ("" until known).
   const job = {
-    job_id: jobId, brief, state: "pending", error: "", last_sequence: 0, epoch: "", teams: {},
+    job_id: jobId, brief, state: "pending", error: "", last_sequence: 0, epoch: "",
+    create_time: "", teams: {},
   };
   for (const team of teams) job.teams[team] = emptyTeam(team);
   return job;
@@ -166,6 +254,7 @@ export function applyEvent(job, msg) {
   }
   const run = teamOf(job, msg.team);
   if (job.state === "pending") job.state = "running";
+  applyStats(job, msg);
   switch (msg.type) {
     case "status_change":
       run.status = data.status || run.status;
@@ -176,8 +265,13 @@ export function applyEvent(job, msg) {
       if (!run.thoughts.some((t) => t.id === thought.id)) run.thoughts.push(thought);
       break;
     }
+    case "code_delta":
+      applyCodeDelta(run, data);
+      break;
     case "code_generated":
       run.code = data.code || "";
+      run.code_length = codePoints(run.code);
+      run.code_final = true;
       run.language = data.language || "";
       run.token_count = Number(data.token_count || 0);
       break;
@@ -221,9 +315,24 @@ export function applySnapshot(job, snap) {
     for (const thought of thoughts) {
       if (!thought.timestamp) thought.timestamp = before.find((b) => b.id === thought.id)?.timestamp || "";
     }
-    teams[t.team] = { ...emptyTeam(t.team), ...t, thoughts };
+    // A snapshot carries no step times and no input tokens: those stay as the events
+    // gave them, plus what the snapshot shows (its first thought, if it has all of them).
+    const had = job.teams[t.team];
+    const times = { ...emptyTimes(), ...had?.times };
+    if (thoughts.length === count && thoughts.length) earliest(times, "first_thought", thoughts[0].timestamp);
+    // `code` is the whole, once code_generated came; until then `code_so_far` is what the
+    // team wrote so far (its code_delta events spliced).
+    const whole = typeof t.code === "string" ? t.code : "";
+    const code = whole || (typeof t.code_so_far === "string" ? t.code_so_far : "");
+    teams[t.team] = {
+      ...emptyTeam(t.team), ...t, thoughts, code, times,
+      code_final: Boolean(whole),
+      code_length: codePoints(code),
+      input_tokens: typeof t.input_tokens === "number" ? t.input_tokens : had?.input_tokens ?? null,
+    };
   }
   job.brief = snap.brief ?? job.brief;
+  if (snap.create_time) job.create_time = snap.create_time;
   job.state = snap.state || job.state;
   job.last_sequence = seq;
   if (snap.epoch) job.epoch = snap.epoch;
@@ -252,6 +361,10 @@ export function isFinal(state) {
  *                             Never with `create`.
  *   onError(error)            {kind: "auth" | "create" | "cancel" | "gone" | "server", message, status?, code?,
  *                             expired? (auth: the token expired while the socket was open, close 4401)}
+ *   history       true: when following starts from a snapshot of a job already under way,
+ *                 read the job's events from its start once (a second socket, closed when
+ *                 it has caught up), for what a snapshot leaves out: each team's step
+ *                 times and input tokens (applyStats)
  *   log                       a console-like object (default console); null for silence
  * Returns {job, missing, cancel(), close(), get connection()} (`missing`: the last snapshot
  * answered 404 and no event has come since).
@@ -279,6 +392,10 @@ class JobFollower {
     this.pingTimer = null;
     this.stopped = false;
     this.missing = false;
+    this.sawEvent = false; // an event came on the live socket (its stats with it)
+    this.historyRead = false;
+    this.historySocket = null;
+    this.keptStats = null; // the stats a 4410 reset keeps if the job turns out the same
     this.pendingCreate = options.create ? { request_id: newJobId(), ...options.create } : null;
     // Back online: try the WebSocket now rather than at the next retry.
     this.onOnline = () => {
@@ -319,7 +436,11 @@ class JobFollower {
       }
       if (this.stopped) return true;
       this.missing = false;
-      if (applied === true) this.emit("onUpdate", this.job);
+      if (applied === true) {
+        this.restoreStats();
+        this.emit("onUpdate", this.job);
+        this.readHistory();
+      }
       if (isFinal(this.job.state)) this.finish();
       return true;
     } catch (err) {
@@ -333,6 +454,66 @@ class JobFollower {
       }
       return false; // the server cannot be reached
     }
+  }
+
+  /**
+   * Reads the job's events from the start on a socket of its own, folding only their
+   * stats (applyStats), when following began from a snapshot that had events this
+   * follower never saw; closed once it reaches the follower's last seq (the live
+   * socket brings the rest). At most once; a refusal leaves the stats unknown.
+   */
+  readHistory() {
+    if (!this.options.history || this.historyRead || this.sawEvent || this.job.last_sequence === 0) return;
+    this.historyRead = true;
+    let ws;
+    try {
+      const url = historyUrl(this.baseUrl, this.jobId, this.job.epoch);
+      ws = this.token ? new WebSocket(url, [BEARER_PROTOCOL, this.token]) : new WebSocket(url);
+    } catch (err) {
+      this.log?.error?.(err);
+      return;
+    }
+    this.historySocket = ws;
+    const done = () => {
+      if (this.historySocket !== ws) return;
+      this.historySocket = null;
+      if (ws.readyState <= WebSocket.OPEN) ws.close(1000);
+      if (!this.closedByPage) this.emit("onUpdate", this.job);
+    };
+    ws.onmessage = (event) => {
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (typeof msg.seq !== "number") return;
+      applyStats(this.job, msg);
+      if (msg.seq >= this.job.last_sequence) done();
+    };
+    ws.onclose = done;
+  }
+
+  closeHistory() {
+    const ws = this.historySocket;
+    this.historySocket = null;
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
+  }
+
+  /** After a 4410 reset: the same job again (same store lifetime and creation time)
+   * keeps the stats it had, rather than reading its history again. */
+  restoreStats() {
+    const kept = this.keptStats;
+    this.keptStats = null;
+    if (!kept || !kept.epoch || kept.epoch !== this.job.epoch) return;
+    if (kept.create_time && this.job.create_time && kept.create_time !== this.job.create_time) return;
+    for (const [name, stats] of Object.entries(kept.teams)) {
+      const run = this.job.teams[name];
+      if (!run) continue;
+      for (const [key, at] of Object.entries(stats.times)) earliest(run.times, key, at);
+      if (run.input_tokens === null) run.input_tokens = stats.input_tokens;
+    }
+    this.historyRead = true;
   }
 
   connect() {
@@ -400,6 +581,7 @@ class JobFollower {
     }
     if (typeof msg.seq === "number") {
       this.missing = false;
+      this.sawEvent = true;
       if (applyEvent(this.job, msg)) this.emit("onUpdate", this.job);
       if (!this.job.brief && !this.briefAsked) {
         // The job came into being while we waited on its socket: the brief is in its snapshot.
@@ -444,7 +626,19 @@ class JobFollower {
     }
     if (event.code === CLOSE_HISTORY_GONE || event.code === CLOSE_SINCE_TOO_LARGE) {
       // The events cannot be replayed from our position: start again from the snapshot,
-      // from nothing (the id may name another job now: none of ours is kept).
+      // from nothing (the id may name another job now: none of ours is kept, except the
+      // stats if the snapshot shows the same job: restoreStats).
+      const { epoch, create_time: createTime, teams } = this.job;
+      this.keptStats = {
+        epoch,
+        create_time: createTime,
+        teams: Object.fromEntries(Object.entries(teams).map(([name, run]) => [
+          name, { times: { ...run.times }, input_tokens: run.input_tokens },
+        ])),
+      };
+      this.closeHistory();
+      this.sawEvent = false;
+      this.historyRead = false;
       Object.assign(this.job, emptyJob(this.jobId));
       const reached = await this.loadSnapshot();
       if (this.stopped) return;
@@ -523,6 +717,7 @@ class JobFollower {
   }
 
   fail(error) {
+    this.closeHistory();
     this.teardown();
     this.stopped = true;
     this.emit("onError", error);
@@ -555,6 +750,8 @@ class JobFollower {
 
   /** Stops following (the page left the job). */
   close() {
+    this.closedByPage = true;
+    this.closeHistory();
     if (this.stopped) return;
     this.teardown();
     this.stopped = true;
