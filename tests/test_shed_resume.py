@@ -104,3 +104,22 @@ async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
     seen = [m["seq"] for m in job_events(messages)]
     assert code == 4008, (code, reason)
     assert f"since={seen[-1]}" in reason
+
+
+async def test_stopping_does_not_wait_out_a_shed_reader_that_never_reads(
+    start_server: StartServer,
+) -> None:
+    """A shed reader is given 60 s to read up to its 4008; a server stopping gives it
+    its grace (1 s here) and then ends its connection."""
+    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT)
+    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
+    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
+    async with server.client() as client:
+        await client.create("a flood", job_id="flood")
+        await asyncio.wait_for(read_until_closed(fast), 60)
+    await shed(server)  # the stuck one: its close frame waits behind what it has not read
+    await asyncio.wait_for(server.stop(), 20)
+    # Its connection was ended (aborted: no closing handshake): what was sent, then the end.
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+        await asyncio.wait_for(read_frames(stuck_reader), 30)
+    stuck_writer.close()

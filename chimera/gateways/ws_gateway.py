@@ -9,6 +9,9 @@ This module is the server and its assembly; each job has a module of its own:
   three places, the right to the job, the subscriber limits), before the upgrade;
 - :mod:`chimera.gateways.fast_path`: a caught-up subscriber's events written
   straight to its connection by the broadcaster;
+- :mod:`chimera.gateways.ws_connection`: the server's connection class, which keeps
+  its Sans-I/O protocol and its transport for the fast path, the close metrics and
+  :meth:`WebSocketGateway.stop`;
 - :mod:`chimera.gateways.http_api`: ``GET /api/jobs/{job_id}`` (the snapshot) and
   ``GET /api/jobs`` (the list), for clients that poll;
 - :mod:`chimera.gateways.pages`: the Command Center (``GET /``, ``GET /jobs/{job_id}``,
@@ -33,7 +36,6 @@ from collections.abc import Sequence
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager
@@ -45,6 +47,7 @@ from chimera.gateways.admission import Admission, select_subprotocol
 from chimera.gateways.http_api import HttpApi
 from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.pages import Pages, WebFiles
+from chimera.gateways.ws_connection import WRITE_LIMIT, WsConnection
 from chimera.gateways.ws_session import Sessions
 from chimera.health import Health
 from chimera.http.access_log import access_logger
@@ -139,6 +142,8 @@ class WebSocketGateway:
             ping_timeout=20,
             close_timeout=5,
             compression=None,  # frames are encoded once and sent as they are
+            write_limit=WRITE_LIMIT,  # the fast path's bound too
+            create_connection=WsConnection,
             reuse_port=self.reuse_port,
         )
         self.port = self._server.sockets[0].getsockname()[1]
@@ -158,11 +163,12 @@ class WebSocketGateway:
         try:
             await asyncio.wait_for(asyncio.shield(server.wait_closed()), grace)
         except TimeoutError:
-            stuck = [c for c in server.connections]
+            # Shed readers given time to read up to their 4008 are not waited for
+            # (their close() would): their connections are ended now.
+            for c in list(self._sessions.closing_slowly):
+                c.asyncio_transport.abort()
+            stuck = list(server.connections)  # the open ones
             log.warning("closing %d WebSocket connection(s) still open", len(stuck))
-            for c in stuck:
-                if c.state is State.CLOSING:  # e.g. a shed reader given time to read its 4008
-                    c.transport.abort()
             await asyncio.gather(
                 *(c.close(*_SHUTDOWN) for c in stuck), return_exceptions=True
             )
