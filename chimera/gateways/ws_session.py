@@ -344,7 +344,6 @@ class Sessions:
         finally:
             self.closing_slowly.discard(ws)
 
-
     def _delivered(self, events: list[Event]) -> None:
         if self._deliveries is not None:
             for event in events:
