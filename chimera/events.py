@@ -169,15 +169,12 @@ class Event:
     as they are. An event read back (:meth:`from_frame`) parses only what
     numbering and delivery need (its type, and whether it is the job's last):
     ``team``, ``data`` and ``timestamp`` are parsed from the frame the first time
-    they are read. ``wire`` is the frame as a transport writes it (the
-    WebSocket gateway's serialized frame), made by the first writer and shared by
-    every connection after it. Treat an event as immutable: nothing else changes
-    after it is made.
+    they are read. Treat an event as immutable: nothing changes after it is made.
     """
 
     __slots__ = (
         "_data", "_team", "_timestamp", "frame", "is_final", "job_id", "seq", "taken",
-        "type", "wire",
+        "type",
     )
 
     def __init__(
@@ -211,7 +208,6 @@ class Event:
         # When the broadcaster numbered it (or the log was read): where delivery
         # latency starts.
         self.taken: Final = time.monotonic() if taken is None else taken
-        self.wire: bytes | None = None
 
     @staticmethod
     def from_draft(draft: Draft, seq: int) -> Event:

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from chimera.defaults import DEFAULT_METRICS_PORT
 from chimera.errors import ConfigError
@@ -134,6 +135,25 @@ async def test_a_shed_subscriber_is_counted_as_too_slow(start_server: StartServe
     after = await scrape_until(port, lambda s: value(s, CONNECTIONS) == 0)
     assert delta(after, before, "chimera_ws_disconnects_total", reason="too_slow") == 1
     assert delta(after, before, "chimera_ws_disconnects_total", reason="finished") == 1
+
+
+async def test_a_close_websockets_makes_itself_is_counted_by_its_code(
+    start_server: StartServer,
+) -> None:
+    """A client frame over the limit is closed 1009 by websockets, not by Chimera's
+    session: the metric still names the close code the server sent."""
+    server = await start_server(max_frame_bytes=1024, metrics_port=0)
+    port = metrics_port(server)
+    before = await scrape(port)
+    async with await ws_connect(server.ws_url("big"), max_size=None) as ws:
+        await ws.recv()  # connected
+        await ws.send("x" * 2048)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 30)
+        assert ws.close_code == 1009
+    after = await scrape_until(port, lambda s: value(s, CONNECTIONS) == 0)
+    assert delta(after, before, "chimera_ws_disconnects_total", reason="frame_too_large") == 1
+    assert delta(after, before, "chimera_ws_disconnects_total", reason="client") == 0
 
 
 async def test_calls_refused_by_auth_are_counted(start_server: StartServer) -> None:

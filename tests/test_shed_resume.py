@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -86,13 +87,23 @@ async def test_shed_during_history_replay_names_the_last_event_received(
             assert (await anext(resumed)).sequence == since + 1
 
 
-async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
+async def flood_past_a_stuck_reader(
     start_server: StartServer,
-) -> None:
+) -> tuple[Running, asyncio.StreamReader, Any]:
+    """A server whose flood job ran to its end for a reader that kept up, past one
+    that never read (shed: what it holds, then its close, wait behind what it has
+    not read); the server and the stuck reader's streams."""
     server, stuck_reader, stuck_writer, fast = await flooded(start_server)
     async with server.client() as client:
         await client.create("a flood", job_id="flood")
         await asyncio.wait_for(read_until_closed(fast), 60)
+    return server, stuck_reader, stuck_writer
+
+
+async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
+    start_server: StartServer,
+) -> None:
+    _, stuck_reader, stuck_writer = await flood_past_a_stuck_reader(start_server)
     # Slow for longer than a close handshake may take (5 s): the close frame sits
     # behind what the kernel holds, and must still arrive with its reason. (The
     # pause is the behaviour under test, not a wait for the server.)
@@ -102,3 +113,17 @@ async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
     seen = [m["seq"] for m in job_events(messages)]
     assert code == 4008, (code, reason)
     assert f"since={seen[-1]}" in reason
+
+
+async def test_stopping_does_not_wait_out_a_shed_reader_that_never_reads(
+    start_server: StartServer,
+) -> None:
+    """A shed reader is given 60 s to read up to its 4008; a server stopping gives it
+    its grace (1 s here) and then ends its connection."""
+    server, stuck_reader, stuck_writer = await flood_past_a_stuck_reader(start_server)
+    await shed(server)
+    await asyncio.wait_for(server.stop(), 20)
+    # Its connection was ended (aborted: no closing handshake): what was sent, then the end.
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionResetError)):
+        await asyncio.wait_for(read_frames(stuck_reader), 30)
+    stuck_writer.close()

@@ -1,36 +1,20 @@
 """The WebSocket fast path: a caught-up subscriber's live events written straight to
-its connection by the broadcaster (like ``websockets.broadcast()``), with each
-event's frame built once for every connection (:func:`ws_frame`).
+its connection by the broadcaster, as ``websockets.broadcast()`` writes them.
 
 While the transport's buffer is under its high-water mark, :class:`DirectWriter`
 (the subscription's :class:`~chimera.actors.broadcaster.Listener`) writes the
-frame; otherwise it refuses, the event is queued, and the connection's writer
+event; otherwise it refuses, the event is queued, and the connection's writer
 task (:mod:`chimera.gateways.ws_session`) sends the queue, several frames per
 write (:meth:`DirectWriter.write`), waiting for the buffer to drain between writes.
 """
 
 from __future__ import annotations
 
-from websockets.asyncio.server import ServerConnection
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from chimera.events import Event
+from chimera.gateways.ws_connection import WsConnection
 from chimera.observability.metrics import Deliveries
-
-
-def ws_frame(event: Event) -> bytes:
-    """``event``'s WebSocket frame, serialized by the first writer that needs it
-    and kept on the event (:attr:`Event.wire`) for every other connection, live,
-    queued and catching up alike.
-
-    A server's frames are not masked and we use no extension, so one event's
-    frame is the same bytes on every connection.
-    """
-    wire = event.wire
-    if wire is None:
-        wire = event.wire = Frame(Opcode.TEXT, event.frame).serialize(mask=False, extensions=[])
-    return wire
 
 
 class DirectWriter:
@@ -40,22 +24,27 @@ class DirectWriter:
     the session's writer) and the transport is under its high-water mark;
     otherwise refuses, and the event is queued for the writer task.
 
-    What ``websockets.broadcast()`` does for one connection, with the frame
-    serialized once for all of them (:func:`ws_frame`), and refusing rather than buffering past
-    the high-water mark. Writing a whole frame to the transport is what
-    ``protocol.send_text`` plus ``send_data`` do; it only happens between whole
-    frames (the loop is single-threaded and every other write is a whole frame
-    too). ``protocol.state``, ``transport`` and ``write_limit_high`` are not all
-    documented API, hence websockets is pinned to the major version tested (17).
+    What ``websockets.broadcast()`` does for one connection (skip it unless it
+    is open, ``protocol.send_text(bytes)``, write the protocol's output), with
+    two differences: it also skips a connection whose writer task has a write
+    of its own under way (``caught_up`` is false then, so the two never
+    interleave), and it refuses rather than buffer past the high-water mark
+    (``broadcast()`` has no backpressure, so a slow subscriber would never
+    reach its queue and its 4008). Only documented API: the Sans-I/O
+    protocol's ``state``, ``send_text()`` and ``data_to_send()``, the asyncio
+    transport's ``write()`` and ``get_write_buffer_size()``, reached as
+    :class:`~chimera.gateways.ws_connection.WsConnection` says, and the
+    high-water mark the gateway gave ``serve()`` (``write_limit``).
     """
 
     __slots__ = ("_limit", "_live", "_protocol", "_transport", "caught_up")
 
-    def __init__(self, ws: ServerConnection, deliveries: Deliveries | None) -> None:
+    def __init__(self, ws: WsConnection, write_limit: int, deliveries: Deliveries | None) -> None:
+        """``write_limit``: the high-water mark given to ``serve()``."""
         self.caught_up = False
-        self._protocol = ws.protocol
-        self._transport = ws.transport
-        self._limit = ws.write_limit_high
+        self._protocol = ws.sansio
+        self._transport = ws.asyncio_transport
+        self._limit = write_limit
         self._live = deliveries.live if deliveries is not None else None
 
     def offer(self, event: Event) -> bool:
@@ -65,7 +54,8 @@ class DirectWriter:
             or self._transport.get_write_buffer_size() > self._limit
         ):
             return False
-        self._transport.write(ws_frame(event))
+        self._protocol.send_text(event.frame)
+        self._flush()
         if self._live is not None:
             self._live(event, len(event.frame))
         return True
@@ -75,10 +65,21 @@ class DirectWriter:
         return max(self._limit - self._transport.get_write_buffer_size(), 1)
 
     def write(self, events: list[Event]) -> bool:
-        """Writes the queued ``events`` in one transport write (the writer task's
-        batch: whole frames, as :meth:`offer` writes them); ``False``, having
-        written nothing, if the connection is not open."""
+        """Writes ``events`` in one transport write (the writer task's batch, framed
+        as :meth:`offer` frames them); ``False``, having written nothing, if the
+        connection is not open."""
         if self._protocol.state is not State.OPEN:
             return False
-        self._transport.write(b"".join([ws_frame(e) for e in events]))
+        if events:
+            for event in events:
+                self._protocol.send_text(event.frame)
+            self._flush()
         return True
+
+    def _flush(self) -> None:
+        """Writes what the protocol has to send, in one transport write, as the
+        Sans-I/O contract asks right after ``send_text()``. An open connection's
+        output is whole frames only: websockets writes its own (pongs, closes)
+        in the step that makes them, and the end-of-stream marker follows a
+        close, which an open connection has not sent."""
+        self._transport.write(b"".join(self._protocol.data_to_send()))

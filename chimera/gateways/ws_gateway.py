@@ -9,6 +9,9 @@ This module is the server and its assembly; each job has a module of its own:
   three places, the right to the job, the subscriber limits), before the upgrade;
 - :mod:`chimera.gateways.fast_path`: a caught-up subscriber's events written
   straight to its connection by the broadcaster;
+- :mod:`chimera.gateways.ws_connection`: the server's connection class, which keeps
+  its Sans-I/O protocol and its transport for the fast path, the close metrics and
+  :meth:`WebSocketGateway.stop`;
 - :mod:`chimera.gateways.http_api`: ``GET /api/jobs/{job_id}`` (the snapshot) and
   ``GET /api/jobs`` (the list), for clients that poll;
 - :mod:`chimera.gateways.pages`: the Command Center (``GET /``, ``GET /jobs/{job_id}``,
@@ -35,7 +38,6 @@ from collections.abc import Sequence
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from chimera.auth.redact import redacting_logger
 from chimera.defaults import MAX_CLIENT_FRAME
@@ -44,10 +46,10 @@ from chimera.gateways.admission import Admission, select_subprotocol
 from chimera.gateways.http_api import HttpApi
 from chimera.gateways.pages import Pages, WebFiles
 from chimera.gateways.serving import Serving
+from chimera.gateways.ws_connection import WRITE_LIMIT, WsConnection
 from chimera.gateways.ws_session import Sessions
 from chimera.http.access_log import access_logger
 from chimera.http.cors import Cors
-from chimera.http.edge import EdgeConnection
 from chimera.http.hosts import HostAllowList
 from chimera.http.responses import nosniff, nosniff_later
 from chimera.http.routes import Reply, Route, Routes, Target
@@ -125,10 +127,12 @@ class WebSocketGateway:
             ping_timeout=20,
             close_timeout=5,
             compression=None,  # frames are encoded once and sent as they are
+            write_limit=WRITE_LIMIT,  # the fast path's bound too
             reuse_port=self.reuse_port,
-            # Answers the requests websockets closes on without a word (a body, a
-            # malformed head) and holds pipelined bytes until the first answer.
-            create_connection=EdgeConnection,
+            # Keeps the protocol and transport for the fast path, and (EdgeConnection)
+            # answers the requests websockets closes on without a word (a body, a
+            # malformed head), holding pipelined bytes until the first answer.
+            create_connection=WsConnection,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -147,11 +151,12 @@ class WebSocketGateway:
         try:
             await asyncio.wait_for(asyncio.shield(server.wait_closed()), grace)
         except TimeoutError:
-            stuck = [c for c in server.connections]
+            # Shed readers given time to read up to their 4008 are not waited for
+            # (their close() would): their connections are ended now.
+            for c in list(self._sessions.closing_slowly):
+                c.asyncio_transport.abort()
+            stuck = list(server.connections)  # the open ones
             log.warning("closing %d WebSocket connection(s) still open", len(stuck))
-            for c in stuck:
-                if c.state is State.CLOSING:  # e.g. a shed reader given time to read its 4008
-                    c.transport.abort()
             await asyncio.gather(
                 *(c.close(*_SHUTDOWN) for c in stuck), return_exceptions=True
             )

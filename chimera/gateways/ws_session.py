@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from functools import partial
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import Protocol
 
 from chimera.actors.broadcaster import Subscription
 from chimera.actors.jobs import JobManager, JobRequest
@@ -74,6 +72,7 @@ from chimera.gateways.ws_commands import (
     job_created,
     parse_command,
 )
+from chimera.gateways.ws_connection import WRITE_LIMIT, WsConnection
 from chimera.observability.logs import log_context
 from chimera.observability.metrics import WS_CONNECTIONS, Deliveries, message_size, ws_closed
 
@@ -99,6 +98,10 @@ class Sessions:
         # Create-only sockets still waiting for their create_job: no subscription
         # ends them at shutdown, so the gateway's stop() closes them.
         self.awaiting_create: set[ServerConnection] = set()
+        # Shed readers' connections, closing with SHED_CLOSE_TIMEOUT to read up to
+        # their 4008: the gateway's stop() ends them after its grace (the server's
+        # own list, Server.connections, has only the open ones).
+        self.closing_slowly: set[WsConnection] = set()
 
     async def handle(self, ws: ServerConnection) -> None:
         """One connection, from ``connected`` to close.
@@ -107,6 +110,7 @@ class Sessions:
         coroutines or context-manager generators that would stay suspended for
         the connection's life): an idle subscriber must stay small.
         """
+        assert isinstance(ws, WsConnection)  # the gateway's serve(create_connection=...)
         admitted = self._admission.take(ws)
         subscription = await self._open(ws, admitted)
         if subscription is None:
@@ -133,7 +137,7 @@ class Sessions:
                     # An expired token: the writer sends nothing more (the queue is
                     # dropped), then sends the one error message and closes 4401.
                     if not writer.done() and not isinstance(failed.result(), TokenExpired):
-                        tg.create_task(_close_shed(ws, subscription, failed.result()))
+                        tg.create_task(self._close_shed(ws, subscription, failed.result()))
 
                 shed = subscription.failed()
                 shed.add_done_callback(on_shed)
@@ -216,7 +220,7 @@ class Sessions:
             self._deliveries.sent(message_size(message))
         return message
 
-    async def _open(self, ws: ServerConnection, admitted: Admitted) -> Subscription | None:
+    async def _open(self, ws: WsConnection, admitted: Admitted) -> Subscription | None:
         """The connection's set-up: counts it against the limits, subscribes by
         :meth:`JobManager.watch`'s rule and sends ``connected``; or closes the
         connection saying why and returns ``None``.
@@ -279,13 +283,13 @@ class Sessions:
             raise
         return subscription
 
-    async def _write(self, ws: ServerConnection, subscription: Subscription) -> None:
+    async def _write(self, ws: WsConnection, subscription: Subscription) -> None:
         """Sends the subscription's events, then closes the connection with why it ended.
 
         While it waits for live events with nothing queued, the connection has
         caught up, and the broadcaster may write to it directly (:class:`DirectWriter`).
         """
-        direct = DirectWriter(ws, self._deliveries)
+        direct = DirectWriter(ws, WRITE_LIMIT, self._deliveries)
         subscription.listener = direct
         try:
             async for event in subscription.history():
@@ -310,7 +314,7 @@ class Sessions:
             code, reason = close_for(exc)
         except ConnectionClosed:
             return
-        await _close(ws, code, reason)
+        await self._close(ws, code, reason)
 
     async def _refuse(self, ws: ServerConnection, job_id: str, error: ChimeraError) -> None:
         """Says why in an ``error`` message, then in the close (4410, 4416, 4401, …)."""
@@ -319,9 +323,30 @@ class Sessions:
             await ws.send(self._counted(message))
             await ws.close(*close_for(error))
 
-    async def _send_event(self, ws: ServerConnection, event: Event) -> None:
-        await ws.send(event.frame, text=True)
-        self._delivered([event])
+    async def _close_shed(
+        self, ws: WsConnection, subscription: Subscription, error: ChimeraError
+    ) -> None:
+        """Closes a shed subscriber's connection, naming the last event written to it
+        (read now, when the close frame follows it, not when it was shed)."""
+        if isinstance(error, SubscriberTooSlow):
+            error = SubscriberTooSlow(subscription.last_seq)
+        await self._close(ws, *close_for(error))
+
+    async def _close(self, ws: WsConnection, code: int, reason: str) -> None:
+        if code != CLOSE_TOO_SLOW:
+            await ws.close(code, reason)
+            return
+        # The close frame waits behind what the kernel already holds for this slow
+        # reader: give it time to read up to it and learn why (4008, not a bare 1006).
+        # Not documented API: serve()'s close_timeout is every connection's, and no
+        # documented call changes one connection's; this attribute is what close()
+        # reads when it starts (Chimera's one such use: see pyproject.toml's pin).
+        ws.close_timeout = SHED_CLOSE_TIMEOUT
+        self.closing_slowly.add(ws)
+        try:
+            await ws.close(code, reason)
+        finally:
+            self.closing_slowly.discard(ws)
 
     def _delivered(self, events: list[Event]) -> None:
         if self._deliveries is not None:
@@ -331,46 +356,26 @@ class Sessions:
     async def _send_queued(
         self, ws: ServerConnection, direct: DirectWriter, events: list[Event]
     ) -> None:
-        """Writes ``events`` in one transport write, then waits as ``ws.send`` does
-        for the buffer to drain below its high-water mark (a ``send`` per queued
-        event cost ten times the bare server's catch-up). Each event's frame is
-        the one serialized for every connection (history, queued and live alike)."""
-        if not direct.write(events):
-            # Not open: websockets waits for the closing handshake, then raises
-            # ConnectionClosed.
-            for event in events:
-                await self._send_event(ws, event)
-            return
-        self._delivered(events)
-        await ws.drain()
+        """Writes ``events``: all but the last in one transport write
+        (:meth:`DirectWriter.write`; a ``send`` per queued event cost ten times
+        the bare server's catch-up), then the last with ``ws.send``, which waits,
+        as every ``send`` does, for the buffer to drain below its high-water
+        mark, and raises ConnectionClosed (once the closing handshake is over)
+        if the connection is not open."""
+        if direct.write(events[:-1]):
+            # Counted when written: send() writes the last one in this same step
+            # (an open connection), before it waits.
+            self._delivered(events)
+        await ws.send(events[-1].frame, text=True)
 
 
-async def _close_shed(
-    ws: ServerConnection, subscription: Subscription, error: ChimeraError
-) -> None:
-    """Closes a shed subscriber's connection, naming the last event written to it
-    (read now, when the close frame follows it, not when it was shed)."""
-    if isinstance(error, SubscriberTooSlow):
-        error = SubscriberTooSlow(subscription.last_seq)
-    await _close(ws, *close_for(error))
-
-
-async def _close(ws: ServerConnection, code: int, reason: str) -> None:
-    if code == CLOSE_TOO_SLOW:
-        # The close frame waits behind what the kernel already holds for this slow
-        # reader: give it time to read up to it and learn why (4008, not a bare 1006).
-        ws.close_timeout = SHED_CLOSE_TIMEOUT
-    await ws.close(code, reason)
-
-
-def _count_connection(ws: ServerConnection) -> None:
+def _count_connection(ws: WsConnection) -> None:
     """Counts ``ws`` as open until its TCP connection is gone, then counts why it ended."""
     WS_CONNECTIONS.inc()
-    ws.connection_lost_waiter.add_done_callback(partial(_connection_lost, ws.protocol))
+    ws.on_close = _closed
 
 
-def _connection_lost(protocol: Protocol, _: object) -> None:
-    close = protocol.close_sent
-    ws_closed(close.code if close else None, bool(protocol.close_rcvd_then_sent))
-
-
+def _closed(closed: ConnectionClosed) -> None:
+    # The close frame the server sent (its own, or websockets': 1009, a keepalive's
+    # 1011), and whether the client's came first.
+    ws_closed(closed.sent.code if closed.sent else None, bool(closed.rcvd_then_sent))
