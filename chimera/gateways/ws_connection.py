@@ -20,9 +20,8 @@ customize connection handling"); each override calls websockets' own first.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from websockets.asyncio.server import Server
 from websockets.exceptions import ConnectionClosed
@@ -37,22 +36,16 @@ WRITE_LIMIT = 2**15
 
 class WsConnection(EdgeConnection):
     """A ``ServerConnection`` that keeps its Sans-I/O protocol and its transport
-    (module docstring), and tells ``on_close`` how it ended once its TCP
+    (module docstring; ``sansio`` and ``asyncio_transport``, kept by
+    :class:`~chimera.http.edge.EdgeConnection`), and tells ``on_close`` how it ended once its TCP
     connection is gone. It is an :class:`~chimera.http.edge.EdgeConnection`, so the
     requests websockets would close on without a word get an HTTP answer first."""
 
     def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
         super().__init__(protocol, server, **kwargs)
-        self.sansio: Final = protocol
-        self.asyncio_transport: asyncio.Transport  # set by connection_made, before the handler
         # Called once the connection is closed with the documented ConnectionClosed
         # (who sent which close frame, in which order); None: nobody is told.
         self.on_close: Callable[[ConnectionClosed], None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        assert isinstance(transport, asyncio.Transport)  # a stream socket's (TCP, TLS)
-        self.asyncio_transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)  # the state is CLOSED from here on

@@ -43,12 +43,13 @@ import http
 import re
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 from websockets.http11 import MAX_NUM_HEADERS, SERVER, Request, Response
 from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
 from chimera.http.responses import nosniff
@@ -188,8 +189,15 @@ class EdgeConnection(ServerConnection):
     half-closing after its request).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
+        super().__init__(protocol, server, **kwargs)
+        # The two objects it runs on, kept as they are handed over, so that this class
+        # and its users read websockets' documented API only: the Sans-I/O protocol
+        # (ServerConnection's documented first argument: its state, send_*(),
+        # data_to_send() and close_exc are documented) and the asyncio transport
+        # (asyncio's connection_made(): write(), pause_reading(), abort() are asyncio's).
+        self.sansio: Final = protocol
+        self.asyncio_transport: asyncio.Transport  # set by connection_made, before the handler
         self.peer: Any = None  # see peer_of
         self._head: HeadReader | None = HeadReader()
         self._held: bytes | None = None  # not None: the head was passed on, not answered
@@ -198,6 +206,8 @@ class EdgeConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)  # a stream socket's (TCP, TLS)
+        self.asyncio_transport = transport
         self.peer = transport.get_extra_info("peername")
 
     def data_received(self, data: bytes) -> None:
@@ -225,13 +235,25 @@ class EdgeConnection(ServerConnection):
             # websockets' own way to answer: the response, its access line, then the
             # end of the stream; what the client still sends is discarded.
             answer = nosniff(self.respond(verdict.status, f"{verdict.reason}\n"))
-            self.protocol.send_response(answer)
-            self.send_data()
+            self.sansio.send_response(answer)
+            self._write_out()
             return
         self.announced_body = verdict.body
         self._held = verdict.rest if verdict.body is None else b""  # a body is never read
-        self.transport.pause_reading()
+        self.asyncio_transport.pause_reading()
         super().data_received(verdict.raw)
+
+    def _write_out(self) -> None:
+        """Writes what the protocol has to send; its end of the stream (an empty
+        chunk) half-closes the connection where the transport can, else closes it."""
+        transport = self.asyncio_transport
+        for data in self.sansio.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
 
     async def handshake(
         self,
@@ -262,10 +284,10 @@ class EdgeConnection(ServerConnection):
         frames, read first; after any other answer it is dropped, and websockets
         discards what follows until the client closes."""
         held, self._held = self._held, None
-        if held is None or self.transport.is_closing():
+        if held is None or self.asyncio_transport.is_closing():
             return
-        self.transport.resume_reading()  # first: reading the frames may pause it again
-        if held and self.protocol.state is OPEN:
+        self.asyncio_transport.resume_reading()  # first: reading the frames may pause it again
+        if held and self.sansio.state is OPEN:
             super().data_received(held)
 
 
