@@ -26,6 +26,8 @@ from tests.redis_fixture import RedisServer, needs_redis, redis_server
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-jwt-0123456789-0123456789-abcdef"
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
+# Should a refusal fail to refuse, the server it starts takes no port a person uses.
+QUIET = ("--db", ":memory:", "--grpc-port", "0", "--ws-port", "0", "--no-metrics")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -160,8 +162,7 @@ async def test_an_unknown_setting_is_refused_by_name(
 ) -> None:
     config = tmp_path / "chimera.toml"
     config.write_text(file)
-    code, out, err = await chimera("serve", "--config", str(config), "--db", ":memory:",
-                                   env=clean_env(**env))
+    code, out, err = await chimera("serve", "--config", str(config), *QUIET, env=clean_env(**env))
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
 
@@ -198,8 +199,8 @@ async def test_a_value_of_the_wrong_type_is_refused_by_name(
 ) -> None:
     config = tmp_path / "chimera.toml"
     config.write_text(file)
-    code, out, err = await chimera("serve", "--config", str(config), "--db", ":memory:",
-                                   *flags, env=clean_env(**env))
+    code, out, err = await chimera("serve", "--config", str(config), *QUIET, *flags,
+                                   env=clean_env(**env))
     assert (code, out) == (2, "")
     assert message in err and "Traceback" not in err, err
     if not flags:  # argparse adds its usage line before its own message
@@ -207,7 +208,7 @@ async def test_a_value_of_the_wrong_type_is_refused_by_name(
 
 
 async def test_a_missing_config_file_is_refused() -> None:
-    code, _, err = await chimera("serve", "--config", "/nonexistent/chimera.toml")
+    code, _, err = await chimera("serve", "--config", "/nonexistent/chimera.toml", *QUIET)
     assert code == 2
     assert err == "error: cannot read --config /nonexistent/chimera.toml: " \
         "No such file or directory\n"
@@ -261,9 +262,16 @@ async def _two_workers(tmp_path: Path, redis: RedisServer) -> None:
     log = tmp_path / "workers.log"
     argv = ["serve", "--config", str(config), "--grpc-port", str(free_port()),
             "--ws-port", str(free_port())]
-    parent, _, _ = await spawn("workers", log, argv, clean_env())
+    # Not spawn(), which waits for a "serving" line: with the bug this test is for,
+    # none would come, while each generation of workers started the next.
+    with log.open("wb") as out:
+        parent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "chimera", *argv, stdout=out, stderr=out, env=clean_env()
+        )
     try:
-        await wait_for_lines(log, re.compile("serving gRPC on"), parent, 2)
+        # The parent's "starting", then each child's line: "serving", or (were the
+        # file's workers = 2 to win in the children) a "starting" of its own.
+        await wait_for_lines(log, re.compile(r"serving gRPC on|starting \d+ workers"), parent, 3)
         assert read_text(log).count("starting 2 workers") == 1
     finally:
         parent.send_signal(signal.SIGTERM)
