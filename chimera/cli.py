@@ -18,6 +18,7 @@ import signal
 import ssl
 import sys
 import tempfile
+import textwrap
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from enum import IntEnum
@@ -62,9 +63,11 @@ from chimera.settings import (
     BY_NAME,
     DEMO_GROUPS,
     SERVE_GROUPS,
+    TEAM,
     TEAM_NAMES,
     Settings,
     add_flags,
+    argument_type,
     effective,
     given,
     markdown,
@@ -73,7 +76,7 @@ from chimera.settings import (
     table,
 )
 from chimera.v1 import jobs_pb2 as pb
-from chimera.wire import TEAM_TO_PB
+from chimera.wire import STATE_TO_PB, TEAM_TO_PB
 
 DEFAULT_SERVER = f"{LOOPBACK}:{DEFAULT_GRPC_PORT}"
 DEFAULT_WS = f"ws://{LOOPBACK}:{DEFAULT_WS_PORT}"
@@ -89,28 +92,36 @@ T = TypeVar("T")
 
 
 class ExitCode(IntEnum):
-    """What ``chimera`` exits with. ``submit``, ``watch`` and ``demo`` say how the
-    job ended; the other commands use 0, 2 and 4."""
+    """What ``chimera`` exits with (:data:`EXIT_MEANINGS`). ``submit``, ``watch``
+    and ``demo`` say how the job ended; the other commands use 0, 2 and 4."""
 
-    SUCCEEDED = 0  # the job succeeded (other commands: done)
-    FAILED = 1  # the job failed
-    USAGE = 2  # bad usage or settings, or the server refused the request
-    CANCELLED = 3  # the job was cancelled
-    UNREACHABLE = 4  # the server cannot be reached, or is draining (UNAVAILABLE)
-    UNFINISHED = 5  # the stream ended before the job did (watch again to see the end)
-    INTERRUPTED = 130  # Ctrl-C (a job submitted goes on)
+    SUCCEEDED = 0
+    FAILED = 1
+    USAGE = 2
+    CANCELLED = 3
+    UNREACHABLE = 4
+    UNFINISHED = 5
+    INTERRUPTED = 130
 
 
-EXIT_CODES = """\
-exit codes (the same for submit, watch and demo; the other commands use 0, 2 and 4):
-  0    the job succeeded (other commands: done)
-  1    the job failed
-  2    bad usage or settings, or the server refused the request (the error says why)
-  3    the job was cancelled
-  4    the server cannot be reached, or is draining (UNAVAILABLE): try again or elsewhere
-  5    the stream ended before the job did (server stopped, history gone, subscriber
-       too slow, token expired): watch again to see the end
-  130  interrupted (Ctrl-C): a submitted job goes on, and submit says how to follow it"""
+EXIT_MEANINGS = {
+    ExitCode.SUCCEEDED: "the job succeeded (other commands: done)",
+    ExitCode.FAILED: "the job failed",
+    ExitCode.USAGE: "bad usage or settings, or the server refused the request (the error "
+    "says why)",
+    ExitCode.CANCELLED: "the job was cancelled",
+    ExitCode.UNREACHABLE: "the server cannot be reached, or is draining (UNAVAILABLE): try "
+    "again or elsewhere",
+    ExitCode.UNFINISHED: "the stream ended before the job did (server stopped, history gone, "
+    "subscriber too slow, token expired): watch again to see the end",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C): a submitted job goes on, and submit says "
+    "how to follow it",
+}
+EXIT_CODES = "\n".join([
+    "exit codes (the same for submit, watch and demo; the other commands use 0, 2 and 4):",
+    *(textwrap.fill(text, 88, initial_indent=f"  {code.value:<5}", subsequent_indent=" " * 7)
+      for code, text in EXIT_MEANINGS.items()),
+])
 
 SETTINGS_EPILOG = """\
 Every setting is also an environment variable, CHIMERA_ and its name in capitals
@@ -123,24 +134,11 @@ STATE_EXIT = {
     JobState.FAILED: ExitCode.FAILED,
     JobState.CANCELLED: ExitCode.CANCELLED,
 }
-PB_STATE_EXIT = {
-    pb.JOB_STATE_SUCCEEDED: ExitCode.SUCCEEDED,
-    pb.JOB_STATE_FAILED: ExitCode.FAILED,
-    pb.JOB_STATE_CANCELLED: ExitCode.CANCELLED,
-}
+PB_STATE_EXIT = {STATE_TO_PB[state]: code for state, code in STATE_EXIT.items()}
 
 
 class StreamEnded(Exception):
     """A job's event stream ended before the job did: :attr:`ExitCode.UNFINISHED`."""
-
-
-def _team(value: str) -> TeamName:
-    try:
-        return TeamName(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"unknown team {value!r}: use {', '.join(TEAM_NAMES)}"
-        ) from None
 
 
 def _non_negative(value: str) -> float:
@@ -240,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "team's code. Ctrl-C stops watching (the job goes on) and says how to "
                    "follow or cancel it.", epilog=EXIT_CODES)
     p.add_argument("brief", help="what to build, e.g. \"Create a login form\"")
-    p.add_argument("--team", type=_team, action="append", default=[],
+    p.add_argument("--team", type=argument_type(TEAM, "team"), action="append", default=[],
                    help=f"run only this team ({', '.join(TEAM_NAMES)}); repeatable")
     p.add_argument("--job-id", default="", help="choose the job's id (default: a new UUID)")
     p.add_argument("--request-id", default="",
@@ -363,9 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[red]error:[/] {exc}")
         return ExitCode.USAGE
     except BrokenPipeError:
-        # The reader went away (``| head``): nothing more to say, to anyone.
+        # The reader went away (``| head``): nothing more to say, to anyone. The
+        # exit code is that of a program SIGPIPE ended, as for any other tool.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return ExitCode.SUCCEEDED
+        return 128 + signal.SIGPIPE
 
 
 def _errors() -> Console:

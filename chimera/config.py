@@ -92,8 +92,8 @@ class ServerConfig:
     max_subscribers_per_address: int = DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS
     max_jobs_per_caller: int = DEFAULT_MAX_JOBS_PER_CALLER
     # Prometheus ``GET /metrics`` listener; None = no listener and no per-delivery
-    # counting. (The CLI defaults to port 9464.) ``metrics_port_default``: the port
-    # was not asked for, so if it is taken the server runs without metrics (logged).
+    # counting (the settings' default is DEFAULT_METRICS_PORT). ``metrics_port_default``:
+    # the port was not asked for, so if it is taken the server runs without metrics.
     metrics_port: int | None = None
     metrics_host: str = LOOPBACK
     metrics_port_default: bool = False

@@ -427,20 +427,23 @@ def add_flags(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> N
                                default=argparse.SUPPRESS, help=text)
             continue
         group.add_argument(
-            setting.flag, dest=setting.name, type=_flag_type(setting),
+            setting.flag, dest=setting.name, type=argument_type(setting.kind, setting.name),
             action="append" if setting.repeat else "store", default=argparse.SUPPRESS,
             metavar=setting.value_name, help=text,
         )
 
 
-def _flag_type(setting: Setting) -> Callable[[str], Any]:
+def argument_type(kind: Kind, name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` reading ``kind``: argparse says what is wrong with a value
+    (``argument --job-deadline: must be 0 or more, not -1``), usage first, exit 2."""
+
     def parse(text: str) -> Any:
         try:
-            return setting.kind.parse(text)
+            return kind.parse(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    parse.__name__ = setting.name  # argparse names it in a message it makes itself
+    parse.__name__ = name  # argparse names it in a message it makes itself
     return parse
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import chimera
 from chimera.auth.tokens import TokenVerifier
-from chimera.cli import build_parser
+from chimera.cli import ExitCode, build_parser
 from chimera.client import JobsClient
 from chimera.events import TeamName
 from chimera.settings import SERVE_GROUPS, given, resolve, server_config, table
@@ -161,6 +161,12 @@ async def test_exit_codes_for_usage_and_an_unreachable_server() -> None:
         assert "Traceback" not in err
     code, out, _ = await run("--help")
     assert "exit codes" in out and "130  interrupted (Ctrl-C)" in out
+
+
+def test_the_readme_lists_every_exit_code() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for exit_code in ExitCode:
+        assert f"\n| {exit_code.value} | " in readme, exit_code
 
 
 async def test_ctrl_c_on_submit_says_how_to_follow_the_job_which_goes_on(
