@@ -217,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _subparser(sub, "serve", "run the server (gRPC and WebSocket)",
                    epilog=SETTINGS_EPILOG, usage=settings_usage)
     add_flags(p, table(SERVE_GROUPS))
-    # Set by --workers in its children (chimera.cluster.workers), not by people.
+    # Set by --workers in its children (chimera.cluster.workers), not by people:
+    # SO_REUSEPORT, and the child's index, named on each of its log lines.
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
 
     p = _subparser(
         sub, "config", "print the server settings in force and where each came from",
@@ -333,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ExitCode.SUCCEEDED
         settings = _settings(args)
         log_format = settings.values.get("log_format", "auto")
-        logs.configure(None if log_format == "auto" else log_format, verbose=args.verbose)
+        logs.configure(None if log_format == "auto" else log_format, verbose=args.verbose,
+                       worker=getattr(args, "worker_id", None))
         if args.command == "token":
             return _token(args)
         if args.command == "config":

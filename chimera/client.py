@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from types import TracebackType
 
 import grpc
 
@@ -38,12 +37,7 @@ class JobsClient:
     async def __aenter__(self) -> JobsClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._channel.close(None)
 
     async def create(

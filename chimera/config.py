@@ -75,7 +75,8 @@ class ServerConfig:
     insecure: bool = False
     # Browser origins allowed on the WebSocket besides the server's own ("*" = any).
     allowed_origins: tuple[str, ...] = ()
-    # The Command Center's files (index.html, job.html, static/…); "" = the package's chimera/web.
+    # The Command Center's files (page.html, command-center.html, static/…); "" = the
+    # package's chimera/web.
     web_root: str = ""
     # Host header names the HTTP/WebSocket port answers to besides the bound
     # address (and the loopback names on loopback); "*" = any. DNS rebinding guard.

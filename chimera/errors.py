@@ -1,7 +1,8 @@
 """Chimera's exceptions, in one place, each with how every gateway reports it.
 
-Hierarchy, and the one error table: each class's attributes (``grpc_code``,
-``http_status``, ``ws_close``, ``ws_reason``, ``ws_label``), blank where inherited::
+Hierarchy, and the one error table (:data:`TABLE`, which sets each class's
+``grpc_code``, ``http_status``, ``ws_close`` and ``ws_reason``), blank where inherited;
+the metric label is the close code's (:data:`CLOSE_LABELS`)::
 
                                gRPC code           HTTP close close words          metric label
     ChimeraError               INTERNAL            500  1011  (the message)        error
@@ -66,7 +67,7 @@ names and numbers, never ``grpc`` or ``websockets`` objects.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 # WebSocket close codes the server sends (RFC 6455 §7.4.1, and 4000-4999 Chimera's own).
 CLOSE_FINISHED = 1000  # not an error: the job's final event was sent
@@ -80,33 +81,40 @@ CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_HISTORY_GONE = 4410
 CLOSE_SINCE_TOO_LARGE = 4416
 MAX_CLOSE_REASON_BYTES = 123
+# chimera_ws_disconnects' ``reason`` label, by the close code the server sent: one
+# label per code, the two that are not errors included.
+CLOSE_LABELS: dict[int, str] = {
+    CLOSE_FINISHED: "finished",
+    CLOSE_SHUTTING_DOWN: "shutdown",
+    CLOSE_FRAME_TOO_LARGE: "frame_too_large",
+    CLOSE_INTERNAL_ERROR: "error",
+    CLOSE_SERVICE_RESTART: "draining",
+    CLOSE_TRY_LATER: "try_later",
+    CLOSE_TOO_SLOW: "too_slow",
+    CLOSE_TOKEN_EXPIRED: "token_expired",
+    CLOSE_HISTORY_GONE: "history_gone",
+    CLOSE_SINCE_TOO_LARGE: "since_too_large",
+}
 
 
 class ChimeraError(Exception):
     """Base class of every error Chimera raises on purpose.
 
-    The class attributes are its row in the error table (module docstring).
+    The class attributes are its row in the error table (:data:`TABLE`).
     """
 
-    grpc_code: ClassVar[str] = "INTERNAL"  # a grpc.StatusCode name
-    http_status: ClassVar[int] = 500
-    ws_close: ClassVar[int] = CLOSE_INTERNAL_ERROR
+    grpc_code: ClassVar[str]  # a grpc.StatusCode name
+    http_status: ClassVar[int]
+    ws_close: ClassVar[int]
     ws_reason: ClassVar[str | None] = None  # fixed close words; None: the message
-    ws_label: ClassVar[str] = "error"  # chimera_ws_disconnects{reason=…}
 
 
 class InvalidArgument(ChimeraError):
     """The client sent something malformed; the message says what to fix."""
 
-    grpc_code = "INVALID_ARGUMENT"
-    http_status = 400
-
 
 class SinceTooLarge(InvalidArgument):
     """A subscriber asked to resume after a ``seq`` past the job's last one."""
-
-    ws_close = CLOSE_SINCE_TOO_LARGE
-    ws_label = "since_too_large"
 
     def __init__(self, job_id: str, since: int, last_seq: int) -> None:
         super().__init__(
@@ -121,39 +129,21 @@ class SinceTooLarge(InvalidArgument):
 class NotFound(ChimeraError):
     """The job does not exist."""
 
-    grpc_code = "NOT_FOUND"
-    http_status = 404
-
 
 class AlreadyExists(ChimeraError):
     """The job id, or the request id for a different request, is already used."""
-
-    grpc_code = "ALREADY_EXISTS"
-    http_status = 409
 
 
 class FailedPrecondition(ChimeraError):
     """The job's state does not allow the operation."""
 
-    grpc_code = "FAILED_PRECONDITION"
-    http_status = 409
-
 
 class Unavailable(ChimeraError):
     """The server is shutting down, or its store is unreachable; try again later."""
 
-    grpc_code = "UNAVAILABLE"
-    http_status = 503
-    ws_close = CLOSE_TRY_LATER
-    ws_label = "try_later"
-
 
 class ShuttingDown(Unavailable):
     """The server is shutting down: it takes no new work and ends its streams."""
-
-    ws_close = CLOSE_SHUTTING_DOWN
-    ws_reason = "server shutting down"
-    ws_label = "shutdown"
 
 
 class Draining(Unavailable):
@@ -161,23 +151,13 @@ class Draining(Unavailable):
     jobs that run on other servers (close 1012, service restart), so their clients
     resume elsewhere; its own running jobs run to their end."""
 
-    ws_close = CLOSE_SERVICE_RESTART
-    ws_label = "draining"
-
 
 class Unauthenticated(ChimeraError):
     """The caller proved no identity; the message says what to fix, never echoes the token."""
 
-    grpc_code = "UNAUTHENTICATED"
-    http_status = 401
-
 
 class TokenExpired(Unauthenticated):
     """The token a stream was opened with has expired: the stream ends."""
-
-    ws_close = CLOSE_TOKEN_EXPIRED
-    ws_reason = "token expired"
-    ws_label = "token_expired"
 
     def __init__(self) -> None:
         super().__init__("token expired: reconnect with a new token")
@@ -186,17 +166,9 @@ class TokenExpired(Unauthenticated):
 class PermissionDenied(ChimeraError):
     """The caller's token is valid but does not allow this (scope, or another job)."""
 
-    grpc_code = "PERMISSION_DENIED"
-    http_status = 403
-
 
 class ResourceExhausted(ChimeraError):
     """A per-job, per-address or per-caller limit is reached; the message names it."""
-
-    grpc_code = "RESOURCE_EXHAUSTED"
-    http_status = 429
-    ws_close = CLOSE_TRY_LATER
-    ws_label = "try_later"
 
 
 class StorageUnavailable(Unavailable):
@@ -205,8 +177,6 @@ class StorageUnavailable(Unavailable):
 
 class StorageFull(ResourceExhausted):
     """The store cannot write because its disk (or file system) is full."""
-
-    http_status = 507
 
 
 class ConfigError(ChimeraError):
@@ -220,8 +190,6 @@ class ProviderError(ChimeraError):
     The message must never contain a secret.
     """
 
-    http_status = 502
-
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -232,11 +200,6 @@ class EventsRejected(ChimeraError):
 
     The other jobs of the same write were recorded.
     """
-
-    grpc_code = "UNAVAILABLE"
-    http_status = 503
-    ws_close = CLOSE_TRY_LATER
-    ws_label = "try_later"
 
     def __init__(self, reasons: dict[str, str], history_gone: frozenset[str] = frozenset()) -> None:
         super().__init__(f"events of {len(reasons)} job(s) not recorded: {reasons}")
@@ -252,11 +215,6 @@ class SubscriptionError(ChimeraError):
 
 class SubscriberTooSlow(SubscriptionError):
     """The subscriber's outgoing queue passed its byte limit; it may resume."""
-
-    grpc_code = "RESOURCE_EXHAUSTED"
-    http_status = 429
-    ws_close = CLOSE_TOO_SLOW
-    ws_label = "too_slow"
 
     def __init__(self, last_seq: int) -> None:
         super().__init__(
@@ -276,12 +234,6 @@ class HistoryGone(SubscriptionError):
     Resuming cannot succeed; the client should stop or start over.
     """
 
-    grpc_code = "OUT_OF_RANGE"
-    http_status = 410
-    ws_close = CLOSE_HISTORY_GONE
-    ws_reason = "history gone"
-    ws_label = "history_gone"
-
     def __init__(self, job_id: str, after_seq: int, why: str = "") -> None:
         super().__init__(
             f"history gone: job {job_id!r} has no events kept after seq {after_seq} "
@@ -299,6 +251,57 @@ class HistoryGone(SubscriptionError):
             f"the position is from another lifetime of the store: epoch {epoch!r}, now "
             f"{current!r}; start over from since=0 (after_sequence 0), without the old epoch",
         )
+
+
+# -- the table -----------------------------------------------------------------------
+
+
+class Row(NamedTuple):
+    """A class's row: its codes on each plane (``None``: as the class it derives from)."""
+
+    grpc_code: str | None = None
+    http_status: int | None = None
+    ws_close: int | None = None
+    ws_reason: str | None = None
+
+
+# The one error table (the module docstring draws it): what a row leaves out, the class
+# inherits.
+TABLE: dict[type[ChimeraError], Row] = {
+    ChimeraError: Row("INTERNAL", 500, CLOSE_INTERNAL_ERROR),
+    InvalidArgument: Row("INVALID_ARGUMENT", 400),
+    SinceTooLarge: Row(ws_close=CLOSE_SINCE_TOO_LARGE),
+    NotFound: Row("NOT_FOUND", 404),
+    AlreadyExists: Row("ALREADY_EXISTS", 409),
+    FailedPrecondition: Row("FAILED_PRECONDITION", 409),
+    Unavailable: Row("UNAVAILABLE", 503, CLOSE_TRY_LATER),
+    ShuttingDown: Row(ws_close=CLOSE_SHUTTING_DOWN, ws_reason="server shutting down"),
+    Draining: Row(ws_close=CLOSE_SERVICE_RESTART),
+    StorageUnavailable: Row(),
+    Unauthenticated: Row("UNAUTHENTICATED", 401),
+    TokenExpired: Row(ws_close=CLOSE_TOKEN_EXPIRED, ws_reason="token expired"),
+    PermissionDenied: Row("PERMISSION_DENIED", 403),
+    ResourceExhausted: Row("RESOURCE_EXHAUSTED", 429, CLOSE_TRY_LATER),
+    StorageFull: Row(http_status=507),
+    ConfigError: Row(),
+    ProviderError: Row(http_status=502),
+    EventsRejected: Row("UNAVAILABLE", 503, CLOSE_TRY_LATER),
+    SubscriptionError: Row(),
+    SubscriberTooSlow: Row("RESOURCE_EXHAUSTED", 429, CLOSE_TOO_SLOW),
+    HistoryGone: Row("OUT_OF_RANGE", 410, CLOSE_HISTORY_GONE, "history gone"),
+}
+
+
+def _set_attributes(table: dict[type[ChimeraError], Row]) -> None:
+    """Each class's attributes from its row: what the row gives (Python's inheritance
+    does the rest)."""
+    for kind, row in table.items():
+        for name, value in row._asdict().items():
+            if value is not None:
+                setattr(kind, name, value)
+
+
+_set_attributes(TABLE)
 
 
 # -- reading the table ---------------------------------------------------------------
@@ -334,11 +337,3 @@ def _classes(root: type[ChimeraError] = ChimeraError) -> list[type[ChimeraError]
 
 
 ERROR_CLASSES: tuple[type[ChimeraError], ...] = tuple(_classes())
-
-# chimera_ws_disconnects' ``reason`` label, by the close code the server sent: the
-# table's closes, plus the two that are not errors.
-CLOSE_LABELS: dict[int, str] = {
-    CLOSE_FINISHED: "finished",
-    CLOSE_FRAME_TOO_LARGE: "frame_too_large",
-    **{kind.ws_close: kind.ws_label for kind in ERROR_CLASSES},
-}

@@ -68,6 +68,7 @@ from chimera.config import ServerConfig
 from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
 from chimera.gateways.limits import SubscriberLimits
+from chimera.gateways.serving import Serving
 from chimera.gateways.ws_gateway import WebSocketGateway
 from chimera.health import Health
 from chimera.http.hosts import HostAllowList
@@ -164,31 +165,28 @@ class ChimeraServer:
             job_deadline=config.job_deadline,
             max_jobs_per_caller=config.max_jobs_per_caller,
         )
-        self.grpc = GrpcGateway(
+        serving = Serving(
             self.jobs,
             self.broadcaster,
-            authenticator=auth,
-            limits=limits,
-            max_request_bytes=config.max_request_bytes,
-            tls=_read_tls(config),
+            auth,
+            limits,
+            self.health,
             count_deliveries=config.metrics_port is not None,
             reuse_port=config.reuse_port,
+        )
+        self.grpc = GrpcGateway(
+            serving,
+            max_request_bytes=config.max_request_bytes,
+            tls=_read_tls(config),
             connection_limits=config.grpc_connection_limits,
-            health=self.health,
         )
         self.ws = WebSocketGateway(
-            self.jobs,
-            self.broadcaster,
-            authenticator=auth,
-            limits=limits,
+            serving,
             allowed_origins=config.allowed_origins,
             web_root=config.web_root,
             allowed_hosts=HostAllowList(config.host, config.allowed_hosts),
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),
-            count_deliveries=config.metrics_port is not None,
-            health=self.health,
-            reuse_port=config.reuse_port,
         )
         self.cluster = (
             ClusterNode(store, fanout, self.broadcaster, self.jobs, self.health)

@@ -10,29 +10,36 @@ from __future__ import annotations
 
 import base64
 import binascii
+from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from chimera.errors import InvalidArgument
 from chimera.events import JobState, TeamName, TeamStatus
 from chimera.ids import is_ascii_number
 from chimera.v1 import jobs_pb2 as pb
 
-TEAM_TO_PB = {TeamName.ANTHROPIC: pb.TEAM_ANTHROPIC, TeamName.GOOGLE: pb.TEAM_GOOGLE}
+_E = TypeVar("_E", bound=StrEnum)
+_V = TypeVar("_V", covariant=True)
+
+
+class _ProtoEnum(Protocol[_V]):
+    """A generated protobuf enum (``pb.JobState``, …): its values by name."""
+
+    def Value(self, name: str) -> _V: ...
+
+
+def _to_pb(names: type[_E], values: _ProtoEnum[_V], prefix: str) -> dict[_E, _V]:
+    """Each of ``names`` to the proto value ``PREFIX_NAME`` (``JobState.RUNNING`` →
+    ``JOB_STATE_RUNNING``: the proto prefixes its values with the enum's name); raises
+    ``ValueError`` at import if the proto lacks one."""
+    return {name: values.Value(prefix + name.name) for name in names}
+
+
+TEAM_TO_PB = _to_pb(TeamName, pb.Team, "TEAM_")
 TEAM_FROM_PB = {v: k for k, v in TEAM_TO_PB.items()}
-STATE_TO_PB = {
-    JobState.RUNNING: pb.JOB_STATE_RUNNING,
-    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
-    JobState.FAILED: pb.JOB_STATE_FAILED,
-    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
-}
+STATE_TO_PB = _to_pb(JobState, pb.JobState, "JOB_STATE_")
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
-STATUS_TO_PB = {
-    TeamStatus.IDLE: pb.TEAM_STATUS_IDLE,
-    TeamStatus.THINKING: pb.TEAM_STATUS_THINKING,
-    TeamStatus.GENERATING: pb.TEAM_STATUS_GENERATING,
-    TeamStatus.COMPLETE: pb.TEAM_STATUS_COMPLETE,
-    TeamStatus.ERROR: pb.TEAM_STATUS_ERROR,
-    TeamStatus.CANCELLED: pb.TEAM_STATUS_CANCELLED,
-}
+STATUS_TO_PB = _to_pb(TeamStatus, pb.TeamStatus, "TEAM_STATUS_")
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
 
 

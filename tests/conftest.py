@@ -29,6 +29,7 @@ from chimera.providers.registry import Mode, ProviderSettings
 from chimera.server import ChimeraServer
 from chimera.store.base import Store
 from chimera.v1 import jobs_pb2 as pb
+from tests.redis_fixture import RedisServer, redis_server
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
@@ -273,3 +274,11 @@ def http_answer(url: str) -> tuple[int, str]:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real ``redis-server`` of the test's own (tests that use it are marked
+    ``needs_redis``), stopped after the test."""
+    async with redis_server(tmp_path / "redis") as server:
+        yield server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,19 +29,35 @@ async def http_request(
 ) -> HttpReply:
     """Sends one request (``Host: 127.0.0.1:PORT`` unless ``headers`` names another)
     and reads the reply until the server closes the connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"{method} {path} HTTP/1.1"]
+    given = {k.lower() for k in (headers or {})}
+    if "host" not in given:
+        lines.append(f"Host: {host}:{port}")
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    lines.append("Connection: close")
+    return parse_reply(await exchange(port, ("\r\n".join(lines) + "\r\n\r\n").encode()))
+
+
+async def exchange(
+    port: int, raw: bytes, *, half_close: bool = False, tls: ssl.SSLContext | None = None
+) -> bytes:
+    """Writes ``raw`` as it is, in one write (then the end of the stream if
+    ``half_close``; over TLS with ``tls``), and returns every byte the server sends
+    until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     try:
-        lines = [f"{method} {path} HTTP/1.1"]
-        given = {k.lower() for k in (headers or {})}
-        if "host" not in given:
-            lines.append(f"Host: {host}:{port}")
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        lines.append("Connection: close")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        writer.write(raw)
+        if half_close:
+            writer.write_eof()
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), 10)
+        return await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()
+
+
+def parse_reply(raw: bytes) -> HttpReply:
+    """One response: the status line, the headers and what follows them."""
+    assert raw.startswith(b"HTTP/1.1 "), f"no status line: {raw[:80]!r}"
     head, _, body = raw.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parsed: dict[str, list[str]] = {}

@@ -59,6 +59,17 @@ async def open_jobs(broadcaster: Broadcaster, *job_ids: str) -> None:
         broadcaster.open_job(job)
 
 
+def queued_and_direct(
+    broadcaster: Broadcaster, job_id: str
+) -> tuple[Subscription, RecordingListener]:
+    """Two subscribers of ``job_id``: one read from its queue, and one whose events the
+    broadcaster offers straight to its listener (the fast path's)."""
+    queued = broadcaster.subscribe(job_id)
+    direct = broadcaster.subscribe(job_id)
+    direct.listener = listener = RecordingListener()
+    return queued, listener
+
+
 def thought(job_id: str, n: int) -> Draft:
     return Draft.thought(job_id, TeamName.ANTHROPIC, f"t{n:04}")
 
@@ -122,9 +133,7 @@ async def test_no_subscriber_or_listener_sees_an_event_before_the_store_recorded
     store.hold = asyncio.Event()
     async with running(Broadcaster(store)) as broadcaster:
         await open_jobs(broadcaster, "j")
-        queued = broadcaster.subscribe("j")
-        direct = broadcaster.subscribe("j")
-        direct.listener = listener = RecordingListener()
+        queued, listener = queued_and_direct(broadcaster, "j")
         await broadcaster.publish(thought("j", 1))
         await store.appending.wait()  # the write is in flight, held
         assert store.seqs("j") == []
@@ -144,9 +153,7 @@ async def test_an_event_whose_write_failed_is_seen_once_a_retry_recorded_it() ->
     store.fail = StorageFull("disk full")
     async with running(Broadcaster(store)) as broadcaster:
         await open_jobs(broadcaster, "j")
-        queued = broadcaster.subscribe("j")
-        direct = broadcaster.subscribe("j")
-        direct.listener = listener = RecordingListener()
+        queued, listener = queued_and_direct(broadcaster, "j")
         await broadcaster.publish(thought("j", 1))
         await store.failed.wait()
         assert broadcaster.storage_error is not None

@@ -5,7 +5,7 @@ Debian's chromium (``scripts/setup`` installs it) is driven by Playwright throug
 its own context. The pages and ``chimera.js`` are the shipped files, served by the
 server itself; the "other origin" is a ``python -m http.server`` on another port.
 
-Screenshots go to ``$CHIMERA_SCREENSHOTS`` (``docs/`` to refresh the README's) or to
+Screenshots go to ``$CHIMERA_SCREENSHOTS`` (``docs/`` to refresh docs/browser.md's) or to
 the test's temporary directory.
 """
 

@@ -255,7 +255,7 @@ async def test_help_is_plain_text_and_every_flag_says_what_it_does() -> None:
     (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, command in [("chimera", parser), *commands.choices.items()]:
         for action in command._actions:
-            if action.dest in ("help", "reuse_port"):  # argparse's own; a hidden one
+            if action.dest in ("help", "reuse_port", "worker_id"):  # argparse's; hidden ones
                 continue
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
     for command in ("", "serve", "config", "submit", "watch", "jobs", "token", "demo"):

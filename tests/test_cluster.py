@@ -16,7 +16,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ from tests.redis_fixture import (
     RedisServer,
     chimera_nodes,
     needs_redis,
-    redis_server,
     start_node,
 )
 from tests.test_resume import fast_job, read_until_refused
@@ -60,13 +59,7 @@ from tests.test_shedding_retention import open_stuck_subscriber, read_frame, rea
 
 pytestmark = needs_redis
 
-NODE_LOST_BOUND = 12.0  # seconds, as the README promises (about 7 s; 8 at worst, idle)
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with redis_server(tmp_path / "redis") as server:
-        yield server
+NODE_LOST_BOUND = 12.0  # seconds, as docs/cluster.md promises (about 7 s; 8 at worst, idle)
 
 
 async def watch_ws(node: Node, job_id: str, since: int = 0) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from tests.processes import (
     spawn,
     wait_for_lines,
 )
-from tests.redis_fixture import RedisServer, needs_redis, redis_server, start_node
+from tests.redis_fixture import RedisServer, needs_redis, start_node
 
 DRAINED = re.compile(r"drained: no job running")
 DRAIN_TIMEOUT = re.compile(r"drain timeout \(1 s\): interrupting the jobs still running")
@@ -157,12 +157,6 @@ async def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
         assert await exit_code(node, within=10) == 0
         log = node.read_log()
     assert AT_ONCE.search(log)
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> Any:
-    async with redis_server(tmp_path / "redis") as server:
-        yield server
 
 
 @needs_redis

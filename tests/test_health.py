@@ -5,15 +5,12 @@ while Redis cannot be used)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import Running, StartServer, http_answer, until
-from tests.redis_fixture import RedisServer, needs_redis, redis_server
+from tests.redis_fixture import RedisServer, needs_redis
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -46,12 +43,6 @@ async def test_readyz_and_grpc_health_follow_one_health_set(server: Running) -> 
     assert await both(server) == ((503, "not ready: draining for maintenance\n"), {NOT_SERVING})
     await health.set(True)
     assert await both(server) == ((200, "ready\n"), {SERVING})
-
-
-@pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    async with redis_server(tmp_path / "redis") as server:
-        yield server
 
 
 @needs_redis

@@ -20,7 +20,7 @@ from tests.http_raw import http_request
 from tests.processes import chimera_serve
 from tests.security import SECRET, token
 from tests.test_cli import run
-from tests.test_web import FILES
+from tests.test_web import FILES, PAGES
 
 
 async def test_token_link_opens_the_job_read_only(
@@ -47,7 +47,7 @@ async def test_token_link_opens_the_job_read_only(
     viewer = found[1]
     # The page itself needs no token (the fragment never reaches the server) ...
     page = await http_request(port, "GET", "/jobs/shared-job")
-    assert page.status == 200 and page.body == FILES["job.html"]
+    assert page.status == 200 and page.body == PAGES["job.html"]
     # ... the token in the fragment streams the job, as a page offers it,
     protocols = [Subprotocol("chimera.bearer"), Subprotocol(viewer)]
     ws = await ws_connect(server.ws_url("shared-job"), subprotocols=protocols)

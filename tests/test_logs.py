@@ -16,7 +16,8 @@ import pytest
 from chimera.observability import logs
 from tests.conftest import Running, read_until_closed, until, ws_connect
 from tests.http_raw import http_request
-from tests.processes import chimera_serve, read_text
+from tests.processes import SERVING, chimera_serve, free_port, read_text, spawn, wait_for_lines
+from tests.redis_fixture import needs_redis, redis_server
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 SECRETS = ("sk-ant-api03-abcdefghijkl", "AIzaSyA0123456789abcdefghijklmnopq", JWT)
@@ -137,3 +138,50 @@ async def test_access_lines_carry_request_status_and_peer_and_probes_log_at_debu
     assert {lvl for lvl, _ in probe} == {logging.DEBUG}
     assert any(re.fullmatch(rf"HTTP response sent \(200 OK\): GET /healthz {PEER}", m)
                for _, m in probe), probe
+
+
+TEXT_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ (?:worker=(?P<worker>\d+) )?"
+    r"(?P<logger>[\w.]+): (?P<msg>.*)"
+)
+PARENT = "chimera.cluster.workers"  # the parent's own lines: it serves nothing
+
+
+def worker_lines(text: str, log_format: str) -> list[tuple[int | None, str, str]]:
+    """(worker or None, logger, message) of every line; each line must parse."""
+    lines = []
+    for line in text.splitlines():
+        if log_format == "json":
+            record = json.loads(line)
+            lines.append((record.get("worker"), record["logger"], record["msg"]))
+        else:
+            found = TEXT_LINE.fullmatch(line)
+            assert found, line
+            worker = found["worker"]
+            lines.append((None if worker is None else int(worker), found["logger"], found["msg"]))
+    return lines
+
+
+@needs_redis
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_every_line_of_a_worker_names_it(tmp_path: Path, log_format: str) -> None:
+    log = tmp_path / "workers.log"
+    async with redis_server(tmp_path / "redis") as redis:
+        parent, _, _ = await spawn("workers", log, [
+            "serve", "--redis", redis.url, "--workers", "2", "--grpc-port", str(free_port()),
+            "--ws-port", str(free_port()), "--no-metrics", "--log-format", log_format,
+        ])
+        try:
+            await wait_for_lines(log, SERVING, parent, 2)  # both workers listen
+        finally:
+            parent.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(parent.wait(), 30) == 0
+    lines = worker_lines(read_text(log), log_format)
+    serving = [worker for worker, _, msg in lines if SERVING.match(msg)]
+    assert len(serving) == 2 and set(serving) == {0, 1}, lines  # as the parent numbers them
+    started = {msg for _, logger, msg in lines if logger == PARENT}
+    assert {m.partition(" (")[0] for m in started if "started" in m} == {
+        "worker 0 started", "worker 1 started"}
+    # Each child's every line names it; the parent's name none.
+    assert [(w, lg, m) for w, lg, m in lines if (w is None) != (lg == PARENT)] == []
+    assert {w for w, _, _ in lines if w is not None} == {0, 1}

@@ -25,11 +25,11 @@ from chimera.providers.faults import RetryableError
 from chimera.providers.retry import RetryPolicy, with_retries
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, run_job, until, ws_connect
-from tests.doubles import factory, flood
+from tests.doubles import factory
 from tests.http_raw import http_request
 from tests.metrics_scrape import delta, fetch, scrape, scrape_until, value
 from tests.security import SECRET
-from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
+from tests.test_shedding_retention import flooded, read_frames
 
 CONNECTIONS = "chimera_ws_connections"
 DELIVERY_COUNT = "chimera_event_delivery_seconds_count"
@@ -118,11 +118,9 @@ async def test_a_job_watched_by_two_websockets_and_a_grpc_stream(
 
 
 async def test_a_shed_subscriber_is_counted_as_too_slow(start_server: StartServer) -> None:
-    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT, metrics_port=0)
+    server, stuck_reader, stuck_writer, fast = await flooded(start_server, metrics_port=0)
     port = metrics_port(server)
     before = await scrape(port)
-    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
-    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
     async with server.client() as client:
         reading = asyncio.create_task(read_raw(fast))
         await client.create("a counter", job_id="flood")

@@ -9,10 +9,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-from chimera.gateways.pages import INDEX, JOB_PAGE, STATIC, WebFiles
+from chimera.gateways.pages import PAGE_FILES, PAGES, STATIC, WebFiles
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVED = (INDEX, JOB_PAGE, *STATIC)
+SERVED = (*PAGE_FILES, *STATIC)
 
 
 def test_the_wheel_ships_every_file_the_server_serves(tmp_path: Path) -> None:
@@ -35,3 +35,4 @@ def test_the_wheel_ships_every_file_the_server_serves(tmp_path: Path) -> None:
     # And the running package finds them where the server looks.
     files = WebFiles()
     assert all(files.read(name) for name in SERVED)
+    assert all(files.page(name) for name in PAGES)

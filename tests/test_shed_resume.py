@@ -24,7 +24,7 @@ from tests.conftest import (
     ws_connect,
 )
 from tests.doubles import flood
-from tests.test_shedding_retention import QUEUE_LIMIT, open_stuck_subscriber, read_frames
+from tests.test_shedding_retention import QUEUE_LIMIT, flooded, read_frames
 
 
 async def poll_job(client: JobsClient, done: Callable[[pb.Job], bool]) -> None:
@@ -89,9 +89,7 @@ async def test_shed_during_history_replay_names_the_last_event_received(
 async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT)
-    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
-    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
+    server, stuck_reader, stuck_writer, fast = await flooded(start_server)
     async with server.client() as client:
         await client.create("a flood", job_id="flood")
         await asyncio.wait_for(read_until_closed(fast), 60)

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosedError
 
 from chimera.events import TeamName, parse_timestamp
@@ -59,6 +60,23 @@ async def open_stuck_subscriber(
     return reader, writer
 
 
+class Flooded(NamedTuple):
+    server: Running
+    stuck_reader: asyncio.StreamReader
+    stuck_writer: Any
+    fast: ClientConnection
+
+
+async def flooded(start_server: StartServer, **options: Any) -> Flooded:
+    """A server (with ``options``) whose job ``flood``, once created, sends about 8 MB
+    (more than the kernel's socket buffers plus the queue bound), to two subscribers
+    already there: one that never reads, one that reads without bound."""
+    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT, **options)
+    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
+    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
+    return Flooded(server, stuck_reader, stuck_writer, fast)
+
+
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """One frame's opcode and payload (server frames are unmasked)."""
     first, second = await reader.readexactly(2)
@@ -84,10 +102,7 @@ async def read_frames(reader: asyncio.StreamReader) -> tuple[list[dict[str, Any]
 async def test_a_subscriber_that_never_reads_is_shed_and_the_others_do_not_wait(
     start_server: StartServer,
 ) -> None:
-    # About 8 MB in all, more than the kernel's socket buffers plus the queue bound.
-    server = await start_server(flood(2000), subscriber_max_bytes=QUEUE_LIMIT)
-    stuck_reader, stuck_writer = await open_stuck_subscriber(server.server.ws_port, "flood")
-    fast = await ws_connect(server.ws_url("flood"), max_queue=None)
+    server, stuck_reader, stuck_writer, fast = await flooded(start_server)
     async with server.client() as client:
         reading = asyncio.create_task(read_until_closed(fast))
         await client.create("a counter", job_id="flood")

@@ -16,11 +16,17 @@ from tests.test_grpc_api import BAD_PAGE_TOKEN, page_token_text
 
 OTHER = "http://localhost:3030"
 FILES = {
-    "index.html": b"<!doctype html><title>index</title>",
-    "job.html": b"<!doctype html><title>job page</title>",
+    "page.html": b"<!doctype html><title>$title</title>\n$main\n<div id=job-view></div>\n",
+    "command-center.html": b"<form>the brief</form>\n",
     "chimera.js": b"export const chimera = 1;",
     "app.js": b"import './chimera.js';",
     "app.css": b"body { color: black }",
+}
+# The pages made of them: the shell with each page's title and, for the index, its part.
+PAGES = {
+    "index.html": "<!doctype html><title>Chimera · Command Center</title>\n\n"
+    "<form>the brief</form>\n\n<div id=job-view></div>\n".encode(),
+    "job.html": "<!doctype html><title>Chimera · Job</title>\n\n<div id=job-view></div>\n".encode(),
 }
 
 
@@ -62,7 +68,7 @@ async def test_pages_and_static_files_are_a_fixed_set(
     ]:
         reply = await get(server, path)
         assert reply.status == 200, path
-        assert reply.body == FILES[name], path
+        assert reply.body == {**FILES, **PAGES}[name], path
         assert reply.header("Content-Type") == kind
         assert reply.header("X-Content-Type-Options") == "nosniff"
     for page in ("/", "/jobs/some-job"):
@@ -79,7 +85,8 @@ async def test_pages_and_static_files_are_a_fixed_set(
     for path in (
         "/static/secret.txt", "/static/../secret.txt", "/static/%2e%2e/secret.txt",
         "/static/..%2fsecret.txt", "/static//etc/passwd", "/static/chimera.js/",
-        "/static/", "/static/index.html", "/secret.txt", "/index.html", "/jobs/a/b",
+        "/static/", "/static/index.html", "/static/page.html", "/static/command-center.html",
+        "/secret.txt", "/index.html", "/page.html", "/jobs/a/b",
         "/jobs/..%2f..%2fsecret.txt", "/web/secret.txt",
     ):
         reply = await get(server, path)

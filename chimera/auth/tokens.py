@@ -91,31 +91,29 @@ class TokenVerifier:
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("the token has expired: mint a new one") from exc
-        except jwt.InvalidSignatureError as exc:
-            raise Unauthenticated(
-                "the token's signature is invalid: it was not signed with this server's key"
-            ) from exc
-        except jwt.InvalidAudienceError as exc:
-            raise Unauthenticated(
-                f"the token's audience (aud) is wrong: this server wants {self.audience!r}"
-            ) from exc
-        except jwt.InvalidIssuerError as exc:
-            raise Unauthenticated(
-                f"the token's issuer (iss) is wrong: this server wants {self.issuer!r}"
-            ) from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise Unauthenticated(f"the token has no {exc.claim!r} claim") from exc
-        except jwt.InvalidAlgorithmError as exc:
-            raise Unauthenticated(
-                f"the token's algorithm is not accepted: use {', '.join(self._algorithms)}"
-            ) from exc
         except jwt.InvalidTokenError as exc:
-            # DecodeError, ImmatureSignatureError, ...: PyJWT's message names the
-            # problem and never includes the token itself.
-            raise Unauthenticated(f"the token is invalid: {exc}") from exc
+            raise Unauthenticated(self._refusal(exc)) from exc
         return principal_from_claims(claims)
+
+    def _refusal(self, error: jwt.InvalidTokenError) -> str:
+        """What is wrong with the token, as PyJWT found it, most specific class first."""
+        match error:
+            case jwt.ExpiredSignatureError():
+                return "the token has expired: mint a new one"
+            case jwt.InvalidSignatureError():
+                return "the token's signature is invalid: it was not signed with this server's key"
+            case jwt.InvalidAudienceError():
+                return f"the token's audience (aud) is wrong: this server wants {self.audience!r}"
+            case jwt.InvalidIssuerError():
+                return f"the token's issuer (iss) is wrong: this server wants {self.issuer!r}"
+            case jwt.MissingRequiredClaimError():
+                return f"the token has no {error.claim!r} claim"
+            case jwt.InvalidAlgorithmError():
+                return f"the token's algorithm is not accepted: use {', '.join(self._algorithms)}"
+            case _:
+                # DecodeError, ImmatureSignatureError, ...: PyJWT's message names the
+                # problem and never includes the token itself.
+                return f"the token is invalid: {error}"
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

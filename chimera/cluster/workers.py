@@ -14,6 +14,10 @@ drains (finishes its running jobs, for up to ``--drain-timeout`` seconds) and
 shuts down; a second SIGTERM or SIGINT to the parent sends each child a second
 SIGTERM, which stops it at once. The parent returns once all have exited.
 
+Each child also gets ``--worker-id I`` (0 … N-1, as the parent's ``worker I
+started`` line says, kept when it is started again), which it puts on every
+log line.
+
 Every child is owned by the task that started it (all in one ``TaskGroup``):
 however that task ends (the parent stopping, or cancelled), the child is sent
 SIGTERM, then SIGKILL if it has not exited after :data:`STOP_GRACE` seconds,
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 RESTART = Backoff(first=0.5, cap=30.0)  # pauses before starting a dying worker again
 STABLE_AFTER = 60.0  # seconds up after which a worker's next restart pause is the first again
 STOP_GRACE = 30.0  # seconds a worker has to exit after SIGTERM before it is killed
+WORKER_ID = "--worker-id"  # the child's flag: its index, on each of its log lines
 
 
 def worker_argv(argv: Sequence[str]) -> list[str]:
@@ -81,7 +86,7 @@ async def supervise(argv: Sequence[str], workers: int, *, drain_timeout: float =
         # shows all.
         with worker_metrics():
             await keep_workers(child_argv, workers, stopping, hurry=hurry,
-                               stop_grace=drain_timeout + STOP_GRACE)
+                               stop_grace=drain_timeout + STOP_GRACE, id_flag=WORKER_ID)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -98,18 +103,21 @@ async def keep_workers(
     stable_after: float = STABLE_AFTER,
     stop_grace: float = STOP_GRACE,
     hurry: asyncio.Event | None = None,
+    id_flag: str | None = None,
 ) -> None:
     """Keeps ``workers`` processes of ``argv`` running until ``stopping`` is set, then
     stops them all and returns once each has exited; ``hurry`` set meanwhile sends
-    each child that has not exited a second SIGTERM.
+    each child that has not exited a second SIGTERM. ``id_flag``: worker ``i`` runs
+    ``argv`` plus ``id_flag i``.
 
     Cancelled: each child is stopped the same way (SIGTERM, SIGKILL after
     ``stop_grace``) and has exited before the ``CancelledError`` propagates.
     """
     async with asyncio.TaskGroup() as tg:
         for index in range(workers):
+            own = [*argv, id_flag, str(index)] if id_flag else argv
             tg.create_task(
-                _keep(index, argv, stopping, restart, stable_after, stop_grace, hurry)
+                _keep(index, own, stopping, restart, stable_after, stop_grace, hurry)
             )
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Unpack
 
 from chimera.fakes.server import (
@@ -42,9 +41,9 @@ from chimera.fakes.server import (
     Pause,
     RecordedRequest,
     Reply,
-    Script,
     json_reply,
 )
+from chimera.fakes.sse import SSE, sse_reply
 
 MESSAGES_PATH = "/v1/messages"
 
@@ -71,15 +70,11 @@ export default function LoginForm() {
 DEFAULT_ANSWER = f"Here is the component.\n\n```tsx\n{DEFAULT_CODE}\n```\n"
 DEFAULT_INPUT_TOKENS = 57
 DEFAULT_OUTPUT_TOKENS = 912
-
-
-@dataclass(frozen=True, slots=True)
-class SSE:
-    """One server-sent event; ``data`` is sent as is (it may be broken JSON)."""
-
-    event: str
-    data: str
-
+STREAM_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "request-id": "req_fake01",
+}
 
 Item = SSE | Pause
 
@@ -192,17 +187,6 @@ def first(events: Sequence[Item], name: str) -> int:
     return next(i for i, item in enumerate(events) if isinstance(item, SSE) and item.event == name)
 
 
-def encode(events: Sequence[Item], *, crlf: bool = False) -> list[bytes | Pause]:
-    """Each event as its wire bytes (one piece per event); pauses pass through."""
-    newline = "\r\n" if crlf else "\n"
-    return [
-        item
-        if isinstance(item, Pause)
-        else f"event: {item.event}{newline}data: {item.data}{newline}{newline}".encode()
-        for item in events
-    ]
-
-
 def stream_reply(
     events: Sequence[Item] | None = None,
     *,
@@ -210,16 +194,8 @@ def stream_reply(
     **delivery: Unpack[Delivery],
 ) -> Reply:
     """A 200 ``text/event-stream`` reply carrying ``events`` (default: a whole message)."""
-    return Reply(
-        status=200,
-        headers={
-            "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache",
-            "request-id": "req_fake01",
-        },
-        body=encode(message_events() if events is None else events, crlf=crlf),
-        **delivery,
-    )
+    events = message_events() if events is None else events
+    return sse_reply(events, STREAM_HEADERS, crlf=crlf, **delivery)
 
 
 def error_reply(
@@ -260,9 +236,8 @@ class FakeAnthropicAPI(FakeHTTPServer):
     API's 401 ``authentication_error``, before any scripted reply is used.
     """
 
-    def __init__(self, default: Script | None = None, *, api_key: str | None = None) -> None:
-        super().__init__(default if default is not None else stream_reply())
-        self.api_key = api_key
+    def standard_reply(self) -> Reply:
+        return stream_reply()
 
     def route(self, request: RecordedRequest) -> Reply | None:
         if request.method != "POST" or request.path != MESSAGES_PATH:

@@ -15,6 +15,7 @@ from typing import Any
 
 from chimera.fakes import anthropic_api, gemini_api
 from chimera.fakes.server import Pause, RecordedRequest, Reply, Script
+from chimera.fakes.sse import SSE
 from chimera.providers.simulated import plan
 
 FAKE_KEY = "fake-key-for-local-apis"
@@ -51,7 +52,7 @@ def anthropic_reply(delay: float) -> Script:
         paced: list[anthropic_api.Item] = []
         for event in events:
             paced.append(event)
-            if isinstance(event, anthropic_api.SSE) and event.event == "content_block_stop":
+            if isinstance(event, SSE) and event.event == "content_block_stop":
                 paced.append(Pause(delay))
         return anthropic_api.stream_reply(paced)
 

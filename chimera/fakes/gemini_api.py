@@ -41,15 +41,16 @@ from chimera.fakes.server import (
     Pause,
     RecordedRequest,
     Reply,
-    Script,
     json_reply,
 )
+from chimera.fakes.sse import SSE, sse_reply
 
 STREAM_PATH = re.compile(r"^/(?P<version>v[^/]+)/models/(?P<model>[^/:]+):streamGenerateContent$")
 
 DEFAULT_PROMPT_TOKENS = 61
 DEFAULT_THOUGHTS_TOKENS = 388
 DEFAULT_CANDIDATES_TOKENS = 517
+STREAM_HEADERS = {"content-type": "text/event-stream", "x-content-type-options": "nosniff"}
 
 __all__ = ["DEFAULT_ANSWER", "DEFAULT_THINKING"]
 
@@ -145,17 +146,11 @@ def without_finish(items: Sequence[Item]) -> list[Item]:
     return [item for item in items if not (isinstance(item, dict) and _finishes(item))]
 
 
-def encode(items: Sequence[Item], *, crlf: bool = True) -> list[bytes | Pause]:
-    """Each chunk as its wire bytes (one piece per chunk); pauses pass through."""
-    newline = "\r\n" if crlf else "\n"
-    pieces: list[bytes | Pause] = []
-    for item in items:
-        if isinstance(item, Pause):
-            pieces.append(item)
-            continue
-        text = item.text if isinstance(item, Raw) else json.dumps(item)
-        pieces.append(f"data: {text}{newline}{newline}".encode())
-    return pieces
+def as_sse(item: Item) -> SSE | Pause:
+    """A chunk as the event that carries it (``data:`` only); pauses pass through."""
+    if isinstance(item, Pause):
+        return item
+    return SSE(None, item.text if isinstance(item, Raw) else json.dumps(item))
 
 
 def stream_reply(
@@ -165,12 +160,8 @@ def stream_reply(
     **delivery: Unpack[Delivery],
 ) -> Reply:
     """A 200 ``text/event-stream`` reply carrying ``items`` (default: a whole answer)."""
-    return Reply(
-        status=200,
-        headers={"content-type": "text/event-stream", "x-content-type-options": "nosniff"},
-        body=encode(response_chunks() if items is None else items, crlf=crlf),
-        **delivery,
-    )
+    items = response_chunks() if items is None else items
+    return sse_reply(map(as_sse, items), STREAM_HEADERS, crlf=crlf, **delivery)
 
 
 def error_reply(
@@ -194,9 +185,8 @@ class FakeGeminiAPI(FakeHTTPServer):
     scripted reply is used.
     """
 
-    def __init__(self, default: Script | None = None, *, api_key: str | None = None) -> None:
-        super().__init__(default if default is not None else stream_reply())
-        self.api_key = api_key
+    def standard_reply(self) -> Reply:
+        return stream_reply()
 
     def route(self, request: RecordedRequest) -> Reply | None:
         if request.method != "POST" or not STREAM_PATH.match(request.path):

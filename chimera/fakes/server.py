@@ -39,7 +39,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal, Self, TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
@@ -132,10 +131,15 @@ def json_reply(status: int, payload: object, headers: Mapping[str, str] | None =
 
 
 class FakeHTTPServer:
-    """The scripted server. Subclasses set the default reply and routing."""
+    """The scripted server. Subclasses give the API's usual reply
+    (:meth:`standard_reply`) and its routing (:meth:`route`, which refuses a
+    request without ``api_key`` when one is set)."""
 
-    def __init__(self, default: Script) -> None:
-        self.default: Script = default
+    def __init__(self, default: Script | None = None, *, api_key: str | None = None) -> None:
+        """``default`` answers once the scripted replies are used up (None: the
+        :meth:`standard_reply`)."""
+        self.default: Script = default if default is not None else self.standard_reply()
+        self.api_key = api_key
         self.requests: list[RecordedRequest] = []
         self.closed_at: dict[int, float] = {}
         self._queue: deque[Script] = deque()
@@ -163,12 +167,7 @@ class FakeHTTPServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     @property
@@ -193,8 +192,12 @@ class FakeHTTPServer:
         """Scripted replies not used yet."""
         return len(self._queue)
 
+    def standard_reply(self) -> Script:
+        """What every request gets when a test scripts nothing."""
+        raise NotImplementedError
+
     def route(self, request: RecordedRequest) -> Reply | None:
-        """A reply for requests the fake does not serve (wrong path), or None."""
+        """A reply for requests the fake does not serve (wrong path, wrong key), or None."""
         return None
 
     async def wait_for_requests(self, count: int, within: float = 5.0) -> list[RecordedRequest]:

@@ -31,6 +31,7 @@ from chimera.auth.principal import Principal, Scope
 from chimera.auth.tokens import Authenticator, bearer
 from chimera.errors import ChimeraError, NotFound, Unauthenticated
 from chimera.gateways.limits import SubscriberLimits
+from chimera.http.edge import peer_of
 from chimera.http.responses import refusal
 from chimera.http.routes import Target
 from chimera.ids import MAX_EPOCH_LENGTH, is_ascii_number, is_valid_epoch, is_valid_job_id
@@ -179,6 +180,7 @@ def select_subprotocol(
 
 
 def peer_address(connection: ServerConnection) -> str:
-    """The peer's IP address, as the per-address limits count it."""
-    peer = connection.remote_address
+    """The peer's IP address, as the per-address limits count it (the same when the
+    connection has closed: :func:`~chimera.http.edge.peer_of`)."""
+    peer = peer_of(connection)
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)

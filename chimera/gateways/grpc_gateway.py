@@ -31,7 +31,6 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import JobManager, JobRequest
 from chimera.auth.grpc_interceptor import AuthInterceptor, call_principal
-from chimera.auth.tokens import Authenticator
 from chimera.defaults import MAX_MESSAGE_BYTES, ConnectionLimits
 from chimera.errors import (
     ChimeraError,
@@ -41,6 +40,7 @@ from chimera.gateways.convert import event_to_pb, job_to_pb, teams_from_pb, view
 from chimera.gateways.expiry import end_at_expiry
 from chimera.gateways.limits import SubscriberLimits, peer_host
 from chimera.gateways.reflection import enable_reflection
+from chimera.gateways.serving import Serving
 from chimera.grpc_handlers import (
     Handler,
     HandlerInterceptor,
@@ -49,9 +49,8 @@ from chimera.grpc_handlers import (
     preceded,
     same_shape,
 )
-from chimera.health import Health
 from chimera.observability.grpc_metrics import MetricsInterceptor
-from chimera.observability.metrics import DELIVERIES, Deliveries
+from chimera.observability.metrics import Deliveries
 from chimera.v1 import jobs_pb2 as pb
 from chimera.v1 import jobs_pb2_grpc
 from chimera.wire import decode_page_token, encode_page_token
@@ -298,31 +297,24 @@ class GrpcGateway:
 
     def __init__(
         self,
-        jobs: JobManager,
-        broadcaster: Broadcaster,
+        serving: Serving,
         *,
-        authenticator: Authenticator | None = None,
-        limits: SubscriberLimits | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
         tls: tuple[bytes, bytes] | None = None,
-        count_deliveries: bool = False,
-        reuse_port: bool = False,
         connection_limits: ConnectionLimits | None = None,
-        health: Health | None = None,
     ) -> None:
-        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext.
-        ``count_deliveries``: observe each streamed event's delivery latency.
-        ``reuse_port``: SO_REUSEPORT, so several worker processes share the port."""
-        authenticator = authenticator or Authenticator(None)
+        """``tls`` is ``(private key PEM, certificate chain PEM)``; without it, plaintext."""
         timing = connection_limits or ConnectionLimits()
         self._server = grpc.aio.server(
             # Metrics first: it counts what the others refuse too.
             interceptors=[
-                MetricsInterceptor(), DecodeGuard(), AuthInterceptor(authenticator, SERVICE_NAME)
+                MetricsInterceptor(),
+                DecodeGuard(),
+                AuthInterceptor(serving.authenticator, SERVICE_NAME),
             ],
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
-                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ("grpc.so_reuseport", 1 if serving.reuse_port else 0),
                 # Calls grpc's core holds before this server takes them: at its
                 # default (1,000) a burst of concurrent calls got CANCELLED with no
                 # reason (about 5% of 1,500 CreateJob on one channel).
@@ -339,15 +331,14 @@ class GrpcGateway:
             ],
         )
         self._tls = tls
-        self._reuse_port = reuse_port
+        self._reuse_port = serving.reuse_port
         servicer = JobService(
-            jobs, broadcaster, limits or SubscriberLimits(),
-            DELIVERIES if count_deliveries else None,
+            serving.jobs, serving.broadcaster, serving.limits, serving.deliveries
         )
         jobs_pb2_grpc.add_JobServiceServicer_to_server(servicer, self._server)
         self._health_service = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health_service, self._server)
-        self._health = health or Health()
+        self._health = serving.health
         self._health.subscribe(self._follow_health)
         enable_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],

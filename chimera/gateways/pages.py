@@ -2,9 +2,13 @@
 nothing else.
 
 The pages (``GET /`` → ``index.html``, ``GET /jobs/{job_id}`` → ``job.html``) and the
-static files under ``/static/`` are looked up by name in :data:`STATIC`, never by a
-path from the URL, so no request reaches any other file. They ship in the package
-(``chimera/web/``, setuptools package-data) and are read once, on first use.
+static files under ``/static/`` are looked up by name in :data:`PAGES` and
+:data:`STATIC`, never by a path from the URL, so no request reaches any other file.
+Both pages are one shell, ``page.html`` (head, top bar, sign-in, the job view), with
+their title and, for the index, the Command Center's form and job list
+(``command-center.html``) put in with :class:`string.Template` (``$title``,
+``$main``). The files ship in the package (``chimera/web/``, setuptools
+package-data) and are read once, on first use.
 
 Pages carry a Content-Security-Policy that allows scripts and styles from this
 server only (no inline script), WebSocket connections to this host, and no
@@ -16,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 import http
 import re
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from string import Template
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
@@ -29,6 +35,23 @@ from chimera.ids import is_valid_job_id
 
 INDEX = "index.html"
 JOB_PAGE = "job.html"
+SHELL = "page.html"  # what both pages are made of
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page: the shell with this title and, in its ``<main>``, this part (a file)."""
+
+    title: str
+    part: str | None = None
+
+
+PAGES: dict[str, Page] = {
+    INDEX: Page("Chimera · Command Center", "command-center.html"),
+    JOB_PAGE: Page("Chimera · Job"),  # the job view only: app.js fills it in
+}
+# The files the pages are made of.
+PAGE_FILES: tuple[str, ...] = (SHELL, *(page.part for page in PAGES.values() if page.part))
 # The files served under /static/, with their content types.
 STATIC: dict[str, str] = {
     "chimera.js": "text/javascript; charset=utf-8",
@@ -51,18 +74,20 @@ def content_security_policy(host: str) -> str:
 
 
 class WebFiles:
-    """The fixed set of files, read from ``root`` (default: the package's ``web/``)."""
+    """The fixed set of files, read from ``root`` (default: the package's ``web/``), and
+    the pages made of them."""
 
     def __init__(self, root: str | Path | Traversable | None = None) -> None:
         if root is None or root == "":
             root = resources.files("chimera") / "web"
         self._root: Path | Traversable = Path(root) if isinstance(root, str) else root
         self._cache: dict[str, bytes | None] = {}
+        self._pages: dict[str, bytes] = {}
 
     def read(self, name: str) -> bytes | None:
         """The file's bytes, or ``None`` if ``name`` is not one of the set or is not
         installed. ``name`` is only ever compared, never joined into a path unchecked."""
-        if name not in STATIC and name not in (INDEX, JOB_PAGE):
+        if name not in STATIC and name not in PAGE_FILES:
             return None
         if name not in self._cache:
             try:
@@ -70,6 +95,21 @@ class WebFiles:
             except OSError:
                 self._cache[name] = None
         return self._cache[name]
+
+    def page(self, name: str) -> bytes | None:
+        """The page ``name`` of :data:`PAGES` (the shell with its title and part), or
+        ``None`` if a file it is made of is not installed."""
+        if name not in self._pages:
+            page = PAGES[name]
+            shell = self.read(SHELL)
+            part = b"" if page.part is None else self.read(page.part)
+            if shell is None or part is None:
+                return None
+            # The part stands between the sign-in and the job view, a blank line either side.
+            main = "\n" + part.decode() if part else ""
+            text = Template(shell.decode()).substitute(title=page.title, main=main)
+            self._pages[name] = text.encode()
+        return self._pages[name]
 
 
 class Pages:
@@ -94,18 +134,21 @@ class Pages:
         content_type = STATIC.get(name)
         if content_type is None:
             return not_found(connection, target.path)
-        return self._cors.apply(request, self._file(connection, name, content_type))
+        body = self._files.read(name)
+        return self._cors.apply(request, self._file(connection, name, body, content_type))
 
     def _page(self, connection: ServerConnection, request: Request, name: str) -> Response:
-        response = self._file(connection, name, PAGE_TYPE)
+        response = self._file(connection, name, self._files.page(name), PAGE_TYPE)
         response.headers["Content-Security-Policy"] = content_security_policy(
             request.headers.get("Host", "")
         )
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    def _file(self, connection: ServerConnection, name: str, content_type: str) -> Response:
-        body = self._files.read(name)
+    def _file(
+        self, connection: ServerConnection, name: str, body: bytes | None, content_type: str
+    ) -> Response:
+        """A 200 with ``body``, the file (or page) ``name``; a 404 if it is not installed."""
         if body is None:
             return connection.respond(
                 http.HTTPStatus.NOT_FOUND,

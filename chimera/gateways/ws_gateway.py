@@ -18,9 +18,11 @@ This module is the server and its assembly; each job has a module of its own:
 
 Plain HTTP on the same port goes through ``process_request``: the endpoints are one
 table (:data:`WebSocketGateway._routes`); every request first has its ``Host``
-checked (421: the DNS rebinding guard), then its route (404/405), its ``Origin``
-where the route asks (403), then its handler. ``GET /healthz`` and ``GET /readyz``
-are answered here. Errors are answered by the error table (:mod:`chimera.errors`).
+checked (421: the DNS rebinding guard), then its route (404/405), its body (413),
+its ``Origin`` where the route asks (403), then its handler. A head websockets cannot
+parse is answered before that (400, 414, 431: :mod:`chimera.http.edge`). ``GET
+/healthz`` and ``GET /readyz`` are answered here. Errors are answered by the error
+table (:mod:`chimera.errors`).
 """
 
 from __future__ import annotations
@@ -35,24 +37,20 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from chimera.actors.broadcaster import Broadcaster
-from chimera.actors.jobs import JobManager
 from chimera.auth.redact import redacting_logger
-from chimera.auth.tokens import Authenticator
 from chimera.defaults import MAX_CLIENT_FRAME
 from chimera.errors import ShuttingDown, close_for
 from chimera.gateways.admission import Admission, select_subprotocol
 from chimera.gateways.http_api import HttpApi
-from chimera.gateways.limits import SubscriberLimits
 from chimera.gateways.pages import Pages, WebFiles
+from chimera.gateways.serving import Serving
 from chimera.gateways.ws_session import Sessions
-from chimera.health import Health
 from chimera.http.access_log import access_logger
 from chimera.http.cors import Cors
+from chimera.http.edge import EdgeConnection
 from chimera.http.hosts import HostAllowList
 from chimera.http.responses import nosniff, nosniff_later
 from chimera.http.routes import Reply, Route, Routes, Target
-from chimera.observability.metrics import DELIVERIES
 
 log = logging.getLogger(__name__)
 
@@ -69,34 +67,22 @@ class WebSocketGateway:
 
     def __init__(
         self,
-        jobs: JobManager,
-        broadcaster: Broadcaster,
+        serving: Serving,
         *,
-        authenticator: Authenticator | None = None,
-        limits: SubscriberLimits | None = None,
         allowed_origins: Sequence[str] = (),
         allowed_hosts: HostAllowList | None = None,
         max_frame_bytes: int = MAX_CLIENT_FRAME,
         tls: ssl.SSLContext | None = None,
-        count_deliveries: bool = False,
         web_root: str = "",
-        health: Health | None = None,
-        reuse_port: bool = False,
     ) -> None:
-        """``count_deliveries``: count messages, bytes and delivery latencies for the
-        metrics (the hot path; connections are always counted). ``web_root``: the
-        Command Center's files (default: the package's ``chimera/web``). ``health``:
-        the server's, which ``/readyz`` reads. ``reuse_port``: SO_REUSEPORT, so
-        several worker processes share the port."""
-        self._jobs = jobs
-        self._broadcaster = broadcaster
-        limits = limits or SubscriberLimits()
+        """``web_root``: the Command Center's files (default: the package's
+        ``chimera/web``). ``/readyz`` reads ``serving.health``; ``count_deliveries``
+        also counts the messages and bytes written."""
+        jobs, limits = serving.jobs, serving.limits
         origins = frozenset(o.rstrip("/") for o in allowed_origins)
         cors = Cors(origins)
-        self._admission = Admission(jobs, authenticator or Authenticator(None), limits, origins)
-        self._sessions = Sessions(
-            jobs, self._admission, limits, DELIVERIES if count_deliveries else None
-        )
+        self._admission = Admission(jobs, serving.authenticator, limits, origins)
+        self._sessions = Sessions(jobs, self._admission, limits, serving.deliveries)
         api = HttpApi(jobs, cors, self._admission.principal)
         pages = Pages(WebFiles(web_root), cors)
         self._allowed_hosts = allowed_hosts or HostAllowList("127.0.0.1")
@@ -120,8 +106,8 @@ class WebSocketGateway:
         self._server: Server | None = None
         self.port = 0
         # Not ready while the server cannot do its work (the shared store is unreachable).
-        self._health = health or Health()
-        self.reuse_port = reuse_port
+        self._health = serving.health
+        self.reuse_port = serving.reuse_port
 
     async def start(self, host: str, port: int) -> int:
         self._server = await serve(
@@ -140,6 +126,9 @@ class WebSocketGateway:
             close_timeout=5,
             compression=None,  # frames are encoded once and sent as they are
             reuse_port=self.reuse_port,
+            # Answers the requests websockets closes on without a word (a body, a
+            # malformed head) and holds pipelined bytes until the first answer.
+            create_connection=EdgeConnection,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port

@@ -11,6 +11,10 @@ peer (``HTTP response sent (200 OK): GET /api/jobs/x from 127.0.0.1:51000``,
 of a plain HTTP answer (the access line said it all) and every line of a probe
 (:data:`PROBE_PATHS`) at DEBUG. The path is redacted like every logged request.
 A line about a job's path (``job_of`` finds its id) carries ``job_id`` too.
+An answer to a head websockets could not parse (:mod:`~chimera.http.edge`) names
+the reason instead of the request (``HTTP response sent (400 Bad Request): invalid
+HTTP request line: HELLO from …``); a connection that ends without a request logs
+its ``connection closed`` at DEBUG too.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chimera.auth.redact import redact
+from chimera.http.edge import peer_of, refusal_of
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 _ANSWERED = ("HTTP response sent (%d %s)", "connection rejected (%d %s)")
@@ -48,27 +53,37 @@ class AccessLines(logging.Filter):
         try:
             request = connection.request if connection is not None else None
             response = connection.response if connection is not None else None
-            peer = _peer(connection.remote_address) if connection is not None else "unknown"
+            peer = _peer(peer_of(connection)) if connection is not None else "unknown"
         except ReferenceError:  # a weak proxy to a connection already gone
             return True
         if request is None:
-            return True
-        path = request.path.partition("?")[0]
-        quiet = path in PROBE_PATHS or (
-            record.msg == _CLOSED and (response is None or response.status_code != 101)
-        )
-        asked = f"{request.method} {redact(request.path)} from {peer}"
-        record.msg = f"{record.getMessage()}: {asked}"
-        record.args = None
-        if getattr(record, "peer", None) is None:  # the JSON lines' field: the address
-            record.peer = peer.rpartition(":")[0].strip("[]") or peer
-        if self._job_of is not None and getattr(record, "job_id", None) is None:
-            record.job_id = self._job_of(request.method, path)
+            if record.msg == _CLOSED:  # nothing was asked, or its refusal said it all
+                quiet = True
+            elif (refusal := refusal_of(connection)) is not None and record.msg in _ANSWERED:
+                quiet = False
+                self._rewrite(record, f"{redact(refusal)} from {peer}", peer)
+            else:
+                return True
+        else:
+            path = request.path.partition("?")[0]
+            quiet = path in PROBE_PATHS or (
+                record.msg == _CLOSED and (response is None or response.status_code != 101)
+            )
+            self._rewrite(record, f"{request.method} {redact(request.path)} from {peer}", peer)
+            if self._job_of is not None and getattr(record, "job_id", None) is None:
+                record.job_id = self._job_of(request.method, path)
         if quiet:
             if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
                 return False
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return True
+
+    @staticmethod
+    def _rewrite(record: logging.LogRecord, asked: str, peer: str) -> None:
+        record.msg = f"{record.getMessage()}: {asked}"
+        record.args = None
+        if getattr(record, "peer", None) is None:  # the JSON lines' field: the address
+            record.peer = peer.rpartition(":")[0].strip("[]") or peer
 
 
 def access_logger(

@@ -4,8 +4,10 @@ A pattern is a path with ``{name}`` parameters; a parameter takes any text,
 slashes included, and its handler validates it (so ``/ws/orchestrate/a/b`` is a
 400 "malformed job id", not a 404). The request target is parsed once, into a
 :class:`Target` every handler receives. A path no route matches is 404; a path
-some route matches with another method is 405 with an ``Allow`` header;
-:meth:`Routes.answer` puts the ``Host`` and ``Origin`` checks in front of them.
+some route matches with another method is 405 with an ``Allow`` header; a
+request that announced a body is 413 (no route takes one; see
+:mod:`~chimera.http.edge`). :meth:`Routes.answer` puts the ``Host`` and
+``Origin`` checks in front of them.
 
 Adding an endpoint is one line in the gateway's table, e.g.
 ``Route("GET", "/api/jobs", api.list_jobs)``.
@@ -22,6 +24,7 @@ from urllib.parse import parse_qs
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from chimera.http.edge import announced_body
 from chimera.http.hosts import HostAllowList
 
 
@@ -99,8 +102,8 @@ class Routes:
     ) -> Reply:
         """Every request of a listener: the ``Host`` check first (DNS rebinding
         guard), then the target (400 if its query is not UTF-8), the route (404,
-        405), the ``Origin`` check where the route asks for it (403), then the
-        route's handler with the parsed target."""
+        405), a body (413), the ``Origin`` check where the route asks for it (403),
+        then the route's handler with the parsed target."""
         names = request.headers.get_all("Host")
         if not hosts.allows(names):
             return connection.respond(http.HTTPStatus.MISDIRECTED_REQUEST, hosts.refusal(names))
@@ -114,6 +117,12 @@ class Routes:
                 return method_not_allowed(connection, request.method, found)
             return not_found(connection, target.path)
         route, params = found
+        if (body := announced_body(connection)) is not None:
+            return connection.respond(
+                http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE,  # 413; CONTENT_TOO_LARGE from 3.13
+                f"{request.method} {target.path} takes no request body; this request "
+                f"announced {body}\n",
+            )
         if route.check_origin and not origin_allowed(request):
             return connection.respond(
                 http.HTTPStatus.FORBIDDEN,

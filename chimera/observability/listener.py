@@ -34,6 +34,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from chimera.http.edge import EdgeConnection
 from chimera.http.hosts import HostAllowList
 from chimera.http.routes import Reply, Route, Routes, Target
 from chimera.observability.metrics import DELIVERIES, EVENT_DELIVERY
@@ -103,6 +104,7 @@ class MetricsListener:
             _never_upgraded, host, port, process_request=self._answer,
             reuse_port=multiprocess_mode(), logger=quiet,
             close_timeout=1,  # a scraper holding its connection open does not delay shutdown
+            create_connection=EdgeConnection,  # a malformed request gets an answer
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port

@@ -1,12 +1,14 @@
 """Log set-up: ``--log-format text|json``, with the job, team and peer a line is about.
 
 JSON: one object per line, ``{"ts", "level", "logger", "msg"}`` plus
-``job_id``, ``team`` and ``peer`` where they apply, and ``exc`` with a
-traceback. Those three come from an ``extra={...}`` on the call, or else from
-the context: :func:`log_context` sets them for the current task and the tasks
-it starts (a job's supervisor task is started in :func:`job_context`, so every
-line its teams and providers log carries the job's id). The default format is
-text on a terminal and JSON otherwise (a file, a pipe, a log collector).
+``job_id``, ``team`` and ``peer`` where they apply, ``worker`` in a ``--workers``
+child (its index, as the parent's ``worker 1 started`` says; ``worker=1`` after
+the level in text), and ``exc`` with a traceback. The first three come from an
+``extra={...}`` on the call, or else from the context: :func:`log_context` sets
+them for the current task and the tasks it starts (a job's supervisor task is
+started in :func:`job_context`, so every line its teams and providers log
+carries the job's id). The default format is text on a terminal and JSON
+otherwise (a file, a pipe, a log collector).
 
 Tokens and API keys are blanked in both formats: the handler runs
 :class:`chimera.auth.redact.RedactTokens` on every record.
@@ -25,6 +27,7 @@ from chimera.auth.redact import RedactTokens, redact
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s worker={worker} %(name)s: %(message)s"
 
 JOB_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 TEAM: contextvars.ContextVar[str | None] = contextvars.ContextVar("team", default=None)
@@ -53,6 +56,11 @@ def job_context(job_id: str) -> contextvars.Context:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        """``worker``: the ``--workers`` child this process is, on every line."""
+        super().__init__()
+        self._worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.fromtimestamp(record.created, UTC)
         line: dict[str, object] = {
@@ -65,6 +73,8 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None) or var.get()
             if value:
                 line[name] = str(value)
+        if self._worker is not None:
+            line["worker"] = self._worker
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(self.formatException(record.exc_info))
         if record.exc_text:
@@ -76,12 +86,21 @@ def default_format(stream: IO[str]) -> str:
     return "text" if stream.isatty() else "json"
 
 
-def configure(log_format: str | None, *, verbose: bool, stream: IO[str] | None = None) -> None:
-    """Sends every log line to ``stream`` (stderr) in ``log_format`` (None: the default)."""
+def configure(
+    log_format: str | None, *, verbose: bool, stream: IO[str] | None = None,
+    worker: int | None = None,
+) -> None:
+    """Sends every log line to ``stream`` (stderr) in ``log_format`` (None: the
+    default), each naming ``worker`` if this process is a ``--workers`` child."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     chosen = log_format or default_format(stream)
-    handler.setFormatter(JsonFormatter() if chosen == "json" else logging.Formatter(TEXT_FORMAT))
+    if chosen == "json":
+        handler.setFormatter(JsonFormatter(worker))
+    elif worker is None:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    else:
+        handler.setFormatter(logging.Formatter(WORKER_TEXT_FORMAT.format(worker=worker)))
     handler.addFilter(RedactTokens())
     root = logging.getLogger()
     for old in root.handlers[:]:

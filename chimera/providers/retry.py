@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
@@ -81,13 +81,15 @@ async def with_retries(
     policy: RetryPolicy,
     *,
     provider: str,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncIterator[ProviderEvent]:
     """Run ``attempt()`` until one finishes, retrying as the module says.
 
     ``attempt`` starts one request and yields its events; it raises
     :class:`RetryableError` for failures worth another go and
     :class:`ProviderError` for the others (which are raised at once).
-    ``provider`` names the provider in log lines.
+    ``provider`` names the provider in log lines; ``sleep`` waits out each
+    back-off (injected by tests, which record the pauses instead of taking them).
     """
     answer_started = False
     attempt_number = 0
@@ -118,7 +120,7 @@ async def with_retries(
                 exc,
                 delay,
             )
-        await asyncio.sleep(delay)
+        await sleep(delay)
 
 
 class ProviderConfig(Protocol):

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from chimera.errors import AlreadyExists, InvalidArgument
 from chimera.events import Event
 from chimera.job import Job
 
@@ -45,7 +46,7 @@ class Store(Protocol):
         read as ``get_job(id, LATEST_THOUGHTS)`` does.
         Raises :class:`chimera.errors.AlreadyExists` if the job id is taken, or was
         used by a job retention removed (ids are never reused), with the same
-        message either way.
+        message either way (:func:`id_taken`).
         """
         ...
 
@@ -88,3 +89,21 @@ class Store(Protocol):
         """Removes at most ``limit`` finished jobs that ended before ``cutoff``, with
         their events, in one commit; returns their ids (retention)."""
         ...
+
+
+# What every store says, whichever it is.
+
+
+def id_taken(job_id: str) -> AlreadyExists:
+    """The refusal of a job id that is taken or was used before (retention removed its job)."""
+    return AlreadyExists(
+        f"job_id {job_id!r} is not available (taken or used before); "
+        "choose another or leave it empty"
+    )
+
+
+def not_utf8(exc: UnicodeError) -> InvalidArgument:
+    """The refusal of a job's events whose text is not UTF-8."""
+    return InvalidArgument(
+        f"the job's text cannot be recorded, it is not valid UTF-8 ({exc}): send UTF-8"
+    )

@@ -67,7 +67,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chimera.backoff import Backoff
 from chimera.defaults import DEFAULT_REDIS_WRITE_TIMEOUT
 from chimera.errors import (
-    AlreadyExists,
     ChimeraError,
     ConfigError,
     EventsRejected,
@@ -86,6 +85,7 @@ from chimera.events import (
     parse_timestamp,
 )
 from chimera.job import LATEST_THOUGHTS, Job, changes, thought_of
+from chimera.store.base import id_taken, not_utf8
 
 log = logging.getLogger(__name__)
 
@@ -456,10 +456,7 @@ class RedisStore:
                     continue
                 return existing, False
             if verdict == "exists":
-                raise AlreadyExists(
-                    f"job_id {job.job_id!r} is not available (taken or used before); "
-                    "choose another or leave it empty"
-                )
+                raise id_taken(job.job_id)
             return job, True
         raise Unavailable("Redis keeps changing its epoch: try again")
 
@@ -542,9 +539,7 @@ class RedisStore:
                 for event in batch:
                     check_utf8(event.frame)
             except UnicodeError as exc:
-                refused[change.job_id] = (
-                    f"the job's text cannot be recorded, it is not valid UTF-8 ({exc}): send UTF-8"
-                )
+                refused[change.job_id] = str(not_utf8(exc))
                 continue
             fields: dict[str, str | int] = {
                 "seq": change.last_sequence, "update": iso_timestamp(change.update_time),

@@ -34,7 +34,6 @@ from chimera.errors import (
     ChimeraError,
     ConfigError,
     EventsRejected,
-    InvalidArgument,
     ShuttingDown,
     StorageFull,
     StorageUnavailable,
@@ -51,6 +50,7 @@ from chimera.events import (
     upgrade_frame,
 )
 from chimera.job import LATEST_THOUGHTS, Job, TeamRun, changes, thought_of
+from chimera.store.base import id_taken, not_utf8
 
 T = TypeVar("T")
 
@@ -490,10 +490,7 @@ def _insert_job(conn: sqlite3.Connection, job: Job) -> tuple[Job, bool] | Alread
         ).fetchone()
         if row is not None:
             return _read_job(conn, row, LATEST_THOUGHTS), False
-    taken = AlreadyExists(
-        f"job_id {job.job_id!r} is not available (taken or used before); "
-        "choose another or leave it empty"
-    )
+    taken = id_taken(job.job_id)
     if conn.execute("SELECT 1 FROM retired_ids WHERE job_id = ?", (job.job_id,)).fetchone():
         return taken
     try:
@@ -535,9 +532,7 @@ def _is_record_error(exc: Exception) -> bool:
 def record_error(exc: Exception) -> ChimeraError:
     """The Chimera error for a record the store could not write (its caller's alone)."""
     if isinstance(exc, UnicodeError):
-        return InvalidArgument(
-            f"the job's text cannot be recorded, it is not valid UTF-8 ({exc}): send UTF-8"
-        )
+        return not_utf8(exc)
     if isinstance(exc, sqlite3.Error):
         return storage_error(exc)
     return StorageUnavailable(

@@ -97,7 +97,7 @@ function route() {
   if (match) {
     showJob(match[1]);
   } else if (!document.getElementById("command-center")) {
-    location.assign("/"); // job.html has no Command Center: load it
+    location.assign("/"); // the job page has no Command Center: load it
   } else {
     showCommandCenter();
   }

@@ -9,7 +9,7 @@
 // thought is there exactly once whatever path it took. A position is {seq, epoch}: the
 // epoch (from `connected` or the snapshot) names the server store's lifetime, so after
 // the server lost its data a resume is refused (4410) instead of splicing another job's
-// events under the same id. See the README ("chimera.js") for the API.
+// events under the same id. See docs/browser.md ("chimera.js") for the API.
 
 export const RECONNECT_ATTEMPTS = 5;
 export const RECONNECT_DELAY_MS = 2000;
