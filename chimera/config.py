@@ -1,4 +1,6 @@
-"""Server configuration: one value, built by the CLI (or by tests) and read everywhere else."""
+"""Server configuration: one value, built from the settings table
+(:mod:`chimera.settings`: flags, environment, ``--config`` file) or by tests, and
+read everywhere else. Its defaults come from :mod:`chimera.defaults`."""
 
 from __future__ import annotations
 
@@ -7,12 +9,19 @@ from dataclasses import dataclass, field
 
 from chimera.auth.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 from chimera.defaults import (
+    DEFAULT_DB,
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_GRPC_PORT,
+    DEFAULT_JOB_DEADLINE,
     DEFAULT_MAX_JOBS_PER_CALLER,
     DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS,
     DEFAULT_MAX_SUBSCRIBERS_PER_JOB,
+    DEFAULT_REDIS_WRITE_TIMEOUT,
+    DEFAULT_RETENTION_INTERVAL,
     DEFAULT_SIM_DELAY,
     DEFAULT_SUBSCRIBER_MAX_BYTES,
+    DEFAULT_WS_PORT,
+    LOOPBACK,
     MAX_BRIEF_CHARS,
     MAX_CLIENT_FRAME,
     MAX_MESSAGE_BYTES,
@@ -22,15 +31,10 @@ from chimera.errors import ConfigError
 from chimera.events import TeamName
 from chimera.providers.registry import ProviderSettings
 
-DEFAULT_GRPC_PORT = 50051
-DEFAULT_WS_PORT = 8888
-DEFAULT_DB = "chimera.db"
-DEFAULT_RETENTION_INTERVAL = 60.0
-
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
+    host: str = LOOPBACK
     grpc_port: int = DEFAULT_GRPC_PORT
     ws_port: int = DEFAULT_WS_PORT
     db: str = DEFAULT_DB
@@ -39,7 +43,7 @@ class ServerConfig:
     redis_url: str = field(default="", repr=False)
     # A job whose events Redis does not take for this long is stopped (and closed
     # as failed once Redis answers again) rather than held or dropped silently.
-    redis_write_timeout: float = 10.0
+    redis_write_timeout: float = DEFAULT_REDIS_WRITE_TIMEOUT
     # SO_REUSEPORT on both listeners: set in the worker processes of --workers.
     reuse_port: bool = False
     # The simulated teams: seconds between steps, and teams made to fail (for trying clients).
@@ -47,8 +51,9 @@ class ServerConfig:
     sim_fail: frozenset[TeamName] = field(default_factory=frozenset)
     # The real teams (models, base URLs, real/simulated per team).
     providers: ProviderSettings = field(default_factory=ProviderSettings)
-    # A job still running after this many seconds is stopped; its unfinished teams fail.
-    job_deadline: float = 600.0
+    # A job still running after this many seconds is stopped; its unfinished teams
+    # fail. None: no deadline.
+    job_deadline: float | None = DEFAULT_JOB_DEADLINE
     max_brief_chars: int = MAX_BRIEF_CHARS
     # A subscriber whose outgoing queue passes this many bytes is shed (close 4008).
     subscriber_max_bytes: int = DEFAULT_SUBSCRIBER_MAX_BYTES
@@ -88,10 +93,10 @@ class ServerConfig:
     max_subscribers_per_address: int = DEFAULT_MAX_SUBSCRIBERS_PER_ADDRESS
     max_jobs_per_caller: int = DEFAULT_MAX_JOBS_PER_CALLER
     # Prometheus ``GET /metrics`` listener; None = no listener and no per-delivery
-    # counting. (The CLI defaults to port 9464.) ``metrics_port_default``: the port
-    # was not asked for, so if it is taken the server runs without metrics (logged).
+    # counting (the settings' default is DEFAULT_METRICS_PORT). ``metrics_port_default``:
+    # the port was not asked for, so if it is taken the server runs without metrics.
     metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = LOOPBACK
     metrics_port_default: bool = False
 
     @property

@@ -1,15 +1,22 @@
-"""Terminal output for the CLI (rich): live team lines, each team's code typed out
-as it is written, then each team's code."""
+"""The CLI's output: for people (rich: live team lines, each team's code typed out as
+it is written, then each team's code, and tables), and for scripts (``--json``: a job as
+the HTTP snapshot shows it, an event as the WebSocket sends it, so every surface names
+and types a field alike)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from chimera.events import splice
+from chimera.events import EventType, iso_timestamp, splice
+from chimera.job import Job, TeamRun, Thought
 from chimera.v1 import jobs_pb2 as pb
 from chimera.wire import STATE_FROM_PB, STATUS_FROM_PB, TEAM_FROM_PB
 
@@ -123,7 +130,7 @@ def render_job(console: Console, job: pb.Job) -> None:
             team_label(run.team),
             status.value if status else "?",
             run.model,
-            str(len(run.thoughts)),
+            str(run.thought_count),
             str(run.token_count),
             run.error,
         )
@@ -131,13 +138,97 @@ def render_job(console: Console, job: pb.Job) -> None:
 
 
 def render_jobs(console: Console, jobs: list[pb.Job]) -> None:
-    table = Table("job_id", "state", "created", "brief")
+    """A table of jobs on a terminal, where ids are never cut (the brief gives
+    way); elsewhere (a pipe, a file) tab-separated lines, nothing cut, for
+    ``cut``, ``awk`` and ``read``."""
+    rows = []
     for job in jobs:
         state = STATE_FROM_PB.get(job.state)
-        table.add_row(
-            job.job_id,
-            state.value if state else "?",
-            job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
-            job.brief if len(job.brief) <= 60 else job.brief[:59] + "…",
-        )
+        created = job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((job.job_id, state.value if state else "?", created, job.brief))
+    if not console.is_terminal:
+        for row in (("job_id", "state", "created", "brief"), *rows):
+            print("\t".join(" ".join(cell.split()) for cell in row), file=console.file)
+        return
+    table = Table("job_id", "state", "created", "brief")
+    widest = max((len(row[0]) for row in rows), default=6)
+    for column, width in zip(table.columns, (widest, 9, 19), strict=False):
+        column.min_width, column.no_wrap = width, True
+    for job_id, state_name, created, brief in rows:
+        table.add_row(job_id, state_name, created, brief if len(brief) <= 60 else brief[:59] + "…")
     console.print(table)
+
+
+def _moment(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _thought(thought: pb.Thought) -> Thought:
+    return Thought(thought.id, thought.text, iso_timestamp(_moment(thought.timestamp)))
+
+
+def job_from_pb(job: pb.Job) -> Job:
+    """The snapshot a gRPC answer carries, as :class:`~chimera.job.Job` (the
+    reverse of the gRPC gateway's ``job_to_pb``)."""
+    teams = {}
+    for run in job.teams:
+        team = TEAM_FROM_PB[run.team]
+        teams[team] = TeamRun(
+            team=team,
+            status=STATUS_FROM_PB[run.status],
+            model=run.model,
+            thoughts=[_thought(t) for t in run.thoughts],
+            code=run.code,
+            language=run.language,
+            token_count=run.token_count,
+            error=run.error,
+            thought_count=run.thought_count,
+        )
+    return Job(
+        job_id=job.job_id,
+        brief=job.brief,
+        teams=teams,
+        create_time=_moment(job.create_time),
+        update_time=_moment(job.update_time),
+        state=STATE_FROM_PB[job.state],
+        end_time=_moment(job.end_time) if job.HasField("end_time") else None,
+        last_sequence=job.last_sequence,
+    )
+
+
+def job_json(job: pb.Job, *, epoch: bool = True) -> dict[str, Any]:
+    """``--json`` of a job: exactly what ``GET /api/jobs/ID`` answers (``job_id``,
+    ``state: "succeeded"``, ``token_count`` a number…); ``epoch`` False: as an item
+    of ``GET /api/jobs``, which has none."""
+    snapshot = job_from_pb(job).to_dict()
+    return {**snapshot, "epoch": job.epoch} if epoch else snapshot
+
+
+def event_json(event: pb.JobEvent) -> dict[str, Any]:
+    """``--json`` of an event: the WebSocket message the guide defines, as
+    ``chimera watch`` prints it (``type``, ``team`` for a team's, ``data``,
+    ``timestamp``, ``job_id``, ``seq``)."""
+    kind = event.WhichOneof("kind")
+    data: dict[str, Any]
+    if kind == "status_change":
+        change = event.status_change
+        data = {"status": status_of(change), **({"model": change.model} if change.model else {})}
+        type_ = EventType.STATUS_CHANGE
+    elif kind == "thought_added":
+        data = {**_thought(event.thought_added).to_dict(), "team": team_label(event.team)}
+        type_ = EventType.THOUGHT_ADDED
+    elif kind == "code_generated":
+        code = event.code_generated
+        data = {"code": code.code, "language": code.language, "token_count": code.token_count}
+        type_ = EventType.CODE_GENERATED
+    else:
+        data = {"error": event.error.error, "status": event.error.status or "error"}
+        type_ = EventType.ERROR
+    message: dict[str, Any] = {"type": type_.value}
+    if event.team in TEAM_FROM_PB:
+        message["team"] = TEAM_FROM_PB[event.team].value
+    message.update(
+        data=data, timestamp=iso_timestamp(_moment(event.time)), job_id=event.job_id,
+        seq=event.sequence,
+    )
+    return message

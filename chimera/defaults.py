@@ -1,22 +1,43 @@
 """Default limits and settings, in one place below every layer.
 
-``config.py`` and the CLI read them to fill :class:`~chimera.config.ServerConfig`
-and the ``--help`` text; the modules that enforce them (JobManager, the
-broadcaster, the gateways, the simulated teams, the metrics listener) take them as
-their own defaults. Both sides import this module, so neither reaches into the
-other.
+``config.py`` and the settings table (``chimera/settings.py``: the flags, the
+environment, the ``--config`` file, ``--help`` and the README's table) read them
+to fill :class:`~chimera.config.ServerConfig`; the modules that enforce them
+(JobManager, the broadcaster, the gateways, the store, the simulated teams, the
+metrics listener) take them as their own defaults. Both sides import this module,
+so neither reaches into the other, and no default is written twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Where the server listens, and where the CLI's client commands look for it.
+LOOPBACK = "127.0.0.1"
+DEFAULT_GRPC_PORT = 50051
+DEFAULT_WS_PORT = 8888
+
+# The SQLite file of the embedded default (one process).
+DEFAULT_DB = "chimera.db"
+
+# Seconds a job may run before it is stopped (its unfinished teams fail).
+DEFAULT_JOB_DEADLINE = 600.0
+
+# Seconds between two sweeps of finished jobs past their retention.
+DEFAULT_RETENTION_INTERVAL = 60.0
+
+# Seconds the Redis store keeps retrying a write Redis does not take before it
+# gives up on the job (closed as failed once Redis answers again).
+DEFAULT_REDIS_WRITE_TIMEOUT = 10.0
+
 # Briefs and callers (JobManager).
 MAX_BRIEF_CHARS = 10_000
 DEFAULT_MAX_JOBS_PER_CALLER = 16  # running jobs one caller may have at once
 
-# A subscriber whose outgoing queue passes this many bytes is shed (the broadcaster).
+# A subscriber whose outgoing queue passes this many bytes is shed (the broadcaster);
+# less than one code event's worth would shed every subscriber, so less is refused.
 DEFAULT_SUBSCRIBER_MAX_BYTES = 1 << 20
+MIN_SUBSCRIBER_MAX_BYTES = 64 * 1024
 
 # Subscribers (WebSocket connections and gRPC streams) per job and per client address.
 DEFAULT_MAX_SUBSCRIBERS_PER_JOB = 1000

@@ -1,7 +1,7 @@
 """``chimera serve --workers N``: N server processes sharing the gRPC and WebSocket ports.
 
 The parent serves nothing itself. It starts N children, each ``chimera serve``
-with the same flags (minus ``--workers``) plus ``--reuse-port``, so the kernel
+with the same flags, ``--workers 1`` and ``--reuse-port``, so the kernel
 spreads connections over them (SO_REUSEPORT on both listeners). They share
 the Redis store, so any worker serves any job.
 
@@ -48,7 +48,9 @@ WORKER_ID = "--worker-id"  # the child's flag: its index, on each of its log lin
 
 
 def worker_argv(argv: Sequence[str]) -> list[str]:
-    """The parent's ``serve`` arguments for a child: no ``--workers``, plus ``--reuse-port``."""
+    """The parent's ``serve`` arguments for a child: ``--workers 1`` instead of the
+    parent's (the flag beats a ``CHIMERA_WORKERS`` or ``workers`` key the child
+    would otherwise read too), plus ``--reuse-port``."""
     out: list[str] = []
     skip = False
     for arg in argv:
@@ -61,7 +63,7 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
         if arg.startswith("--workers="):
             continue
         out.append(arg)
-    return [*out, "--reuse-port"]
+    return [*out, "--workers", "1", "--reuse-port"]
 
 
 async def supervise(argv: Sequence[str], workers: int, *, drain_timeout: float = 0.0) -> int:

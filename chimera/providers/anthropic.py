@@ -59,13 +59,18 @@ from chimera.providers.base import ProviderEvent
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
 from chimera.providers.prompt import SYSTEM_PROMPT, user_message
 from chimera.providers.retry import RetryingProvider
-from chimera.providers.table import RealConfig
+from chimera.providers.table import (
+    ANTHROPIC_MAX_TOKENS,
+    ANTHROPIC_MODEL,
+    ANTHROPIC_THINKING_BUDGET,
+    RealConfig,
+)
 
 API_KEY_ENV = env.ANTHROPIC_API_KEY_ENV
 BASE_URL_ENV = env.ANTHROPIC_BASE_URL_ENV  # read by the SDK itself when base_url is None
-DEFAULT_MODEL = "claude-sonnet-4-6"
-DEFAULT_THINKING_BUDGET = 2048
-DEFAULT_MAX_TOKENS = 8192
+DEFAULT_MODEL = ANTHROPIC_MODEL
+DEFAULT_THINKING_BUDGET = ANTHROPIC_THINKING_BUDGET
+DEFAULT_MAX_TOKENS = ANTHROPIC_MAX_TOKENS
 _SOURCE = "Anthropic"
 
 # In-stream ``error`` events arrive on a 200 response; their ``error.type``

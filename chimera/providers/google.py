@@ -55,14 +55,19 @@ from chimera.providers.base import ProviderEvent
 from chimera.providers.faults import RetryableError, http_failure, parse_retry_after
 from chimera.providers.prompt import SYSTEM_PROMPT, user_message
 from chimera.providers.retry import RetryingProvider
-from chimera.providers.table import RealConfig
+from chimera.providers.table import (
+    GOOGLE_MAX_OUTPUT_TOKENS,
+    GOOGLE_MODEL,
+    GOOGLE_THINKING_BUDGET,
+    RealConfig,
+)
 
 API_KEY_ENVS = env.GOOGLE_API_KEY_ENVS  # the SDK's order: GOOGLE_API_KEY wins
 BASE_URL_ENV = env.GOOGLE_BASE_URL_ENV  # read by the SDK itself when base_url is None
-DEFAULT_MODEL = "gemini-2.5-flash"
+DEFAULT_MODEL = GOOGLE_MODEL
 DEFAULT_API_VERSION = "v1beta"
-DEFAULT_THINKING_BUDGET = 2048
-DEFAULT_MAX_OUTPUT_TOKENS = 8192
+DEFAULT_THINKING_BUDGET = GOOGLE_THINKING_BUDGET
+DEFAULT_MAX_OUTPUT_TOKENS = GOOGLE_MAX_OUTPUT_TOKENS
 _SOURCE = "Gemini"
 _T = TypeVar("_T")
 _RETRY_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")

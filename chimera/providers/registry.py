@@ -34,12 +34,15 @@ class RealProvider(Provider, Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
-    """What the flags say. ``options[team]`` holds that team's settings by name
+    """What the settings say. ``options[team]`` holds that team's settings by name
     (see :data:`chimera.providers.table.PROVIDERS`); ``None`` or a missing name
-    leaves a value to the environment or the default."""
+    leaves a value to the environment or the default. ``api_keys[team]``: the
+    team's key; missing or empty, the provider's key variables decide (kept out of
+    ``repr``)."""
 
     modes: Mapping[TeamName, Mode] = field(default_factory=dict)
     options: Mapping[TeamName, Mapping[str, Any]] = field(default_factory=dict)
+    api_keys: Mapping[TeamName, str] = field(default_factory=dict, repr=False)
 
 
 class Providers:
@@ -61,8 +64,9 @@ class Providers:
             spec = SPECS[team]
             options = settings.options.get(team, {})
             mode = settings.modes.get(team, Mode.AUTO)
-            wanted = mode is not Mode.SIMULATED and bool(names.api_key(env, spec.key_envs))
-            real = cast(RealProvider | None, spec.make(env, options)) if wanted else None
+            key = settings.api_keys.get(team, "").strip() or names.api_key(env, spec.key_envs)
+            wanted = mode is not Mode.SIMULATED and bool(key)
+            real = cast(RealProvider | None, spec.make(env, options, key)) if wanted else None
             if mode is Mode.REAL and real is None:
                 raise ValueError(
                     f"the {team.value} team is set to real but {spec.key_help} is not set"

@@ -1,12 +1,14 @@
-"""The real providers, in one table: what drives the registry and the CLI flags.
+"""The real providers, in one table: what drives the registry and the server settings.
 
 Each :class:`ProviderSpec` names its team, its API key and base URL variables,
 where its code lives (imported only when a team runs it: the SDKs take seconds
-to import) and its settings; a setting becomes the flag
-``--TEAM-NAME`` with the default ``$CHIMERA_TEAM_NAME``. Adding a provider is
-one entry here plus its module (a :class:`RealConfig` subclass and a provider
-class). :class:`RealConfig` holds what every provider's config shares: the key,
-timeouts, retries, the checks on them and ``from_env``.
+to import) and its settings, with their defaults; each becomes a server setting
+``TEAM_NAME`` (:mod:`chimera.settings`: the flag ``--TEAM-NAME``, the variable
+``CHIMERA_TEAM_NAME``, the file key ``TEAM_NAME``), as does the team's API key
+(``TEAM_api_key``, also read from the provider's own variables). Adding a
+provider is one entry here plus its module (a :class:`RealConfig` subclass and a
+provider class). :class:`RealConfig` holds what every provider's config shares:
+the key, timeouts, retries, the checks on them and ``from_env``.
 
 Imports no SDK, so the CLI can read it at no cost.
 """
@@ -27,6 +29,14 @@ from chimera.providers.retry import RetryPolicy
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_BACKOFF_BASE = 1.0
+
+# Each provider's defaults, read by its module and by the settings table.
+ANTHROPIC_MODEL = "claude-sonnet-4-6"
+ANTHROPIC_THINKING_BUDGET = 2048
+ANTHROPIC_MAX_TOKENS = 8192
+GOOGLE_MODEL = "gemini-2.5-flash"
+GOOGLE_THINKING_BUDGET = 2048
+GOOGLE_MAX_OUTPUT_TOKENS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +71,19 @@ class RealConfig:
         """A provider's own checks on its own fields; raises ``ValueError``."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **settings: Any) -> Self | None:
-        """A config with the key from the first of ``KEY_ENVS`` set, or None if none is.
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, api_key: str = "", **settings: Any
+    ) -> Self | None:
+        """A config with ``api_key``, or else the key from the first of ``KEY_ENVS``
+        set; None if there is neither.
 
         ``settings`` are passed on as fields; those that are None are left at
-        their defaults, so unset command-line flags can be passed straight
-        through (and an unset ``base_url`` keeps the SDK's base URL variable working).
+        their defaults, so unset settings can be passed straight through (and an
+        unset ``base_url`` keeps the SDK's base URL variable working).
         """
-        key = env.api_key(os.environ if environ is None else environ, cls.KEY_ENVS)
+        key = api_key.strip() or env.api_key(
+            os.environ if environ is None else environ, cls.KEY_ENVS
+        )
         if not key:
             return None
         given = {name: value for name, value in settings.items() if value is not None}
@@ -82,12 +97,15 @@ class RealConfig:
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One setting of a provider's config that has a command-line flag."""
+    """One setting of a provider's config that is also a server setting.
+
+    ``default`` None leaves the config's own (for ``base_url``: the SDK's, which
+    follows the provider's base URL variable)."""
 
     name: str  # the config field, e.g. "thinking_budget"
     kind: type[str] | type[int]
-    help: str | None = None
-    from_env: bool = True  # default from $CHIMERA_TEAM_NAME
+    default: str | int | None
+    help: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +120,17 @@ class ProviderSpec:
     def key_help(self) -> str:
         return " or ".join(self.key_envs)
 
-    def flag(self, setting: Setting) -> str:
-        return f"--{self.team.value}-{setting.name.replace('_', '-')}"
+    def setting_name(self, setting: Setting) -> str:
+        """The server setting's name: ``anthropic_thinking_budget``."""
+        return f"{self.team.value}_{setting.name}"
 
-    def env_name(self, setting: Setting) -> str:
-        return f"CHIMERA_{self.team.value}_{setting.name}".upper()
-
-    def make(self, environ: Mapping[str, str], options: Mapping[str, Any]) -> Provider | None:
-        """The real provider with ``options``, or None without a key."""
+    def make(
+        self, environ: Mapping[str, str], options: Mapping[str, Any], api_key: str = ""
+    ) -> Provider | None:
+        """The real provider with ``options`` and ``api_key`` (else the key from
+        ``environ``), or None without a key."""
         module = importlib.import_module(self.module)
-        config = module.Config.from_env(environ, **options)
+        config = module.Config.from_env(environ, api_key=api_key, **options)
         provider: Provider | None = module.Provider(config) if config else None
         return provider
 
@@ -123,10 +142,12 @@ PROVIDERS: tuple[ProviderSpec, ...] = (
         base_url_env=env.ANTHROPIC_BASE_URL_ENV,
         module="chimera.providers.anthropic",
         settings=(
-            Setting("model", str, "default $CHIMERA_ANTHROPIC_MODEL or claude-sonnet-4-6"),
-            Setting("base_url", str, from_env=False),
-            Setting("thinking_budget", int, "thinking tokens (>= 1024; default 2048)"),
-            Setting("max_tokens", int, "answer + thinking tokens (default 8192)"),
+            Setting("model", str, ANTHROPIC_MODEL, "the Anthropic team's model"),
+            Setting("base_url", str, None, "the Anthropic API's address"),
+            Setting("thinking_budget", int, ANTHROPIC_THINKING_BUDGET,
+                    "thinking tokens (at least 1024)"),
+            Setting("max_tokens", int, ANTHROPIC_MAX_TOKENS,
+                    "answer + thinking tokens (more than the thinking budget)"),
         ),
     ),
     ProviderSpec(
@@ -135,10 +156,11 @@ PROVIDERS: tuple[ProviderSpec, ...] = (
         base_url_env=env.GOOGLE_BASE_URL_ENV,
         module="chimera.providers.google",
         settings=(
-            Setting("model", str, "default $CHIMERA_GOOGLE_MODEL or gemini-2.5-flash"),
-            Setting("base_url", str, from_env=False),
-            Setting("thinking_budget", int, "thinking tokens (default 2048)"),
-            Setting("max_output_tokens", int, "answer + thinking tokens (default 8192)"),
+            Setting("model", str, GOOGLE_MODEL, "the Google team's model"),
+            Setting("base_url", str, None, "the Gemini API's address"),
+            Setting("thinking_budget", int, GOOGLE_THINKING_BUDGET, "thinking tokens"),
+            Setting("max_output_tokens", int, GOOGLE_MAX_OUTPUT_TOKENS,
+                    "answer + thinking tokens"),
         ),
     ),
 )

@@ -68,6 +68,7 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chimera.backoff import Backoff
+from chimera.defaults import DEFAULT_REDIS_WRITE_TIMEOUT
 from chimera.errors import (
     ChimeraError,
     ConfigError,
@@ -101,7 +102,6 @@ ORDER = P + "order"
 RETIRED = P + "retired"
 RETENTION_LOCK = P + "retention"
 CONTROL_CHANNEL = P + "control"
-DEFAULT_WRITE_TIMEOUT = 10.0
 PASSWORD_ENV = "REDISCLI_AUTH"
 WRITE_RETRY = Backoff(first=0.05, cap=1.0)  # before a write is sent again
 MAX_CONNECTIONS = 32  # per process (pub/sub takes one more)
@@ -322,7 +322,11 @@ class RedisStore:
     """
 
     def __init__(
-        self, url: str, *, node: str | None = None, write_timeout: float = DEFAULT_WRITE_TIMEOUT
+        self,
+        url: str,
+        *,
+        node: str | None = None,
+        write_timeout: float = DEFAULT_REDIS_WRITE_TIMEOUT,
     ) -> None:
         self.url = url
         self.node = node or secrets.token_hex(6)
