@@ -183,6 +183,7 @@ def job_from_pb(job: pb.Job) -> Job:
             token_count=run.token_count,
             error=run.error,
             thought_count=run.thought_count,
+            code_so_far=run.code_so_far,
         )
     return Job(
         job_id=job.job_id,
@@ -219,8 +220,14 @@ def event_json(event: pb.JobEvent) -> dict[str, Any]:
         type_ = EventType.THOUGHT_ADDED
     elif kind == "code_generated":
         code = event.code_generated
-        data = {"code": code.code, "language": code.language, "token_count": code.token_count}
+        data = {
+            "code": code.code, "language": code.language, "token_count": code.token_count,
+            "input_tokens": code.input_tokens,
+        }
         type_ = EventType.CODE_GENERATED
+    elif kind == "code_delta":
+        data = {"offset": event.code_delta.offset, "text": event.code_delta.text}
+        type_ = EventType.CODE_DELTA
     else:
         data = {"error": event.error.error, "status": event.error.status or "error"}
         type_ = EventType.ERROR
