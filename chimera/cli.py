@@ -26,7 +26,7 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from chimera import __version__
+from chimera import __version__, eventloop
 from chimera.auth.principal import parse_scopes
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import (
@@ -265,6 +265,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         "--log-format", choices=logs.FORMATS, default=None,
         help="text, or json (one object per line); default text on a terminal, json otherwise",
     )
+    p.add_argument(
+        "--loop", choices=eventloop.LOOPS, default=os.environ.get(eventloop.LOOP_ENV, "auto"),
+        help="the event loop: uvloop, asyncio, or auto (uvloop when installed; default "
+        f"${eventloop.LOOP_ENV}, else auto)",
+    )
 
 
 def _port(value: str) -> int:
@@ -453,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command is None:
             return _token(args)
-        return asyncio.run(command(args))
+        return eventloop.run(command(args), getattr(args, "loop", "auto"))
     except KeyboardInterrupt:
         return 130
     except ConfigError as exc:

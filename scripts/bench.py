@@ -52,7 +52,7 @@ import tempfile
 import time
 import uuid
 from array import array
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection
@@ -269,7 +269,12 @@ def server_main(kind: str, conn: Connection, db: str) -> None:
 def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
     if kind.startswith("chimera"):  # "chimera" or "chimera:<sim delay>"
         _, _, delay = kind.partition(":")
-        asyncio.run(_chimera_server(conn, db, float(delay) if delay else None))
+        from chimera import eventloop
+
+        # The loop `chimera serve` runs (uvloop when installed); CHIMERA_LOOP=asyncio
+        # (e.g. --lever CHIMERA_LOOP=asyncio) for the plain one.
+        eventloop.run(_chimera_server(conn, db, float(delay) if delay else None),
+                      os.environ.get(eventloop.LOOP_ENV, "auto"))
     elif kind == "bare":
         asyncio.run(_bare_ws_server(conn))
     else:
@@ -508,15 +513,45 @@ def median(runs: Sequence[R], key: Callable[[R], float] = lambda r: r.rate) -> R
     return sorted(runs, key=key)[len(runs) // 2]
 
 
-def interleaved(repeat: int, ours: Callable[[], R], anchor: Callable[[], R]) -> tuple[R, R, int]:
-    """Chimera, anchor, Chimera, anchor …: both see the same load on the machine.
-    Returns the medians (by rate) and the order errors of all runs."""
+# --lever ENV=VALUE: each Chimera run is made twice, without and with that variable in
+# the server's environment, alternating with the anchor's runs (before/after, same run).
+LEVERS: list[tuple[str, str]] = []
+
+
+@contextlib.contextmanager
+def environment(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment, so the processes it spawns get it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
+def interleaved(
+    repeat: int, ours: Callable[[], R], anchor: Callable[[], R]
+) -> tuple[R, R, int, list[tuple[str, R]]]:
+    """Chimera, (Chimera with each lever,) anchor, Chimera, …: all see the same load on
+    the machine. Returns the medians (by rate), the order errors of all runs and each
+    lever's median."""
     a: list[R] = []
     b: list[R] = []
+    levers: list[list[R]] = [[] for _ in LEVERS]
     for _ in range(repeat):
         a.append(ours())
+        for (name, value), runs in zip(LEVERS, levers, strict=True):
+            with environment(name, value):
+                runs.append(ours())
         b.append(anchor())
-    return median(a), median(b), sum(r.order_errors for r in a + b)
+    errors = sum(r.order_errors for r in a + b + [r for runs in levers for r in runs])
+    return median(a), median(b), errors, [
+        (f"{name}={value}", median(runs))
+        for (name, value), runs in zip(LEVERS, levers, strict=True)
+    ]
 
 
 # -- the table --------------------------------------------------------------------------
@@ -549,7 +584,11 @@ def main() -> int:
                         help="the WebSocket load generator (node: scripts/bench-client, "
                         "installed on first use; python when Node is missing)")
     parser.add_argument("--calls", type=int, help="CreateJob calls per run instead of the defaults")
+    parser.add_argument("--lever", action="append", default=[], metavar="ENV=VALUE",
+                        help="also run each Chimera server with this in its environment "
+                        "(repeatable): before and after, interleaved in one run")
     args = parser.parse_args()
+    LEVERS.extend((lever.partition("=")[0], lever.partition("=")[2]) for lever in args.lever)
     sections = set(args.only.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     sizes = args.events or ([1000, 5000] if args.quick else [1000, 5000, 20_000, 50_000])
@@ -568,56 +607,48 @@ def main() -> int:
           f"{'Node ws' if node else 'Python'}; ratio = chimera / anchor (CPU: anchor / chimera)")
     print(HEADER)
 
-    def cpu_rows(name: str, a: Run, b: Run, unit: str = "delivery") -> None:
-        row(f"{name}: server CPU us/{unit}", a.server_us, b.server_us,
-            b.server_us / max(a.server_us, 1e-9), fmt=",.1f",
-            notes=f"client CPU us/{unit}: {a.client_us:.1f} (chimera run), "
-                  f"{b.client_us:.1f} (anchor run)")
+    def report(name: str, rate: str, measured: tuple[Run, Run, int, list[tuple[str, Run]]],
+               notes: str = "", unit: str = "delivery") -> None:
+        a, b, errors, levers = measured
+        for label, ours in [("", a), *((f" [{lever}]", r) for lever, r in levers)]:
+            row(f"{name}{label}: {rate}", ours.rate, b.rate, ours.rate / b.rate, lat=(ours, b),
+                notes=f"{notes}delivered {ours.delivered}/{ours.expected}, "
+                      f"order errors {errors}")
+            row(f"{name}{label}: server CPU us/{unit}", ours.server_us, b.server_us,
+                b.server_us / max(ours.server_us, 1e-9), fmt=",.1f",
+                notes=f"client CPU us/{unit}: {ours.client_us:.1f} (chimera run), "
+                      f"{b.client_us:.1f} (anchor run)")
 
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         if "one-job" in sections:
             for m in sizes:
-                a, b, errors = interleaved(
+                report(f"1 job x 1 sub, {m:,} ev", "ev/s", interleaved(
                     repeat, partial(run_jobs, ctx, "chimera", 1, 1, m, tmp, node),
-                    partial(run_jobs, ctx, "bare", 1, 1, m, tmp, node))
-                name = f"1 job x 1 sub, {m:,} ev"
-                row(f"{name}: ev/s", a.rate, b.rate, a.rate / b.rate, lat=(a, b),
-                    notes=f"delivered {a.delivered}/{a.expected}, order errors {errors}")
-                cpu_rows(name, a, b)
+                    partial(run_jobs, ctx, "bare", 1, 1, m, tmp, node)))
         if "many-jobs" in sections:
             for jobs in many:
-                a, b, errors = interleaved(
+                report(f"{jobs} jobs x 200 ev x 2 subs", "ev/s", interleaved(
                     repeat, partial(run_jobs, ctx, "chimera", jobs, 2, 200, tmp, node),
-                    partial(run_jobs, ctx, "bare", jobs, 2, 200, tmp, node))
-                name = f"{jobs} jobs x 200 ev x 2 subs"
-                row(f"{name}: ev/s", a.rate, b.rate, a.rate / b.rate, lat=(a, b),
-                    notes=f"delivered {a.delivered}/{a.expected}, order errors {errors}")
-                cpu_rows(name, a, b)
+                    partial(run_jobs, ctx, "bare", jobs, 2, 200, tmp, node)))
         if "paced" in sections:
             jobs = 50 if args.quick else 200
             recorded: list[list[tuple[float, str]]] = []
-            a, b, errors = interleaved(
+            measured = interleaved(
                 repeat,
                 lambda: run_jobs(ctx, f"chimera:{PACED_DELAY}", jobs, 2, 0, tmp, node,
                                  record=recorded),
                 lambda: run_jobs(ctx, "bare", jobs, 2, 0, tmp, node, replay=recorded[0]))
-            name = f"{jobs} jobs x 2 subs, paced sim"
-            row(f"{name}: msg/s", a.rate, b.rate, a.rate / b.rate, lat=(a, b),
-                notes=f"{len(recorded[0])} frames a job, both teams, {PACED_DELAY * 1000:.0f} ms "
-                      f"steps; delivered {a.delivered} / {b.delivered}, order errors {errors}")
-            cpu_rows(name, a, b)
+            report(f"{jobs} jobs x 2 subs, paced sim", "msg/s", measured,
+                   notes=f"{len(recorded[0])} frames a job, both teams, "
+                         f"{PACED_DELAY * 1000:.0f} ms steps; ")
         for section, kind, what in (("create", "chimera", "then running"),
                                     ("create-wait", f"chimera:{WAITING_DELAY:g}", "left waiting")):
             if section not in sections:
                 continue
             for concurrency, calls in creates:
-                a, b = interleaved(
+                report(f"CreateJob ({what}), c={concurrency}", "calls/s", interleaved(
                     repeat, partial(run_create, ctx, kind, concurrency, calls, tmp),
-                    partial(run_create, ctx, "grpc", concurrency, calls, tmp))[:2]
-                name = f"CreateJob ({what}), c={concurrency}"
-                row(f"{name}: calls/s", a.rate, b.rate, a.rate / b.rate, lat=(a, b),
-                    notes=f"{calls} calls")
-                cpu_rows(name, a, b, unit="call")
+                    partial(run_create, ctx, "grpc", concurrency, calls, tmp)), unit="call")
         if "fanout" in sections:
             subscribers, m = fanout
             for n in subscribers:
