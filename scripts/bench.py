@@ -119,6 +119,9 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
     from chimera.server import ChimeraServer
 
     count = {"m": CREATE_THOUGHTS}
+    if "BENCH_COMMIT_INTERVAL" in os.environ:  # a lever under measurement
+        from chimera.actors import broadcaster
+        broadcaster.COMMIT_INTERVAL = float(os.environ["BENCH_COMMIT_INTERVAL"])
 
     class BenchProvider:
         model = "bench"
@@ -148,6 +151,8 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
         serving = tg.create_task(server.serve())
         await server.ready.wait()
         gc.collect()
+        if os.environ.get("BENCH_GC_FREEZE") == "1":
+            gc.freeze()
         conn.send(("port", server.ws_port, server.grpc_port))
         async for command in fan._commands(conn):
             if command[0] == "jobs":
@@ -513,23 +518,22 @@ def median(runs: Sequence[R], key: Callable[[R], float] = lambda r: r.rate) -> R
     return sorted(runs, key=key)[len(runs) // 2]
 
 
-# --lever ENV=VALUE: each Chimera run is made twice, without and with that variable in
+# --lever ENV=VALUE[,ENV=VALUE…]: each Chimera run is made again with those variables in
 # the server's environment, alternating with the anchor's runs (before/after, same run).
-LEVERS: list[tuple[str, str]] = []
+LEVERS: list[tuple[str, str]] = []  # (label, "NAME=VALUE[,NAME=VALUE…]")
 
 
 @contextlib.contextmanager
-def environment(name: str, value: str) -> Iterator[None]:
-    """``name=value`` in this process's environment, so the processes it spawns get it."""
-    old = os.environ.get(name)
-    os.environ[name] = value
+def environment(settings: str) -> Iterator[None]:
+    """``NAME=VALUE[,NAME=VALUE…]`` in this process's environment, so the processes it
+    spawns get them."""
+    old = dict(os.environ)
+    os.environ.update(setting.split("=", 1) for setting in settings.split(","))  # type: ignore[misc]
     try:
         yield
     finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
+        os.environ.clear()
+        os.environ.update(old)
 
 
 def interleaved(
@@ -543,14 +547,13 @@ def interleaved(
     levers: list[list[R]] = [[] for _ in LEVERS]
     for _ in range(repeat):
         a.append(ours())
-        for (name, value), runs in zip(LEVERS, levers, strict=True):
-            with environment(name, value):
+        for (_, settings), runs in zip(LEVERS, levers, strict=True):
+            with environment(settings):
                 runs.append(ours())
         b.append(anchor())
     errors = sum(r.order_errors for r in a + b + [r for runs in levers for r in runs])
     return median(a), median(b), errors, [
-        (f"{name}={value}", median(runs))
-        for (name, value), runs in zip(LEVERS, levers, strict=True)
+        (label, median(runs)) for (label, _), runs in zip(LEVERS, levers, strict=True)
     ]
 
 
@@ -584,11 +587,11 @@ def main() -> int:
                         help="the WebSocket load generator (node: scripts/bench-client, "
                         "installed on first use; python when Node is missing)")
     parser.add_argument("--calls", type=int, help="CreateJob calls per run instead of the defaults")
-    parser.add_argument("--lever", action="append", default=[], metavar="ENV=VALUE",
-                        help="also run each Chimera server with this in its environment "
+    parser.add_argument("--lever", action="append", default=[], metavar="ENV=VALUE[,...]",
+                        help="also run each Chimera server with these in its environment "
                         "(repeatable): before and after, interleaved in one run")
     args = parser.parse_args()
-    LEVERS.extend((lever.partition("=")[0], lever.partition("=")[2]) for lever in args.lever)
+    LEVERS.extend((lever, lever) for lever in args.lever)
     sections = set(args.only.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     sizes = args.events or ([1000, 5000] if args.quick else [1000, 5000, 20_000, 50_000])
