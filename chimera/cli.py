@@ -31,7 +31,7 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from chimera import __version__
+from chimera import __version__, eventloop
 from chimera.auth.principal import parse_scopes
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import (
@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show_config(args, settings)
         if args.command in ("serve", "demo"):
             run = _serve if args.command == "serve" else _demo
-            return asyncio.run(run(args, settings))
+            return eventloop.run(run(args, settings), settings.values.get("loop", "auto"))
         command = {"submit": _submit, "status": _status, "cancel": _cancel, "jobs": _jobs,
                    "watch": _watch}[args.command]
         return asyncio.run(command(args))

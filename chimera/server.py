@@ -58,6 +58,7 @@ import logging
 import ssl
 from pathlib import Path
 
+from chimera import eventloop
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import NODE_LOST, JobManager, ProviderFactory, RunningJobs
 from chimera.actors.retention import Retention
@@ -306,8 +307,9 @@ class ChimeraServer:
                     tg.create_task(self.retention.run(), name="retention")
                 await self._listen()
                 log.info(
-                    "serving gRPC on %s:%d and WebSocket on %s:%d",
+                    "serving gRPC on %s:%d and WebSocket on %s:%d (event loop: %s)",
                     self.config.host, self.grpc_port, self.config.host, self.ws_port,
+                    eventloop.running_loop(),
                 )
                 log.info("Command Center: %s", self.command_center_url)
                 if self.owned_providers is not None:

@@ -32,6 +32,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
+from chimera import eventloop
 from chimera.auth.tokens import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 from chimera.config import ServerConfig
 from chimera.defaults import (
@@ -346,6 +347,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", _choice("auto", *logs.FORMATS), "auto",
             "text, or json (one object per line); auto: text on a terminal, json otherwise",
             "server"),
+    Setting("loop", _choice(*eventloop.LOOPS), "auto",
+            "the event loop: uvloop, asyncio, or auto (uvloop when it imports, else "
+            "asyncio's own); the serving line names the one running", "server"),
     Setting("workers", whole(1), 1,
             "run N server processes on the same ports, supervised (needs --redis and fixed "
             "ports)", "workers"),

@@ -5,20 +5,30 @@
     .venv/bin/python scripts/bench.py --quick    # smaller sizes, 1 run each (~2 min)
     .venv/bin/python scripts/bench.py --only one-job,create
 
-Sections (each server runs in a process of its own, its clients in another):
+Sections (each server runs in a process of its own pinned to core 0, its clients in
+another pinned to core 1; Chimera and anchor runs alternate, the median of each is kept;
+every section also prints the server's CPU time per delivery, the clients' beside it,
+so a client that is the bottleneck shows):
 
 - ``one-job``: one job of M thought events (M = 1k / 5k / 20k / 50k), one
-  WebSocket subscriber: delivered events/s and the server process's CPU time
-  (user + system, all threads) per 1,000 events, against a bare
+  WebSocket subscriber, saturated: delivered events/s, against a bare
   ``websockets.broadcast()`` server sending the same frames.
 - ``many-jobs``: J jobs at once (J = 50 / 200) x 200 events x 2 subscribers each:
   delivered events/s and publish-to-receive p50/p99, against the bare server
   with one channel (connection set) per job.
+- ``paced``: 200 jobs of the real simulated provider (both teams, a step every
+  PACED_DELAY s) x 2 subscribers, each reading its job to the end, against the
+  bare server replaying the frames of one of those jobs (recorded from the
+  Chimera run's log) at their recorded pace, no store.
 - ``create``: CreateJob over gRPC at concurrency 1 / 16 / 64 (each job then runs:
-  5 thoughts and its code): calls/s and p50/p99, against a bare ``grpc.aio``
-  server whose CreateJob returns a fixed reply.
+  5 thoughts and its code), and ``create-wait``: the same with each job left
+  waiting (the simulated provider, ``--sim-delay 1000``): calls/s and p50/p99,
+  against a bare ``grpc.aio`` server whose CreateJob returns a fixed reply.
 - ``fanout``: ``scripts/bench_fanout.py``'s table (one job, N = 1 / 100 / 1000
   subscribers) and ``memory``: RSS per idle subscriber at 10,000.
+
+WebSocket clients: ``scripts/bench-client`` (Node's ``ws``, which reads ~3x faster
+than a Python client; ``npm ci`` there on first use), or ``--client python``.
 
 The ratio column is Chimera / anchor (for CPU, anchor / Chimera: above 100% means
 Chimera is cheaper). The machine's cores are shared, so absolute figures move
@@ -29,18 +39,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from array import array
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,15 +67,49 @@ SUBSCRIBER_BYTES = 256 << 20  # a 50k-event job must not shed its one reader
 CREATE_THOUGHTS = 5
 
 
+SERVER_CORE, CLIENT_CORE = 0, 1
+NODE_CLIENT = Path(__file__).resolve().parent / "bench-client"
+# The paced workload's jobs run the real simulated provider (both teams), pausing
+# this long between steps; CreateJob "left waiting" pauses longer than any run.
+PACED_DELAY = 0.02
+WAITING_DELAY = 1000.0
+
+
 def cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
 
 
+def pin(core: int) -> None:
+    """Runs this process on one core (what ``taskset -c`` does), so the server and its
+    clients never compete for one; a no-op on a machine without that core."""
+    if hasattr(os, "sched_setaffinity") and core < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {core})
+
+
+def node_client() -> list[str] | None:
+    """The command that runs the Node load generator (installing its one package,
+    ``ws``, from the lockfile the first time), or ``None`` without Node."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    if not (NODE_CLIENT / "node_modules" / "ws").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            return None
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=NODE_CLIENT,
+                       check=True)
+    taskset = shutil.which("taskset")
+    pinned = [taskset, "-c", str(CLIENT_CORE)] if taskset and (os.cpu_count() or 1) > 1 else []
+    return [*pinned, node, str(NODE_CLIENT / "client.js")]
+
+
 # -- servers ----------------------------------------------------------------------------
 
 
-async def _chimera_server(conn: Connection, db: str) -> None:
+async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) -> None:
+    """``sim_delay``: jobs run the real simulated provider with that pause between
+    steps (both teams); ``None``: the bench provider, thoughts as fast as taken."""
     from chimera.actors.jobs import JobRequest
     from chimera.auth.principal import ANONYMOUS
     from chimera.config import ServerConfig
@@ -71,6 +119,9 @@ async def _chimera_server(conn: Connection, db: str) -> None:
     from chimera.server import ChimeraServer
 
     count = {"m": CREATE_THOUGHTS}
+    if "BENCH_COMMIT_INTERVAL" in os.environ:  # a lever under measurement
+        from chimera.actors import broadcaster
+        broadcaster.COMMIT_INTERVAL = float(os.environ["BENCH_COMMIT_INTERVAL"])
 
     class BenchProvider:
         model = "bench"
@@ -90,15 +141,18 @@ async def _chimera_server(conn: Connection, db: str) -> None:
         return provider
 
     config = ServerConfig(
-        grpc_port=0, ws_port=0, db=db, sim_delay=0, shutdown_grace=1.0,
+        grpc_port=0, ws_port=0, db=db, sim_delay=sim_delay or 0, shutdown_grace=1.0,
         max_subscribers_per_address=1_000_000, max_subscribers_per_job=1_000_000,
         max_jobs_per_caller=1_000_000, subscriber_max_bytes=SUBSCRIBER_BYTES,
     )
-    server = ChimeraServer(config, providers=providers)
+    server = ChimeraServer(config, providers=providers if sim_delay is None else None)
+    teams = [TeamName.ANTHROPIC] if sim_delay is None else [TeamName.ANTHROPIC, TeamName.GOOGLE]
     async with asyncio.TaskGroup() as tg:
         serving = tg.create_task(server.serve())
         await server.ready.wait()
         gc.collect()
+        if os.environ.get("BENCH_GC_FREEZE") == "1":
+            gc.freeze()
         conn.send(("port", server.ws_port, server.grpc_port))
         async for command in fan._commands(conn):
             if command[0] == "jobs":
@@ -108,8 +162,8 @@ async def _chimera_server(conn: Connection, db: str) -> None:
                 async with asyncio.TaskGroup() as creating:
                     for j in range(jobs):
                         creating.create_task(server.jobs.create(
-                            JobRequest(brief="bench", teams=[TeamName.ANTHROPIC],
-                                       job_id=f"bench-{j}"),
+                            JobRequest(brief="a login form with email and password",
+                                       teams=teams, job_id=f"bench-{j}"),
                             principal=ANONYMOUS,
                         ))
                 count["m"] = CREATE_THOUGHTS
@@ -150,6 +204,19 @@ async def _bare_ws_server(conn: Connection) -> None:
             broadcast(clients, frame)
             await asyncio.sleep(0)
 
+    async def replay(job_id: str, started: float, frames: list[tuple[float, str]]) -> None:
+        """A recorded job's frames at their recorded pace: each one stamped and
+        encoded once, as Chimera encodes each event once."""
+        clients = channels.setdefault(f"/ws/orchestrate/{job_id}", set())
+        for offset, template in frames:
+            wait = started + offset - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            data = json.loads(template)
+            data["job_id"] = job_id
+            data["timestamp"] = iso_timestamp(utc_now())
+            broadcast(clients, json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+
     async with (
         serve(handler, "127.0.0.1", 0, compression=None, max_size=16 * 1024) as server,
         asyncio.TaskGroup() as tg,
@@ -162,6 +229,12 @@ async def _bare_ws_server(conn: Connection) -> None:
                 started, cpu = time.time(), cpu_seconds()
                 for j in range(jobs):
                     tg.create_task(publish(f"bench-{j}", m))
+                conn.send(("started", started, cpu))
+            elif command[0] == "replay":
+                _, jobs, frames = command
+                started, cpu = time.time(), cpu_seconds()
+                for j in range(jobs):
+                    tg.create_task(replay(f"bench-{j}", started, frames))
                 conn.send(("started", started, cpu))
             elif command[0] == "cpu":
                 conn.send(("cpu", cpu_seconds()))
@@ -187,18 +260,26 @@ async def _bare_grpc_server(conn: Connection) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     conn.send(("port", 0, port))
-    async for _ in fan._commands(conn):
-        pass
+    async for command in fan._commands(conn):
+        if command[0] == "cpu":
+            conn.send(("cpu", cpu_seconds()))
     await server.stop(1)
 
 
 def server_main(kind: str, conn: Connection, db: str) -> None:
+    pin(SERVER_CORE)
     fan.run_profiled(server_main_unprofiled, kind, conn, db)
 
 
 def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
-    if kind == "chimera":
-        asyncio.run(_chimera_server(conn, db))
+    if kind.startswith("chimera"):  # "chimera" or "chimera:<sim delay>"
+        _, _, delay = kind.partition(":")
+        from chimera import eventloop
+
+        # The loop `chimera serve` runs (uvloop when installed); CHIMERA_LOOP=asyncio
+        # (e.g. --lever CHIMERA_LOOP=asyncio) for the plain one.
+        eventloop.run(_chimera_server(conn, db, float(delay) if delay else None),
+                      os.environ.get(eventloop.LOOP_ENV, "auto"))
     elif kind == "bare":
         asyncio.run(_bare_ws_server(conn))
     else:
@@ -233,17 +314,46 @@ async def _ws_clients(port: int, jobs: int, per_job: int, m: int, conn: Connecti
         for j in range(jobs):
             for _ in range(per_job):
                 tg.create_task(open_one(f"/ws/orchestrate/bench-{j}"))
+    cpu = cpu_seconds()
     conn.send(("ready", len(clients)))
     await asyncio.wait([asyncio.ensure_future(c.done) for c in clients], timeout=600)
     conn.send((
         "result", sum(c.count for c in clients), max(c.last_receive for c in clients),
-        sum(c.order_errors for c in clients), latencies.tobytes(),
+        sum(c.order_errors for c in clients), latencies.tobytes(), cpu_seconds() - cpu,
     ))
 
 
 def ws_clients_main(port: int, jobs: int, per_job: int, m: int, conn: Connection) -> None:
+    pin(CLIENT_CORE)
     fan.raise_fd_limit()
     asyncio.run(_ws_clients(port, jobs, per_job, m, conn))
+
+
+class NodeClients:
+    """The Node load generator as a child process, the Python clients' pipe protocol."""
+
+    def __init__(self, command: list[str], port: int, paths: list[str], spec: dict[str, Any]):
+        spec = {"port": port, "paths": paths, **spec}
+        self.process = subprocess.Popen([*command, json.dumps(spec)], stdout=subprocess.PIPE,
+                                        text=True)
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Node client ended (rc {self.process.wait()}) before {kind!r}")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        self.process.kill()
 
 
 async def _grpc_clients(port: int, concurrency: int, calls: int, conn: Connection) -> None:
@@ -253,11 +363,14 @@ async def _grpc_clients(port: int, concurrency: int, calls: int, conn: Connectio
     from chimera.v1 import jobs_pb2_grpc
 
     latencies: array[float] = array("d")
+    loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = jobs_pb2_grpc.JobServiceStub(channel)
         request = pb.CreateJobRequest(brief="bench", teams=[pb.TEAM_ANTHROPIC])
         for _ in range(20):  # warm up the channel
             await stub.CreateJob(request)
+        conn.send(("ready",))
+        await loop.run_in_executor(None, conn.recv)  # go
         left = [calls]
 
         async def worker() -> None:
@@ -267,15 +380,17 @@ async def _grpc_clients(port: int, concurrency: int, calls: int, conn: Connectio
                 await stub.CreateJob(request)
                 latencies.append(time.perf_counter() - sent)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         async with asyncio.TaskGroup() as tg:
             for _ in range(concurrency):
                 tg.create_task(worker())
         elapsed = time.perf_counter() - started
-    conn.send(("result", calls, elapsed, latencies.tobytes()))
+        cpu = cpu_seconds() - cpu
+    conn.send(("result", calls, elapsed, latencies.tobytes(), cpu))
 
 
 def grpc_clients_main(port: int, concurrency: int, calls: int, conn: Connection) -> None:
+    pin(CLIENT_CORE)
     asyncio.run(_grpc_clients(port, concurrency, calls, conn))
 
 
@@ -291,6 +406,8 @@ class Run:
     order_errors: int = 0
     delivered: int = 0
     expected: int = 0
+    server_us: float = 0.0  # the server's CPU per delivery (per call for CreateJob), µs
+    client_us: float = 0.0  # the clients' CPU per delivery (per call), µs
 
 
 def quantiles(raw: bytes) -> tuple[float, float]:
@@ -302,42 +419,96 @@ def quantiles(raw: bytes) -> tuple[float, float]:
     return cuts[49] * 1000, cuts[98] * 1000
 
 
-def run_jobs(ctx: Any, kind: str, jobs: int, per_job: int, m: int, tmp: str) -> Run:
-    """J jobs of M thoughts, ``per_job`` WebSocket subscribers each."""
+def recorded_frames(db: str, job_id: str) -> list[tuple[float, str]]:
+    """A finished job's frames from its log, each with its offset (seconds) from the
+    first: what the bare anchor replays."""
+    import sqlite3
+
+    from chimera.events import parse_timestamp
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT frame FROM events WHERE job_id = ? ORDER BY seq", (job_id,)
+        ).fetchall()
+    frames = [bytes(r[0]).decode() if isinstance(r[0], bytes) else r[0] for r in rows]
+    stamps = [parse_timestamp(json.loads(f)["timestamp"]).timestamp() for f in frames]
+    return [(t - stamps[0], f) for t, f in zip(stamps, frames, strict=True)]
+
+
+def run_jobs(
+    ctx: Any, kind: str, jobs: int, per_job: int, m: int, tmp: str,
+    node: list[str] | None = None, replay: list[tuple[float, str]] | None = None,
+    record: list[list[tuple[float, str]]] | None = None,
+) -> Run:
+    """J jobs of M thoughts, ``per_job`` WebSocket subscribers each, read by the Node
+    client when ``node`` is its command (else by the Python one). ``kind``
+    "chimera:<delay>": the real simulated provider, each subscriber reading its job
+    to the end; the first job's frames are appended to ``record``. ``replay``: the
+    bare server sends those frames instead of M thoughts."""
     db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
+    paced = kind.startswith("chimera:") or replay is not None
     server, control, port, _ = start_server(ctx, kind, db)
+    paths = [f"/ws/orchestrate/bench-{j}" for j in range(jobs) for _ in range(per_job)]
+    clients: Any
+    if node is not None:
+        clients = NodeClients(node, port, paths, {"count": "job"} if paced else
+                              {"count": "thought", "expect": m})
+    else:
+        ours, theirs = ctx.Pipe()
+        clients = ctx.Process(target=ws_clients_main, args=(port, jobs, per_job, m, theirs))
+        clients.start()
+    try:
+        if node is not None:
+            clients.expect("ready")
+        else:
+            fan._expect(ours, "ready")
+        control.send(("jobs", jobs, m) if replay is None else ("replay", jobs, replay))
+        _, started, cpu_start = fan._expect(control, "started")
+        if node is not None:
+            result = clients.expect("result")["result"]
+            received, last, order_errors = (result["received"], result["last"],
+                                            result["order_errors"])
+            p50, p99, client_cpu = result["p50_ms"], result["p99_ms"], result["cpu_s"]
+        else:
+            _, received, last, order_errors, raw, client_cpu = fan._expect(ours, "result")
+            p50, p99 = quantiles(raw)
+        control.send(("cpu",))
+        _, cpu_end = fan._expect(control, "cpu")
+    finally:
+        fan.stop_all(control, clients, server)
+    if record is not None and kind.startswith("chimera:"):
+        record.append(recorded_frames(db, "bench-0"))
+    events = jobs * m if not paced else received / per_job
+    return Run(
+        rate=received / max(last - started, 1e-9), p50_ms=p50, p99_ms=p99,
+        cpu_per_1k=(cpu_end - cpu_start) / max(events, 1) * 1000, order_errors=order_errors,
+        delivered=received, expected=received if paced else jobs * per_job * m,
+        server_us=(cpu_end - cpu_start) / max(received, 1) * 1e6,
+        client_us=client_cpu / max(received, 1) * 1e6,
+    )
+
+
+def run_create(ctx: Any, kind: str, concurrency: int, calls: int, tmp: str) -> Run:
+    """``kind``: "grpc" (the bare server), "chimera" (each job then runs) or
+    "chimera:<delay>" (each job left waiting)."""
+    db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
+    server, control, _, port = start_server(ctx, kind, db)
     ours, theirs = ctx.Pipe()
-    clients = ctx.Process(target=ws_clients_main, args=(port, jobs, per_job, m, theirs))
+    clients = ctx.Process(target=grpc_clients_main, args=(port, concurrency, calls, theirs))
     clients.start()
     try:
         fan._expect(ours, "ready")
-        control.send(("jobs", jobs, m))
-        _, started, cpu_start = fan._expect(control, "started")
-        _, received, last, order_errors, raw = fan._expect(ours, "result")
+        control.send(("cpu",))
+        _, cpu_start = fan._expect(control, "cpu")
+        ours.send(("go",))
+        _, done, elapsed, raw, client_cpu = fan._expect(ours, "result")
         control.send(("cpu",))
         _, cpu_end = fan._expect(control, "cpu")
     finally:
         fan.stop_all(control, clients, server)
     p50, p99 = quantiles(raw)
-    return Run(
-        rate=received / max(last - started, 1e-9), p50_ms=p50, p99_ms=p99,
-        cpu_per_1k=(cpu_end - cpu_start) / (jobs * m) * 1000, order_errors=order_errors,
-        delivered=received, expected=jobs * per_job * m,
-    )
-
-
-def run_create(ctx: Any, kind: str, concurrency: int, calls: int, tmp: str) -> Run:
-    db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
-    server, control, _, port = start_server(ctx, "chimera" if kind == "chimera" else "grpc", db)
-    ours, theirs = ctx.Pipe()
-    clients = ctx.Process(target=grpc_clients_main, args=(port, concurrency, calls, theirs))
-    clients.start()
-    try:
-        _, done, elapsed, raw = fan._expect(ours, "result")
-    finally:
-        fan.stop_all(control, clients, server)
-    p50, p99 = quantiles(raw)
-    return Run(rate=done / elapsed, p50_ms=p50, p99_ms=p99, delivered=done, expected=calls)
+    return Run(rate=done / elapsed, p50_ms=p50, p99_ms=p99, delivered=done, expected=calls,
+               server_us=(cpu_end - cpu_start) / done * 1e6, client_us=client_cpu / done * 1e6)
 
 
 R = TypeVar("R", Run, fan.Result)
@@ -345,6 +516,45 @@ R = TypeVar("R", Run, fan.Result)
 
 def median(runs: Sequence[R], key: Callable[[R], float] = lambda r: r.rate) -> R:
     return sorted(runs, key=key)[len(runs) // 2]
+
+
+# --lever ENV=VALUE[,ENV=VALUE…]: each Chimera run is made again with those variables in
+# the server's environment, alternating with the anchor's runs (before/after, same run).
+LEVERS: list[tuple[str, str]] = []  # (label, "NAME=VALUE[,NAME=VALUE…]")
+
+
+@contextlib.contextmanager
+def environment(settings: str) -> Iterator[None]:
+    """``NAME=VALUE[,NAME=VALUE…]`` in this process's environment, so the processes it
+    spawns get them."""
+    old = dict(os.environ)
+    os.environ.update(setting.split("=", 1) for setting in settings.split(","))  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def interleaved(
+    repeat: int, ours: Callable[[], R], anchor: Callable[[], R]
+) -> tuple[R, R, int, list[tuple[str, R]]]:
+    """Chimera, (Chimera with each lever,) anchor, Chimera, …: all see the same load on
+    the machine. Returns the medians (by rate), the order errors of all runs and each
+    lever's median."""
+    a: list[R] = []
+    b: list[R] = []
+    levers: list[list[R]] = [[] for _ in LEVERS]
+    for _ in range(repeat):
+        a.append(ours())
+        for (_, settings), runs in zip(LEVERS, levers, strict=True):
+            with environment(settings):
+                runs.append(ours())
+        b.append(anchor())
+    errors = sum(r.order_errors for r in a + b + [r for runs in levers for r in runs])
+    return median(a), median(b), errors, [
+        (label, median(runs)) for (label, _), runs in zip(LEVERS, levers, strict=True)
+    ]
 
 
 # -- the table --------------------------------------------------------------------------
@@ -368,54 +578,80 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one run each")
     parser.add_argument("--repeat", type=int, help="runs per figure; the median is kept")
-    parser.add_argument("--only", default="one-job,many-jobs,create,fanout,memory",
+    parser.add_argument("--only",
+                        default="one-job,many-jobs,paced,create,create-wait,fanout,memory",
                         help="comma-separated sections")
     parser.add_argument("--events", type=int, action="append",
                         help="one-job sizes instead of the defaults (repeatable)")
+    parser.add_argument("--client", choices=("node", "python"), default="node",
+                        help="the WebSocket load generator (node: scripts/bench-client, "
+                        "installed on first use; python when Node is missing)")
+    parser.add_argument("--calls", type=int, help="CreateJob calls per run instead of the defaults")
+    parser.add_argument("--lever", action="append", default=[], metavar="ENV=VALUE[,...]",
+                        help="also run each Chimera server with these in its environment "
+                        "(repeatable): before and after, interleaved in one run")
     args = parser.parse_args()
+    LEVERS.extend((lever, lever) for lever in args.lever)
     sections = set(args.only.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     sizes = args.events or ([1000, 5000] if args.quick else [1000, 5000, 20_000, 50_000])
     many = [50] if args.quick else [50, 200]
     creates = [(1, 300), (16, 600)] if args.quick else [(1, 1000), (16, 2000), (64, 3000)]
+    if args.calls:
+        creates = [(c, args.calls) for c, _ in creates]
     fanout = ([1, 100], 1000) if args.quick else ([1, 100, 1000], 3000)
     memory = 1000 if args.quick else 10_000
     ctx = mp.get_context("spawn")
     fan.raise_fd_limit()
-    print(f"Chimera benchmarks: median of {repeat} run(s), {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}; ratio = chimera / anchor "
-          "(CPU: anchor / chimera)")
+    node = node_client() if args.client == "node" else None
+    print(f"Chimera benchmarks: median of {repeat} run(s), interleaved, {os.cpu_count()} CPUs "
+          f"(server on core {SERVER_CORE}, clients on core {CLIENT_CORE}), "
+          f"Python {sys.version.split()[0]}, WebSocket clients: "
+          f"{'Node ws' if node else 'Python'}; ratio = chimera / anchor (CPU: anchor / chimera)")
     print(HEADER)
+
+    def report(name: str, rate: str, measured: tuple[Run, Run, int, list[tuple[str, Run]]],
+               notes: str = "", unit: str = "delivery") -> None:
+        a, b, errors, levers = measured
+        for label, ours in [("", a), *((f" [{lever}]", r) for lever, r in levers)]:
+            row(f"{name}{label}: {rate}", ours.rate, b.rate, ours.rate / b.rate, lat=(ours, b),
+                notes=f"{notes}delivered {ours.delivered}/{ours.expected}, "
+                      f"order errors {errors}")
+            row(f"{name}{label}: server CPU us/{unit}", ours.server_us, b.server_us,
+                b.server_us / max(ours.server_us, 1e-9), fmt=",.1f",
+                notes=f"client CPU us/{unit}: {ours.client_us:.1f} (chimera run), "
+                      f"{b.client_us:.1f} (anchor run)")
+
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         if "one-job" in sections:
             for m in sizes:
-                ours = [run_jobs(ctx, "chimera", 1, 1, m, tmp) for _ in range(repeat)]
-                bare = [run_jobs(ctx, "bare", 1, 1, m, tmp) for _ in range(repeat)]
-                a, b = median(ours), median(bare)
-                errors = sum(r.order_errors for r in ours + bare)
-                row(f"1 job x 1 sub, {m:,} ev: ev/s", a.rate, b.rate, a.rate / b.rate,
-                    notes=f"delivered {a.delivered}/{a.expected}, order errors {errors}")
-                ca = median(ours, key=lambda r: r.cpu_per_1k)
-                cb = median(bare, key=lambda r: r.cpu_per_1k)
-                row(f"1 job x 1 sub, {m:,} ev: CPU s/1k", ca.cpu_per_1k, cb.cpu_per_1k,
-                    cb.cpu_per_1k / ca.cpu_per_1k, fmt=".4f")
+                report(f"1 job x 1 sub, {m:,} ev", "ev/s", interleaved(
+                    repeat, partial(run_jobs, ctx, "chimera", 1, 1, m, tmp, node),
+                    partial(run_jobs, ctx, "bare", 1, 1, m, tmp, node)))
         if "many-jobs" in sections:
             for jobs in many:
-                ours = [run_jobs(ctx, "chimera", jobs, 2, 200, tmp) for _ in range(repeat)]
-                bare = [run_jobs(ctx, "bare", jobs, 2, 200, tmp) for _ in range(repeat)]
-                a, b = median(ours), median(bare)
-                errors = sum(r.order_errors for r in ours + bare)
-                row(f"{jobs} jobs x 200 ev x 2 subs: ev/s", a.rate, b.rate, a.rate / b.rate,
-                    lat=(a, b),
-                    notes=f"delivered {a.delivered}/{a.expected}, order errors {errors}")
-        if "create" in sections:
+                report(f"{jobs} jobs x 200 ev x 2 subs", "ev/s", interleaved(
+                    repeat, partial(run_jobs, ctx, "chimera", jobs, 2, 200, tmp, node),
+                    partial(run_jobs, ctx, "bare", jobs, 2, 200, tmp, node)))
+        if "paced" in sections:
+            jobs = 50 if args.quick else 200
+            recorded: list[list[tuple[float, str]]] = []
+            measured = interleaved(
+                repeat,
+                lambda: run_jobs(ctx, f"chimera:{PACED_DELAY}", jobs, 2, 0, tmp, node,
+                                 record=recorded),
+                lambda: run_jobs(ctx, "bare", jobs, 2, 0, tmp, node, replay=recorded[0]))
+            report(f"{jobs} jobs x 2 subs, paced sim", "msg/s", measured,
+                   notes=f"{len(recorded[0])} frames a job, both teams, "
+                         f"{PACED_DELAY * 1000:.0f} ms steps; ")
+        for section, kind, what in (("create", "chimera", "then running"),
+                                    ("create-wait", f"chimera:{WAITING_DELAY:g}", "left waiting")):
+            if section not in sections:
+                continue
             for concurrency, calls in creates:
-                ours = [run_create(ctx, "chimera", concurrency, calls, tmp)
-                        for _ in range(repeat)]
-                bare = [run_create(ctx, "grpc", concurrency, calls, tmp) for _ in range(repeat)]
-                a, b = median(ours), median(bare)
-                row(f"CreateJob, concurrency {concurrency}: calls/s", a.rate, b.rate,
-                    a.rate / b.rate, lat=(a, b), notes=f"{calls} calls")
+                report(f"CreateJob ({what}), c={concurrency}", "calls/s", interleaved(
+                    repeat, partial(run_create, ctx, kind, concurrency, calls, tmp),
+                    partial(run_create, ctx, "grpc", concurrency, calls, tmp)), unit="call")
         if "fanout" in sections:
             subscribers, m = fanout
             for n in subscribers:

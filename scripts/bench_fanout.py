@@ -75,6 +75,7 @@ import os
 import resource
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -249,6 +250,14 @@ def run_profiled(
     """Runs one benchmark server (also for scripts/bench.py), under cProfile when asked."""
     raise_fd_limit()
     profile = os.environ.get("BENCH_PROFILE")  # a directory: cProfile each server into it
+    sampled = os.environ.get("BENCH_PYSPY")  # a directory: py-spy samples of each server
+    if sampled:
+        # Collapsed stacks of every thread (idle ones left out), until this process ends.
+        subprocess.Popen([
+            str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(os.getpid()),
+            "--format", "raw", "--threads", "--rate", "250", "--nonblocking",
+            "--output", f"{sampled}/{kind}-{os.getpid()}.txt",
+        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if profile:
         import cProfile
 

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chimera.actors.broadcaster import MAX_BATCH, Broadcaster, Subscription
+from chimera.actors import broadcaster as broadcaster_module
+from chimera.actors.broadcaster import MAX_BATCH, MAX_COMMIT, Broadcaster, Subscription
 from chimera.errors import StorageFull, SubscriberTooSlow
 from chimera.events import ALL_TEAMS, Draft, Event, JobState, TeamName, utc_now
 from chimera.job import Job, TeamRun
@@ -303,3 +304,21 @@ async def test_a_subscriber_past_its_byte_bound_is_shed_and_the_others_go_on() -
         assert broadcaster.subscriber_count("j") == 2  # the shed one left at once
     assert [e.seq for e in got] == list(range(1, 32))
     assert direct.offered == list(range(1, 31))  # every one but the final
+
+
+async def test_a_commit_after_a_quiet_spell_goes_at_once_and_under_load_commits_gather(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Longer than the test may run: an event that waited for it would time the test out.
+    monkeypatch.setattr(broadcaster_module, "COMMIT_INTERVAL", 10.0)
+    async with running() as broadcaster:
+        await open_jobs(broadcaster, "j")
+        sub = broadcaster.subscribe("j")
+        await broadcaster.publish(thought("j", 0))
+        assert (await next_event(sub)).seq == 1  # the first since a quiet spell: at once
+        for n in range(1, MAX_COMMIT + 1):
+            await broadcaster.publish(thought("j", n))
+            await asyncio.sleep(0)  # a producer that yields between events
+        for seq in range(2, MAX_COMMIT + 2):  # gathered into one commit, then seen
+            assert (await next_event(sub)).seq == seq
+    assert [len(commit) for commit in store_of(broadcaster).commits] == [1, MAX_COMMIT]

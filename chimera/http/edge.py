@@ -43,7 +43,7 @@ import http
 import re
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
@@ -206,9 +206,10 @@ class EdgeConnection(ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert isinstance(transport, asyncio.Transport)  # a stream socket's (TCP, TLS)
-        self.asyncio_transport = transport
-        self.peer = transport.get_extra_info("peername")
+        # A stream socket's (TCP, TLS). Not an isinstance check: uvloop's transports
+        # have asyncio.Transport's methods without subclassing it.
+        self.asyncio_transport = cast(asyncio.Transport, transport)
+        self.peer = self.asyncio_transport.get_extra_info("peername")
 
     def data_received(self, data: bytes) -> None:
         if self._head is None:

@@ -1,0 +1,45 @@
+"""The event loop: ``chimera serve`` runs on uvloop where installed, or on asyncio's
+own loop (``--loop asyncio``, the loop the in-process tests run on); both serve
+gRPC and WebSocket alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chimera import eventloop
+from chimera.errors import ConfigError
+from tests.conftest import job_events, read_until_closed, ws_connect
+from tests.processes import chimera_serve, read_text
+
+
+async def _kind() -> str:
+    return eventloop.running_loop()
+
+
+@pytest.mark.parametrize(("choice", "runs"), [
+    ("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop"),
+])
+def test_run_starts_the_loop_asked_for(choice: str, runs: str) -> None:
+    assert eventloop.run(_kind(), choice) == runs
+
+
+def test_an_unknown_loop_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown event loop 'trio'"):
+        eventloop.run(_kind(), "trio")
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_serve_streams_a_job_on_either_loop(tmp_path: Path, loop: str) -> None:
+    log = tmp_path / "serve.log"
+    async with chimera_serve(tmp_path / "c.db", log, "--loop", loop, "--sim-delay", "0") as node:
+        assert f"(event loop: {loop})" in read_text(log)
+        async with node.client() as client:
+            await client.create("Create a login form", job_id="looped")
+            grpc_seqs = [e.sequence async for e in client.events("looped", 0)]
+        ws = await ws_connect(node.ws_url("looped"))
+        frames = job_events(await read_until_closed(ws))
+        assert ws.close_code == 1000
+        assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1)) == grpc_seqs
+        assert frames[-1]["data"] == {"status": "succeeded"}
