@@ -150,7 +150,12 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
     async with asyncio.TaskGroup() as tg:
         serving = tg.create_task(server.serve())
         await server.ready.wait()
+        stub(server, teams, os.environ.get("BENCH_STUB", ""))
         gc.collect()
+        if os.environ.get("BENCH_GC") == "off":  # an upper bound on what GC costs
+            gc.disable()
+        elif os.environ.get("BENCH_GC"):  # thresholds: BENCH_GC=700/10/10
+            gc.set_threshold(*map(int, os.environ["BENCH_GC"].split("/")))
         if os.environ.get("BENCH_GC_FREEZE") == "1":
             gc.freeze()
         conn.send(("port", server.ws_port, server.grpc_port))
@@ -172,6 +177,35 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
                 conn.send(("cpu", cpu_seconds()))
         server.stop()
         await serving
+
+
+def stub(server: Any, teams: list[Any], what: str) -> None:
+    """Analysis levers (``--lever BENCH_STUB=...``): the CreateJob cost split by
+    removing one part. ``create``: the handler answers without creating a job (the
+    gRPC stack and interceptors alone); ``nostart``: jobs are recorded but their
+    supervisors do nothing (no team tasks, no events); ``noevents``: jobs run but
+    publish nothing."""
+    from chimera.actors.supervisor import JobSupervisor
+    from chimera.events import utc_now
+    from chimera.job import Job, TeamRun
+
+    async def create(request: Any, *, principal: Any, caller: str = "") -> Job:
+        now = utc_now()
+        return Job(job_id="bench", brief=request.brief, teams={t: TeamRun(t) for t in teams},
+                   create_time=now, update_time=now)
+
+    async def idle(self: JobSupervisor) -> None:
+        await asyncio.get_running_loop().create_future()
+
+    async def publish(draft: Any) -> None:
+        pass
+
+    if what == "create":
+        server.jobs.create = create
+    elif what == "nostart":
+        JobSupervisor.run = idle  # type: ignore[assignment,method-assign]
+    elif what == "noevents":
+        server.jobs._broadcaster.publish = publish
 
 
 async def _bare_ws_server(conn: Connection) -> None:
