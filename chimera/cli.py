@@ -31,7 +31,7 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from chimera import __version__, eventloop
+from chimera import __version__, eventloop, gcpace
 from chimera.auth.principal import parse_scopes
 from chimera.auth.redact import redacting_logger
 from chimera.auth.tokens import (
@@ -51,7 +51,7 @@ from chimera.console import (
     render_job,
     render_jobs,
 )
-from chimera.defaults import DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, LOOPBACK
+from chimera.defaults import DEFAULT_GC_THRESHOLD, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, LOOPBACK
 from chimera.errors import ConfigError
 from chimera.events import JobState, TeamName
 from chimera.fakes.briefed import fake_apis
@@ -348,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show_config(args, settings)
         if args.command in ("serve", "demo"):
             run = _serve if args.command == "serve" else _demo
+            gcpace.pace(settings.values.get("gc_threshold", DEFAULT_GC_THRESHOLD))
             return eventloop.run(run(args, settings), settings.values.get("loop", "auto"))
         command = {"submit": _submit, "status": _status, "cancel": _cancel, "jobs": _jobs,
                    "watch": _watch}[args.command]

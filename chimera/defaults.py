@@ -79,3 +79,6 @@ class ConnectionLimits:
     keepalive: float = 30.0
     keepalive_timeout: float = 10.0
     idle: float = 300.0
+
+# The cyclic collector's young-generation threshold while serving (chimera/gcpace.py).
+DEFAULT_GC_THRESHOLD = 10_000

@@ -54,6 +54,7 @@ step 3, and it drops its lease just before step 5.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 from pathlib import Path
@@ -307,9 +308,10 @@ class ChimeraServer:
                     tg.create_task(self.retention.run(), name="retention")
                 await self._listen()
                 log.info(
-                    "serving gRPC on %s:%d and WebSocket on %s:%d (event loop: %s)",
+                    "serving gRPC on %s:%d and WebSocket on %s:%d (event loop: %s, "
+                    "gc threshold: %d)",
                     self.config.host, self.grpc_port, self.config.host, self.ws_port,
-                    eventloop.running_loop(),
+                    eventloop.running_loop(), gc.get_threshold()[0],
                 )
                 log.info("Command Center: %s", self.command_center_url)
                 if self.owned_providers is not None:

@@ -38,6 +38,7 @@ from chimera.config import ServerConfig
 from chimera.defaults import (
     DEFAULT_DB,
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_GC_THRESHOLD,
     DEFAULT_GRPC_PORT,
     DEFAULT_JOB_DEADLINE,
     DEFAULT_MAX_JOBS_PER_CALLER,
@@ -350,6 +351,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("loop", _choice(*eventloop.LOOPS), "auto",
             "the event loop: uvloop, asyncio, or auto (uvloop when it imports, else "
             "asyncio's own); the serving line names the one running", "server"),
+    Setting("gc_threshold", whole(0, metavar="ALLOCATIONS"), DEFAULT_GC_THRESHOLD,
+            "collect cyclic garbage every N net allocations, after freezing what start-up "
+            "made (Python's default: 700; see docs/benchmarks.md)", "server",
+            zero="never automatically"),
     Setting("workers", whole(1), 1,
             "run N server processes on the same ports, supervised (needs --redis and fixed "
             "ports)", "workers"),

@@ -154,8 +154,12 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
         gc.collect()
         if os.environ.get("BENCH_GC") == "off":  # an upper bound on what GC costs
             gc.disable()
-        elif os.environ.get("BENCH_GC"):  # thresholds: BENCH_GC=700/10/10
+        elif os.environ.get("BENCH_GC"):  # thresholds: BENCH_GC=700/10/10 (Python's)
             gc.set_threshold(*map(int, os.environ["BENCH_GC"].split("/")))
+        else:  # what `chimera serve` does
+            from chimera import gcpace
+            from chimera.defaults import DEFAULT_GC_THRESHOLD
+            gcpace.pace(DEFAULT_GC_THRESHOLD)
         if os.environ.get("BENCH_GC_FREEZE") == "1":
             gc.freeze()
         conn.send(("port", server.ws_port, server.grpc_port))

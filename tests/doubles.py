@@ -126,18 +126,38 @@ class RecordingListener:
 
 
 class ManualClock:
-    """A ``sleep`` for code that takes one (:class:`JobSupervisor`'s deadline):
-    every sleep waits until the test calls :meth:`expire`, whatever its length;
-    ``asked`` is the lengths asked for. No test waits real seconds."""
+    """A clock for code that takes one (:class:`JobSupervisor`'s deadline): every
+    timer fires when the test calls :meth:`expire`, whatever its length; ``asked``
+    is the lengths asked for. No test waits real seconds."""
 
     def __init__(self) -> None:
         self.asked: list[float] = []
-        self._expired = asyncio.Event()
+        self._timers: list[_ManualTimer] = []
+        self._expired = False
 
-    async def sleep(self, seconds: float) -> None:
-        self.asked.append(seconds)
-        await self._expired.wait()
+    def call_later(self, delay: float, callback: Callable[[], object]) -> _ManualTimer:
+        self.asked.append(delay)
+        timer = _ManualTimer(callback)
+        self._timers.append(timer)
+        if self._expired:
+            asyncio.get_running_loop().call_soon(timer.fire)
+        return timer
 
     def expire(self) -> None:
-        """Ends every sleep, now and later (the time has passed)."""
-        self._expired.set()
+        """Fires every timer, now and later (the time has passed)."""
+        self._expired = True
+        for timer in self._timers:
+            timer.fire()
+
+
+class _ManualTimer:
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self._callback: Callable[[], object] | None = callback
+
+    def fire(self) -> None:
+        if self._callback is not None:
+            callback, self._callback = self._callback, None
+            callback()
+
+    def cancel(self) -> None:
+        self._callback = None

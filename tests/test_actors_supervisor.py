@@ -134,7 +134,7 @@ async def test_the_deadline_fails_unfinished_teams_without_waiting_for_it() -> N
     published = Published()
     supervisor = supervisor_of(
         {ANTHROPIC: ScriptedProvider(["quick"]), GOOGLE: slow}, published,
-        deadline=600, sleep=clock.sleep,
+        deadline=600, clock=clock,
     )
     async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
         running = tg.create_task(supervisor.run())
@@ -156,7 +156,7 @@ async def test_no_deadline_asks_the_clock_for_nothing() -> None:
     clock = ManualClock()
     published = Published()
     supervisor = supervisor_of({ANTHROPIC: ScriptedProvider(["quick"])}, published,
-                               sleep=clock.sleep)
+                               clock=clock)
     async with asyncio.timeout(5):
         assert await supervisor.run() is JobState.SUCCEEDED
     assert clock.asked == []
@@ -213,10 +213,10 @@ async def test_a_crashed_supervisor_still_ends_its_job_failed_with_a_final_event
     stops at the supervisor's team boundary: the test above), so the fault is put
     in the supervisor itself, as tests/test_supervisor_crash.py does end to end."""
 
-    async def crash(self: JobSupervisor) -> None:
+    async def crash(self: JobSupervisor, team: TeamActor) -> None:
         raise RuntimeError("a bug in the supervisor")
 
-    monkeypatch.setattr(JobSupervisor, "_run_teams", crash)
+    monkeypatch.setattr(JobSupervisor, "_run_team", crash)
     async with managed(factory({})) as (manager, store):
         events = await run_job(manager, "crashing")
         job = await store.get_job("crashing")

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from chimera.actors.supervisor import JobSupervisor
+from chimera.actors.team import TeamActor
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import StartServer, read_until_closed, ws_connect
 
@@ -16,10 +17,10 @@ from tests.conftest import StartServer, read_until_closed, ws_connect
 async def test_a_crashed_supervisor_ends_its_job_failed_with_a_final_event(
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def crash(self: JobSupervisor) -> None:
+    async def crash(self: JobSupervisor, team: TeamActor) -> None:
         raise RuntimeError("a bug in the supervisor")
 
-    monkeypatch.setattr(JobSupervisor, "_run_teams", crash)  # the fault, in the real server
+    monkeypatch.setattr(JobSupervisor, "_run_team", crash)  # the fault, in the real server
     server = await start_server()
     ws = await ws_connect(server.ws_url("crashing"))
     async with server.client() as client:

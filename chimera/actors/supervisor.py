@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from chimera.actors.team import Publish, TeamActor
 from chimera.events import TEAM_FINAL, Draft, JobState, TeamName, TeamStatus
@@ -23,12 +23,27 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted: server stopped"
 
 
+class Timer(Protocol):
+    """What a deadline needs of a clock: ``call_later(delay, callback)``, giving back
+    something to ``cancel()``; the running loop's unless a test gives its own."""
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Cancellable: ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
 class JobSupervisor:
     """Runs one job's teams (see the module docstring).
 
-    ``deadline`` (seconds, ``None`` for none) is waited out with ``sleep``,
-    :func:`asyncio.sleep` unless given: a test passes a clock of its own, so it
-    can reach the deadline without waiting for it.
+    ``deadline`` (seconds, ``None`` for none) is a timer of ``clock`` (the running
+    loop unless given: a test passes a clock of its own, so it can reach the
+    deadline without waiting for it).
+
+    One task per team and nothing else: stopping (:meth:`cancel`, :meth:`interrupt`)
+    and the deadline cancel the team tasks directly, so a job that waits costs its
+    teams' tasks and one timer, not a task per thing it waits for.
     """
 
     def __init__(
@@ -38,15 +53,17 @@ class JobSupervisor:
         publish: Publish,
         *,
         deadline: float | None = None,
-        sleep: Callable[[float], Coroutine[Any, Any, object]] = asyncio.sleep,
+        clock: Timer | None = None,
     ) -> None:
         self.job_id = job_id
         self.state = JobState.RUNNING
         self._teams = list(teams)
         self._publish = publish
         self._deadline = deadline
-        self._sleep = sleep
-        self._stop = asyncio.Event()
+        self._clock = clock
+        self._stopped = False
+        self._timed_out = False
+        self._tasks: list[asyncio.Task[None]] = []  # the team tasks while they run
         self._outcome: JobState | None = None  # set by cancel() / interrupt()
         self._reason = INTERRUPTED
         self.announced_final = False  # the job's final event has been published
@@ -55,7 +72,7 @@ class JobSupervisor:
         """Stops the teams promptly; the job ends ``cancelled``."""
         if self._outcome is None:
             self._outcome = JobState.CANCELLED
-        self._stop.set()
+        self._stop_teams()
 
     def interrupt(self, reason: str = INTERRUPTED) -> None:
         """Stops the teams promptly (the server is stopping, or the job's events cannot
@@ -63,23 +80,32 @@ class JobSupervisor:
         if self._outcome is None:
             self._outcome = JobState.FAILED
             self._reason = reason
-        self._stop.set()
+        self._stop_teams()
+
+    def _expire(self) -> None:
+        self._timed_out = True
+        self._stop_teams()
+
+    def _stop_teams(self) -> None:
+        """Cancelling a team's task closes its provider stream; the group waits for it."""
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
 
     async def run(self) -> JobState:
         await self._publish(Draft.status(self.job_id, None, JobState.RUNNING.value))
-        timed_out = False
-        async with asyncio.TaskGroup() as tg:
-            teams_done = tg.create_task(self._run_teams())
-            stop = tg.create_task(self._stop.wait())
-            waits: set[asyncio.Task[Any]] = {teams_done, stop}
-            if self._deadline is not None:
-                waits.add(tg.create_task(self._sleep(self._deadline)))
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            timed_out = not done & {teams_done, stop}
-            # Cancelling the teams' task cancels every team task still running,
-            # which closes their provider streams; the group waits for them.
-            for task in waits:
-                task.cancel()
+        timer: Cancellable | None = None
+        if self._deadline is not None and not self._stopped:
+            clock = self._clock or asyncio.get_running_loop()
+            timer = clock.call_later(self._deadline, self._expire)
+        try:
+            if not self._stopped:  # stopped before it started: no team runs
+                async with asyncio.TaskGroup() as tg:
+                    self._tasks = [tg.create_task(self._run_team(team)) for team in self._teams]
+        finally:
+            self._tasks = []
+            if timer is not None:
+                timer.cancel()
         for team in self._teams:
             if team.status in TEAM_FINAL:
                 continue
@@ -87,7 +113,7 @@ class JobSupervisor:
                 await team.set_status(TeamStatus.CANCELLED)
             elif self._outcome is JobState.FAILED:
                 await team.fail(self._reason)
-            elif timed_out:
+            elif self._timed_out:
                 await team.fail(f"deadline exceeded: the job may run {self._deadline:g} s")
         if self._outcome is not None:
             self.state = self._outcome
@@ -101,11 +127,6 @@ class JobSupervisor:
 
     def unfinished_teams(self) -> list[TeamName]:
         return [team.team for team in self._teams if team.status not in TEAM_FINAL]
-
-    async def _run_teams(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for team in self._teams:
-                tg.create_task(self._run_team(team))
 
     async def _run_team(self, team: TeamActor) -> None:
         """The supervision boundary for one team.

@@ -9,9 +9,10 @@ the provider fails. Cancellation propagates at once (the provider's
 connection closes with its stream); the supervisor reports the ``cancelled``
 status, since a cancelled actor must not wait on anything.
 
-The provider is read by a task of the actor's own (:meth:`TeamActor._read`),
-so a delta held back by the coalescer goes out when it is due even while the
-provider is silent; its events reach the actor through a small queue, in order.
+The actor reads its provider's stream itself, in its own task. Only while a
+delta held back by the coalescer waits does it read the next item in a task of
+its own (:meth:`TeamActor._next`), so the delta goes out when it is due even
+while the provider is silent; a team thinking or waiting costs one task.
 A team's ``code_delta`` events, spliced in ``seq`` order
 (:func:`chimera.events.splice`), always end as its ``code_generated`` code.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from chimera.actors.code_deltas import DeltaCoalescer
@@ -39,9 +40,6 @@ from chimera.providers.base import (
 from chimera.providers.simulated import SimulatedProvider
 
 Publish = Callable[[Draft], Awaitable[None]]
-
-# Provider events read ahead of the actor: a little slack, and backpressure beyond it.
-READ_AHEAD = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +76,7 @@ class TeamActor:
         self._publish = publish
         self._clock = clock
         self._deltas = coalescer or DeltaCoalescer()
+        self._reading: asyncio.Task[ProviderEvent | _Ended] | None = None
 
     async def set_status(self, status: TeamStatus) -> None:
         self.status = status
@@ -98,10 +97,15 @@ class TeamActor:
         log_context(team=self.team.value)
         await self.set_status(TeamStatus.THINKING)
         timing = metrics.ProviderRun(self.team.value)
-        items: asyncio.Queue[ProviderEvent | _Ended] = asyncio.Queue(READ_AHEAD)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._read(items))
-            error = await self._follow(items, timing)
+        stream = aiter(self._provider.stream(self._brief))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                error = await self._follow(stream, tg, timing)
+        finally:
+            # A stream left before its end (a bug, or the job stopping) is closed now,
+            # not whenever the collector finds it: its connection closes with it.
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
         timing.ended()
         if isinstance(error, ProviderError):
             await self._send(self._deltas.flush(self._clock()))  # what was written of it
@@ -114,41 +118,40 @@ class TeamActor:
             return
         await self.set_status(TeamStatus.COMPLETE)
 
-    async def _read(self, items: asyncio.Queue[ProviderEvent | _Ended]) -> None:
-        """The provider's stream into ``items``, then how it ended. Its failure is
-        handed over, not swallowed: the actor raises it (or reports a
-        ``ProviderError``) outside the task group, so it is not wrapped in a group."""
-        try:
-            async for item in self._provider.stream(self._brief):
-                await items.put(item)
-        except Exception as exc:
-            await items.put(_Ended(exc))
-            return
-        await items.put(_Ended())
-
     async def _next(
-        self, items: asyncio.Queue[ProviderEvent | _Ended]
+        self, stream: AsyncIterator[ProviderEvent], tg: asyncio.TaskGroup, now: float
     ) -> ProviderEvent | _Ended | None:
-        """The next provider event, or ``None`` when a waiting delta fell due first."""
-        if not items.empty():
-            return items.get_nowait()
+        """The provider's next event (``_Ended`` once its stream ended, with its failure:
+        handed over, not raised, so it is not wrapped in the group), or ``None`` when a
+        waiting delta fell due first (``now``: the clock's time). A read that a due
+        delta interrupted goes on in its task (:attr:`_reading`) and is waited for by
+        the next call."""
         due = self._deltas.due()
-        if due is None:
-            return await items.get()
-        try:
-            async with asyncio.timeout(max(0.0, due - self._clock())):
-                return await items.get()
-        except TimeoutError:
+        if due is not None and due <= now:
             return None
+        reading = self._reading
+        if due is None:
+            self._reading = None
+            return await (reading if reading is not None else _read_one(stream))
+        if reading is None:
+            reading = self._reading = tg.create_task(_read_one(stream))
+        done, _ = await asyncio.wait((reading,), timeout=due - now)
+        if not done:
+            return None
+        self._reading = None
+        return reading.result()
 
     async def _follow(
-        self, items: asyncio.Queue[ProviderEvent | _Ended], timing: metrics.ProviderRun
+        self, stream: AsyncIterator[ProviderEvent], tg: asyncio.TaskGroup,
+        timing: metrics.ProviderRun,
     ) -> Exception | None:
         """Publishes the provider's events until its stream ends; returns its failure."""
+        now = self._clock()
         while True:
-            item = await self._next(items)
+            item = await self._next(stream, tg, now)
+            now = self._clock()
             if item is None:
-                await self._send(self._deltas.flush(self._clock()))
+                await self._send(self._deltas.flush(now))
                 continue
             if isinstance(item, _Ended):
                 return item.error
@@ -160,11 +163,11 @@ class TeamActor:
             elif isinstance(item, CodeDelta):
                 if self.status is not TeamStatus.GENERATING:
                     await self.set_status(TeamStatus.GENERATING)
-                await self._send(self._deltas.add(item, self._clock()))
+                await self._send(self._deltas.add(item, now))
             elif isinstance(item, CodeResult):
                 if self.status is not TeamStatus.GENERATING:
                     await self.set_status(TeamStatus.GENERATING)
-                await self._send(self._deltas.finish(item.code, self._clock()))
+                await self._send(self._deltas.finish(item.code, now))
                 await self._publish(
                     Draft.code(
                         self.job_id, self.team, item.code, item.language, item.token_count,
@@ -177,3 +180,13 @@ class TeamActor:
     async def _send(self, delta: CodeDelta | None) -> None:
         if delta is not None:
             await self._publish(Draft.code_delta(self.job_id, self.team, delta.offset, delta.text))
+
+
+async def _read_one(stream: AsyncIterator[ProviderEvent]) -> ProviderEvent | _Ended:
+    """The stream's next event, or how it ended (see :meth:`TeamActor._next`)."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return _Ended()
+    except Exception as exc:
+        return _Ended(exc)
