@@ -122,6 +122,9 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
     if "BENCH_COMMIT_INTERVAL" in os.environ:  # a lever under measurement
         from chimera.actors import broadcaster
         broadcaster.COMMIT_INTERVAL = float(os.environ["BENCH_COMMIT_INTERVAL"])
+    if os.environ.get("BENCH_SQLITE_INLINE") == "0":  # a lever under measurement
+        from chimera.store import sqlite
+        sqlite.INLINE = False
 
     class BenchProvider:
         model = "bench"

@@ -140,6 +140,9 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
     count = {"m": 0}
     pace = {"delay": 0.0}
     cpu = {"publish": 0.0}
+    if "BENCH_FANOUT_BUDGET" in os.environ:  # a lever under measurement
+        from chimera.actors import broadcaster
+        broadcaster.FANOUT_BUDGET = int(os.environ["BENCH_FANOUT_BUDGET"])
 
     class BenchProvider:
         model = "bench"

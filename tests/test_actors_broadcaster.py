@@ -322,3 +322,34 @@ async def test_a_commit_after_a_quiet_spell_goes_at_once_and_under_load_commits_
         for seq in range(2, MAX_COMMIT + 2):  # gathered into one commit, then seen
             assert (await next_event(sub)).seq == seq
     assert [len(commit) for commit in store_of(broadcaster).commits] == [1, MAX_COMMIT]
+
+
+async def test_a_job_with_many_watchers_has_only_its_window_of_events_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The time an event waits inside the server is bounded: its job's publishers wait
+    while FANOUT_BUDGET deliveries (events x subscribers) are queued or numbered and not
+    yet handed out, so under saturation an event is at most a window behind, not the
+    pipeline's hundreds."""
+    monkeypatch.setattr(broadcaster_module, "FANOUT_BUDGET", 8)
+    async with running() as broadcaster:
+        await open_jobs(broadcaster, "j", "k")
+        subs = [broadcaster.subscribe("j") for _ in range(4)]  # window: 8 // 4 = 2
+        subs[0].listener = watched = RecordingListener()
+        alone = broadcaster.subscribe("k")  # window 8: other jobs keep theirs
+        alone.listener = its = RecordingListener()
+        ahead: list[int] = []
+        ahead_k: list[int] = []
+        for n in range(MANY):  # a producer that never yields but to publish
+            await broadcaster.publish(thought("j", n))
+            ahead.append(n + 1 - len(watched.offered))
+        await broadcaster.publish(final("j"))
+        for n in range(MANY):
+            await broadcaster.publish(thought("k", n))
+            ahead_k.append(n + 1 - len(its.offered))
+        await broadcaster.publish(final("k"))
+        for sub in subs[1:]:
+            assert [e.seq for e in sub.take_nowait(1 << 30)] == list(range(1, MANY + 2))
+    assert max(ahead) == 2  # published and not yet handed to the subscribers
+    assert max(ahead_k) == 8
+    assert watched.offered == its.offered == list(range(1, MANY + 1))

@@ -62,6 +62,12 @@ MAX_COMMIT = 256
 # latency for an event that follows another within 1 ms.
 COMMIT_INTERVAL = 0.001
 COMMIT_POLL = 0.0005
+# Deliveries (events x local subscribers) a job may have numbered but not yet handed
+# to its subscribers; its publishers wait beyond that. What bounds the time an event
+# waits inside the server under saturation: a job with 1,000 watchers has 4 events in
+# flight, not the pipeline's hundreds (each then waited for every one ahead of it to
+# reach 1,000 sockets: seconds). With one or two watchers the pipeline's bounds come first.
+FANOUT_BUDGET = 4096
 HISTORY_PAGE = 512
 RETRY = Backoff(first=0.05, cap=1.0)  # between tries of a failed write
 
@@ -114,11 +120,39 @@ def _ignore(job_ids: list[str], error: ChimeraError) -> None:
 @dataclass(slots=True)
 class _Channel:
     """A job's subscribers, and its snapshot while it runs here (``None`` otherwise),
-    with the store's epoch it was opened under."""
+    with the store's epoch it was opened under; the last of its seqs that left the
+    pipeline (handed to its subscribers, or dropped), and a publisher waiting for its
+    events in flight to fall within its window (:meth:`Broadcaster.publish`)."""
 
     job: Job | None = None
     subscribers: set[Subscription] = field(default_factory=set)
     epoch: str = ""
+    settled: int = 0
+    queued: int = 0  # its drafts in the inbox, not numbered yet
+    room: asyncio.Future[None] | None = None
+
+    def window(self) -> int:
+        """Events this job may have in the pipeline, queued or numbered and not yet
+        handed out (at least 1)."""
+        return max(FANOUT_BUDGET // max(len(self.subscribers), 1), 1)
+
+    def in_flight(self) -> bool:
+        """Whether the job has its window's worth of events in the pipeline."""
+        job = self.job
+        return (job is not None
+                and job.last_sequence - self.settled + self.queued >= self.window())
+
+    def settle(self, seq: int) -> None:
+        """Events up to ``seq`` left the pipeline; a waiting publisher goes on if it may."""
+        self.settled = max(self.settled, seq)
+        if self.room is not None and not self.in_flight():
+            self.wake()
+
+    def wake(self) -> None:
+        if self.room is not None:
+            if not self.room.done():
+                self.room.set_result(None)
+            self.room = None
 
 
 class Subscription:
@@ -393,6 +427,7 @@ class Broadcaster:
             self.remote.unfollow(job.job_id)
         channel.job = job
         channel.epoch = self.store.epoch
+        channel.settled = job.last_sequence
 
     async def adopt(self, job: Job) -> None:
         """:meth:`open_job` for a job this process takes over (or gets back) after
@@ -413,8 +448,20 @@ class Broadcaster:
         self.open_job(job)
 
     async def publish(self, draft: Draft) -> None:
-        """Queues ``draft``; waits while the inbox is full (backpressure)."""
+        """Queues ``draft``; waits while the inbox is full, or while its job has its
+        window of events in flight (:data:`FANOUT_BUDGET`): backpressure."""
+        channel = self._channels.get(draft.job_id)
+        while channel is not None and channel.in_flight() and not self._stopped:
+            if channel.room is None:
+                channel.room = asyncio.get_running_loop().create_future()
+            await channel.room
+            channel = self._channels.get(draft.job_id)
         await self._inbox.put(draft)
+        # After the put, in the same step (_number cannot run between): a put
+        # cancelled while the inbox was full counts nothing.
+        channel = self._channels.get(draft.job_id)
+        if channel is not None:
+            channel.queued += 1
 
     async def stop(self) -> None:
         """Asks :meth:`run` to finish once everything published so far is out."""
@@ -522,7 +569,7 @@ class Broadcaster:
             await self.remote.follow(job_id)
 
     def _drop_channel(self, job_id: str) -> None:
-        del self._channels[job_id]
+        self._channels.pop(job_id).wake()
         if self.remote is not None:
             self.remote.unfollow(job_id)
 
@@ -553,6 +600,7 @@ class Broadcaster:
         finally:
             self._stopped = True
             for channel in self._channels.values():
+                channel.wake()
                 for sub in channel.subscribers:
                     sub._end(ShuttingDown("the server is shutting down"))
 
@@ -581,6 +629,8 @@ class Broadcaster:
         events: list[Event] = []
         for draft in batch:
             channel = self._channels.get(draft.job_id)
+            if channel is not None and channel.queued > 0:
+                channel.queued -= 1
             if channel is None or channel.job is None:
                 if draft.job_id not in self._rejected:
                     log.error("dropping an event for job %s, which was never opened",
@@ -623,9 +673,10 @@ class Broadcaster:
                 await asyncio.sleep(min(wait, COMMIT_POLL))
             previous = loop.time()
             started = time.perf_counter()
-            events = await self._record(events)
-            events_recorded(events, time.perf_counter() - started)
-            self._fan_out(events)
+            recorded = await self._record(events)
+            events_recorded(recorded, time.perf_counter() - started)
+            self._fan_out(recorded)
+            self._settle(events)  # recorded or dropped: out of the pipeline either way
             if last:
                 return
 
@@ -671,6 +722,12 @@ class Broadcaster:
                 self.storage_error = None
             return events
 
+    def _settle(self, events: list[Event]) -> None:
+        for event in events:
+            channel = self._channels.get(event.job_id)
+            if channel is not None:
+                channel.settle(event.seq)
+
     def _fan_out(self, events: list[Event]) -> None:
         finished: list[str] = []
         for event in events:
@@ -701,6 +758,7 @@ class Broadcaster:
             channel = self._channels.get(job_id)
             if channel is not None:
                 channel.job = None
+                channel.wake()  # nothing of it is numbered any more: no window to wait for
                 for sub in list(channel.subscribers):
                     sub._fail(
                         HistoryGone(job_id, sub.last_seq) if job_id in history_gone
