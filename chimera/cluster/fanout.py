@@ -54,6 +54,7 @@ GAP_PAGE = 512
 # How long a read waits for a message before the (un)subscriptions asked for
 # meanwhile are sent (the reader sends them: see the module docstring).
 READ_WAIT = 0.05
+STOP_WAIT = 1.0  # a cancelled reader's time to end before its connection is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class RedisFanout:
         self._pubsub: PubSub = store.pubsub()
         # (Un)subscriptions asked for, sent by the reader between reads.
         self._commands: deque[tuple[bool, str]] = deque()
+        self._stopping = False
 
     # -- RemoteFeed ----------------------------------------------------------------------
 
@@ -147,9 +149,23 @@ class RedisFanout:
                 log.warning("Redis pub/sub: %s; retrying", exc)
             await asyncio.sleep(next(delays))
 
+    async def stopped(self, reader: asyncio.Task[None]) -> None:
+        """Ends ``reader`` (the task of :meth:`run`). Cancelling it is the way; but a
+        cancellation that arrives as redis-py's read timeout fires can be lost in it
+        (redis/redis-py#2028, #2551: seen once in the cluster tests, a stop waiting
+        on a read forever), so the reader also stops at its next turn, and after
+        STOP_WAIT its connection is closed under it."""
+        self._stopping = True
+        reader.cancel()
+        done, _ = await asyncio.wait((reader,), timeout=STOP_WAIT)
+        if not done:
+            log.warning("Redis pub/sub reader did not stop when cancelled: closing it")
+            await self._pubsub.aclose()
+            reader.cancel()
+
     async def _read(self) -> None:
         outage: Iterator[float] | None = None  # the pauses of the reads failing now
-        while True:
+        while not self._stopping:
             await self._send_commands()
             try:
                 message = await self._pubsub.get_message(timeout=READ_WAIT)

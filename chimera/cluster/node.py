@@ -59,7 +59,7 @@ class ClusterNode:
             await self._stop.wait()
             self.membership.stop()
             await membership
-            fanout.cancel()
+            await self.fanout.stopped(fanout)
 
     def stop(self) -> None:
         self._stop.set()
