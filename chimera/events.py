@@ -99,11 +99,27 @@ def utc_now() -> datetime:
 
 def iso_timestamp(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``: ``2025-12-01T10:00:01.000Z``."""
+    global _last_stamp
+    last, text = _last_stamp
+    if moment == last:  # an event's times are formatted 2-3 times, mostly alike
+        return text
+    text = _iso(moment)
+    _last_stamp = moment, text
+    return text
+
+
+def _iso(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     # isoformat (C) truncates to milliseconds like the strftime it replaces, at a
     # tenth of its cost; "+00:00" becomes "Z".
     return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+# The last moment formatted and its text (aware datetimes compare as instants, so
+# equal moments in any zone format alike).
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+_last_stamp: tuple[datetime, str] = (_EPOCH, _iso(_EPOCH))
 
 
 def parse_timestamp(text: str) -> datetime:
