@@ -143,10 +143,16 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
         provider: Provider = BenchProvider(count["m"])
         return provider
 
+    # Options passed only when the tree has them: an older one's ServerConfig (--tree)
+    # may lack some.
+    fields = getattr(ServerConfig, "__dataclass_fields__", {})
+    options: dict[str, Any] = {name: value for name, value in (
+        ("max_jobs_per_caller", 1_000_000), ("subscriber_max_bytes", SUBSCRIBER_BYTES),
+    ) if name in fields}
     config = ServerConfig(
         grpc_port=0, ws_port=0, db=db, sim_delay=sim_delay or 0, shutdown_grace=1.0,
         max_subscribers_per_address=1_000_000, max_subscribers_per_job=1_000_000,
-        max_jobs_per_caller=1_000_000, subscriber_max_bytes=SUBSCRIBER_BYTES,
+        **options,
     )
     server = ChimeraServer(config, providers=providers if sim_delay is None else None)
     teams = [TeamName.ANTHROPIC] if sim_delay is None else [TeamName.ANTHROPIC, TeamName.GOOGLE]
@@ -159,10 +165,8 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
             gc.disable()
         elif os.environ.get("BENCH_GC"):  # thresholds: BENCH_GC=700/10/10 (Python's)
             gc.set_threshold(*map(int, os.environ["BENCH_GC"].split("/")))
-        else:  # what `chimera serve` does
-            from chimera import gcpace
-            from chimera.defaults import DEFAULT_GC_THRESHOLD
-            gcpace.pace(DEFAULT_GC_THRESHOLD)
+        else:  # what `chimera serve` does (a --tree checkout from before gcpace: nothing)
+            pace_gc()
         if os.environ.get("BENCH_GC_FREEZE") == "1":
             gc.freeze()
         conn.send(("port", server.ws_port, server.grpc_port))
@@ -184,6 +188,17 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
                 conn.send(("cpu", cpu_seconds()))
         server.stop()
         await serving
+
+
+def pace_gc() -> None:
+    """The collector paced as `chimera serve` paces it, when this tree has
+    ``chimera.gcpace`` (an older --tree checkout may not: Python's default then)."""
+    try:
+        from chimera import gcpace
+        from chimera.defaults import DEFAULT_GC_THRESHOLD
+    except ImportError:
+        return
+    gcpace.pace(DEFAULT_GC_THRESHOLD)
 
 
 def stub(server: Any, teams: list[Any], what: str) -> None:
@@ -307,8 +322,10 @@ async def _bare_grpc_server(conn: Connection) -> None:
     await server.stop(1)
 
 
-def server_main(kind: str, conn: Connection, db: str) -> None:
+def server_main(kind: str, conn: Connection, db: str, tree: str = "") -> None:
     pin(SERVER_CORE)
+    if tree:  # --tree: that checkout's chimera package, imported before this one's
+        sys.path.insert(0, tree)
     fan.run_profiled(server_main_unprofiled, kind, conn, db)
 
 
@@ -327,9 +344,11 @@ def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
         asyncio.run(_bare_grpc_server(conn))
 
 
-def start_server(ctx: Any, kind: str, db: str) -> tuple[Any, Connection, int, int]:
+def start_server(
+    ctx: Any, kind: str, db: str, tree: str = ""
+) -> tuple[Any, Connection, int, int]:
     ours, theirs = ctx.Pipe()
-    process = ctx.Process(target=server_main, args=(kind, theirs, db))
+    process = ctx.Process(target=server_main, args=(kind, theirs, db, tree))
     process.start()
     _, ws_port, grpc_port = fan._expect(ours, "port")
     return process, ours, ws_port, grpc_port
@@ -479,16 +498,17 @@ def recorded_frames(db: str, job_id: str) -> list[tuple[float, str]]:
 def run_jobs(
     ctx: Any, kind: str, jobs: int, per_job: int, m: int, tmp: str,
     node: list[str] | None = None, replay: list[tuple[float, str]] | None = None,
-    record: list[list[tuple[float, str]]] | None = None,
+    record: list[list[tuple[float, str]]] | None = None, tree: str = "",
 ) -> Run:
     """J jobs of M thoughts, ``per_job`` WebSocket subscribers each, read by the Node
     client when ``node`` is its command (else by the Python one). ``kind``
     "chimera:<delay>": the real simulated provider, each subscriber reading its job
     to the end; the first job's frames are appended to ``record``. ``replay``: the
-    bare server sends those frames instead of M thoughts."""
+    bare server sends those frames instead of M thoughts. ``tree``: the checkout whose
+    Chimera serves (``--tree``; "": this one)."""
     db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
     paced = kind.startswith("chimera:") or replay is not None
-    server, control, port, _ = start_server(ctx, kind, db)
+    server, control, port, _ = start_server(ctx, kind, db, tree)
     paths = [f"/ws/orchestrate/bench-{j}" for j in range(jobs) for _ in range(per_job)]
     clients: Any
     if node is not None:
@@ -529,11 +549,13 @@ def run_jobs(
     )
 
 
-def run_create(ctx: Any, kind: str, concurrency: int, calls: int, tmp: str) -> Run:
+def run_create(
+    ctx: Any, kind: str, concurrency: int, calls: int, tmp: str, tree: str = ""
+) -> Run:
     """``kind``: "grpc" (the bare server), "chimera" (each job then runs) or
     "chimera:<delay>" (each job left waiting)."""
     db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
-    server, control, _, port = start_server(ctx, kind, db)
+    server, control, _, port = start_server(ctx, kind, db, tree)
     ours, theirs = ctx.Pipe()
     clients = ctx.Process(target=grpc_clients_main, args=(port, concurrency, calls, theirs))
     clients.start()
@@ -562,6 +584,8 @@ def median(runs: Sequence[R], key: Callable[[R], float] = lambda r: r.rate) -> R
 # --lever ENV=VALUE[,ENV=VALUE…]: each Chimera run is made again with those variables in
 # the server's environment, alternating with the anchor's runs (before/after, same run).
 LEVERS: list[tuple[str, str]] = []  # (label, "NAME=VALUE[,NAME=VALUE…]")
+# --tree LABEL=DIR: each Chimera run is made again by the Chimera of checkout DIR.
+TREES: list[tuple[str, str]] = []  # ("@LABEL", DIR)
 
 
 @contextlib.contextmanager
@@ -578,23 +602,28 @@ def environment(settings: str) -> Iterator[None]:
 
 
 def interleaved(
-    repeat: int, ours: Callable[[], R], anchor: Callable[[], R]
+    repeat: int, ours: Callable[..., R], anchor: Callable[[], R],
+    key: Callable[[R], float] = lambda r: r.rate,
 ) -> tuple[R, R, int, list[tuple[str, R]]]:
-    """Chimera, (Chimera with each lever,) anchor, Chimera, …: all see the same load on
-    the machine. Returns the medians (by rate), the order errors of all runs and each
-    lever's median."""
+    """Chimera, (Chimera with each lever, each other tree's Chimera,) anchor, Chimera,
+    …: all see the same load on the machine. ``ours`` takes ``tree=DIR`` for another
+    checkout's. Returns the medians (by ``key``), the order errors of all runs and each
+    lever's and tree's median."""
     a: list[R] = []
     b: list[R] = []
-    levers: list[list[R]] = [[] for _ in LEVERS]
+    # (label, environment settings, checkout): each lever, then each other tree.
+    variants = [*((label, settings, "") for label, settings in LEVERS),
+                *((label, "", tree) for label, tree in TREES)]
+    others: list[list[R]] = [[] for _ in variants]
     for _ in range(repeat):
         a.append(ours())
-        for (_, settings), runs in zip(LEVERS, levers, strict=True):
-            with environment(settings):
-                runs.append(ours())
+        for (_, settings, tree), runs in zip(variants, others, strict=True):
+            with environment(settings) if settings else contextlib.nullcontext():
+                runs.append(ours(tree=tree) if tree else ours())
         b.append(anchor())
-    errors = sum(r.order_errors for r in a + b + [r for runs in levers for r in runs])
-    return median(a), median(b), errors, [
-        (label, median(runs)) for (label, _), runs in zip(LEVERS, levers, strict=True)
+    errors = sum(r.order_errors for r in a + b + [r for runs in others for r in runs])
+    return median(a, key), median(b, key), errors, [
+        (label, median(runs, key)) for (label, _, _), runs in zip(variants, others, strict=True)
     ]
 
 
@@ -631,8 +660,17 @@ def main() -> int:
     parser.add_argument("--lever", action="append", default=[], metavar="ENV=VALUE[,...]",
                         help="also run each Chimera server with these in its environment "
                         "(repeatable): before and after, interleaved in one run")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                        help="also run the Chimera of checkout DIR (rows [@LABEL]), "
+                        "interleaved (repeatable)")
     args = parser.parse_args()
     LEVERS.extend((lever, lever) for lever in args.lever)
+    for spec in args.tree:
+        label, _, directory = spec.partition("=")
+        checkout = Path(directory) / "chimera" / "__init__.py"
+        if not label or not directory or not checkout.is_file():
+            parser.error(f"--tree {spec!r}: give LABEL=DIR, DIR a checkout with chimera/")
+        TREES.append((f"@{label}", str(Path(directory).resolve())))
     sections = set(args.only.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     sizes = args.events or ([1000, 5000] if args.quick else [1000, 5000, 20_000, 50_000])
@@ -679,8 +717,8 @@ def main() -> int:
             recorded: list[list[tuple[float, str]]] = []
             measured = interleaved(
                 repeat,
-                lambda: run_jobs(ctx, f"chimera:{PACED_DELAY}", jobs, 2, 0, tmp, node,
-                                 record=recorded),
+                lambda tree="": run_jobs(ctx, f"chimera:{PACED_DELAY}", jobs, 2, 0, tmp, node,
+                                         record=recorded, tree=tree),
                 lambda: run_jobs(ctx, "bare", jobs, 2, 0, tmp, node, replay=recorded[0]))
             report(f"{jobs} jobs x 2 subs, paced sim", "msg/s", measured,
                    notes=f"{len(recorded[0])} frames a job, both teams, "
