@@ -166,7 +166,7 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
         elif os.environ.get("BENCH_GC"):  # thresholds: BENCH_GC=700/10/10 (Python's)
             gc.set_threshold(*map(int, os.environ["BENCH_GC"].split("/")))
         else:  # what `chimera serve` does (a --tree checkout from before gcpace: nothing)
-            pace_gc()
+            fan.pace_gc()
         if os.environ.get("BENCH_GC_FREEZE") == "1":
             gc.freeze()
         conn.send(("port", server.ws_port, server.grpc_port))
@@ -188,17 +188,6 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
                 conn.send(("cpu", cpu_seconds()))
         server.stop()
         await serving
-
-
-def pace_gc() -> None:
-    """The collector paced as `chimera serve` paces it, when this tree has
-    ``chimera.gcpace`` (an older --tree checkout may not: Python's default then)."""
-    try:
-        from chimera import gcpace
-        from chimera.defaults import DEFAULT_GC_THRESHOLD
-    except ImportError:
-        return
-    gcpace.pace(DEFAULT_GC_THRESHOLD)
 
 
 def stub(server: Any, teams: list[Any], what: str) -> None:
@@ -324,8 +313,8 @@ async def _bare_grpc_server(conn: Connection) -> None:
 
 def server_main(kind: str, conn: Connection, db: str, tree: str = "") -> None:
     pin(SERVER_CORE)
-    if tree:  # --tree: that checkout's chimera package, imported before this one's
-        sys.path.insert(0, tree)
+    if tree:  # --tree: that checkout's chimera package, not this one's
+        fan.use_tree(tree)
     fan.run_profiled(server_main_unprofiled, kind, conn, db)
 
 

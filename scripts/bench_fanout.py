@@ -175,6 +175,7 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
         serving = tg.create_task(server.serve())
         await server.ready.wait()
         gc.collect()
+        pace_gc()
         conn.send(("port", server.ws_port, rss_bytes()))
         async for command in _commands(conn):
             if command[0] == "publish":
@@ -195,6 +196,17 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
                 conn.send(("cpu", time.process_time() - cpu["publish"]))
         server.stop()
         await serving
+
+
+def pace_gc() -> None:
+    """The collector paced as `chimera serve` paces it after start-up, when this
+    tree has ``chimera.gcpace`` (an older --tree checkout may not: Python's default)."""
+    try:
+        from chimera import gcpace
+        from chimera.defaults import DEFAULT_GC_THRESHOLD
+    except ImportError:
+        return
+    gcpace.pace(DEFAULT_GC_THRESHOLD)
 
 
 async def _bare_server(conn: Connection) -> None:
@@ -241,9 +253,18 @@ async def _bare_server(conn: Connection) -> None:
                 conn.send(("cpu", time.process_time() - published))
 
 
+def use_tree(tree: str) -> None:
+    """--tree: this process imports that checkout's chimera package, not this one's.
+    Also drops the editable install's finder (appended to ``sys.meta_path``): it
+    would otherwise supply, from this tree, any module the older one lacks."""
+    sys.path.insert(0, tree)
+    sys.meta_path[:] = [finder for finder in sys.meta_path
+                        if not getattr(finder, "__module__", "").startswith("__editable__")]
+
+
 def server_main(kind: str, conn: Connection, db: str, tree: str = "") -> None:
-    if tree:  # --tree: that checkout's chimera package, imported before this one's
-        sys.path.insert(0, tree)
+    if tree:
+        use_tree(tree)
     run_profiled(server_main_unprofiled, kind, conn, db)
 
 
@@ -273,7 +294,15 @@ def run_profiled(
 
 def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
     if kind.startswith("chimera"):
-        asyncio.run(_chimera_server(conn, db, metrics=kind == "chimera+m"))
+        serving = _chimera_server(conn, db, metrics=kind == "chimera+m")
+        try:
+            from chimera import eventloop
+        except ImportError:  # a --tree checkout from before the loop setting
+            asyncio.run(serving)
+        else:
+            # The loop `chimera serve` runs (uvloop when installed); CHIMERA_LOOP=asyncio
+            # for the plain one.
+            eventloop.run(serving, os.environ.get(eventloop.LOOP_ENV, "auto"))
     else:
         asyncio.run(_bare_server(conn))
 
