@@ -25,7 +25,9 @@ so a client that is the bottleneck shows):
   waiting (the simulated provider, ``--sim-delay 1000``): calls/s and p50/p99,
   against a bare ``grpc.aio`` server whose CreateJob returns a fixed reply.
 - ``fanout``: ``scripts/bench_fanout.py``'s table (one job, N = 1 / 100 / 1000
-  subscribers) and ``memory``: RSS per idle subscriber at 10,000.
+  subscribers), ``fanout-paced``: one job to 1,000 subscribers at 20 events/s for
+  5 s, publish-to-receive p50/p99 (the bare server publishing at the same pace),
+  and ``memory``: RSS per idle subscriber at 10,000.
 
 WebSocket clients: ``scripts/bench-client`` (Node's ``ws``, which reads ~3x faster
 than a Python client; ``npm ci`` there on first use), or ``--client python``.
@@ -670,6 +672,7 @@ def main() -> int:
     fanout = ([1, 100], 1000) if args.quick else ([1, 100, 1000], 3000)
     memory = 1000 if args.quick else 10_000
     ctx = mp.get_context("spawn")
+    os.environ[fan.CORES_ENV] = f"{SERVER_CORE},{CLIENT_CORE}"  # the fanout sections' too
     fan.raise_fd_limit()
     node = node_client() if args.client == "node" else None
     print(f"Chimera benchmarks: median of {repeat} run(s), interleaved, {os.cpu_count()} CPUs "
@@ -689,6 +692,16 @@ def main() -> int:
                 b.server_us / max(ours.server_us, 1e-9), fmt=",.1f",
                 notes=f"client CPU us/{unit}: {ours.client_us:.1f} (chimera run), "
                       f"{b.client_us:.1f} (anchor run)")
+
+    def fan_report(name: str, rate: str,
+                   measured: tuple[fan.Result, fan.Result, int, list[tuple[str, fan.Result]]],
+                   ) -> None:
+        a, b, errors, others = measured
+        for label, ours in [("", a), *((f" [{other}]", r) for other, r in others)]:
+            row(f"{name}{label}: {rate}", ours.rate, b.rate, ours.rate / b.rate,
+                lat=(Run(ours.rate, ours.p50_ms, ours.p99_ms), Run(b.rate, b.p50_ms, b.p99_ms)),
+                notes=f"p99 {ours.p99_ms / max(b.p99_ms, 1e-9):.1f}x the anchor's; delivered "
+                      f"{ours.delivered}/{ours.expected}, order errors {errors}")
 
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         if "one-job" in sections:
@@ -732,6 +745,17 @@ def main() -> int:
                 row(f"fan-out N={n}, {m} ev: msgs/s", fa.rate, fb.rate, fa.rate / fb.rate,
                     lat=(Run(fa.rate, fa.p50_ms, fa.p99_ms), Run(fb.rate, fb.p50_ms, fb.p99_ms)),
                     notes=f"delivered {fa.delivered}/{fa.expected}, order errors {errors}")
+        if "fanout-paced" in sections:
+            n, rate = 1000, 20.0
+            m = int(rate * fan.PACED_SECONDS)
+
+            def paced_fanout(kind: str, tree: str = "") -> fan.Result:
+                return fan.run_scaled(ctx, [f"{tmp}/{kind}-{time.monotonic_ns()}.db"], n, m,
+                                      rate, tree, kind)
+
+            fan_report(f"fan-out N={n}, {rate:g} ev/s", "msgs/s", interleaved(
+                repeat, partial(paced_fanout, "chimera"), partial(paced_fanout, "bare"),
+                key=lambda r: r.p99_ms))
         if "memory" in sections:
             per = {kind: fan.run_memory(ctx, kind, memory, tmp) / 1024
                    for kind in ("chimera", "bare")}
