@@ -28,6 +28,12 @@ so a client that is the bottleneck shows):
   subscribers), ``fanout-paced``: one job to 1,000 subscribers at 20 events/s for
   5 s, publish-to-receive p50/p99 (the bare server publishing at the same pace),
   and ``memory``: RSS per idle subscriber at 10,000.
+- ``metrics``: one job to 1 and to 1,000 subscribers, Chimera with metrics on
+  (``chimera+m``) against off: server CPU per delivery and what metrics add, in %.
+- ``create-windows``: a store of 5,000 jobs left waiting (created first, not
+  measured), then CreateJob at concurrency 16 for ten 5 s windows: each window's p99,
+  their median, max and max/median (a pause, e.g. a collection or a checkpoint, shows
+  as one bad window), against the bare ``grpc.aio`` server.
 
 WebSocket clients: ``scripts/bench-client`` (Node's ``ws``, which reads ~3x faster
 than a Python client; ``npm ci`` there on first use), or ``--client python``.
@@ -445,6 +451,58 @@ def grpc_clients_main(port: int, concurrency: int, calls: int, conn: Connection)
     asyncio.run(_grpc_clients(port, concurrency, calls, conn))
 
 
+async def _grpc_windows(
+    port: int, concurrency: int, stored: int, windows: int, seconds: float, conn: Connection
+) -> None:
+    """``stored`` CreateJob calls first (not measured), then calls at ``concurrency``
+    for ``windows`` windows of ``seconds``: each window's latencies, by when sent."""
+    import grpc
+
+    from chimera.v1 import jobs_pb2 as pb
+    from chimera.v1 import jobs_pb2_grpc
+
+    loop = asyncio.get_running_loop()
+    per_window = [array("d") for _ in range(windows)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        request = pb.CreateJobRequest(brief="bench", teams=[pb.TEAM_ANTHROPIC])
+        left = [stored]
+
+        async def fill() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                await stub.CreateJob(request)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(concurrency):
+                tg.create_task(fill())
+        conn.send(("ready",))
+        await loop.run_in_executor(None, conn.recv)  # go
+        started = time.perf_counter()
+        deadline = started + windows * seconds
+
+        async def worker() -> None:
+            while (sent := time.perf_counter()) < deadline:
+                await stub.CreateJob(request)
+                window = min(int((sent - started) / seconds), windows - 1)
+                per_window[window].append(time.perf_counter() - sent)
+
+        cpu = cpu_seconds()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(concurrency):
+                tg.create_task(worker())
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu
+    conn.send(("result", elapsed, [w.tobytes() for w in per_window], cpu))
+
+
+def grpc_windows_main(
+    port: int, concurrency: int, stored: int, windows: int, seconds: float, conn: Connection
+) -> None:
+    pin(CLIENT_CORE)
+    asyncio.run(_grpc_windows(port, concurrency, stored, windows, seconds, conn))
+
+
 # -- runs -------------------------------------------------------------------------------
 
 
@@ -459,6 +517,7 @@ class Run:
     expected: int = 0
     server_us: float = 0.0  # the server's CPU per delivery (per call for CreateJob), µs
     client_us: float = 0.0  # the clients' CPU per delivery (per call), µs
+    windows: tuple[float, ...] = ()  # create-windows: each window's p99, ms
 
 
 def quantiles(raw: bytes) -> tuple[float, float]:
@@ -563,6 +622,37 @@ def run_create(
     p50, p99 = quantiles(raw)
     return Run(rate=done / elapsed, p50_ms=p50, p99_ms=p99, delivered=done, expected=calls,
                server_us=(cpu_end - cpu_start) / done * 1e6, client_us=client_cpu / done * 1e6)
+
+
+def run_windows(
+    ctx: Any, kind: str, concurrency: int, stored: int, windows: int, seconds: float,
+    tmp: str, tree: str = "",
+) -> Run:
+    """create-windows: a store of ``stored`` jobs left waiting, then CreateJob at
+    ``concurrency`` for ``windows`` windows of ``seconds``. ``p50_ms``/``p99_ms``: the
+    median and the max of the windows' p99s."""
+    db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
+    server, control, _, port = start_server(ctx, kind, db, tree)
+    ours, theirs = ctx.Pipe()
+    clients = ctx.Process(target=grpc_windows_main,
+                          args=(port, concurrency, stored, windows, seconds, theirs))
+    clients.start()
+    try:
+        fan._expect(ours, "ready")
+        control.send(("cpu",))
+        _, cpu_start = fan._expect(control, "cpu")
+        ours.send(("go",))
+        _, elapsed, raws, client_cpu = fan._expect(ours, "result")
+        control.send(("cpu",))
+        _, cpu_end = fan._expect(control, "cpu")
+    finally:
+        fan.stop_all(control, clients, server)
+    p99s = tuple(quantiles(raw)[1] for raw in raws)
+    done = sum(len(raw) // 8 for raw in raws)  # doubles
+    return Run(rate=done / elapsed, p50_ms=statistics.median(p99s), p99_ms=max(p99s),
+               delivered=done, expected=done, windows=p99s,
+               server_us=(cpu_end - cpu_start) / max(done, 1) * 1e6,
+               client_us=client_cpu / max(done, 1) * 1e6)
 
 
 R = TypeVar("R", Run, fan.Result)
@@ -756,6 +846,40 @@ def main() -> int:
             fan_report(f"fan-out N={n}, {rate:g} ev/s", "msgs/s", interleaved(
                 repeat, partial(paced_fanout, "chimera"), partial(paced_fanout, "bare"),
                 key=lambda r: r.p99_ms))
+        if "metrics" in sections:
+            m = 1000 if args.quick else 3000
+            for n in (1, 1000):
+                on, off, errors, others = interleaved(
+                    repeat, partial(fan.run_fanout, ctx, "chimera+m", n, m, tmp),
+                    partial(fan.run_fanout, ctx, "chimera", n, m, tmp),
+                    key=lambda r: r.cpu_us)
+                for label, ours in [("", on), *((f" [{other}]", r) for other, r in others)]:
+                    # The ratio as for every CPU row: anchor (off) / chimera (on).
+                    row(f"metrics on/off N={n}{label}: us/msg", ours.cpu_us, off.cpu_us,
+                        off.cpu_us / ours.cpu_us, fmt=",.1f",
+                        notes=f"server CPU per delivery, {m} ev: metrics cost "
+                              f"{ours.cpu_us / off.cpu_us - 1:+.1%}; msgs/s {ours.rate:,.0f} on, "
+                              f"{off.rate:,.0f} off; order errors {errors}")
+        if "create-windows" in sections:
+            stored, windows, seconds = (1000, 5, 2.0) if args.quick else (5000, 10, 5.0)
+            a, b, _, variants = interleaved(
+                repeat,
+                partial(run_windows, ctx, f"chimera:{WAITING_DELAY:g}", 16, stored, windows,
+                        seconds, tmp),
+                partial(run_windows, ctx, "grpc", 16, stored, windows, seconds, tmp),
+                key=lambda r: r.p99_ms)
+            for label, run in [("", a), *((f" [{other}]", r) for other, r in variants)]:
+                name = f"CreateJob c=16, {stored:,} waiting{label}"
+                row(f"{name}: median p99", run.p50_ms, b.p50_ms, run.p50_ms / b.p50_ms,
+                    fmt=",.1f", notes=f"ms, {windows} windows of {seconds:g} s; calls/s "
+                    f"{run.rate:,.0f} (chimera), {b.rate:,.0f} (anchor)")
+                row(f"{name}: max p99", run.p99_ms, b.p99_ms, run.p99_ms / b.p99_ms,
+                    fmt=",.1f", notes="ms; p99 per window: chimera "
+                    + " ".join(f"{w:.0f}" for w in run.windows)
+                    + ", anchor " + " ".join(f"{w:.0f}" for w in b.windows))
+                spread = run.p99_ms / run.p50_ms, b.p99_ms / b.p50_ms
+                row(f"{name}: max/median", spread[0], spread[1], spread[0] / spread[1],
+                    fmt=",.2f", notes="the windows' spread: 1.00 = every window alike")
         if "memory" in sections:
             per = {kind: fan.run_memory(ctx, kind, memory, tmp) / 1024
                    for kind in ("chimera", "bare")}
