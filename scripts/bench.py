@@ -25,7 +25,15 @@ so a client that is the bottleneck shows):
   waiting (the simulated provider, ``--sim-delay 1000``): calls/s and p50/p99,
   against a bare ``grpc.aio`` server whose CreateJob returns a fixed reply.
 - ``fanout``: ``scripts/bench_fanout.py``'s table (one job, N = 1 / 100 / 1000
-  subscribers) and ``memory``: RSS per idle subscriber at 10,000.
+  subscribers), ``fanout-paced``: one job to 1,000 subscribers at 20 events/s for
+  5 s, publish-to-receive p50/p99 (the bare server publishing at the same pace),
+  and ``memory``: RSS per idle subscriber at 10,000.
+- ``metrics``: one job to 1 and to 1,000 subscribers, Chimera with metrics on
+  (``chimera+m``) against off: server CPU per delivery and what metrics add, in %.
+- ``create-windows``: a store of 5,000 jobs left waiting (created first, not
+  measured), then CreateJob at concurrency 16 for ten 5 s windows: each window's p99,
+  their median, max and max/median (a pause, e.g. a collection or a checkpoint, shows
+  as one bad window), against the bare ``grpc.aio`` server.
 
 WebSocket clients: ``scripts/bench-client`` (Node's ``ws``, which reads ~3x faster
 than a Python client; ``npm ci`` there on first use), or ``--client python``.
@@ -146,10 +154,16 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
         provider: Provider = BenchProvider(count["m"])
         return provider
 
+    # Options passed only when the tree has them: an older one's ServerConfig (--tree)
+    # may lack some.
+    fields = getattr(ServerConfig, "__dataclass_fields__", {})
+    options: dict[str, Any] = {name: value for name, value in (
+        ("max_jobs_per_caller", 1_000_000), ("subscriber_max_bytes", SUBSCRIBER_BYTES),
+    ) if name in fields}
     config = ServerConfig(
         grpc_port=0, ws_port=0, db=db, sim_delay=sim_delay or 0, shutdown_grace=1.0,
         max_subscribers_per_address=1_000_000, max_subscribers_per_job=1_000_000,
-        max_jobs_per_caller=1_000_000, subscriber_max_bytes=SUBSCRIBER_BYTES,
+        **options,
     )
     server = ChimeraServer(config, providers=providers if sim_delay is None else None)
     teams = [TeamName.ANTHROPIC] if sim_delay is None else [TeamName.ANTHROPIC, TeamName.GOOGLE]
@@ -162,10 +176,8 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
             gc.disable()
         elif os.environ.get("BENCH_GC"):  # thresholds: BENCH_GC=700/10/10 (Python's)
             gc.set_threshold(*map(int, os.environ["BENCH_GC"].split("/")))
-        else:  # what `chimera serve` does
-            from chimera import gcpace
-            from chimera.defaults import DEFAULT_GC_THRESHOLD
-            gcpace.pace(DEFAULT_GC_THRESHOLD)
+        else:  # what `chimera serve` does (a --tree checkout from before gcpace: nothing)
+            fan.pace_gc()
         if os.environ.get("BENCH_GC_FREEZE") == "1":
             gc.freeze()
         conn.send(("port", server.ws_port, server.grpc_port))
@@ -310,8 +322,10 @@ async def _bare_grpc_server(conn: Connection) -> None:
     await server.stop(1)
 
 
-def server_main(kind: str, conn: Connection, db: str) -> None:
+def server_main(kind: str, conn: Connection, db: str, tree: str = "") -> None:
     pin(SERVER_CORE)
+    if tree:  # --tree: that checkout's chimera package, not this one's
+        fan.use_tree(tree)
     fan.run_profiled(server_main_unprofiled, kind, conn, db)
 
 
@@ -330,9 +344,11 @@ def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
         asyncio.run(_bare_grpc_server(conn))
 
 
-def start_server(ctx: Any, kind: str, db: str) -> tuple[Any, Connection, int, int]:
+def start_server(
+    ctx: Any, kind: str, db: str, tree: str = ""
+) -> tuple[Any, Connection, int, int]:
     ours, theirs = ctx.Pipe()
-    process = ctx.Process(target=server_main, args=(kind, theirs, db))
+    process = ctx.Process(target=server_main, args=(kind, theirs, db, tree))
     process.start()
     _, ws_port, grpc_port = fan._expect(ours, "port")
     return process, ours, ws_port, grpc_port
@@ -438,6 +454,58 @@ def grpc_clients_main(port: int, concurrency: int, calls: int, conn: Connection)
     asyncio.run(_grpc_clients(port, concurrency, calls, conn))
 
 
+async def _grpc_windows(
+    port: int, concurrency: int, stored: int, windows: int, seconds: float, conn: Connection
+) -> None:
+    """``stored`` CreateJob calls first (not measured), then calls at ``concurrency``
+    for ``windows`` windows of ``seconds``: each window's latencies, by when sent."""
+    import grpc
+
+    from chimera.v1 import jobs_pb2 as pb
+    from chimera.v1 import jobs_pb2_grpc
+
+    loop = asyncio.get_running_loop()
+    per_window = [array("d") for _ in range(windows)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        request = pb.CreateJobRequest(brief="bench", teams=[pb.TEAM_ANTHROPIC])
+        left = [stored]
+
+        async def fill() -> None:
+            while left[0] > 0:
+                left[0] -= 1
+                await stub.CreateJob(request)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(concurrency):
+                tg.create_task(fill())
+        conn.send(("ready",))
+        await loop.run_in_executor(None, conn.recv)  # go
+        started = time.perf_counter()
+        deadline = started + windows * seconds
+
+        async def worker() -> None:
+            while (sent := time.perf_counter()) < deadline:
+                await stub.CreateJob(request)
+                window = min(int((sent - started) / seconds), windows - 1)
+                per_window[window].append(time.perf_counter() - sent)
+
+        cpu = cpu_seconds()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(concurrency):
+                tg.create_task(worker())
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu
+    conn.send(("result", elapsed, [w.tobytes() for w in per_window], cpu))
+
+
+def grpc_windows_main(
+    port: int, concurrency: int, stored: int, windows: int, seconds: float, conn: Connection
+) -> None:
+    pin(CLIENT_CORE)
+    asyncio.run(_grpc_windows(port, concurrency, stored, windows, seconds, conn))
+
+
 # -- runs -------------------------------------------------------------------------------
 
 
@@ -452,6 +520,7 @@ class Run:
     expected: int = 0
     server_us: float = 0.0  # the server's CPU per delivery (per call for CreateJob), µs
     client_us: float = 0.0  # the clients' CPU per delivery (per call), µs
+    windows: tuple[float, ...] = ()  # create-windows: each window's p99, ms
 
 
 def quantiles(raw: bytes) -> tuple[float, float]:
@@ -482,16 +551,17 @@ def recorded_frames(db: str, job_id: str) -> list[tuple[float, str]]:
 def run_jobs(
     ctx: Any, kind: str, jobs: int, per_job: int, m: int, tmp: str,
     node: list[str] | None = None, replay: list[tuple[float, str]] | None = None,
-    record: list[list[tuple[float, str]]] | None = None,
+    record: list[list[tuple[float, str]]] | None = None, tree: str = "",
 ) -> Run:
     """J jobs of M thoughts, ``per_job`` WebSocket subscribers each, read by the Node
     client when ``node`` is its command (else by the Python one). ``kind``
     "chimera:<delay>": the real simulated provider, each subscriber reading its job
     to the end; the first job's frames are appended to ``record``. ``replay``: the
-    bare server sends those frames instead of M thoughts."""
+    bare server sends those frames instead of M thoughts. ``tree``: the checkout whose
+    Chimera serves (``--tree``; "": this one)."""
     db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
     paced = kind.startswith("chimera:") or replay is not None
-    server, control, port, _ = start_server(ctx, kind, db)
+    server, control, port, _ = start_server(ctx, kind, db, tree)
     paths = [f"/ws/orchestrate/bench-{j}" for j in range(jobs) for _ in range(per_job)]
     clients: Any
     if node is not None:
@@ -532,11 +602,13 @@ def run_jobs(
     )
 
 
-def run_create(ctx: Any, kind: str, concurrency: int, calls: int, tmp: str) -> Run:
+def run_create(
+    ctx: Any, kind: str, concurrency: int, calls: int, tmp: str, tree: str = ""
+) -> Run:
     """``kind``: "grpc" (the bare server), "chimera" (each job then runs) or
     "chimera:<delay>" (each job left waiting)."""
     db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
-    server, control, _, port = start_server(ctx, kind, db)
+    server, control, _, port = start_server(ctx, kind, db, tree)
     ours, theirs = ctx.Pipe()
     clients = ctx.Process(target=grpc_clients_main, args=(port, concurrency, calls, theirs))
     clients.start()
@@ -555,6 +627,37 @@ def run_create(ctx: Any, kind: str, concurrency: int, calls: int, tmp: str) -> R
                server_us=(cpu_end - cpu_start) / done * 1e6, client_us=client_cpu / done * 1e6)
 
 
+def run_windows(
+    ctx: Any, kind: str, concurrency: int, stored: int, windows: int, seconds: float,
+    tmp: str, tree: str = "",
+) -> Run:
+    """create-windows: a store of ``stored`` jobs left waiting, then CreateJob at
+    ``concurrency`` for ``windows`` windows of ``seconds``. ``p50_ms``/``p99_ms``: the
+    median and the max of the windows' p99s."""
+    db = f"{tmp}/{kind}-{time.monotonic_ns()}.db"
+    server, control, _, port = start_server(ctx, kind, db, tree)
+    ours, theirs = ctx.Pipe()
+    clients = ctx.Process(target=grpc_windows_main,
+                          args=(port, concurrency, stored, windows, seconds, theirs))
+    clients.start()
+    try:
+        fan._expect(ours, "ready")
+        control.send(("cpu",))
+        _, cpu_start = fan._expect(control, "cpu")
+        ours.send(("go",))
+        _, elapsed, raws, client_cpu = fan._expect(ours, "result")
+        control.send(("cpu",))
+        _, cpu_end = fan._expect(control, "cpu")
+    finally:
+        fan.stop_all(control, clients, server)
+    p99s = tuple(quantiles(raw)[1] for raw in raws)
+    done = sum(len(raw) // 8 for raw in raws)  # doubles
+    return Run(rate=done / elapsed, p50_ms=statistics.median(p99s), p99_ms=max(p99s),
+               delivered=done, expected=done, windows=p99s,
+               server_us=(cpu_end - cpu_start) / max(done, 1) * 1e6,
+               client_us=client_cpu / max(done, 1) * 1e6)
+
+
 R = TypeVar("R", Run, fan.Result)
 
 
@@ -565,6 +668,8 @@ def median(runs: Sequence[R], key: Callable[[R], float] = lambda r: r.rate) -> R
 # --lever ENV=VALUE[,ENV=VALUE…]: each Chimera run is made again with those variables in
 # the server's environment, alternating with the anchor's runs (before/after, same run).
 LEVERS: list[tuple[str, str]] = []  # (label, "NAME=VALUE[,NAME=VALUE…]")
+# --tree LABEL=DIR: each Chimera run is made again by the Chimera of checkout DIR.
+TREES: list[tuple[str, str]] = []  # ("@LABEL", DIR)
 
 
 @contextlib.contextmanager
@@ -581,23 +686,28 @@ def environment(settings: str) -> Iterator[None]:
 
 
 def interleaved(
-    repeat: int, ours: Callable[[], R], anchor: Callable[[], R]
+    repeat: int, ours: Callable[..., R], anchor: Callable[[], R],
+    key: Callable[[R], float] = lambda r: r.rate,
 ) -> tuple[R, R, int, list[tuple[str, R]]]:
-    """Chimera, (Chimera with each lever,) anchor, Chimera, …: all see the same load on
-    the machine. Returns the medians (by rate), the order errors of all runs and each
-    lever's median."""
+    """Chimera, (Chimera with each lever, each other tree's Chimera,) anchor, Chimera,
+    …: all see the same load on the machine. ``ours`` takes ``tree=DIR`` for another
+    checkout's. Returns the medians (by ``key``), the order errors of all runs and each
+    lever's and tree's median."""
     a: list[R] = []
     b: list[R] = []
-    levers: list[list[R]] = [[] for _ in LEVERS]
+    # (label, environment settings, checkout): each lever, then each other tree.
+    variants = [*((label, settings, "") for label, settings in LEVERS),
+                *((label, "", tree) for label, tree in TREES)]
+    others: list[list[R]] = [[] for _ in variants]
     for _ in range(repeat):
         a.append(ours())
-        for (_, settings), runs in zip(LEVERS, levers, strict=True):
-            with environment(settings):
-                runs.append(ours())
+        for (_, settings, tree), runs in zip(variants, others, strict=True):
+            with environment(settings) if settings else contextlib.nullcontext():
+                runs.append(ours(tree=tree) if tree else ours())
         b.append(anchor())
-    errors = sum(r.order_errors for r in a + b + [r for runs in levers for r in runs])
-    return median(a), median(b), errors, [
-        (label, median(runs)) for (label, _), runs in zip(LEVERS, levers, strict=True)
+    errors = sum(r.order_errors for r in a + b + [r for runs in others for r in runs])
+    return median(a, key), median(b, key), errors, [
+        (label, median(runs, key)) for (label, _, _), runs in zip(variants, others, strict=True)
     ]
 
 
@@ -634,8 +744,17 @@ def main() -> int:
     parser.add_argument("--lever", action="append", default=[], metavar="ENV=VALUE[,...]",
                         help="also run each Chimera server with these in its environment "
                         "(repeatable): before and after, interleaved in one run")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                        help="also run the Chimera of checkout DIR (rows [@LABEL]), "
+                        "interleaved (repeatable)")
     args = parser.parse_args()
     LEVERS.extend((lever, lever) for lever in args.lever)
+    for spec in args.tree:
+        label, _, directory = spec.partition("=")
+        checkout = Path(directory) / "chimera" / "__init__.py"
+        if not label or not directory or not checkout.is_file():
+            parser.error(f"--tree {spec!r}: give LABEL=DIR, DIR a checkout with chimera/")
+        TREES.append((f"@{label}", str(Path(directory).resolve())))
     sections = set(args.only.split(","))
     repeat = args.repeat or (1 if args.quick else 3)
     sizes = args.events or ([1000, 5000] if args.quick else [1000, 5000, 20_000, 50_000])
@@ -646,6 +765,7 @@ def main() -> int:
     fanout = ([1, 100], 1000) if args.quick else ([1, 100, 1000], 3000)
     memory = 1000 if args.quick else 10_000
     ctx = mp.get_context("spawn")
+    os.environ[fan.CORES_ENV] = f"{SERVER_CORE},{CLIENT_CORE}"  # the fanout sections' too
     fan.raise_fd_limit()
     node = node_client() if args.client == "node" else None
     print(f"Chimera benchmarks: median of {repeat} run(s), interleaved, {os.cpu_count()} CPUs "
@@ -666,6 +786,16 @@ def main() -> int:
                 notes=f"client CPU us/{unit}: {ours.client_us:.1f} (chimera run), "
                       f"{b.client_us:.1f} (anchor run)")
 
+    def fan_report(name: str, rate: str,
+                   measured: tuple[fan.Result, fan.Result, int, list[tuple[str, fan.Result]]],
+                   ) -> None:
+        a, b, errors, others = measured
+        for label, ours in [("", a), *((f" [{other}]", r) for other, r in others)]:
+            row(f"{name}{label}: {rate}", ours.rate, b.rate, ours.rate / b.rate,
+                lat=(Run(ours.rate, ours.p50_ms, ours.p99_ms), Run(b.rate, b.p50_ms, b.p99_ms)),
+                notes=f"p99 {ours.p99_ms / max(b.p99_ms, 1e-9):.1f}x the anchor's; delivered "
+                      f"{ours.delivered}/{ours.expected}, order errors {errors}")
+
     with tempfile.TemporaryDirectory(prefix="chimera-bench-") as tmp:
         if "one-job" in sections:
             for m in sizes:
@@ -682,8 +812,8 @@ def main() -> int:
             recorded: list[list[tuple[float, str]]] = []
             measured = interleaved(
                 repeat,
-                lambda: run_jobs(ctx, f"chimera:{PACED_DELAY}", jobs, 2, 0, tmp, node,
-                                 record=recorded),
+                lambda tree="": run_jobs(ctx, f"chimera:{PACED_DELAY}", jobs, 2, 0, tmp, node,
+                                         record=recorded, tree=tree),
                 lambda: run_jobs(ctx, "bare", jobs, 2, 0, tmp, node, replay=recorded[0]))
             report(f"{jobs} jobs x 2 subs, paced sim", "msg/s", measured,
                    notes=f"{len(recorded[0])} frames a job, both teams, "
@@ -708,6 +838,51 @@ def main() -> int:
                 row(f"fan-out N={n}, {m} ev: msgs/s", fa.rate, fb.rate, fa.rate / fb.rate,
                     lat=(Run(fa.rate, fa.p50_ms, fa.p99_ms), Run(fb.rate, fb.p50_ms, fb.p99_ms)),
                     notes=f"delivered {fa.delivered}/{fa.expected}, order errors {errors}")
+        if "fanout-paced" in sections:
+            n, rate = 1000, 20.0
+            m = int(rate * fan.PACED_SECONDS)
+
+            def paced_fanout(kind: str, tree: str = "") -> fan.Result:
+                return fan.run_scaled(ctx, [f"{tmp}/{kind}-{time.monotonic_ns()}.db"], n, m,
+                                      rate, tree, kind)
+
+            fan_report(f"fan-out N={n}, {rate:g} ev/s", "msgs/s", interleaved(
+                repeat, partial(paced_fanout, "chimera"), partial(paced_fanout, "bare"),
+                key=lambda r: r.p99_ms))
+        if "metrics" in sections:
+            m = 1000 if args.quick else 3000
+            for n in (1, 1000):
+                on, off, errors, others = interleaved(
+                    repeat, partial(fan.run_fanout, ctx, "chimera+m", n, m, tmp),
+                    partial(fan.run_fanout, ctx, "chimera", n, m, tmp),
+                    key=lambda r: r.cpu_us)
+                for label, ours in [("", on), *((f" [{other}]", r) for other, r in others)]:
+                    # The ratio as for every CPU row: anchor (off) / chimera (on).
+                    row(f"metrics on/off N={n}{label}: us/msg", ours.cpu_us, off.cpu_us,
+                        off.cpu_us / ours.cpu_us, fmt=",.1f",
+                        notes=f"server CPU per delivery, {m} ev: metrics cost "
+                              f"{ours.cpu_us / off.cpu_us - 1:+.1%}; msgs/s {ours.rate:,.0f} on, "
+                              f"{off.rate:,.0f} off; order errors {errors}")
+        if "create-windows" in sections:
+            stored, windows, seconds = (1000, 5, 2.0) if args.quick else (5000, 10, 5.0)
+            a, b, _, variants = interleaved(
+                repeat,
+                partial(run_windows, ctx, f"chimera:{WAITING_DELAY:g}", 16, stored, windows,
+                        seconds, tmp),
+                partial(run_windows, ctx, "grpc", 16, stored, windows, seconds, tmp),
+                key=lambda r: r.p99_ms)
+            for label, run in [("", a), *((f" [{other}]", r) for other, r in variants)]:
+                name = f"CreateJob c=16, {stored:,} waiting{label}"
+                row(f"{name}: median p99", run.p50_ms, b.p50_ms, run.p50_ms / b.p50_ms,
+                    fmt=",.1f", notes=f"ms, {windows} windows of {seconds:g} s; calls/s "
+                    f"{run.rate:,.0f} (chimera), {b.rate:,.0f} (anchor)")
+                row(f"{name}: max p99", run.p99_ms, b.p99_ms, run.p99_ms / b.p99_ms,
+                    fmt=",.1f", notes="ms; p99 per window: chimera "
+                    + " ".join(f"{w:.0f}" for w in run.windows)
+                    + ", anchor " + " ".join(f"{w:.0f}" for w in b.windows))
+                spread = run.p99_ms / run.p50_ms, b.p99_ms / b.p50_ms
+                row(f"{name}: max/median", spread[0], spread[1], spread[0] / spread[1],
+                    fmt=",.2f", notes="the windows' spread: 1.00 = every window alike")
         if "memory" in sections:
             per = {kind: fan.run_memory(ctx, kind, memory, tmp) / 1024
                    for kind in ("chimera", "bare")}

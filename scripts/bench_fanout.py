@@ -175,6 +175,7 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
         serving = tg.create_task(server.serve())
         await server.ready.wait()
         gc.collect()
+        pace_gc()
         conn.send(("port", server.ws_port, rss_bytes()))
         async for command in _commands(conn):
             if command[0] == "publish":
@@ -197,6 +198,17 @@ async def _chimera_server(conn: Connection, db: str, metrics: bool) -> None:
         await serving
 
 
+def pace_gc() -> None:
+    """The collector paced as `chimera serve` paces it after start-up, when this
+    tree has ``chimera.gcpace`` (an older --tree checkout may not: Python's default)."""
+    try:
+        from chimera import gcpace
+        from chimera.defaults import DEFAULT_GC_THRESHOLD
+    except ImportError:
+        return
+    gcpace.pace(DEFAULT_GC_THRESHOLD)
+
+
 async def _bare_server(conn: Connection) -> None:
     from websockets.asyncio.server import ServerConnection, broadcast, serve
 
@@ -212,7 +224,7 @@ async def _bare_server(conn: Connection) -> None:
         finally:
             clients.discard(ws)
 
-    async def publish(m: int) -> None:
+    async def publish(m: int, rate: float) -> None:
         for i in range(m):
             frame = json.dumps(
                 {"type": "thought_added", "team": "anthropic", "data": {"thought": thought(i)},
@@ -220,7 +232,7 @@ async def _bare_server(conn: Connection) -> None:
                 ensure_ascii=False, separators=(",", ":"),
             )
             broadcast(clients, frame)
-            await asyncio.sleep(0)
+            await asyncio.sleep(1 / rate if rate else 0)  # the pace Chimera's provider keeps
 
     async with (
         serve(handler, "127.0.0.1", 0, compression=None, max_size=16 * 1024) as server,
@@ -232,7 +244,7 @@ async def _bare_server(conn: Connection) -> None:
             if command[0] == "publish":
                 published = time.process_time()
                 started = time.time()
-                tg.create_task(publish(command[1]))
+                tg.create_task(publish(command[1], command[2] if len(command) > 2 else 0))
                 conn.send(("started", started))
             elif command[0] == "rss":
                 gc.collect()
@@ -241,9 +253,34 @@ async def _bare_server(conn: Connection) -> None:
                 conn.send(("cpu", time.process_time() - published))
 
 
+def use_tree(tree: str) -> None:
+    """--tree: this process imports that checkout's chimera package, not this one's.
+    Also drops the editable install's finder (appended to ``sys.meta_path``): it
+    would otherwise supply, from this tree, any module the older one lacks."""
+    sys.path.insert(0, tree)
+    sys.meta_path[:] = [finder for finder in sys.meta_path
+                        if not getattr(finder, "__module__", "").startswith("__editable__")]
+
+
+# scripts/bench.py sets "SERVER_CORE,CLIENT_CORE": its rows from this file's runs
+# are pinned as its own are (spawned processes inherit the environment).
+CORES_ENV = "BENCH_CORES"
+
+
+def pin_to(role: int) -> None:
+    """This process on core ``CORES_ENV``[role] (0: server, 1: clients), if set and
+    the machine has it."""
+    cores = os.environ.get(CORES_ENV)
+    if cores and hasattr(os, "sched_setaffinity"):
+        core = int(cores.split(",")[role])
+        if core < (os.cpu_count() or 1):
+            os.sched_setaffinity(0, {core})
+
+
 def server_main(kind: str, conn: Connection, db: str, tree: str = "") -> None:
-    if tree:  # --tree: that checkout's chimera package, imported before this one's
-        sys.path.insert(0, tree)
+    pin_to(0)
+    if tree:
+        use_tree(tree)
     run_profiled(server_main_unprofiled, kind, conn, db)
 
 
@@ -273,7 +310,15 @@ def run_profiled(
 
 def server_main_unprofiled(kind: str, conn: Connection, db: str) -> None:
     if kind.startswith("chimera"):
-        asyncio.run(_chimera_server(conn, db, metrics=kind == "chimera+m"))
+        serving = _chimera_server(conn, db, metrics=kind == "chimera+m")
+        try:
+            from chimera import eventloop
+        except ImportError:  # a --tree checkout from before the loop setting
+            asyncio.run(serving)
+        else:
+            # The loop `chimera serve` runs (uvloop when installed); CHIMERA_LOOP=asyncio
+            # for the plain one.
+            eventloop.run(serving, os.environ.get(eventloop.LOOP_ENV, "auto"))
     else:
         asyncio.run(_bare_server(conn))
 
@@ -478,6 +523,7 @@ async def _slow_clients(
 def clients_main(
     port: int | list[int], path: str, n: int, m: int, conn: Connection, slow: int = 0
 ) -> None:
+    pin_to(1)
     raise_fd_limit()
     asyncio.run(_clients(port, path, n, m, conn, slow))
 
@@ -674,20 +720,22 @@ def main_slow(
 
 
 def run_scaled(
-    ctx: Any, stores: list[str], n: int, m: int, rate: float, tree: str = ""
+    ctx: Any, stores: list[str], n: int, m: int, rate: float, tree: str = "",
+    kind: str = "chimera",
 ) -> Result:
     """One Chimera server process per entry of ``stores`` (a SQLite file or a Redis
     URL); N clients spread over them; the job runs in the first, publishing
-    ``rate`` events/s (0: as fast as the pipeline takes them)."""
+    ``rate`` events/s (0: as fast as the pipeline takes them). ``kind`` "bare": the
+    bare server instead (one store, its path unused)."""
     for url in {store for store in stores if store.startswith("redis://")}:
         import redis
 
         with redis.Redis.from_url(url) as client:  # a fresh data set for every run
             client.flushall()
-    servers = [start_server(ctx, "chimera", store, tree) for store in stores]
+    servers = [start_server(ctx, kind, store, tree) for store in stores]
     ports = [port for _, _, port, _ in servers]
     ours, theirs = ctx.Pipe()
-    clients = ctx.Process(target=clients_main, args=(ports, path_for("chimera"), n, m, theirs))
+    clients = ctx.Process(target=clients_main, args=(ports, path_for(kind), n, m, theirs))
     clients.start()
     control = servers[0][1]
     try:
