@@ -130,9 +130,6 @@ async def _chimera_server(conn: Connection, db: str, sim_delay: float | None) ->
     if "BENCH_COMMIT_INTERVAL" in os.environ:  # a lever under measurement
         from chimera.actors import broadcaster
         broadcaster.COMMIT_INTERVAL = float(os.environ["BENCH_COMMIT_INTERVAL"])
-    if os.environ.get("BENCH_SQLITE_INLINE") == "0":  # a lever under measurement
-        from chimera.store import sqlite
-        sqlite.INLINE = False
     if "BENCH_FANOUT_BUDGET" in os.environ:  # a lever under measurement
         from chimera.actors import broadcaster as fanout_budget
         fanout_budget.FANOUT_BUDGET = int(os.environ["BENCH_FANOUT_BUDGET"])

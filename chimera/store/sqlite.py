@@ -123,11 +123,6 @@ _JOB_FIELDS = (
 )
 _TEAM_FIELDS = "team, status, model, code, language, token_count, error, thought_count"
 _TEAM_READ = _TEAM_FIELDS + ", draft"
-# Run the store's calls on the loop while its thread is idle (SQLiteStore._submit).
-INLINE = True
-# Calls between two WAL checkpoints (on the store's thread): SQLite's own default
-# (1,000 pages) in about as many small commits.
-CHECKPOINT_EVERY = 256
 
 @dataclass(frozen=True, slots=True)
 class _AppendRows:
@@ -200,11 +195,6 @@ class _AppendRows:
         )
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    """Moves the WAL's pages into the database without waiting for readers (PASSIVE)."""
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-
 def end_time_key(moment: datetime | None) -> str | None:
     """``jobs.end_time``: UTC, always with microseconds, so text order is time order."""
     if moment is None:
@@ -222,13 +212,9 @@ class SQLiteStore:
     group is recorded.
     """
 
-    def __init__(self, path: str, *, inline: bool | None = None) -> None:
+    def __init__(self, path: str) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chimera-sqlite")
-        # Calls run on the loop while the store's thread is idle (see _submit).
-        self._inline = INLINE if inline is None else inline
-        self._on_thread = 0  # calls submitted to the thread and not done yet
-        self._since_checkpoint = 0
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._closed = False
@@ -250,41 +236,9 @@ class SQLiteStore:
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:  # a call racing the shutdown
             raise ShuttingDown("the server is shutting down")
-        return await self._submit(fn)
-
-    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Runs ``fn``: at once on the loop while the store's thread has nothing to
-        do (the hand-off to it, a wake-up and a GIL hand-over each way, cost more
-        than the short statements Chimera runs: docs/benchmarks.md), else after
-        what the thread has (the connection is used by one at a time, in order).
-
-        The WAL's checkpoint, the one step that may wait on the disk for long,
-        never runs on the loop: every CHECKPOINT_EVERY calls it is the thread's."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T]
-        if self._inline and self._on_thread == 0:
-            future = loop.create_future()
-            try:
-                future.set_result(self._run(fn))
-            except Exception as exc:
-                future.set_exception(exc)
-            self._since_checkpoint += 1
-            if self._since_checkpoint >= CHECKPOINT_EVERY:
-                self._since_checkpoint = 0
-                self._on_thread_call(loop, _checkpoint)
-            return future
-        return self._on_thread_call(loop, fn)
-
-    def _on_thread_call(
-        self, loop: asyncio.AbstractEventLoop, fn: Callable[[sqlite3.Connection], T]
-    ) -> asyncio.Future[T]:
-        self._on_thread += 1
-        future = loop.run_in_executor(self._executor, self._run, fn)
-        future.add_done_callback(self._thread_done)
-        return future
-
-    def _thread_done(self, future: asyncio.Future[Any]) -> None:
-        self._on_thread -= 1
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run, fn
+        )
 
     async def open(self) -> None:
         """Locks the file, connects, checks it and makes the schema.
@@ -294,8 +248,7 @@ class SQLiteStore:
         def connect() -> None:
             try:
                 self._lock_fd = _lock(self._path)
-                # Used by the loop's thread and the store's, one at a time (_submit).
-                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
                 try:
                     conn.execute("PRAGMA busy_timeout=5000")
                     _check_integrity(conn, self._path)
@@ -303,8 +256,6 @@ class SQLiteStore:
                     # NORMAL is durable in WAL mode against process crashes (SIGKILL);
                     # only a power loss can drop the last commits.
                     conn.execute("PRAGMA synchronous=NORMAL")
-                    # Checkpoints are the store thread's (_submit), never a commit's.
-                    conn.execute("PRAGMA wal_autocheckpoint=0")
                     conn.execute("PRAGMA foreign_keys=ON")
                     conn.executescript(_SCHEMA)
                     _migrate(conn)
@@ -355,7 +306,9 @@ class SQLiteStore:
         batch, self._creates = self._creates, []
         self._creating = True
         jobs = [job for job, _ in batch]
-        done = self._submit(lambda conn: _insert_jobs(conn, jobs))
+        done = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run, lambda conn: _insert_jobs(conn, jobs)
+        )
 
         def resolve(done: asyncio.Future[list[tuple[Job, bool] | ChimeraError]]) -> None:
             self._creating = False
