@@ -23,13 +23,10 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import grpc
-from rich.console import Console
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from chimera import __version__, eventloop, gcpace
 from chimera.auth.principal import parse_scopes
@@ -41,20 +38,9 @@ from chimera.auth.tokens import (
     check_secret,
     mint,
 )
-from chimera.client import JobsClient
-from chimera.cluster.workers import supervise
-from chimera.console import (
-    LiveView,
-    event_json,
-    job_json,
-    render_code,
-    render_job,
-    render_jobs,
-)
 from chimera.defaults import DEFAULT_GC_THRESHOLD, DEFAULT_GRPC_PORT, DEFAULT_WS_PORT, LOOPBACK
 from chimera.errors import ConfigError
 from chimera.events import JobState, TeamName
-from chimera.fakes.briefed import fake_apis
 from chimera.ids import is_valid_job_id
 from chimera.observability import logs
 from chimera.providers.registry import Mode, Providers
@@ -77,6 +63,14 @@ from chimera.settings import (
 )
 from chimera.v1 import jobs_pb2 as pb
 from chimera.wire import STATE_TO_PB, TEAM_TO_PB
+
+# What only the client commands, the demo and --workers use (rich, the client, the
+# fake APIs, the supervisor, websockets' client) is imported by them: ``chimera
+# serve`` starts without it (tests/test_startup.py).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from chimera.client import JobsClient
 
 DEFAULT_SERVER = f"{LOOPBACK}:{DEFAULT_GRPC_PORT}"
 DEFAULT_WS = f"ws://{LOOPBACK}:{DEFAULT_WS_PORT}"
@@ -333,7 +327,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The namespace is made holding the command line as given (``--workers`` runs it
     # again in each worker); argparse fills in the rest.
     args = build_parser().parse_args(raw_argv, argparse.Namespace(raw_argv=raw_argv))
-    errors = _errors()
     try:
         if args.command == "config" and args.markdown:
             print(markdown(), end="")
@@ -359,15 +352,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except StreamEnded as exc:
-        errors.print(f"[red]error:[/] {exc}")
+        _errors().print(f"[red]error:[/] {exc}")
         return ExitCode.UNFINISHED
     except grpc.aio.AioRpcError as exc:
-        errors.print(f"[red]error:[/] {exc.code().name}: {exc.details()}")
+        _errors().print(f"[red]error:[/] {exc.code().name}: {exc.details()}")
         if exc.code() is grpc.StatusCode.UNAVAILABLE:
             return ExitCode.UNREACHABLE
         return ExitCode.USAGE
     except ValueError as exc:  # a bad setting, found while building the server
-        errors.print(f"[red]error:[/] {exc}")
+        _errors().print(f"[red]error:[/] {exc}")
         return ExitCode.USAGE
     except BrokenPipeError:
         # The reader went away (``| head``): nothing more to say, to anyone. The
@@ -378,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _errors() -> Console:
     """Where errors go: stderr, one line each however long (a log or a script reads it)."""
+    from rich.console import Console
+
     return Console(stderr=True, soft_wrap=True)
 
 
@@ -428,6 +423,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         if config.grpc_port == 0 or config.ws_port == 0:
             raise ConfigError("--workers needs fixed --grpc-port and --ws-port (not 0)")
         config.check()
+        from chimera.cluster.workers import supervise
+
         return await supervise(args.raw_argv, settings["workers"],
                                drain_timeout=config.drain_timeout)
     server = ChimeraServer(config)
@@ -511,6 +508,8 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> JobsClient:
+    from chimera.client import JobsClient
+
     ca = _read_ca(args.tls_ca)
     return JobsClient(args.server, token=args.token or None, tls_ca=ca)
 
@@ -532,6 +531,8 @@ async def _follow(client: JobsClient, job: pb.Job, console: Console, as_json: bo
     The stream carries the epoch CreateJob answered with: should the server's
     store lose its data meanwhile, the stream fails (OUT_OF_RANGE) rather than
     showing another job created under the same id."""
+    from chimera.console import LiveView, event_json
+
     view = LiveView(console)
     try:
         async for event in client.events(job.job_id, 0, job.epoch):
@@ -579,6 +580,10 @@ async def until_interrupted(work: Awaitable[T]) -> T | None:
 
 
 async def _submit(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from chimera.console import render_code, render_job
+
     console = Console()
     async with _client(args) as client:
         job = await client.create(
@@ -637,6 +642,10 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 def _show(job: pb.Job, as_json: bool) -> None:
+    from rich.console import Console
+
+    from chimera.console import job_json, render_job
+
     if as_json:
         _print_json(job_json(job))
     else:
@@ -644,6 +653,10 @@ def _show(job: pb.Job, as_json: bool) -> None:
 
 
 async def _jobs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from chimera.console import job_json, render_jobs
+
     async with _client(args) as client:
         response = await client.list(page_size=args.limit, view=pb.JOB_VIEW_BASIC)
     if args.json:
@@ -655,6 +668,9 @@ async def _jobs(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
     errors = _errors()
     if not is_valid_job_id(args.job_id):
         errors.print(f"[red]error:[/] malformed job id {args.job_id!r}")
@@ -727,6 +743,8 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
             config = replace(config, db=str(Path(temporary) / "chimera.db"))
         providers = None
         if args.fake_apis:
+            from chimera.fakes.briefed import fake_apis
+
             fakes = await stack.enter_async_context(fake_apis(config.sim_delay))
             provider_settings = replace(
                 config.providers,
@@ -749,6 +767,11 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run_demo(brief: str, server: ChimeraServer, as_json: bool) -> int:
     """Serves in this process, submits ``brief`` over gRPC and follows it, then stops."""
+    from rich.console import Console
+
+    from chimera.client import JobsClient
+    from chimera.console import render_code, render_job
+
     console = Console(stderr=as_json)  # with --json, stdout holds only the events
     failure: Exception | None = None
     async with asyncio.TaskGroup() as tg:

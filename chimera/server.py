@@ -58,14 +58,13 @@ import gc
 import logging
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chimera import eventloop
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import NODE_LOST, JobManager, ProviderFactory, RunningJobs
 from chimera.actors.retention import Retention
 from chimera.auth.tokens import Authenticator, TokenVerifier
-from chimera.cluster.fanout import RedisFanout
-from chimera.cluster.node import ClusterNode
 from chimera.config import ServerConfig
 from chimera.errors import ConfigError
 from chimera.gateways.grpc_gateway import GrpcGateway
@@ -77,8 +76,14 @@ from chimera.http.hosts import HostAllowList
 from chimera.observability.listener import MetricsListener
 from chimera.providers.registry import Providers
 from chimera.store.base import Store
-from chimera.store.redis import RedisStore
 from chimera.store.sqlite import SQLiteStore
+
+# Redis's client and the cluster (~100 ms to import) load only for a Redis store:
+# plain ``chimera serve`` on SQLite never needs them (tests/test_startup.py).
+if TYPE_CHECKING:
+    from chimera.cluster.fanout import RedisFanout
+    from chimera.cluster.node import ClusterNode
+    from chimera.store.redis import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +123,15 @@ def _ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     return context
 
 
+def _redis_store(store: Store) -> RedisStore | None:
+    """``store`` if it is a Redis one; a SQLite store never imports Redis's module."""
+    if isinstance(store, SQLiteStore):
+        return None
+    from chimera.store.redis import RedisStore
+
+    return store if isinstance(store, RedisStore) else None
+
+
 class ChimeraServer:
     def __init__(
         self,
@@ -142,16 +156,22 @@ class ChimeraServer:
             self.owned_providers = providers = Providers(
                 config.providers, sim_delay=config.sim_delay, sim_fail=config.sim_fail
             )
-        if store is None:
-            store = (
-                RedisStore(config.redis_url, write_timeout=config.redis_write_timeout)
-                if config.redis_url
-                else SQLiteStore(config.db)
-            )
+        if store is None and config.redis_url:
+            from chimera.store.redis import RedisStore
+
+            store = RedisStore(config.redis_url, write_timeout=config.redis_write_timeout)
+        elif store is None:
+            store = SQLiteStore(config.db)
         self.store: Store = store
         # Built in the order the module docstring gives.
         self.health = Health()
-        fanout = RedisFanout(store) if isinstance(store, RedisStore) else None
+        redis_store = _redis_store(store)
+        if redis_store is not None:
+            from chimera.cluster.fanout import RedisFanout
+
+            fanout: RedisFanout | None = RedisFanout(redis_store)
+        else:
+            fanout = None
         running = RunningJobs()
         self.broadcaster = Broadcaster(
             self.store, listener=running, remote=fanout,
@@ -190,11 +210,13 @@ class ChimeraServer:
             max_frame_bytes=config.max_frame_bytes,
             tls=_ssl_context(config),
         )
-        self.cluster = (
-            ClusterNode(store, fanout, self.broadcaster, self.jobs, self.health)
-            if isinstance(store, RedisStore) and fanout is not None
-            else None
-        )
+        self.cluster: ClusterNode | None = None
+        if redis_store is not None and fanout is not None:
+            from chimera.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(
+                redis_store, fanout, self.broadcaster, self.jobs, self.health
+            )
         self.retention = (
             Retention(
                 self.store, self.broadcaster,

@@ -60,7 +60,6 @@ from chimera.events import TeamName
 from chimera.observability import logs
 from chimera.providers.registry import Mode, ProviderSettings
 from chimera.providers.table import PROVIDERS
-from chimera.store.redis import safe_url
 
 PREFIX = "CHIMERA_"
 CONFIG_ENV = "CHIMERA_CONFIG"  # the --config file, when the flag is not given
@@ -122,6 +121,16 @@ class Kind:
 
 class BadValue(ValueError):
     """A value refused, with the words that say why."""
+
+
+def _safe_redis_url(url: str) -> str:
+    # Imported when a Redis URL is shown: Redis's client is slow to import (~100 ms),
+    # and a server on SQLite never needs it.
+    if not url:
+        return url
+    from chimera.store.redis import safe_url
+
+    return safe_url(url)
 
 
 def _toml_type(value: object) -> str:
@@ -320,7 +329,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redis", URL, "",
             "share jobs, events and fan-out with other processes through Redis "
             "(redis://HOST:PORT/DB, rediss:// for TLS) instead of --db",
-            "server", env=("CHIMERA_REDIS_URL",), shown="none: SQLite", redact=safe_url),
+            "server", env=("CHIMERA_REDIS_URL",), shown="none: SQLite", redact=_safe_redis_url),
     Setting("redis_write_timeout", SECONDS, DEFAULT_REDIS_WRITE_TIMEOUT,
             "with --redis: stop a job whose events Redis has not taken for this long",
             "server", zero="no retry"),

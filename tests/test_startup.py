@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sqlite3
+import sys
 from pathlib import Path
 
 from chimera.events import TeamName
@@ -94,3 +96,40 @@ async def test_read_only_file_system(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as read_only:
         line = await serve_refused("--db", str(read_only / "chimera.db"))
     assert "cannot open the database" in line and "Read-only file system" in line
+
+
+# Heavy modules plain `chimera serve` (SQLite, no auth, no API keys) must start without:
+# the provider SDKs load when a team runs for real, Redis's client with --redis, PyJWT
+# and cryptography with auth, rich and the client with the client commands.
+NOT_AT_START = ("anthropic", "google.genai", "redis", "jwt", "cryptography", "rich",
+                "chimera.client", "chimera.console", "chimera.fakes", "chimera.cluster")
+
+
+async def test_plain_serve_starts_without_the_heavy_modules(tmp_path: Path) -> None:
+    """A real `chimera serve` under ``-X importtime`` (every import, on stderr), read
+    until its serving line: cold start stays lazy (scripts/bench_coldstart.py)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.endswith("_API_KEY") and not k.startswith("CHIMERA_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", *CHIMERA[1:], "serve", "--grpc-port", "0",
+        "--ws-port", "0", "--metrics-port", "0", "--db", str(tmp_path / "c.db"),
+        "--log-format", "text", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    imported: set[str] = set()
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, f"exited before serving: {sorted(imported)[-20:]}"
+            if line.startswith("import time:"):
+                imported.add(line.rsplit("|", 1)[1].strip())
+            elif "serving gRPC" in line:
+                break
+    finally:
+        proc.terminate()
+        await proc.communicate()
+    assert "chimera.server" in imported and "grpc" in imported  # the log is read right
+    loaded = sorted(m for m in imported
+                    if any(m == h or m.startswith(h + ".") for h in NOT_AT_START))
+    assert loaded == [], loaded

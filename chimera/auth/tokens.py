@@ -22,15 +22,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
-
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from typing import TYPE_CHECKING, Any
 
 from chimera.auth.principal import ANONYMOUS, Principal, Scope, parse_scopes
 from chimera.errors import ConfigError, Unauthenticated
 from chimera.ids import is_valid_job_id
+
+# PyJWT and cryptography (~45 ms to import) are imported where a token is made or
+# checked: a server without auth never needs them (tests/test_startup.py).
+if TYPE_CHECKING:
+    import jwt
 
 DEFAULT_AUDIENCE = "chimera"
 DEFAULT_ISSUER = "chimera"
@@ -64,6 +65,9 @@ class TokenVerifier:
     def from_public_key(
         cls, pem: bytes, *, audience: str = DEFAULT_AUDIENCE, issuer: str = DEFAULT_ISSUER
     ) -> TokenVerifier:
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
         try:
             key = load_pem_public_key(pem)
         except ValueError as exc:
@@ -81,6 +85,8 @@ class TokenVerifier:
             raise Unauthenticated(
                 f"the token is empty or longer than {MAX_TOKEN_CHARS} characters"
             )
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,
@@ -97,6 +103,8 @@ class TokenVerifier:
 
     def _refusal(self, error: jwt.InvalidTokenError) -> str:
         """What is wrong with the token, as PyJWT found it, most specific class first."""
+        import jwt
+
         match error:
             case jwt.ExpiredSignatureError():
                 return "the token has expired: mint a new one"
@@ -180,6 +188,8 @@ def mint(
         claims["job"] = job
     if all_jobs:
         claims["all_jobs"] = True
+    import jwt
+
     if isinstance(key, str):
         key = key.encode()
     return jwt.encode(claims, key, algorithm=algorithm)
