@@ -7,6 +7,7 @@ durable before seen across a SIGKILL. (Shedding with 4008 on uvloop:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import signal
@@ -78,7 +79,8 @@ async def test_200_concurrent_jobs_each_subscriber_sees_its_job_in_order(
             # Every job has a WebSocket subscriber before it exists (live fan-out from
             # its first event), a quarter a second one over gRPC.
             connected = [asyncio.Event() for _ in ids]
-            ws_watch = [asyncio.create_task(watch_ws(node, j, c)) for j, c in zip(ids, connected)]
+            ws_watch = [asyncio.create_task(watch_ws(node, j, c))
+                        for j, c in zip(ids, connected, strict=True)]
             await asyncio.wait_for(asyncio.gather(*(c.wait() for c in connected)), 20)
             grpc_watch = [asyncio.create_task(watch_grpc(client, j)) for j in ids[::4]]
             await asyncio.gather(*(client.create("a counter", job_id=j) for j in ids))
@@ -117,8 +119,7 @@ async def test_reconnecting_subscribers_of_many_jobs_lose_and_repeat_nothing(
             steady = [asyncio.create_task(watch_ws(node, j)) for j in ids]
             await asyncio.gather(*(client.create("a counter", job_id=j) for j in ids))
             flaky_ws = [
-                reconnect_randomly(lambda since, j=j: node.ws_url(j, since),
-                                   random.Random(i), 6, 4)
+                reconnect_randomly(functools.partial(node.ws_url, j), random.Random(i), 6, 4)
                 for i, j in enumerate(ids)
             ]
             flaky_grpc = [grpc_reconnecting(client, j, random.Random(100 + i))
@@ -127,7 +128,7 @@ async def test_reconnecting_subscribers_of_many_jobs_lose_and_repeat_nothing(
             await asyncio.wait_for(asyncio.gather(*steady), 30)
             jobs = [await client.get(j) for j in ids]
         samples = await scrape(metrics)
-    for seqs, job in zip(received, jobs + jobs):
+    for seqs, job in zip(received, jobs + jobs, strict=True):
         assert seqs == list(range(1, job.last_sequence + 1)), (job.job_id, seqs)
     assert events_per_commit(samples) > 2, events_per_commit(samples)
 
@@ -150,12 +151,17 @@ async def grpc_reconnecting(client: JobsClient, job_id: str, rng: random.Random)
         await stream.aclose()
 
 
-async def read_until_dropped(ws: ClientConnection, seen: list[dict[str, Any]]) -> None:
+async def read_until_dropped(
+    ws: ClientConnection, seen: list[dict[str, Any]], going: asyncio.Event
+) -> None:
+    """Every job event until the connection drops; ``going`` set after the fourth."""
     try:
         async for raw in ws:
             message = json.loads(raw)
             if "seq" in message:
                 seen.append(message)
+                if len(seen) == 4:
+                    going.set()
     except ConnectionClosed:
         pass
 
@@ -174,15 +180,13 @@ async def test_sigkill_while_many_jobs_stream_loses_nothing_any_subscriber_saw(
         sockets = {j: await ws_connect(first.ws_url(j), max_queue=None) for j in ids}
         for ws in sockets.values():
             assert json.loads(await ws.recv())["type"] == "connected"
-        readers = [asyncio.create_task(read_until_dropped(sockets[j], seen[j])) for j in ids]
+        going = {j: asyncio.Event() for j in ids}
+        readers = [asyncio.create_task(read_until_dropped(sockets[j], seen[j], going[j]))
+                   for j in ids]
         async with first.client() as client:
             await asyncio.gather(*(client.create("a counter", job_id=j) for j in ids))
-
-        async def under_way() -> None:  # every job has been seen streaming
-            while min(len(s) for s in seen.values()) < 4:
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(under_way(), 20)
+        # Every job has been seen streaming.
+        await asyncio.wait_for(asyncio.gather(*(g.wait() for g in going.values())), 20)
         batched = events_per_commit(await scrape(metrics))
         first.process.send_signal(signal.SIGKILL)
         await first.process.wait()
@@ -191,13 +195,13 @@ async def test_sigkill_while_many_jobs_stream_loses_nothing_any_subscriber_saw(
     assert batched > 2, batched
     assert any(s[-1]["data"].get("status") is None for s in seen.values())  # killed mid-way
 
-    async with chimera_serve(db, tmp_path / "second.log") as second:
-        async with second.client() as client:
-            for j in ids:
-                everything = job_events(
-                    await read_until_closed(await ws_connect(second.ws_url(j)))
-                )
-                # Every event a subscriber saw is stored, the same, in its place.
-                assert everything[: len(seen[j])] == seen[j], j
-                job = await client.get(j)
-                assert job.last_sequence == everything[-1]["seq"] >= len(seen[j])
+    async with (
+        chimera_serve(db, tmp_path / "second.log") as second,
+        second.client() as client,
+    ):
+        for j in ids:
+            everything = job_events(await read_until_closed(await ws_connect(second.ws_url(j))))
+            # Every event a subscriber saw is stored, the same, in its place.
+            assert everything[: len(seen[j])] == seen[j], j
+            job = await client.get(j)
+            assert job.last_sequence == everything[-1]["seq"] >= len(seen[j])
