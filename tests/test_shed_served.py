@@ -1,4 +1,4 @@
-"""Shedding with 4008 on the serving loop (uvloop): several flooding jobs at once
+"""Shedding with 4008 on the serving loop (uvloop; and asyncio's): several flooding jobs at once
 (commits carry many jobs' events); a subscriber of one that stops reading is
 closed 4008 naming the last seq it received, while the other subscriber of the
 same job and those of the other jobs get everything; it resumes with no gap."""
@@ -8,22 +8,25 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import job_events, read_until_closed, ws_connect
 from tests.processes import Node, spawn
 from tests.test_shedding_retention import open_stuck_subscriber, read_frames
 
 
-async def test_a_stuck_reader_on_uvloop_is_shed_4008_and_resumes_others_unaffected(
-    tmp_path: Path,
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_a_stuck_reader_is_shed_4008_and_resumes_others_unaffected(
+    tmp_path: Path, loop: str
 ) -> None:
     log = tmp_path / "serve.log"
     process, grpc_port, ws_port = await spawn(
-        "flood server", log, [str(tmp_path / "c.db"), "uvloop"], module="tests.flood_serve"
+        "flood server", log, [str(tmp_path / "c.db"), loop], module="tests.flood_serve"
     )
     node = Node("flood", process, log, grpc_port, ws_port)
     try:
-        assert "(event loop: uvloop" in node.read_log()
+        assert f"(event loop: {loop}" in node.read_log()
         ids = [f"flood-{i}" for i in range(4)]
         # A small receive buffer and Ethernet's MSS: the kernels hold ~150 KB of the
         # megabytes the server writes to it.
