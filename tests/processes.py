@@ -108,13 +108,14 @@ class Node:
 
 
 async def spawn(
-    name: str, log: Path, argv: list[str], env: dict[str, str] | None = None
+    name: str, log: Path, argv: list[str], env: dict[str, str] | None = None,
+    module: str = "chimera",
 ) -> tuple[asyncio.subprocess.Process, int, int]:
-    """Starts ``python -m chimera ARGV`` and waits for its "serving" line; returns
+    """Starts ``python -m MODULE ARGV`` and waits for its "serving" line; returns
     the process and the gRPC and WebSocket ports it logged."""
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "chimera", *argv, stdout=out, stderr=out,
+            sys.executable, "-m", module, *argv, stdout=out, stderr=out,
             env={**os.environ, **(env or {})},
         )
     try:
