@@ -80,5 +80,6 @@ class ConnectionLimits:
     keepalive_timeout: float = 10.0
     idle: float = 300.0
 
-# The cyclic collector's young-generation threshold while serving (chimera/gcpace.py).
-DEFAULT_GC_THRESHOLD = 10_000
+# The cyclic collector's young-generation threshold while serving (chimera/gcpace.py):
+# Python's own, left as it is unless set.
+DEFAULT_GC_THRESHOLD = 700

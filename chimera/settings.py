@@ -362,7 +362,8 @@ SETTINGS: tuple[Setting, ...] = (
             "asyncio's own); the serving line names the one running", "server"),
     Setting("gc_threshold", whole(0, metavar="ALLOCATIONS"), DEFAULT_GC_THRESHOLD,
             "collect cyclic garbage every N net allocations, after freezing what start-up "
-            "made (Python's default: 700; see docs/benchmarks.md)", "server",
+            "made (700, the default, is Python's own and changes nothing; 10000 suits many "
+            "waiting jobs: docs/benchmarks.md)", "server",
             zero="never automatically"),
     Setting("workers", whole(1), 1,
             "run N server processes on the same ports, supervised (needs --redis and fixed "
