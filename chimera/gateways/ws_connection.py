@@ -41,6 +41,8 @@ class WsConnection(EdgeConnection):
     connection is gone. It is an :class:`~chimera.http.edge.EdgeConnection`, so the
     requests websockets would close on without a word get an HTTP answer first."""
 
+    __slots__ = ("on_close",)  # as EdgeConnection's: the instance dict keeps shared keys
+
     def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
         super().__init__(protocol, server, **kwargs)
         # Called once the connection is closed with the documented ConnectionClosed
