@@ -25,22 +25,37 @@ else:  # generic only in the type stubs
 
 
 class HandlerInterceptor(_Interceptor):
-    """An interceptor that rewrites the handler of each call to a known method with
-    :meth:`intercept_handler`. An unknown method has no handler (None): it is passed
-    on as it is, and grpc answers UNIMPLEMENTED."""
+    """An interceptor that rewrites the handler of each known method with
+    :meth:`intercept_handler`, once per method: the rewrite depends on the method
+    alone (what a call brings, its metadata, is read inside the handler), so it is
+    kept and every later call to the method gets it without asking the next
+    interceptors again. The first interceptor of a server answers each call from
+    its table: one dict lookup where three interceptors rebuilt three handlers
+    and their closures per call. An unknown method has no handler (None): it is
+    passed on as it is (never kept: a client can send any name), and grpc answers
+    UNIMPLEMENTED."""
+
+    def __init__(self) -> None:
+        self._rewritten: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
+        method: str = handler_call_details.method
+        rewritten = self._rewritten.get(method)
+        if rewritten is not None:
+            return rewritten
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return self.intercept_handler(handler, handler_call_details)
+        rewritten = self._rewritten[method] = self.intercept_handler(handler, method)
+        return rewritten
 
-    def intercept_handler(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
-        """The handler the call runs instead of ``handler`` (or ``handler`` itself)."""
+    def intercept_handler(self, handler: Handler, method: str) -> Handler:
+        """The handler calls to ``method`` (``/package.Service/Method``) run instead of
+        ``handler`` (or ``handler`` itself)."""
         raise NotImplementedError
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 
 import grpc
 import pytest
 from websockets.exceptions import ConnectionClosedError
 
 from chimera.client import JobsClient
+from chimera.ids import new_job_id
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import Running, StartServer, run_job, ws_connect
 from tests.security import SECRET, token
@@ -93,3 +96,24 @@ async def test_request_ids_are_per_caller_and_a_taken_id_reveals_nothing_more(
         # And Alice's job reads like a missing one for Bob.
         assert (await refusal(bob.get("alices"))).code() == grpc.StatusCode.NOT_FOUND
         assert (await alice.get("alices")).state in (pb.JOB_STATE_RUNNING, pb.JOB_STATE_SUCCEEDED)
+
+
+async def test_a_generated_job_id_is_a_uuid7_that_sorts_by_creation(
+    start_server: StartServer,
+) -> None:
+    """Ids the server makes are UUID version 7: time first, so jobs created one after
+    another sort together and the store's indexes grow at their right edge."""
+    before_ms = time.time_ns() // 1_000_000
+    server = await start_server()
+    async with server.client() as client:
+        made = [(await client.create(f"a counter {i}")).job_id for i in range(3)]
+    for job_id in made:
+        parsed = uuid.UUID(job_id)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert str(parsed) == job_id  # the canonical lowercase form
+        assert before_ms <= parsed.int >> 80 <= time.time_ns() // 1_000_000
+    assert len(set(made)) == 3
+    # Milliseconds apart, in creation order whatever the random bits say.
+    ids = [new_job_id(now_ms) for now_ms in (1_000, 1_001, 1_002, 2**48 - 1)]
+    assert ids == sorted(ids)
+    assert [uuid.UUID(i).int >> 80 for i in ids] == [1_000, 1_001, 1_002, 2**48 - 1]

@@ -59,37 +59,27 @@ def call_principal() -> Principal:
 
 class AuthInterceptor(HandlerInterceptor):
     """Decides the principal of each call to the methods under ``protected`` (a service
-    path), once: refuses the call if it has none, else runs it with it (:func:`call_principal`)."""
+    path), once, from the call's metadata as the call starts: refuses the call if it
+    has none, else runs it with it (:func:`call_principal`)."""
 
     def __init__(self, authenticator: Authenticator, protected: str) -> None:
+        super().__init__()
         self._authenticator = authenticator
         self._prefix = f"/{protected}/"
 
-    def intercept_handler(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
-        method: str = details.method
+    def intercept_handler(self, handler: Handler, method: str) -> Handler:
         if not method.startswith(self._prefix):
             return handler
-        try:
-            principal = principal_from_metadata(self._authenticator, details.invocation_metadata)
-        except Unauthenticated as exc:
-            return _refusal(handler, str(exc))
-        return _with_principal(handler, principal)
+        authenticator = self._authenticator
 
+        async def authenticate(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            """Sets the principal in the call's context before its method starts."""
+            try:
+                principal = principal_from_metadata(
+                    authenticator, context.invocation_metadata()
+                )
+            except Unauthenticated as exc:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            _PRINCIPAL.set(principal)
 
-def _with_principal(handler: Handler, principal: Principal) -> Handler:
-    """A handler of the same shape as ``handler`` that runs it with ``principal`` as
-    :func:`call_principal`, set in the call's context before its method starts."""
-
-    async def set_principal(request: Any, context: Any) -> None:
-        _PRINCIPAL.set(principal)
-
-    return same_shape(handler, preceded(behaviour(handler), set_principal))
-
-
-def _refusal(handler: Handler, message: str) -> Handler:
-    """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    return same_shape(handler, refuse)
+        return same_shape(handler, preceded(behaviour(handler), authenticate))

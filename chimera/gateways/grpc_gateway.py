@@ -155,7 +155,7 @@ class DecodeGuard(HandlerInterceptor):
     over instead of raising, and the method is replaced by a refusal when it
     receives one."""
 
-    def intercept_handler(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+    def intercept_handler(self, handler: Handler, method: str) -> Handler:
         if handler.request_deserializer is None:
             return handler
         if grpc_type(handler) not in ("unary", "server_stream"):

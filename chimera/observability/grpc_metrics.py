@@ -33,22 +33,41 @@ class MetricsInterceptor(HandlerInterceptor):
     """Counts each call to a known method (an unknown one, which grpc answers
     UNIMPLEMENTED, is not counted)."""
 
-    def intercept_handler(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
-        service, _, method = details.method.lstrip("/").rpartition("/")
-        return _measured(handler, service, method)
+    def intercept_handler(self, handler: Handler, method: str) -> Handler:
+        service, _, name = method.lstrip("/").rpartition("/")
+        return _measured(handler, _Labelled(grpc_type(handler), service, name))
+
+
+class _Labelled:
+    """One method's series, labelled once: ``labels()`` (a lock and a dict lookup
+    per series) is not paid again on every call."""
+
+    __slots__ = ("_handled", "handling", "labels", "started")
+
+    def __init__(self, kind: str, service: str, method: str) -> None:
+        self.labels = (kind, service, method)
+        self.started = GRPC_STARTED.labels(*self.labels)
+        self.handling = GRPC_HANDLING.labels(*self.labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = GRPC_HANDLED.labels(*self.labels, code.name)
+        return child
 
 
 class _Call:
     """One call's labels and clock, from its start to its end (the ``with`` block):
     counted as started, then handled with the status it ends with."""
 
-    __slots__ = ("context", "labels", "started")
+    __slots__ = ("context", "series", "started")
 
-    def __init__(self, kind: str, service: str, method: str, context: _Context) -> None:
+    def __init__(self, series: _Labelled, context: _Context) -> None:
         self.context = context
-        self.labels = (kind, service, method)
+        self.series = series
         self.started = time.perf_counter()
-        GRPC_STARTED.labels(*self.labels).inc()
+        series.started.inc()
         log_context(peer=context.peer())
 
     def __enter__(self) -> None:
@@ -60,9 +79,9 @@ class _Call:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        code = _code(self.context, error)
-        GRPC_HANDLED.labels(*self.labels, code.name).inc()
-        GRPC_HANDLING.labels(*self.labels).observe(time.perf_counter() - self.started)
+        series = self.series
+        series.handled(_code(self.context, error)).inc()
+        series.handling.observe(time.perf_counter() - self.started)
 
 
 def _code(context: _Context, error: BaseException | None) -> grpc.StatusCode:
@@ -80,14 +99,14 @@ def _code(context: _Context, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-def _measured(handler: Handler, service: str, method: str) -> Handler:
+def _measured(handler: Handler, series: _Labelled) -> Handler:
     """``handler`` with the same shape, counted."""
-    kind, behavior = grpc_type(handler), behaviour(handler)
+    behavior = behaviour(handler)
     wrapped: Callable[..., Any]
     if inspect.isasyncgenfunction(behavior):
 
         async def streaming(request: Any, context: _Context) -> AsyncIterator[Any]:
-            with _Call(kind, service, method, context):
+            with _Call(series, context):
                 async for response in behavior(request, context):
                     yield response
 
@@ -95,7 +114,7 @@ def _measured(handler: Handler, service: str, method: str) -> Handler:
     else:
 
         async def returning(request: Any, context: _Context) -> Any:
-            with _Call(kind, service, method, context):
+            with _Call(series, context):
                 result = behavior(request, context)
                 return await result if inspect.isawaitable(result) else result
 
