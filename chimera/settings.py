@@ -24,8 +24,6 @@ teams' pause). Each help text says which.
 from __future__ import annotations
 
 import argparse
-import difflib
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -565,6 +563,8 @@ def _from_env(setting: Setting, variable: str, text: str) -> Any:
 def read_file(path: str) -> dict[str, Any]:
     """The settings a TOML file sets, checked: every key a setting, every value
     of its type."""
+    import tomllib  # only with --config: not on a plain start (tests/test_startup.py)
+
     try:
         with Path(path).open("rb") as file:
             document = tomllib.load(file)
@@ -596,6 +596,8 @@ def read_file(path: str) -> dict[str, Any]:
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    import difflib  # only for a mistake
+
     close = difflib.get_close_matches(name.replace("-", "_").lower(), list(known), n=1)
     if not close:
         close = difflib.get_close_matches(name.replace("-", "_").upper(), list(known), n=1)

@@ -12,11 +12,20 @@ websockets and serves the gRPC health service and a greeting WebSocket), and
 from core 1 polls every 5 ms until (a) a WebSocket connection gets its first
 message (Chimera's ``connected`` on ``/ws/orchestrate/{id}``, the anchor's
 greeting) and (b) a gRPC health Check answers SERVING. Times are wall clock
-from just before the spawn. Then the server's VmRSS (/proc/PID/status) is read
-and it is stopped. Servers alternate (anchor, chimera, [trees…]) so drift on
-the shared machine hits all alike; medians are printed, with the ratio to the
-anchor. ``--tree LABEL=DIR`` runs DIR's ``chimera`` package (e.g. a
-``git worktree`` of an older commit) with this environment's dependencies.
+from just before the spawn. Then the server's VmRSS (/proc/PID/status) and the
+CPU time its threads have run (/proc/PID/task/*/schedstat: steadier than wall
+time on a loaded machine) are read and it is stopped. Servers alternate
+(anchor, chimera, [trees…]) so drift on the shared machine hits all alike;
+medians are printed, with the ratio to the anchor. ``--tree LABEL=DIR`` runs
+DIR's ``chimera`` package (e.g. a ``git worktree`` of an older commit) with
+this environment's dependencies.
+
+Bytecode: first, each tree's ``chimera`` is compiled (``compileall``: its
+``__pycache__``, ignored by git), as pip does when it installs a package and as
+the anchor's grpc and websockets are. Without it, with PYTHONDONTWRITEBYTECODE=1
+(as in this environment) a checkout compiles Chimera's own source (~16,000
+lines) at every start, ~60 ms that no installed server pays; ``--source`` times
+the trees as they are, to see that cost.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ class Run:
     ws: float
     grpc: float
     rss_kib: int
+    cpu: float
 
 
 def _free_ports(count: int) -> list[int]:
@@ -61,6 +71,16 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time the process's threads have run so far (schedstat: ns on the CPU), which
+    the other loads of a shared machine delay but hardly add to, as they do to wall time."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def _rss_kib(pid: int) -> int:
@@ -129,6 +149,7 @@ async def _one(kind: str, tree: Path | None) -> Run:
             ws_t, grpc_t = await asyncio.gather(_first_ws(url, start),
                                                 _first_grpc(grpc_port, start))
             rss = _rss_kib(proc.pid)
+            cpu = _cpu_seconds(proc.pid)
         except BaseException:
             proc.kill()
             err = proc.stderr.read().decode() if proc.stderr else ""
@@ -142,7 +163,7 @@ async def _one(kind: str, tree: Path | None) -> Run:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        return Run(ws_t, grpc_t, rss)
+        return Run(ws_t, grpc_t, rss, cpu)
 
 
 def main() -> None:
@@ -150,6 +171,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=7, help="starts of each server (default 7)")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                         help="also time DIR's chimera package (repeatable)")
+    parser.add_argument("--source", action="store_true",
+                        help="do not compile the trees' bytecode first (see above)")
     args = parser.parse_args()
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {1})
@@ -159,6 +182,10 @@ def main() -> None:
         label, _, path = spec.partition("=")
         servers.append((f"chimera@{label}", "chimera", Path(path).resolve()))
     runs: dict[str, list[Run]] = {label: [] for label, _, _ in servers}
+    if not args.source:
+        for _, _, tree in servers[1:]:
+            subprocess.run([sys.executable, "-m", "compileall", "-q",
+                            str((tree or ROOT) / "chimera")], check=True)
 
     async def go() -> None:
         for _, kind, tree in servers:  # warm-up: page cache, the prober's own grpc
@@ -170,17 +197,21 @@ def main() -> None:
     asyncio.run(go())
     anchor_both = statistics.median(max(r.ws, r.grpc) for r in runs["anchor"])
     anchor_rss = statistics.median(r.rss_kib for r in runs["anchor"])
-    print(f"cold start, median of {args.n} (server on core 0, prober on core 1)")
+    anchor_cpu = statistics.median(r.cpu for r in runs["anchor"])
+    bytecode = "as found" if args.source else "compiled first"
+    print(f"cold start, median of {args.n} (server on core 0, prober on core 1; "
+          f"chimera's bytecode {bytecode})")
     print(f"{'server':<18}{'ws answer':>11}{'grpc answer':>13}{'both':>8}{'ratio':>8}"
-          f"{'RSS MB':>9}{'ratio':>7}")
+          f"{'RSS MB':>9}{'ratio':>7}{'CPU':>8}{'ratio':>7}")
     for label, _, _ in servers:
         rs = runs[label]
         ws = statistics.median(r.ws for r in rs)
         gr = statistics.median(r.grpc for r in rs)
         both = statistics.median(max(r.ws, r.grpc) for r in rs)
         rss = statistics.median(r.rss_kib for r in rs)
+        cpu = statistics.median(r.cpu for r in rs)
         print(f"{label:<18}{ws:>10.3f}s{gr:>12.3f}s{both:>7.3f}s{both / anchor_both:>7.2f}x"
-              f"{rss / 1024:>9.1f}{rss / anchor_rss:>6.2f}x")
+              f"{rss / 1024:>9.1f}{rss / anchor_rss:>6.2f}x{cpu:>7.3f}s{cpu / anchor_cpu:>6.2f}x")
 
 
 if __name__ == "__main__":

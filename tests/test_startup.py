@@ -100,9 +100,13 @@ async def test_read_only_file_system(tmp_path: Path) -> None:
 
 # Heavy modules plain `chimera serve` (SQLite, no auth, no API keys) must start without:
 # the provider SDKs load when a team runs for real, Redis's client with --redis, PyJWT
-# and cryptography with auth, rich and the client with the client commands.
+# and cryptography with auth, rich and the client with the client commands, gRPC
+# reflection (and protobuf's descriptor_pb2) with the first reflection call, tomllib
+# with --config, difflib with a misspelt setting.
 NOT_AT_START = ("anthropic", "google.genai", "redis", "jwt", "cryptography", "rich",
-                "chimera.client", "chimera.console", "chimera.fakes", "chimera.cluster")
+                "chimera.client", "chimera.console", "chimera.fakes", "chimera.cluster",
+                "chimera.gateways.reflection_servicer", "grpc_reflection.v1alpha",
+                "google.protobuf.descriptor_pb2", "tomllib", "difflib")
 
 
 async def test_plain_serve_starts_without_the_heavy_modules(tmp_path: Path) -> None:

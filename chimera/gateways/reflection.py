@@ -1,115 +1,52 @@
 """gRPC server reflection, v1 and v1alpha, serving the protos with their comments.
 
-grpcio-reflection (1.85) implements only ``grpc.reflection.v1alpha``; the v1 service
-(``grpc.reflection.v1.ServerReflection``, what newer clients ask first) has the same
-messages with the same field numbers, so the same servicer answers both names.
-
-A ``_pb2`` module keeps no source code info, so files read back from a descriptor
-pool have no comments and ``grpcurl describe`` showed none. ``scripts/gen_protos``
-also writes ``chimera/v1/descriptors.binpb`` (``protoc --include_source_info``): the
-files served carry its source code info, so the comments are there.
+The servicer (:mod:`chimera.gateways.reflection_servicer`: grpcio-reflection, protobuf's
+``descriptor_pb2``, a descriptor pool of every file served, ``descriptors.binpb`` read
+and parsed) is built on the first reflection call, not at start-up: ~5 ms of a cold
+start that no health check, job or WebSocket needs (scripts/bench_coldstart.py,
+tests/test_startup.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from importlib import resources
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf import timestamp_pb2 as _timestamp_pb2  # jobs.proto imports it
-from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from chimera.v1 import jobs_pb2
+from chimera.grpc_handlers import Handler
 
-V1ALPHA_SERVICE = reflection.SERVICE_NAME
+if TYPE_CHECKING:
+    _GenericHandler = grpc.GenericRpcHandler[Any, Any]
+else:  # generic only in the type stubs
+    _GenericHandler = grpc.GenericRpcHandler
+
+V1ALPHA_SERVICE = "grpc.reflection.v1alpha.ServerReflection"  # grpcio-reflection's SERVICE_NAME
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
-_V1_FILE = "grpc/reflection/v1/reflection.proto"
+_METHODS = frozenset(f"/{name}/ServerReflectionInfo" for name in (V1_SERVICE, V1ALPHA_SERVICE))
 
 
-def _proto_of(file: Any) -> descriptor_pb2.FileDescriptorProto:
-    proto = descriptor_pb2.FileDescriptorProto()
-    file.CopyToProto(proto)
-    return proto
+class _LazyReflection(_GenericHandler):
+    """Answers the two reflection methods with one handler, built when first asked for."""
 
+    def __init__(self, service_names: list[str]) -> None:
+        self._service_names = service_names
+        self._handler: Handler | None = None
 
-def source_files(pool: descriptor_pool.DescriptorPool) -> dict[str, bytes]:
-    """The files of ``chimera/v1/descriptors.binpb``, serialized, by name: each as
-    ``pool`` has it plus the set's source code info (its comments). Only the comments
-    are taken: protoc's set also fills in ``json_name``, which would change the JSON
-    field names grpcurl prints."""
-    data = resources.files("chimera.v1").joinpath("descriptors.binpb").read_bytes()
-    files = {}
-    for file in descriptor_pb2.FileDescriptorSet.FromString(data).file:
-        proto = _proto_of(pool.FindFileByName(file.name))
-        proto.source_code_info.CopyFrom(file.source_code_info)
-        files[file.name] = proto.SerializeToString()
-    return files
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        if handler_call_details.method not in _METHODS:
+            return None
+        if self._handler is None:
+            from chimera.gateways.reflection_servicer import method_handler
 
-
-def _v1_reflection_file() -> descriptor_pb2.FileDescriptorProto:
-    """The v1 reflection proto: v1alpha's, under the v1 package and file name."""
-    proto = _proto_of(reflection_pb2.DESCRIPTOR)
-    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
-    proto.name = _V1_FILE
-    proto.package = "grpc.reflection.v1"
-    proto.ClearField("options")
-    for message in proto.message_type:
-        for field in message.field:
-            if field.type_name.startswith(old):
-                field.type_name = new + field.type_name[len(old):]
-    for service in proto.service:
-        for method in service.method:
-            method.input_type = new + method.input_type[len(old):]
-            method.output_type = new + method.output_type[len(old):]
-    return proto
-
-
-def _pool() -> descriptor_pool.DescriptorPool:
-    """A pool of its own (not the process's default one) with every file served."""
-    pool = descriptor_pool.DescriptorPool()
-    for module in (_timestamp_pb2, jobs_pb2, health_pb2, reflection_pb2):
-        pool.Add(_proto_of(module.DESCRIPTOR))
-    pool.Add(_v1_reflection_file())
-    return pool
-
-
-class _Servicer(reflection.aio.ReflectionServicer):  # type: ignore[misc,name-defined]
-    """grpcio-reflection's servicer, answering with the files of :func:`source_files`
-    (the same, with their comments) where it has them."""
-
-    def __init__(self, service_names: Iterable[str]) -> None:
-        pool = _pool()
-        super().__init__(service_names, pool=pool)
-        self._sources = source_files(pool)
-
-    async def ServerReflectionInfo(
-        self,
-        request_iterator: AsyncIterable[reflection_pb2.ServerReflectionRequest],
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
-        async for response in super().ServerReflectionInfo(request_iterator, context):
-            if response.HasField("file_descriptor_response"):
-                files = response.file_descriptor_response.file_descriptor_proto
-                for i, raw in enumerate(files):
-                    name = descriptor_pb2.FileDescriptorProto.FromString(raw).name
-                    if name in self._sources:
-                        files[i] = self._sources[name]
-            yield response
+            self._handler = method_handler(self._service_names)
+        return self._handler
 
 
 def enable_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
     """Serves reflection v1 and v1alpha on ``server`` for ``service_names`` (and itself)."""
-    names = [*service_names, V1_SERVICE, V1ALPHA_SERVICE]
-    servicer = _Servicer(names)
-    handler = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    server.add_generic_rpc_handlers(
+        (_LazyReflection([*service_names, V1_SERVICE, V1ALPHA_SERVICE]),)
     )
-    for service in (V1_SERVICE, V1ALPHA_SERVICE):
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(service, {"ServerReflectionInfo": handler}),)
-        )
