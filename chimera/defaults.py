@@ -81,5 +81,5 @@ class ConnectionLimits:
     idle: float = 300.0
 
 # The cyclic collector's young-generation threshold while serving (chimera/gcpace.py):
-# Python's own, left as it is unless set.
+# Python's own unless set (full collections are spaced out whatever it is).
 DEFAULT_GC_THRESHOLD = 700

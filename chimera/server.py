@@ -54,13 +54,12 @@ step 3, and it drops its lease just before step 5.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chimera import eventloop
+from chimera import eventloop, gcpace
 from chimera.actors.broadcaster import Broadcaster
 from chimera.actors.jobs import NODE_LOST, JobManager, ProviderFactory, RunningJobs
 from chimera.actors.retention import Retention
@@ -331,9 +330,9 @@ class ChimeraServer:
                 await self._listen()
                 log.info(
                     "serving gRPC on %s:%d and WebSocket on %s:%d (event loop: %s, "
-                    "gc threshold: %d)",
+                    "gc thresholds: %s)",
                     self.config.host, self.grpc_port, self.config.host, self.ws_port,
-                    eventloop.running_loop(), gc.get_threshold()[0],
+                    eventloop.running_loop(), gcpace.thresholds(),
                 )
                 log.info("Command Center: %s", self.command_center_url)
                 if self.owned_providers is not None:

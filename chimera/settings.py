@@ -359,9 +359,10 @@ SETTINGS: tuple[Setting, ...] = (
             "the event loop: uvloop, asyncio, or auto (uvloop when it imports, else "
             "asyncio's own); the serving line names the one running", "server"),
     Setting("gc_threshold", whole(0, metavar="ALLOCATIONS"), DEFAULT_GC_THRESHOLD,
-            "collect cyclic garbage every N net allocations, after freezing what start-up "
-            "made (700, the default, is Python's own and changes nothing; 10000 suits many "
-            "waiting jobs: docs/benchmarks.md)", "server",
+            "collect young cyclic garbage every N net allocations, after freezing what "
+            "start-up made (700, the default, is Python's own and freezes nothing); a full "
+            "collection follows every 1000th of the middle generation's, not every 10th "
+            "(docs/benchmarks.md)", "server",
             zero="never automatically"),
     Setting("workers", whole(1), 1,
             "run N server processes on the same ports, supervised (needs --redis and fixed "

@@ -36,7 +36,8 @@ def test_an_unknown_loop_is_refused() -> None:
 async def test_serve_streams_a_job_on_either_loop(tmp_path: Path, loop: str) -> None:
     log = tmp_path / "serve.log"
     async with chimera_serve(tmp_path / "c.db", log, "--loop", loop, "--sim-delay", "0") as node:
-        assert f"(event loop: {loop}, gc threshold: {DEFAULT_GC_THRESHOLD})" in read_text(log)
+        thresholds = f"{DEFAULT_GC_THRESHOLD}/10/{gcpace.FULL_EVERY}"
+        assert f"(event loop: {loop}, gc thresholds: {thresholds})" in read_text(log)
         async with node.client() as client:
             await client.create("Create a login form", job_id="looped")
             grpc_seqs = [e.sequence async for e in client.events("looped", 0)]
@@ -51,7 +52,7 @@ async def test_serve_paces_the_collector_as_asked(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     async with chimera_serve(tmp_path / "c.db", log, "--gc-threshold", "2500",
                              "--sim-delay", "0") as node:
-        assert "gc threshold: 2500)" in read_text(log)
+        assert f"gc thresholds: 2500/10/{gcpace.FULL_EVERY})" in read_text(log)
         async with node.client() as client:  # and it serves
             await client.create("Create a login form", job_id="paced")
             assert [e.sequence async for e in client.events("paced", 0)][-1] > 3
@@ -61,8 +62,19 @@ def test_pace_freezes_what_exists_and_sets_the_young_threshold() -> None:
     before = gc.get_threshold()
     try:
         gcpace.pace(12_345)
-        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_threshold() == (12_345, before[1], gcpace.FULL_EVERY)
         assert gc.get_freeze_count() > 1000  # the imported modules, at least
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_pythons_young_pace_freezes_nothing_and_spaces_full_collections() -> None:
+    before = gc.get_threshold()
+    try:
+        gcpace.pace(gcpace.PYTHONS_THRESHOLD)
+        assert gc.get_threshold() == (700, before[1], gcpace.FULL_EVERY)
+        assert gcpace.thresholds() == f"700/{before[1]}/{gcpace.FULL_EVERY}"
+        assert gc.get_freeze_count() == 0
+    finally:
         gc.set_threshold(*before)
