@@ -161,10 +161,13 @@ class KillWhenUnderWay:
     seen: dict[str, list[dict[str, Any]]]
     needed: int = 4
     armed: bool = False
+    under_way: asyncio.Event = field(default_factory=asyncio.Event)
 
     def saw(self) -> None:
-        if self.armed and min(len(s) for s in self.seen.values()) >= self.needed:
-            self.node.kill()
+        if min(len(s) for s in self.seen.values()) >= self.needed:
+            self.under_way.set()
+            if self.armed:
+                self.node.kill()
 
 
 async def read_until_dropped(
@@ -214,6 +217,9 @@ async def stream_then_kill(node: Node, metrics: int, seen: dict[str, list[dict[s
                for j, ws in sockets.items()]
     async with node.client() as client:
         await asyncio.gather(*(client.create("a counter", job_id=j) for j in seen))
+    # Once every job streams, not right after the creates: until then most commits
+    # are the creates' own (a loaded machine gets there slowly).
+    await asyncio.wait_for(kill.under_way.wait(), 20)
     batched = events_per_commit(await scrape(metrics))
     kill.armed = True
     kill.saw()  # every job may be past its first events already (a loaded machine)
