@@ -443,7 +443,9 @@ async def _clients(
     latencies: array[float] = array("d")
     slow_latencies: array[float] = array("d")
     clients: list[Client] = []
-    gate = asyncio.Semaphore(200)  # under the listen backlog
+    # Well under asyncio's listen backlog (100): past it the kernel drops the SYNs
+    # and resets the connections the server never saw (TcpExtListenOverflows).
+    gate = asyncio.Semaphore(64)
     ports = port if isinstance(port, list) else [port]
     turn = iter(range(n))
 
@@ -561,9 +563,17 @@ class Result:
         )
 
 
-def _expect(conn: Connection, kind: str) -> tuple[Any, ...]:
-    if not conn.poll(600):
-        raise TimeoutError(f"no {kind!r} message")
+def _expect(
+    conn: Connection, kind: str, timeout: float = 600.0, peer: Any = None
+) -> tuple[Any, ...]:
+    """The next message, which must be ``kind``; fails within a second of ``peer``
+    (the process that should send it) exiting instead of waiting out ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not conn.poll(1.0):
+        if peer is not None and not peer.is_alive() and not conn.poll(0):
+            raise RuntimeError(f"no {kind!r} message: the process exited ({peer.exitcode})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {kind!r} message")
     message: tuple[Any, ...] = conn.recv()
     if message[0] != kind:
         raise RuntimeError(f"expected {kind!r}, got {message[0]!r}")
@@ -606,7 +616,7 @@ def _publishing(
     clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, m, theirs, slow))
     clients.start()
     try:
-        _expect(ours, "ready")
+        _expect(ours, "ready", 600, clients)
         control.send(("publish", m))
         _, started = _expect(control, "started")
         yield ours, control, started
@@ -739,7 +749,7 @@ def run_scaled(
     clients.start()
     control = servers[0][1]
     try:
-        _expect(ours, "ready")
+        _expect(ours, "ready", 600, clients)
         control.send(("publish", m, rate))
         _, started = _expect(control, "started")
         _, received, last, order_errors, raw = _expect(ours, "result")
@@ -846,7 +856,7 @@ def run_memory(ctx: Any, kind: str, n: int, tmp: str, tree: str = "") -> float:
     clients = ctx.Process(target=clients_main, args=(port, path_for(kind), n, 0, theirs))
     clients.start()
     try:
-        _expect(ours, "ready")
+        _expect(ours, "ready", 180, clients)
         time.sleep(1.0)  # let the last handlers settle
         control.send(("rss",))
         _, after = _expect(control, "rss")
