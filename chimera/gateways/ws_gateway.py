@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 
@@ -129,6 +130,9 @@ class WebSocketGateway:
             compression=None,  # frames are encoded once and sent as they are
             write_limit=WRITE_LIMIT,  # the fast path's bound too
             reuse_port=self.reuse_port,
+            # The kernel queues a burst of connects while the loop is busy (every
+            # browser reconnecting at once) instead of dropping past asyncio's 100.
+            backlog=socket.SOMAXCONN,
             # Keeps the protocol and transport for the fast path, and (EdgeConnection)
             # answers the requests websockets closes on without a word (a body, a
             # malformed head), holding pipelined bytes until the first answer.
