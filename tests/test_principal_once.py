@@ -79,7 +79,8 @@ async def test_each_call_verifies_its_token_once(
     async with JobsClient(target, token=fresh(2)) as client:
         events = [e async for e in client.events("once")]  # the stream, to its end
     assert [e.sequence for e in events] == list(range(1, len(events) + 1)) and len(events) > 3
-    async with JobsClient(target, token=fresh(3)) as client:
+    used = fresh(3)
+    async with JobsClient(target, token=used) as client:
         assert (await client.get("once")).state == pb.JOB_STATE_SUCCEEDED
     async with JobsClient(target, token=fresh(4)) as client:
         assert [j.job_id for j in (await client.list()).jobs] == ["once"]
@@ -89,8 +90,9 @@ async def test_each_call_verifies_its_token_once(
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert len(verifier.seen) == 5
 
-    # The verifier is the one in force: a token used before is refused.
-    async with JobsClient(target, token=fresh(3)) as client:
+    # The verifier is the one in force: a token used before is refused (the same
+    # string: minted again a second later, fresh(3) would be another token).
+    async with JobsClient(target, token=used) as client:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.get("once")
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
