@@ -31,11 +31,9 @@ async def test_a_burst_of_connections_to_a_stalled_server_is_queued_and_answered
         request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{node.ws_port}\r\n\r\n".encode()
         for _, writer in connected:
             writer.write(request)
-
-        async def answer(reader: asyncio.StreamReader) -> bytes:
-            return await asyncio.wait_for(reader.readline(), 30)
-
-        lines = await asyncio.gather(*(answer(reader) for reader, _ in connected))
+        lines = await asyncio.gather(*(
+            asyncio.wait_for(reader.readline(), 30) for reader, _ in connected
+        ))
         for _, writer in connected:
             writer.close()
         assert all(line.startswith(b"HTTP/1.1 200") for line in lines), set(lines)
