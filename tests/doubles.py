@@ -106,6 +106,7 @@ class RecordingListener:
         self.log = log
         self.offered: list[int] = []
         self.taken: list[Event] = []
+        self.wakes: list[bool] = []  # each woken() call's at_once
         self._changed = asyncio.Event()
 
     def offer(self, event: Event) -> bool:
@@ -117,6 +118,9 @@ class RecordingListener:
         if self.log is not None:
             self.log.append(event)
         return True
+
+    def woken(self, at_once: bool) -> None:
+        self.wakes.append(at_once)
 
     async def offered_up_to(self, seq: int) -> None:
         """Returns once an event with ``seq`` or later was offered."""

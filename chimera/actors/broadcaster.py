@@ -19,7 +19,9 @@ connection that has caught up and has room), no task is woken for it. What
 "caught up" means and how to write is the listener's business; the
 subscription only keeps order and exactly-once: an event is offered only when
 nothing is queued before it, never twice, and never the final event (which
-ends the consumer's iteration).
+ends the consumer's iteration). The listener is also told when an event is
+queued and when the subscription ends (:meth:`Listener.woken`), so a consumer
+can wait for its events and something else in one task.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -78,6 +80,14 @@ class Listener(Protocol):
         """``event`` if it can be delivered now (its ``frame`` is the same bytes
         for every subscriber); ``False``, having done nothing, to have it queued
         for the consumer instead."""
+        ...
+
+    def woken(self, at_once: bool) -> None:
+        """An event was queued for the consumer, or the subscription ended: after
+        what is queued, or ``at_once`` (shed, expired: the queue dropped, so a
+        write under way for it may be given up). Lets a consumer that waits for
+        something else meanwhile (its client's messages) be woken without a
+        task or a future of its own."""
         ...
 
 
@@ -210,9 +220,11 @@ class Subscription:
         """Unregisters this subscriber (what leaving the ``async with`` does)."""
         self._broadcaster._unsubscribe(self)
 
-    def _wake(self) -> None:
+    def _wake(self, at_once: bool = False) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self.listener is not None:
+            self.listener.woken(at_once)
 
     def _push(self, event: Event, final: bool) -> None:
         """Called by the broadcaster, never blocks. ``final`` is ``event.is_final``."""
@@ -255,7 +267,7 @@ class Subscription:
         self._error = error
         self._pending = None
         self._pending_bytes = 0
-        self._wake()
+        self._wake(at_once=True)
         failed = self.failed()
         if not failed.done():
             failed.set_result(error)
@@ -277,7 +289,7 @@ class Subscription:
             self._failed = asyncio.get_running_loop().create_future()
         return self._failed
 
-    async def history(self) -> AsyncIterator[Event]:
+    async def history(self) -> AsyncGenerator[Event, None]:
         """The stored events after ``last_seq``; then :meth:`next_nowait` and
         :meth:`wait` give the live ones (or iterate the subscription for both).
 

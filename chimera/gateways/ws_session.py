@@ -53,7 +53,6 @@ from chimera.errors import (
     CLOSE_TOO_SLOW,
     ChimeraError,
     ResourceExhausted,
-    SubscriberTooSlow,
     TokenExpired,
     Unavailable,
     close_for,
@@ -104,58 +103,68 @@ class Sessions:
         self.closing_slowly: set[WsConnection] = set()
 
     async def handle(self, ws: ServerConnection) -> None:
-        """One connection, from ``connected`` to close.
+        """One connection, from ``connected`` to close, in this one task.
 
         Written as one coroutine with plain acquire/release (no helper
-        coroutines or context-manager generators that would stay suspended for
-        the connection's life): an idle subscriber must stay small.
+        coroutines, child tasks or context-manager generators that would stay
+        suspended for the connection's life): an idle subscriber must stay
+        small. It sends the history, then loops: what is queued goes out;
+        with nothing queued it has caught up, and waits for its client's next
+        message while the broadcaster writes live events straight to the
+        connection (:class:`DirectWriter`), until the subscription wakes it
+        (an event queued, or the subscription ended).
         """
         assert isinstance(ws, WsConnection)  # the gateway's serve(create_connection=...)
         admitted = self._admission.take(ws)
         subscription = await self._open(ws, admitted)
         if subscription is None:
             return
-        # Ends the subscription when the token expires; the writer then says so
-        # and closes with 4401.
+        # Ends the subscription when the token expires: the session then says
+        # so and closes with 4401.
         expiry = end_at_expiry(subscription, admitted.principal)
+        direct = DirectWriter(ws, WRITE_LIMIT, self._deliveries)
+        subscription.listener = direct
         try:
-            # Reading happens here, in the handler's own task; writing in
-            # one child task. (Not three tasks, nor helper coroutines that
-            # stay suspended: idle subscribers are most of them, and each
-            # frame costs memory.) Whoever ends first closes the connection,
-            # which ends the other: the writer closes it when the
-            # subscription ends (1000 after the final event, 1001 at
-            # shutdown); the reader stops when the client leaves, and the
-            # writer is cancelled. A shed subscription closes it with 4008
-            # from a task started then, since the writer may be stuck
-            # sending to a client that stopped reading.
-            async with subscription, asyncio.TaskGroup() as tg:
-                writer = tg.create_task(self._write(ws, subscription))
-
-                def on_shed(failed: asyncio.Future[ChimeraError]) -> None:
-                    # A writer that is not stuck ends by itself, and closes with 4008.
-                    # An expired token: the writer sends nothing more (the queue is
-                    # dropped), then sends the one error message and closes 4401.
-                    if not writer.done() and not isinstance(failed.result(), TokenExpired):
-                        tg.create_task(self._close_shed(ws, subscription, failed.result()))
-
-                shed = subscription.failed()
-                shed.add_done_callback(on_shed)
+            await self._send_history(ws, direct, subscription)
+            while not subscription.done:
+                # Behind: what is queued goes out in batches that fill the
+                # transport's buffer to its high-water mark, one write each.
+                queued = subscription.take_nowait(direct.room())  # raises why it ended
+                if queued:
+                    await self._send_queued(ws, direct, queued)
+                    continue
                 try:
-                    with contextlib.suppress(ConnectionClosed):
-                        while True:
-                            reply, _ = await self._reply(
-                                admitted, peer_address(ws), await ws.recv()
-                            )
-                            if reply is not None:
-                                await ws.send(self._counted(reply))
+                    async with asyncio.timeout(None) as direct.interrupt:
+                        direct.caught_up = True
+                        message = await ws.recv()
+                except TimeoutError:
+                    if direct.interrupt is not None:
+                        raise  # not the wake's
+                    continue
                 finally:
-                    shed.remove_done_callback(on_shed)
-                    writer.cancel()
+                    direct.caught_up = False
+                    direct.interrupt = None
+                reply, _ = await self._reply(admitted, peer_address(ws), message)
+                if reply is not None:
+                    await self._send(ws, direct, self._counted(reply))
+            ended: ChimeraError | None = None
+        except ChimeraError as exc:
+            ended = exc
+        except ConnectionClosed:
+            return  # the client left (or websockets closed it: 1009, a keepalive's 1011)
         finally:
+            # Before the close: a shed reader's may take a while (SHED_CLOSE_TIMEOUT),
+            # and its resume must not count against the limits meanwhile.
+            subscription.close()
             if expiry is not None:
                 expiry.cancel()
             self._limits.release(admitted.job_id, peer_address(ws))
+        if isinstance(ended, TokenExpired):
+            await self._refuse(ws, subscription.job_id, ended)
+        elif ended is not None:
+            await self._close(ws, *close_for(ended))
+        else:
+            await self._close(ws, CLOSE_FINISHED, "job finished")
 
     async def _reply(
         self, admitted: Admitted, address: str, message: str | bytes
@@ -283,54 +292,12 @@ class Sessions:
             raise
         return subscription
 
-    async def _write(self, ws: WsConnection, subscription: Subscription) -> None:
-        """Sends the subscription's events, then closes the connection with why it ended.
-
-        While it waits for live events with nothing queued, the connection has
-        caught up, and the broadcaster may write to it directly (:class:`DirectWriter`).
-        """
-        direct = DirectWriter(ws, WRITE_LIMIT, self._deliveries)
-        subscription.listener = direct
-        try:
-            async for event in subscription.history():
-                await self._send_queued(ws, direct, [event])
-            while not subscription.done:
-                # Behind: what is queued goes out in batches that fill the
-                # transport's buffer to its high-water mark, one write each.
-                queued = subscription.take_nowait(direct.room())
-                if not queued:
-                    direct.caught_up = True
-                    try:
-                        await subscription.wait()
-                    finally:
-                        direct.caught_up = False
-                else:
-                    await self._send_queued(ws, direct, queued)
-            code, reason = CLOSE_FINISHED, "job finished"
-        except TokenExpired as exc:
-            await self._refuse(ws, subscription.job_id, exc)
-            return
-        except ChimeraError as exc:
-            code, reason = close_for(exc)
-        except ConnectionClosed:
-            return
-        await self._close(ws, code, reason)
-
     async def _refuse(self, ws: ServerConnection, job_id: str, error: ChimeraError) -> None:
         """Says why in an ``error`` message, then in the close (4410, 4416, 4401, …)."""
         with contextlib.suppress(ConnectionClosed):
             message = control_message("error", job_id=job_id, data={"error": str(error)})
             await ws.send(self._counted(message))
             await ws.close(*close_for(error))
-
-    async def _close_shed(
-        self, ws: WsConnection, subscription: Subscription, error: ChimeraError
-    ) -> None:
-        """Closes a shed subscriber's connection, naming the last event written to it
-        (read now, when the close frame follows it, not when it was shed)."""
-        if isinstance(error, SubscriberTooSlow):
-            error = SubscriberTooSlow(subscription.last_seq)
-        await self._close(ws, *close_for(error))
 
     async def _close(self, ws: WsConnection, code: int, reason: str) -> None:
         if code != CLOSE_TOO_SLOW:
@@ -347,6 +314,15 @@ class Sessions:
             await ws.close(code, reason)
         finally:
             self.closing_slowly.discard(ws)
+
+    async def _send_history(
+        self, ws: ServerConnection, direct: DirectWriter, subscription: Subscription
+    ) -> None:
+        """Sends the stored events (a coroutine of its own, so that nothing of the
+        history, its iterator or its last event, stays with an idle connection)."""
+        async with contextlib.aclosing(subscription.history()) as history:
+            async for event in history:
+                await self._send_queued(ws, direct, [event])
 
     def _delivered(self, events: list[Event]) -> None:
         if self._deliveries is not None:
@@ -366,7 +342,23 @@ class Sessions:
             # Counted when written: send() writes the last one in this same step
             # (an open connection), before it waits.
             self._delivered(events)
-        await ws.send(events[-1].frame, text=True)
+        await self._send(ws, direct, events[-1].frame)
+
+    @staticmethod
+    async def _send(ws: ServerConnection, direct: DirectWriter, frame: str | bytes) -> None:
+        """``ws.send(frame)``, whose wait for the buffer to drain is given up if the
+        subscription ends at once meanwhile (shed: its reader stopped reading; the
+        frame is written by then). The caller then finds why it ended, and closes
+        the connection: what websockets' documentation says a cancelled send
+        amounts to."""
+        try:
+            async with asyncio.timeout(None) as direct.interrupt:
+                await ws.send(frame, text=True)
+        except TimeoutError:
+            if direct.interrupt is not None:
+                raise  # not the wake's
+        finally:
+            direct.interrupt = None
 
 
 def _count_connection(ws: WsConnection) -> None:
