@@ -83,7 +83,7 @@ class DirectWriter:
         return max(self._limit - self._transport.get_write_buffer_size(), 1)
 
     def write(self, events: list[Event]) -> bool:
-        """Writes ``events`` in one transport write (the writer task's batch, framed
+        """Writes ``events`` in one transport write (a session's queued batch, framed
         as :meth:`offer` frames them); ``False``, having written nothing, if the
         connection is not open."""
         if self._protocol.state is not State.OPEN:

@@ -30,7 +30,7 @@ from websockets.server import ServerProtocol
 from chimera.http.edge import EdgeConnection
 
 # The transport's high-water mark, bytes: given to serve() (websockets' default), and
-# the bound the fast path writes under and the writer task fills batches to.
+# the bound the fast path writes under and a session fills its batches to.
 WRITE_LIMIT = 2**15
 
 

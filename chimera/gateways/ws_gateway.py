@@ -61,7 +61,7 @@ _SHUTDOWN = close_for(ShuttingDown("the server is shutting down"))  # 1001
 
 
 class WebSocketGateway:
-    """Serves subscribers; one reader and one writer task per connection.
+    """Serves subscribers; one task per connection (:class:`Sessions`).
 
     Lifecycle: :meth:`start` listens; :meth:`stop` closes the listening socket,
     waits for the handlers (each ends once its subscription has ended), and

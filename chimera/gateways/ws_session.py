@@ -35,7 +35,8 @@ are untouched). Before a 4410, 4416 or 4401 close the server sends an ``error``
 message saying why.
 
 Caught up, a subscriber's events are written by the broadcaster itself
-(:mod:`chimera.gateways.fast_path`); behind, by the connection's writer task.
+(:mod:`chimera.gateways.fast_path`); behind, by the connection's own task, which
+also reads the client's messages: one task per connection.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ SHED_CLOSE_TIMEOUT = 60.0  # seconds a shed (slow) reader has to read up to its 
 
 
 class Sessions:
-    """Runs each accepted connection (:meth:`handle`, the server's handler): one
-    reader (the handler's own task) and one writer task per connection."""
+    """Runs each accepted connection (:meth:`handle`, the server's handler) in
+    the handler's own task, which both reads and (when behind) writes."""
 
     def __init__(
         self,
