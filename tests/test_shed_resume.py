@@ -12,9 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
-from websockets.exceptions import ConnectionClosedError
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from chimera.client import JobsClient
+from chimera.events import TeamName
 from chimera.v1 import jobs_pb2 as pb
 from tests.conftest import (
     Running,
@@ -24,8 +26,13 @@ from tests.conftest import (
     until,
     ws_connect,
 )
-from tests.doubles import flood
-from tests.test_shedding_retention import QUEUE_LIMIT, flooded, read_frames
+from tests.doubles import ScriptedProvider, factory, flood
+from tests.test_shedding_retention import (
+    QUEUE_LIMIT,
+    flooded,
+    open_stuck_subscriber,
+    read_frames,
+)
 
 
 async def poll_job(client: JobsClient, done: Callable[[pb.Job], bool]) -> None:
@@ -88,12 +95,12 @@ async def test_shed_during_history_replay_names_the_last_event_received(
 
 
 async def flood_past_a_stuck_reader(
-    start_server: StartServer,
+    start_server: StartServer, **options: Any
 ) -> tuple[Running, asyncio.StreamReader, Any]:
     """A server whose flood job ran to its end for a reader that kept up, past one
     that never read (shed: what it holds, then its close, wait behind what it has
-    not read); the server and the stuck reader's streams."""
-    server, stuck_reader, stuck_writer, fast = await flooded(start_server)
+    not read); the server (with ``options``) and the stuck reader's streams."""
+    server, stuck_reader, stuck_writer, fast = await flooded(start_server, **options)
     async with server.client() as client:
         await client.create("a flood", job_id="flood")
         await asyncio.wait_for(read_until_closed(fast), 60)
@@ -113,6 +120,43 @@ async def test_a_reader_slower_than_the_close_handshake_still_gets_4008(
     seen = [m["seq"] for m in job_events(messages)]
     assert code == 4008, (code, reason)
     assert f"since={seen[-1]}" in reason
+
+
+async def test_a_shed_reader_that_never_reads_frees_its_place_at_once(
+    start_server: StartServer,
+) -> None:
+    """Shed while its connection waits to send on a full socket, a reader leaves the
+    job's subscriber limit then, not once it reads (it has 60 s to): another is let
+    in (the limit is 1) while it still has read nothing, and it then gets its 4008.
+
+    The thoughts are paced (one commit each), so the connection has taken an event
+    from its queue and waits in its send when the queue passes its bound."""
+    paced = factory({TeamName.ANTHROPIC: lambda: ScriptedProvider(["x" * 16_000] * 150, pace=0.01)})
+    server = await start_server(paced, subscriber_max_bytes=QUEUE_LIMIT, max_subscribers_per_job=1)
+    stuck_reader, stuck_writer = await open_stuck_subscriber(
+        server.server.ws_port, "paced", receive_buffer=4096, segment=1460
+    )
+    await until(lambda: server.server.broadcaster.subscriber_count("paced") == 1)
+    let_in: list[ClientConnection] = []
+
+    async def let_in_now() -> bool:
+        try:
+            let_in.append(await ws_connect(server.ws_url("paced"), max_queue=None))
+        except InvalidStatus as refused:
+            assert refused.response.status_code == 429
+            return False
+        return True
+
+    async with server.client() as client:
+        await client.create("a paced flood", job_id="paced")
+        await until(lambda: server.server.broadcaster.subscriber_count("paced") == 0, 30)
+        await until(let_in_now, 10)
+        seqs = [m["seq"] for m in job_events(await read_until_closed(let_in[0]))]
+        job = await client.get("paced")
+    assert seqs == list(range(1, job.last_sequence + 1)) and let_in[0].close_code == 1000
+    messages, code, reason = await asyncio.wait_for(read_frames(stuck_reader), 30)
+    stuck_writer.close()
+    assert code == 4008 and f"since={job_events(messages)[-1]['seq']}" in reason, reason
 
 
 async def test_stopping_does_not_wait_out_a_shed_reader_that_never_reads(
