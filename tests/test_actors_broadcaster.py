@@ -284,6 +284,9 @@ async def test_a_subscriber_past_its_byte_bound_is_shed_and_the_others_go_on() -
     async with running(Broadcaster(store)) as broadcaster:
         await open_jobs(broadcaster, "j")
         slow = broadcaster.subscribe("j", max_bytes=size * 7 // 2)  # room for 3 events
+        # Refusing every offer, as a connection that fell behind does: each event is
+        # queued, and its listener woken after the queue; when shed, at once.
+        slow.listener = slow_listener = RecordingListener(accepting=False)
         fine = broadcaster.subscribe("j")
         fine_reader = asyncio.create_task(collect(fine))
         other = broadcaster.subscribe("j")
@@ -302,6 +305,8 @@ async def test_a_subscriber_past_its_byte_bound_is_shed_and_the_others_go_on() -
             slow.next_nowait()
         assert raised.value.last_seq == 2
         assert broadcaster.subscriber_count("j") == 2  # the shed one left at once
+        *queued, last = slow_listener.wakes
+        assert queued and not any(queued) and last is True
     assert [e.seq for e in got] == list(range(1, 32))
     assert direct.offered == list(range(1, 31))  # every one but the final
 

@@ -95,12 +95,12 @@ async def test_shed_during_history_replay_names_the_last_event_received(
 
 
 async def flood_past_a_stuck_reader(
-    start_server: StartServer, **options: Any
+    start_server: StartServer,
 ) -> tuple[Running, asyncio.StreamReader, Any]:
     """A server whose flood job ran to its end for a reader that kept up, past one
     that never read (shed: what it holds, then its close, wait behind what it has
-    not read); the server (with ``options``) and the stuck reader's streams."""
-    server, stuck_reader, stuck_writer, fast = await flooded(start_server, **options)
+    not read); the server and the stuck reader's streams."""
+    server, stuck_reader, stuck_writer, fast = await flooded(start_server)
     async with server.client() as client:
         await client.create("a flood", job_id="flood")
         await asyncio.wait_for(read_until_closed(fast), 60)
