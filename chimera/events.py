@@ -20,6 +20,8 @@ from typing import Any, Final
 
 import orjson
 
+from chimera.ids import random_uuid4
+
 
 class TeamName(StrEnum):
     ANTHROPIC = "anthropic"
@@ -146,7 +148,7 @@ class Draft:
         the event, so every replay, snapshot and restart shows the same id."""
         now = utc_now()
         data = {
-            "id": str(uuid.uuid4()),
+            "id": str(random_uuid4()),
             "text": text,
             "timestamp": iso_timestamp(now),
             "team": team.value,
