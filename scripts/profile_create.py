@@ -35,6 +35,10 @@ async def _measure(jobs: int, group: int, start: bool) -> tuple[float, float, fl
 
     if not start:
         async def idle(self: JobSupervisor) -> None:
+            # Waits until stopped: interrupting a supervisor cancels its tasks.
+            task = asyncio.current_task()
+            assert task is not None
+            self._tasks = [task]
             await asyncio.get_running_loop().create_future()
 
         JobSupervisor.run = idle  # type: ignore[assignment,method-assign]
