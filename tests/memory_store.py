@@ -57,7 +57,10 @@ class MemoryStore:
     async def close(self) -> None:
         self._closed = True
 
-    async def create_job(self, job: Job) -> tuple[Job, bool]:
+    records_opening = False  # the actors announce a job's first events themselves
+
+    async def create_job(self, job: Job, opening: Sequence[Event] = ()) -> tuple[Job, bool]:
+        assert not opening, "MemoryStore records no opening events"
         self._check_open()
         if job.request_id:
             existing = self._requests.get((job.owner, job.request_id))

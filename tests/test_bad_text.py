@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -182,10 +182,10 @@ class SomeRecordsUnwritable(SQLiteStore):
     text that cannot be encoded: as if bad text had got past the edge (which now
     refuses it), so that it fails in the group commit, at the insert."""
 
-    async def create_job(self, job: Job) -> tuple[Job, bool]:
+    async def create_job(self, job: Job, opening: Sequence[Event] = ()) -> tuple[Job, bool]:
         if job.job_id.endswith("-bad"):
             job = replace(job, brief=job.brief + "\ud800")
-        return await super().create_job(job)
+        return await super().create_job(job, opening)
 
 
 async def test_a_bad_record_in_a_create_group_commit_fails_only_its_own_caller(

@@ -47,7 +47,7 @@ from chimera.errors import (
 )
 from chimera.events import Draft, Event, EventType
 from chimera.job import Job
-from chimera.observability.metrics import events_recorded
+from chimera.observability.metrics import events_counted, events_recorded
 from chimera.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -429,8 +429,9 @@ class Broadcaster:
 
     # -- called by the job manager and the actors ---------------------------------
 
-    def open_job(self, job: Job) -> None:
-        """Starts numbering ``job``'s events after ``job.last_sequence``."""
+    def open_job(self, job: Job, recorded: Sequence[Event] = ()) -> None:
+        """Starts numbering ``job``'s events after ``job.last_sequence``; ``recorded``:
+        its first events, already durable (written with the job), delivered now."""
         self._rejected.discard(job.job_id)
         channel = self._channels.setdefault(job.job_id, _Channel())
         if channel.job is None and channel.subscribers and self.remote is not None:
@@ -440,6 +441,9 @@ class Broadcaster:
         channel.job = job
         channel.epoch = self.store.epoch
         channel.settled = job.last_sequence
+        if recorded:
+            events_counted(recorded)
+            self._fan_out(list(recorded))
 
     async def adopt(self, job: Job) -> None:
         """:meth:`open_job` for a job this process takes over (or gets back) after

@@ -1,6 +1,7 @@
 """The job supervisor: one per job, owns the job's team actors.
 
-Setup: announce the job ``running``. Run: every team in its own task of one
+Setup: announce the job ``running`` (unless it was recorded with the job).
+Run: every team in its own task of one
 ``TaskGroup``; a team failing is reported for that team only and never stops
 the others. Teardown decides the job's outcome and announces it as the job's
 final event: ``cancelled`` after :meth:`JobSupervisor.cancel`; ``failed`` after
@@ -54,6 +55,7 @@ class JobSupervisor:
         *,
         deadline: float | None = None,
         clock: Timer | None = None,
+        announced: bool = False,
     ) -> None:
         self.job_id = job_id
         self.state = JobState.RUNNING
@@ -67,6 +69,8 @@ class JobSupervisor:
         self._outcome: JobState | None = None  # set by cancel() / interrupt()
         self._reason = INTERRUPTED
         self.announced_final = False  # the job's final event has been published
+        # ``running`` was recorded with the job (JobManager: the store's opening events).
+        self._announced = announced
 
     def cancel(self) -> None:
         """Stops the teams promptly; the job ends ``cancelled``."""
@@ -93,7 +97,8 @@ class JobSupervisor:
             task.cancel()
 
     async def run(self) -> JobState:
-        await self._publish(Draft.status(self.job_id, None, JobState.RUNNING.value))
+        if not self._announced:
+            await self._publish(Draft.status(self.job_id, None, JobState.RUNNING.value))
         timer: Cancellable | None = None
         if self._deadline is not None and not self._stopped:
             clock = self._clock or asyncio.get_running_loop()

@@ -1,6 +1,7 @@
 """The team actor: runs one provider on the brief and reports what it does.
 
-Setup: announce ``thinking`` with the model. Run: turn the provider's stream
+Setup: announce ``thinking`` with the model (unless it was recorded with the
+job). Run: turn the provider's stream
 into events (``thought_added``; ``generating`` when the answer starts;
 ``code_delta`` while the code is written, coalesced by
 :class:`~chimera.actors.code_deltas.DeltaCoalescer`; ``code_generated``).
@@ -66,6 +67,7 @@ class TeamActor:
         *,
         clock: Callable[[], float] = time.monotonic,
         coalescer: DeltaCoalescer | None = None,
+        announced: bool = False,
     ) -> None:
         self.job_id = job_id
         self.team = team
@@ -77,6 +79,8 @@ class TeamActor:
         self._clock = clock
         self._deltas = coalescer or DeltaCoalescer()
         self._reading: asyncio.Task[ProviderEvent | _Ended] | None = None
+        # ``thinking`` was recorded with the job (JobManager: the store's opening events).
+        self._announced = announced
 
     async def set_status(self, status: TeamStatus) -> None:
         self.status = status
@@ -95,7 +99,10 @@ class TeamActor:
     async def run(self) -> None:
         """Runs the provider to the end; ``ProviderError`` ends the team in ``error``."""
         log_context(team=self.team.value)
-        await self.set_status(TeamStatus.THINKING)
+        if self._announced:
+            self.status = TeamStatus.THINKING
+        else:
+            await self.set_status(TeamStatus.THINKING)
         timing = metrics.ProviderRun(self.team.value)
         stream = aiter(self._provider.stream(self._brief))
         try:

@@ -107,7 +107,9 @@ STORE_COMMIT_SECONDS = Histogram(
     buckets=COMMIT_SECONDS_BUCKETS,
 )
 STORE_COMMIT_EVENTS = Histogram(
-    "chimera_store_commit_events", "Events in one store commit.", buckets=COMMIT_EVENTS_BUCKETS
+    "chimera_store_commit_events",
+    "Events in one commit of the broadcaster's (a job's opening events go with its record).",
+    buckets=COMMIT_EVENTS_BUCKETS,
 )
 # The go-grpc-prometheus names and labels, so existing gRPC dashboards work.
 GRPC_STARTED = Counter(
@@ -365,6 +367,11 @@ def events_recorded(events: Sequence[Event], seconds: float) -> None:
     """A batch of events committed to the store in ``seconds``."""
     STORE_COMMIT_SECONDS.observe(seconds)
     STORE_COMMIT_EVENTS.observe(len(events))
+    events_counted(events)
+
+
+def events_counted(events: Sequence[Event]) -> None:
+    """Recorded events, by type (also those a job's creation recorded with it)."""
     for event_type, n in Tally(event.type for event in events).items():
         _EVENTS_OF[event_type].inc(n)
 

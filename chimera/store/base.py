@@ -38,8 +38,17 @@ class Store(Protocol):
         """Flushes and releases the store. Nothing may be called afterwards."""
         ...
 
-    async def create_job(self, job: Job) -> tuple[Job, bool]:
-        """Inserts ``job`` (no events yet), durably before returning; returns ``(job, True)``.
+    #: Whether :meth:`create_job` records a new job's opening events with it.
+    records_opening: bool
+
+    async def create_job(self, job: Job, opening: Sequence[Event] = ()) -> tuple[Job, bool]:
+        """Inserts ``job``, durably before returning; returns ``(job, True)``.
+
+        ``opening``: the job's first events (seq 1 on, already folded into ``job``),
+        recorded in the same transaction, so a job created alone costs one commit,
+        not one for its record and another for its first events. Only a store whose
+        :attr:`records_opening` is true is given any; the others record a job with
+        no events yet.
 
         If ``job.request_id`` was already used by the same ``job.owner`` (request ids
         are scoped to their owner), returns ``(existing, False)``, the existing job

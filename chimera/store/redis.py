@@ -449,7 +449,13 @@ class RedisStore:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    async def create_job(self, job: Job) -> tuple[Job, bool]:
+    # A job's opening events go through append, as every other event: the create
+    # script does not write events.
+    records_opening = False
+
+    async def create_job(self, job: Job, opening: Sequence[Event] = ()) -> tuple[Job, bool]:
+        if opening:
+            raise ValueError("RedisStore records no opening events (records_opening)")
         for _ in range(2):
             keys = [
                 job_key(job.job_id), JOBS, owner_key(job.owner), RUNNING,

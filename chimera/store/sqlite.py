@@ -124,6 +124,15 @@ _JOB_FIELDS = (
 _TEAM_FIELDS = "team, status, model, code, language, token_count, error, thought_count"
 _TEAM_READ = _TEAM_FIELDS + ", draft"
 
+def _event_rows(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    """The ``events`` table's rows for ``events``."""
+    return [
+        (e.job_id, e.seq, e.frame,
+         e.team.value if e.team is not None and e.type is EventType.THOUGHT_ADDED else None)
+        for e in events
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class _AppendRows:
     """The rows :meth:`SQLiteStore.append` writes for some events: plain values,
@@ -137,11 +146,7 @@ class _AppendRows:
 
     @classmethod
     def of(cls, events: Sequence[Event]) -> _AppendRows:
-        rows = cls([
-            (e.job_id, e.seq, e.frame,
-             e.team.value if e.team is not None and e.type is EventType.THOUGHT_ADDED else None)
-            for e in events
-        ], [], [], [], [])
+        rows = cls(_event_rows(events), [], [], [], [])
         for change in changes(events):
             rows.jobs.append((
                 change.last_sequence, iso_timestamp(change.update_time),
@@ -219,7 +224,9 @@ class SQLiteStore:
         self._lock_fd: int | None = None
         self._closed = False
         # create_job calls waiting for the next group commit, and whether one is running.
-        self._creates: list[tuple[Job, asyncio.Future[tuple[Job, bool]]]] = []
+        self._creates: list[
+            tuple[Job, Sequence[Event], asyncio.Future[tuple[Job, bool]]]
+        ] = []
         self._creating = False
         # The file's epoch (Store.epoch), read by open(): the same for as long as the
         # file lives, a new one for a new file (or an in-memory database).
@@ -291,11 +298,13 @@ class SQLiteStore:
         await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
         self._executor.shutdown(wait=True)
 
-    async def create_job(self, job: Job) -> tuple[Job, bool]:
+    records_opening = True
+
+    async def create_job(self, job: Job, opening: Sequence[Event] = ()) -> tuple[Job, bool]:
         if self._closed:  # a call racing the shutdown
             raise ShuttingDown("the server is shutting down")
         created: asyncio.Future[tuple[Job, bool]] = asyncio.get_running_loop().create_future()
-        self._creates.append((job, created))
+        self._creates.append((job, opening, created))
         if not self._creating:
             self._commit_creates()
         return await created
@@ -305,7 +314,7 @@ class SQLiteStore:
         creations queued meanwhile go in the next (no task: a callback chain)."""
         batch, self._creates = self._creates, []
         self._creating = True
-        jobs = [job for job, _ in batch]
+        jobs = [(job, opening) for job, opening, _ in batch]
         done = asyncio.get_running_loop().run_in_executor(
             self._executor, self._run, lambda conn: _insert_jobs(conn, jobs)
         )
@@ -313,7 +322,7 @@ class SQLiteStore:
         def resolve(done: asyncio.Future[list[tuple[Job, bool] | ChimeraError]]) -> None:
             self._creating = False
             error = done.exception() if not done.cancelled() else asyncio.CancelledError()
-            for i, (_, created) in enumerate(batch):
+            for i, (_, _, created) in enumerate(batch):
                 if created.done():  # the caller was cancelled: its job is recorded anyway
                     continue
                 if error is not None:
@@ -464,9 +473,10 @@ def request_id_of(key: str | None) -> str:
 
 
 def _insert_jobs(
-    conn: sqlite3.Connection, jobs: list[Job]
+    conn: sqlite3.Connection, jobs: list[tuple[Job, Sequence[Event]]]
 ) -> list[tuple[Job, bool] | ChimeraError]:
-    """Records ``jobs`` in one transaction; per job, what ``create_job`` answers.
+    """Records ``jobs`` (each with its opening events) in one transaction; per job,
+    what ``create_job`` answers.
 
     Each job is written under a savepoint of its own: one that cannot be recorded
     (:func:`_is_record_error`, e.g. text that is not UTF-8) is undone alone and
@@ -476,10 +486,10 @@ def _insert_jobs(
     results: list[tuple[Job, bool] | ChimeraError] = []
     with conn:
         conn.execute("BEGIN")
-        for job in jobs:
+        for job, opening in jobs:
             conn.execute("SAVEPOINT one_job")
             try:
-                results.append(_insert_job(conn, job))
+                results.append(_insert_job(conn, job, opening))
             except Exception as exc:
                 if not _is_record_error(exc):
                     raise  # the whole transaction is rolled back (its savepoint with it)
@@ -489,9 +499,12 @@ def _insert_jobs(
     return results
 
 
-def _insert_job(conn: sqlite3.Connection, job: Job) -> tuple[Job, bool] | AlreadyExists:
+def _insert_job(
+    conn: sqlite3.Connection, job: Job, opening: Sequence[Event] = ()
+) -> tuple[Job, bool] | AlreadyExists:
     """One job of :func:`_insert_jobs`: ``(job, True)``, the job an earlier request
-    with its ``request_id`` made, or :class:`AlreadyExists`."""
+    with its ``request_id`` made, or :class:`AlreadyExists`. A new job's row holds
+    what its ``opening`` events did already; only their own rows are added."""
     if job.request_id:
         # Scoped to its caller (stored as request_key()); files from before
         # that hold the bare id, matched with the owner.
@@ -524,6 +537,8 @@ def _insert_job(conn: sqlite3.Connection, job: Job) -> tuple[Job, bool] | Alread
         taken.__cause__ = exc
         return taken
     _insert_teams(conn, job)
+    if opening:
+        _AppendRows(_event_rows(opening), [], [], [], []).write(conn)
     return job, True
 
 
