@@ -133,20 +133,11 @@ class RunningJobs:
         self.rejected_reasons[job_id] = reason
 
 
-def _open(job: Job, models: Sequence[str]) -> list[Event]:
-    """A new job's opening events, folded into ``job``: ``running``, then each team
-    ``thinking`` with its model (``models``, in the order of ``job.teams``), as its
-    supervisor and team actors would announce them, numbered from 1."""
-    drafts = [Draft.status(job.job_id, None, JobState.RUNNING.value)]
-    drafts += [
-        Draft.status(job.job_id, team, TeamStatus.THINKING.value, model=model)
-        for team, model in zip(job.teams, models, strict=True)
-    ]
+def _opened(job: Job, drafts: Sequence[Draft]) -> list[Event]:
+    """A new job's opening ``drafts`` numbered from 1 and folded into ``job``."""
     events = [Event.from_draft(draft, seq) for seq, draft in enumerate(drafts, 1)]
     for event in events:
-        job.advance(event)
-    for run, model in zip(job.teams.values(), models, strict=True):
-        run.status, run.model = TeamStatus.THINKING, model
+        job.apply(event)
     return events
 
 
@@ -369,11 +360,19 @@ class JobManager:
             request_id=request.request_id,
             owner=principal.sub,
         )
-        providers = [self._providers(team) for team in teams]
         # The job's first events go in its own commit where the store can: a job
         # created alone (as CreateJob calls arrive) then pays one commit, not two.
         announced = self._store.records_opening
-        opening = _open(job, [p.model for p in providers]) if announced else []
+        publish = self._broadcaster.publish
+        actors = [
+            TeamActor(job_id, team, self._providers(team), request.brief, publish,
+                      announced=announced)
+            for team in teams
+        ]
+        supervisor = JobSupervisor(
+            job_id, actors, publish, deadline=self._job_deadline, announced=announced
+        )
+        opening = _opened(job, supervisor.opening()) if announced else []
         stored, created = await self._store.create_job(job, opening)
         if not created:
             if (
@@ -388,14 +387,6 @@ class JobManager:
                 )
             return stored, False
         self._broadcaster.open_job(job.copy(), opening)
-        publish = self._broadcaster.publish
-        actors = [
-            TeamActor(job_id, team, provider, request.brief, publish, announced=announced)
-            for team, provider in zip(teams, providers, strict=True)
-        ]
-        supervisor = JobSupervisor(
-            job_id, actors, publish, deadline=self._job_deadline, announced=announced
-        )
         self._supervisors[job_id] = supervisor
         if self._stop.is_set():  # stopping while we were writing: it ends at once
             supervisor.interrupt()

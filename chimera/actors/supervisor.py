@@ -96,9 +96,18 @@ class JobSupervisor:
         for task in self._tasks:
             task.cancel()
 
+    def opening(self) -> list[Draft]:
+        """The job's first events, as its setup announces them: ``running``, then each
+        team's :meth:`TeamActor.opening`. When they were recorded with the job
+        (``announced``), neither the supervisor nor its teams publish them again."""
+        return [self._running(), *(team.opening() for team in self._teams)]
+
+    def _running(self) -> Draft:
+        return Draft.status(self.job_id, None, JobState.RUNNING.value)
+
     async def run(self) -> JobState:
         if not self._announced:
-            await self._publish(Draft.status(self.job_id, None, JobState.RUNNING.value))
+            await self._publish(self._running())
         timer: Cancellable | None = None
         if self._deadline is not None and not self._stopped:
             clock = self._clock or asyncio.get_running_loop()

@@ -82,13 +82,18 @@ class TeamActor:
         # ``thinking`` was recorded with the job (JobManager: the store's opening events).
         self._announced = announced
 
+    def opening(self) -> Draft:
+        """The event the team opens with: ``thinking``, with its model."""
+        return Draft.status(
+            self.job_id, self.team, TeamStatus.THINKING.value, model=self._provider.model
+        )
+
     async def set_status(self, status: TeamStatus) -> None:
         self.status = status
         if status in TEAM_FINAL:
             simulated = isinstance(self._provider, SimulatedProvider)
             metrics.team_run_ended(self.team.value, simulated, status.value)
-        extra = {"model": self._provider.model} if status is TeamStatus.THINKING else {}
-        await self._publish(Draft.status(self.job_id, self.team, status.value, **extra))
+        await self._publish(Draft.status(self.job_id, self.team, status.value))
 
     async def fail(self, message: str) -> None:
         """Reports ``message`` as the team's error and ends it in ``error``."""
@@ -99,10 +104,9 @@ class TeamActor:
     async def run(self) -> None:
         """Runs the provider to the end; ``ProviderError`` ends the team in ``error``."""
         log_context(team=self.team.value)
-        if self._announced:
-            self.status = TeamStatus.THINKING
-        else:
-            await self.set_status(TeamStatus.THINKING)
+        self.status = TeamStatus.THINKING
+        if not self._announced:
+            await self._publish(self.opening())
         timing = metrics.ProviderRun(self.team.value)
         stream = aiter(self._provider.stream(self._brief))
         try:

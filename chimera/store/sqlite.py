@@ -133,6 +133,20 @@ def _event_rows(events: Sequence[Event]) -> list[tuple[Any, ...]]:
     ]
 
 
+def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Adds :func:`_event_rows` to the ``events`` table, inside the caller's transaction.
+
+    A frame is UTF-8 bytes, bound as they are and stored as TEXT (``CAST``: no
+    decoding, the same column as ever); SQLite does not check UTF-8, so this
+    does (:func:`check_utf8`: a frame that is not is its job's record error)."""
+    for row in rows:
+        check_utf8(row[2])
+    conn.executemany(
+        "INSERT INTO events (job_id, seq, frame, thought) VALUES (?, ?, CAST(? AS TEXT), ?)",
+        rows,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _AppendRows:
     """The rows :meth:`SQLiteStore.append` writes for some events: plain values,
@@ -165,17 +179,8 @@ class _AppendRows:
         return rows
 
     def write(self, conn: sqlite3.Connection) -> None:
-        """Inside the caller's transaction.
-
-        A frame is UTF-8 bytes, bound as they are and stored as TEXT (``CAST``: no
-        decoding, the same column as ever); SQLite does not check UTF-8, so this
-        does (:func:`check_utf8`: a frame that is not is its job's record error)."""
-        for row in self.events:
-            check_utf8(row[2])
-        conn.executemany(
-            "INSERT INTO events (job_id, seq, frame, thought) VALUES (?, ?, CAST(? AS TEXT), ?)",
-            self.events,
-        )
+        """Inside the caller's transaction."""
+        _insert_events(conn, self.events)
         conn.executemany(
             "UPDATE jobs SET last_sequence = ?, update_time = ?,"
             " state = COALESCE(?, state), end_time = COALESCE(?, end_time)"
@@ -538,7 +543,7 @@ def _insert_job(
         return taken
     _insert_teams(conn, job)
     if opening:
-        _AppendRows(_event_rows(opening), [], [], [], []).write(conn)
+        _insert_events(conn, _event_rows(opening))
     return job, True
 
 
